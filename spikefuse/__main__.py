@@ -1,0 +1,5 @@
+import sys
+
+from spikefuse.cli import main
+
+sys.exit(main())
