@@ -1,0 +1,260 @@
+"""Encoders that turn sampled signals into signed integer change-events.
+
+Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
+
+* :func:`round_half_away` is the ONE rounding rule of the project (the engine uses it too):
+  ``floor(|x| + 1/2) * sign(x)``.
+* :class:`SigmaDeltaEncoder` is a per-channel sigma-delta modulator with the herding
+  residual: for a value ``v`` with scale ``k`` (counts per unit) it sends
+  ``n = round_half_away(k*v - sent)`` and accumulates ``sent += n``, so a receiver that sums
+  the counts reconstructs ``sent / k`` and ``|k*v - sent| <= 1/2`` after every sample.
+* :class:`DvsEncoder` emulates a dynamic-vision-sensor pixel array on frames: per pixel the
+  log intensity is compared with a reference; every crossing of the contrast threshold ``C``
+  emits one signed event, ``n = floor(|dL| / C)`` of them, timestamped by linear
+  interpolation across the frame interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "DvsEncoder",
+    "SigmaDeltaEncoder",
+    "resample_area",
+    "round_half_away",
+    "to_gray",
+]
+
+INT32_MAX = np.iinfo(np.int32).max
+# beyond this |k*v| cannot be represented exactly in float64 / the int64 accumulator
+_MAX_TARGET = float(2**53)
+
+
+def round_half_away(x: np.ndarray | float) -> np.ndarray:
+    """Round to the nearest integer, ties away from zero: ``floor(|x| + 0.5) * sign(x)``.
+
+    Returns float64 (same shape as ``x``); NaN stays NaN."""
+    a = np.asarray(x, dtype=np.float64)
+    return np.copysign(np.floor(np.abs(a) + 0.5), a) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _as_scale(scale: float | np.ndarray, n_channels: int) -> np.ndarray:
+    k = np.asarray(scale, dtype=np.float64)
+    if k.ndim == 0:
+        k = np.full(n_channels, float(k))
+    if k.shape != (n_channels,):
+        raise ValueError(f"scale has shape {k.shape}, expected () or ({n_channels},)")
+    if not np.all(np.isfinite(k)) or np.any(k <= 0):
+        raise ValueError(f"scale must be finite and > 0, found {k.tolist()}")
+    return k
+
+
+class SigmaDeltaEncoder:
+    """Sigma-delta encoder for ``n_channels`` channels with a per-channel ``scale``.
+
+    ``encode(values)`` returns ``(channels, counts)`` (both int32) for the channels whose
+    count is nonzero. Non-finite values (NaN/Inf) skip that channel for that sample and are
+    counted in ``n_skipped_nonfinite``; values too large to quantise exactly
+    (``|k*v| > 2**53``) are skipped and counted in ``n_skipped_out_of_range``. A single
+    count is limited to the int32 range; a larger step is sent over several samples (the
+    residual carries it) and counted in ``n_saturated``.
+    """
+
+    def __init__(self, n_channels: int, scale: float | np.ndarray):
+        if int(n_channels) <= 0:
+            raise ValueError(f"n_channels must be > 0, found {n_channels}")
+        self.n_channels = int(n_channels)
+        self.scale = _as_scale(scale, self.n_channels)
+        self.sent = np.zeros(self.n_channels, dtype=np.int64)
+        self.n_skipped_nonfinite = 0
+        self.n_skipped_out_of_range = 0
+        self.n_saturated = 0
+        self.n_samples = 0
+
+    def reset(self) -> None:
+        """Forget what was sent (the receiver must be reset too) and zero the counters."""
+        self.sent[:] = 0
+        self.n_skipped_nonfinite = 0
+        self.n_skipped_out_of_range = 0
+        self.n_saturated = 0
+        self.n_samples = 0
+
+    def reconstruction(self) -> np.ndarray:
+        """What a receiver that summed every count holds: ``sent / scale``."""
+        return self.sent / self.scale
+
+    def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != (self.n_channels,):
+            raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
+        self.n_samples += 1
+        target = self.scale * v
+        finite = np.isfinite(target)
+        in_range = np.abs(np.where(finite, target, 0.0)) <= _MAX_TARGET
+        self.n_skipped_nonfinite += int(self.n_channels - np.count_nonzero(finite))
+        self.n_skipped_out_of_range += int(np.count_nonzero(finite & ~in_range))
+        ok = finite & in_range
+        delta = np.zeros(self.n_channels, dtype=np.float64)
+        delta[ok] = round_half_away(target[ok] - self.sent[ok])
+        saturated = np.abs(delta) > INT32_MAX
+        if saturated.any():
+            self.n_saturated += int(np.count_nonzero(saturated))
+            delta = np.clip(delta, -INT32_MAX, INT32_MAX)
+        n = delta.astype(np.int64)
+        self.sent += n
+        nz = np.flatnonzero(n)
+        return nz.astype(np.int32), n[nz].astype(np.int32)
+
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """A frame as float64 intensity in [0, 1] (integers are divided by their dtype's max;
+    floats are taken as already normalised). RGB(A) is reduced with Rec. 601 luma weights."""
+    f = np.asarray(frame)
+    if f.ndim == 3:
+        if f.shape[2] == 1:
+            f = f[:, :, 0]
+        elif f.shape[2] in (3, 4):
+            w = np.array([0.299, 0.587, 0.114])
+            g = f[:, :, :3].astype(np.float64) @ w
+            return _normalise(g, f.dtype)
+        else:
+            raise ValueError(f"frame has {f.shape[2]} channels, expected 1, 3 or 4")
+    if f.ndim != 2:
+        raise ValueError(f"frame has shape {f.shape}, expected (H, W) or (H, W, C)")
+    return _normalise(f.astype(np.float64), f.dtype)
+
+
+def _normalise(g: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        return g / float(np.iinfo(dtype).max)
+    if np.issubdtype(dtype, np.bool_):
+        return g
+    if np.issubdtype(dtype, np.floating):
+        return g
+    raise ValueError(f"frame dtype {dtype} is not numeric")
+
+
+def _area_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Row-stochastic matrix averaging input cells over each output cell's footprint."""
+    edges_out = np.linspace(0.0, n_in, n_out + 1)
+    lo = edges_out[:-1, None]
+    hi = edges_out[1:, None]
+    cell_lo = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cell_lo + 1) - np.maximum(lo, cell_lo), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resample_area(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resample a 2-D array to (height, width) by area averaging (exact block means for
+    integer factors; also valid for upsampling, where it replicates)."""
+    if img.shape == (height, width):
+        return img
+    ry = _area_matrix(height, img.shape[0])
+    rx = _area_matrix(width, img.shape[1])
+    return ry @ img @ rx.T
+
+
+class DvsEncoder:
+    """DVS emulation on log intensity for a ``width`` x ``height`` pixel array.
+
+    ``encode(t_ns, frame, frame_interval_ns)`` takes the frame captured at ``t_ns``
+    (any size: it is area-resampled to the configured resolution) and returns
+    ``(channels int32, counts int32, dt_ns int64)``: one entry per threshold crossing,
+    ``channel = y*width + x``, ``count = +1/-1``, sorted by ``dt_ns``. ``dt_ns`` is the
+    crossing time relative to the start of the frame interval ``t_ns - frame_interval_ns``,
+    in ``(0, frame_interval_ns]``, linearly interpolated between the two frames.
+
+    The first frame only initialises the reference and emits nothing. After a pixel emits,
+    its reference moves by ``n*C`` (the sub-threshold residual is kept). A pixel within
+    ``refractory_ns`` of its last event emits nothing and keeps its reference, so the change
+    is reported when the refractory period is over. Non-finite pixels are skipped and
+    counted in ``n_skipped_nonfinite``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        threshold: float = 0.2,
+        refractory_ns: int = 0,
+        eps: float = 1e-3,
+    ):
+        if width <= 0 or height <= 0:
+            raise ValueError(f"resolution must be positive, found {width}x{height}")
+        if not (np.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be > 0, found {threshold}")
+        if refractory_ns < 0:
+            raise ValueError(f"refractory_ns must be >= 0, found {refractory_ns}")
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be > 0, found {eps}")
+        self.width = int(width)
+        self.height = int(height)
+        self.threshold = float(threshold)
+        self.refractory_ns = int(refractory_ns)
+        self.eps = float(eps)
+        self.reference: np.ndarray | None = None
+        self.last_event_ns = np.full(self.width * self.height, np.iinfo(np.int64).min // 2)
+        self.n_frames = 0
+        self.n_skipped_nonfinite = 0
+
+    def reset(self) -> None:
+        self.reference = None
+        self.last_event_ns[:] = np.iinfo(np.int64).min // 2
+        self.n_frames = 0
+        self.n_skipped_nonfinite = 0
+
+    def log_intensity(self, frame: np.ndarray) -> np.ndarray:
+        """Flattened log(I + eps) of the frame at the configured resolution."""
+        g = resample_area(to_gray(frame), self.height, self.width)
+        return np.log(np.clip(g, 0.0, None) + self.eps).ravel()
+
+    def encode(
+        self, t_ns: int, frame: np.ndarray, frame_interval_ns: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if frame_interval_ns <= 0:
+            raise ValueError(f"frame_interval_ns must be > 0, found {frame_interval_ns}")
+        log_i = self.log_intensity(frame)
+        self.n_frames += 1
+        finite = np.isfinite(log_i)
+        self.n_skipped_nonfinite += int(log_i.size - np.count_nonzero(finite))
+        if self.reference is None:
+            self.reference = np.where(finite, log_i, np.nan)
+            return _empty_events()
+        ref = self.reference
+        unset = ~np.isfinite(ref) & finite
+        ref[unset] = log_i[unset]  # a pixel that was non-finite initialises now
+        d = np.where(finite, log_i - ref, 0.0)
+        n_cross = np.floor(np.abs(d) / self.threshold)
+        t0 = int(t_ns) - int(frame_interval_ns)
+        if self.refractory_ns > 0:
+            # a pixel fires only once its refractory period is over, and at most once per
+            # refractory period within the interval; the rest stays in the reference
+            blocked = self.last_event_ns + self.refractory_ns > int(t_ns)
+            n_cross[blocked] = 0.0
+            n_cross = np.minimum(n_cross, max(1, int(frame_interval_ns) // self.refractory_ns))
+        fire = np.flatnonzero(n_cross > 0)
+        if fire.size == 0:
+            return _empty_events()
+        n = n_cross[fire].astype(np.int64)
+        abs_d = np.abs(d[fire])
+        sign = np.sign(d[fire]).astype(np.int32)
+        ref[fire] += sign * n * self.threshold
+        # crossing j (1..n) of a pixel happens at fraction j*C/|dL| of the interval
+        pix = np.repeat(fire, n)
+        j = np.arange(pix.size) - np.repeat(np.cumsum(n) - n, n) + 1
+        dt = self._crossing_dt(j * self.threshold / np.repeat(abs_d, n), frame_interval_ns)
+        self.last_event_ns[fire] = t0 + self._crossing_dt(
+            n * self.threshold / abs_d, frame_interval_ns
+        )
+        counts = np.repeat(sign, n)
+        order = np.argsort(dt, kind="stable")
+        return pix[order].astype(np.int32), counts[order], dt[order]
+
+    @staticmethod
+    def _crossing_dt(frac: np.ndarray, frame_interval_ns: int) -> np.ndarray:
+        return np.clip(np.ceil(frac * frame_interval_ns), 1, frame_interval_ns).astype(np.int64)
+
+
+def _empty_events() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int64)

@@ -1,0 +1,244 @@
+"""Encoders: the sigma-delta herding invariant (on the real BROAD log) and the DVS model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikefuse.encoding import (
+    DvsEncoder,
+    SigmaDeltaEncoder,
+    resample_area,
+    round_half_away,
+    to_gray,
+)
+from spikefuse.tables import load_table
+
+# --------------------------------------------------------------------------- rounding
+
+
+def test_round_half_away_ties_and_signs():
+    x = np.array([-2.5, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 3.7, -3.7])
+    expected = np.array([-3, -2, -1, 0, 0, 0, 1, 2, 3, 4, -4], dtype=float)
+    out = round_half_away(x)
+    np.testing.assert_array_equal(out, expected)
+    assert not np.signbit(out[3])  # no negative zero
+    assert np.isnan(round_half_away(np.array([np.nan])))[0]
+
+
+# --------------------------------------------------------------------------- sigma-delta
+
+
+def _run(enc: SigmaDeltaEncoder, rows: np.ndarray) -> np.ndarray:
+    """Encode every row; return the receiver-side sum after each row (independent of enc.sent)."""
+    recv = np.zeros(enc.n_channels, dtype=np.int64)
+    out = np.empty((rows.shape[0], enc.n_channels), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ch, cnt = enc.encode(row)
+        assert ch.dtype == np.int32 and cnt.dtype == np.int32
+        assert np.all(cnt != 0)
+        assert np.all(np.diff(ch) > 0)
+        recv[ch] += cnt
+        out[i] = recv
+    return out
+
+
+def test_sigma_delta_reconstruction_on_real_broad_log(shared_data):
+    table = load_table(shared_data / "broad" / "broad_02_undisturbed_slow_rotation.csv.gz")
+    scales = {"gyro": 200.0, "accel": 50.0, "mag": 2.0}  # counts per rad/s, per m/s², per µT
+    n_events = 0
+    for group, k in scales.items():
+        values = table.groups[group]
+        assert values.shape[0] > 50_000
+        enc = SigmaDeltaEncoder(3, k)
+        recv = _run(enc, values)
+        finite = np.isfinite(values)
+        err_quanta = np.abs(recv / k - values)[finite] * k
+        # within half a quantum per channel at every sample (tiny float slack on the product)
+        assert err_quanta.max() <= 0.5 + 1e-9, (group, err_quanta.max())
+        np.testing.assert_array_equal(recv[-1], enc.sent)
+        assert enc.n_skipped_nonfinite == int((~finite).sum())
+        n_events += int(np.abs(np.diff(recv, axis=0)).sum())
+    assert n_events > 10_000  # the signal really moved through many quanta
+
+
+def test_sigma_delta_per_channel_scale_and_herding_residual():
+    enc = SigmaDeltaEncoder(2, np.array([1.0, 10.0]))
+    ch, cnt = enc.encode(np.array([0.3, 0.3]))  # 0.3 -> 0 counts; 3.0 -> 3 counts
+    assert ch.tolist() == [1] and cnt.tolist() == [3]
+    ch, cnt = enc.encode(np.array([0.6, 0.3]))  # residual 0.6 -> 1; no change on ch 1
+    assert ch.tolist() == [0] and cnt.tolist() == [1]
+    # a constant 0.4 on scale 1: round(0.4 - 0) = 0, nothing is sent, error stays 0.4 <= 1/2
+    enc2 = SigmaDeltaEncoder(1, 1.0)
+    for _ in range(5):
+        assert enc2.encode(np.array([0.4]))[0].size == 0
+    assert enc2.sent.tolist() == [0]
+    # herding: a value that drifts slowly is tracked with the residual carried over
+    enc3 = SigmaDeltaEncoder(1, 1.0)
+    total = 0
+    for v in np.linspace(0.0, 10.0, 101):
+        _, c = enc3.encode(np.array([v]))
+        total += int(c.sum())
+        assert abs(v - total) <= 0.5
+    assert total == 10
+
+
+def test_sigma_delta_nonfinite_are_skipped_and_counted():
+    enc = SigmaDeltaEncoder(3, 10.0)
+    enc.encode(np.array([1.0, 1.0, 1.0]))
+    ch, cnt = enc.encode(np.array([np.nan, 2.0, np.inf]))
+    assert ch.tolist() == [1] and cnt.tolist() == [10]
+    assert enc.n_skipped_nonfinite == 2
+    ch, cnt = enc.encode(np.array([-np.inf, np.nan, 3.0]))
+    assert ch.tolist() == [2] and cnt.tolist() == [20]
+    assert enc.n_skipped_nonfinite == 4
+    assert enc.sent.tolist() == [10, 20, 30]
+    ch, cnt = enc.encode(np.array([1e300, 2.0, 3.0]))  # finite but not quantisable
+    assert ch.size == 0 and enc.n_skipped_out_of_range == 1
+    enc.reset()
+    assert enc.sent.tolist() == [0, 0, 0] and enc.n_skipped_nonfinite == 0
+
+
+def test_sigma_delta_saturates_int32_and_catches_up():
+    enc = SigmaDeltaEncoder(1, 1.0)
+    big = 3.0 * 2**31
+    _, c1 = enc.encode(np.array([big]))
+    assert c1.tolist() == [2**31 - 1] and enc.n_saturated == 1
+    _, c2 = enc.encode(np.array([big]))
+    _, c3 = enc.encode(np.array([big]))
+    _, c4 = enc.encode(np.array([big]))
+    assert int(enc.sent[0]) == int(big)
+    assert sum(int(c.sum()) for c in (c1, c2, c3, c4)) == int(big)
+
+
+def test_sigma_delta_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="n_channels"):
+        SigmaDeltaEncoder(0, 1.0)
+    with pytest.raises(ValueError, match="scale"):
+        SigmaDeltaEncoder(2, [1.0, -1.0])
+    with pytest.raises(ValueError, match="scale has shape"):
+        SigmaDeltaEncoder(2, [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="expected \\(3,\\)"):
+        SigmaDeltaEncoder(3, 1.0).encode(np.zeros(2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False), min_size=2, max_size=2
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.floats(1e-3, 1e3),
+)
+def test_sigma_delta_invariant_property(rows, k):
+    enc = SigmaDeltaEncoder(2, k)
+    for row in rows:
+        enc.encode(np.array(row))
+        assert np.all(np.abs(k * np.array(row) - enc.sent) <= 0.5 + 1e-9 * max(1.0, abs(k) * 1e6))
+
+
+def test_sigma_delta_is_deterministic():
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(200, 4)).cumsum(axis=0)
+    a, b = SigmaDeltaEncoder(4, [1, 2, 3, 4]), SigmaDeltaEncoder(4, [1, 2, 3, 4])
+    for r in rows:
+        ca, na = a.encode(r)
+        cb, nb = b.encode(r)
+        assert ca.tolist() == cb.tolist() and na.tolist() == nb.tolist()
+
+
+# --------------------------------------------------------------------------- DVS
+
+
+def _edge_frame(x_edge: float, width: int = 32, height: int = 8) -> np.ndarray:
+    """Dark (0.1) left of x_edge, bright (0.9) right of it, float intensities."""
+    x = np.arange(width)[None, :].repeat(height, axis=0)
+    return np.where(x < x_edge, 0.1, 0.9)
+
+
+def test_dvs_moving_edge_events_where_and_when_intensity_changes():
+    width, height, period_ns = 32, 8, 10_000_000
+    enc = DvsEncoder(width, height, threshold=0.2)
+    assert enc.encode(0, _edge_frame(8, width, height), period_ns)[0].size == 0  # reference
+    prev = _edge_frame(8, width, height)
+    seen = np.zeros(width * height, dtype=bool)
+    for k in range(1, 9):
+        t_ns = k * period_ns
+        frame = _edge_frame(8 + 2 * k, width, height)  # the edge moves right 2 px per frame
+        ch, cnt, dt = enc.encode(t_ns, frame, period_ns)
+        changed = np.flatnonzero((frame != prev).ravel())
+        assert set(ch.tolist()) == set(changed.tolist())  # where: exactly the changed pixels
+        # bright -> dark: log(0.101) - log(0.901) = -2.19 -> floor(2.19/0.2) = 10 OFF events
+        per_pix = np.bincount(ch, weights=cnt, minlength=width * height)
+        assert np.all(per_pix[changed] == -10)
+        assert np.all(cnt == -1)
+        assert np.all((dt > 0) & (dt <= period_ns)) and np.all(np.diff(dt) >= 0)  # when
+        seen[changed] = True
+        prev = frame
+    assert seen.sum() == 16 * height
+    # static pixels (never crossed by the edge) never fire
+    ys, xs = np.divmod(np.arange(width * height), width)
+    static = (xs < 8) | (xs >= 24)
+    assert not np.any(seen & static)
+
+
+def test_dvs_counts_timing_and_reference_residual():
+    enc = DvsEncoder(1, 1, threshold=0.2, eps=1e-3)
+    enc.encode(0, np.array([[0.2]]), 1000)
+    i1 = (0.2 + 1e-3) * np.exp(0.5) - 1e-3  # dL = +0.5 -> 2 events, residual 0.1
+    ch, cnt, dt = enc.encode(1000, np.array([[i1]]), 1000)
+    assert cnt.tolist() == [1, 1] and ch.tolist() == [0, 0]
+    assert dt.tolist() == [400, 800]  # crossings at 0.2/0.5 and 0.4/0.5 of the interval
+    i2 = (0.2 + 1e-3) * np.exp(0.65) - 1e-3  # +0.15 more: residual 0.25 -> 1 event
+    ch, cnt, _ = enc.encode(2000, np.array([[i2]]), 1000)
+    assert cnt.tolist() == [1]
+    ch, cnt, _ = enc.encode(3000, np.array([[i2]]), 1000)  # no change -> nothing
+    assert ch.size == 0
+
+
+def test_dvs_refractory_defers_events():
+    enc = DvsEncoder(1, 1, threshold=0.2, refractory_ns=2500)
+    enc.encode(0, np.array([[0.1]]), 1000)
+    _, cnt, _ = enc.encode(1000, np.array([[0.9]]), 1000)
+    assert cnt.tolist() == [1]  # at most one event per refractory period within a frame
+    _, cnt, _ = enc.encode(2000, np.array([[0.9]]), 1000)
+    assert cnt.size == 0  # still refractory (last event at 92 ns, 92 + 2500 > 2000)
+    total = 1
+    for k in range(3, 30):
+        total += int(enc.encode(k * 1000, np.array([[0.9]]), 1000)[1].sum())
+    assert total == 10  # the deferred change is reported eventually: floor(2.19/0.2)
+
+
+def test_dvs_downsamples_rgb_uint8_and_skips_nonfinite():
+    enc = DvsEncoder(4, 2)
+    frame = np.zeros((20, 40, 3), dtype=np.uint8)
+    enc.encode(0, frame, 100)
+    frame2 = frame.copy()
+    frame2[10:, 30:] = 255  # bottom-right output pixel (x=3, y=1) only
+    ch, cnt, _ = enc.encode(100, frame2, 100)
+    assert set(ch.tolist()) == {1 * 4 + 3} and np.all(cnt == 1)
+    f = np.full((2, 4), 0.5)
+    f[0, 0] = np.nan
+    enc2 = DvsEncoder(4, 2)
+    enc2.encode(0, f, 100)
+    assert enc2.n_skipped_nonfinite == 1
+    f2 = f.copy()
+    f2[0, 0] = 0.9  # the pixel becomes valid: it initialises, no event
+    assert enc2.encode(100, f2, 100)[0].size == 0
+
+
+def test_resample_area_block_means_and_gray():
+    img = np.arange(16, dtype=float).reshape(4, 4)
+    out = resample_area(img, 2, 2)
+    np.testing.assert_allclose(out, [[2.5, 4.5], [10.5, 12.5]])
+    np.testing.assert_allclose(resample_area(img, 4, 4), img)
+    np.testing.assert_allclose(to_gray(np.full((2, 2), 65535, np.uint16)), 1.0)
+    with pytest.raises(ValueError, match="channels"):
+        to_gray(np.zeros((2, 2, 5)))
+    with pytest.raises(ValueError, match="frame_interval_ns"):
+        DvsEncoder(2, 2).encode(0, np.zeros((2, 2)), 0)
