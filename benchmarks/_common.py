@@ -31,7 +31,9 @@ class BenchResult:
         for r in self.rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)))
         out.extend(self.notes)
-        out.append(f"(machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()})")
+        out.append(
+            f"(machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()})"
+        )
         return "\n".join(out) + "\n"
 
 

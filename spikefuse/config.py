@@ -61,7 +61,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
 
 
 _LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
 )
 
 
@@ -178,9 +179,7 @@ def apply_overrides(data: Any, overrides: list[str] | None, source: str = "--set
                     node = node[int(p)]
                     continue
                 except (ValueError, IndexError):
-                    raise ConfigError(
-                        f"override '{item}': no list index '{p}'", source
-                    ) from None
+                    raise ConfigError(f"override '{item}': no list index '{p}'", source) from None
             if not isinstance(node, dict):
                 raise ConfigError(
                     f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a mapping", source

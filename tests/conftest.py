@@ -14,7 +14,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"real recordings expected at {SHARED_DATA} (../shared/data beside the checkout)")
+        pytest.fail(
+            f"real recordings expected at {SHARED_DATA} (../shared/data beside the checkout)"
+        )
     return SHARED_DATA
 
 

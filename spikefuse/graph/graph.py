@@ -71,10 +71,10 @@ class ResolvedGraph:
 class Graph:
     """Describe a fusion graph in Python::
 
-        g = Graph("mlp")
-        g.input("x", size=784, scale=50)
-        g.dense("h", "x", W1, b1, activation="relu", scale=50)
-        g.output("y", "h", scale=100)
+    g = Graph("mlp")
+    g.input("x", size=784, scale=50)
+    g.dense("h", "x", W1, b1, activation="relu", scale=50)
+    g.output("y", "h", scale=100)
     """
 
     def __init__(self, name: str = "graph", nodes: Iterable[Node] = ()):
@@ -105,24 +105,62 @@ class Graph:
     def input(self, name: str, size: int, scale: float = 100.0) -> str:
         return self._make(Input, name=name, size=size, scale=scale)
 
-    def dense(self, name, source, weights, bias=None, activation="identity", scale=100.0, lo=None, hi=None) -> str:
-        return self._make(Dense, name=name, source=source, weights=weights, bias=bias,
-                          activation=activation, scale=scale, lo=lo, hi=hi)
+    def dense(
+        self, name, source, weights, bias=None, activation="identity", scale=100.0, lo=None, hi=None
+    ) -> str:
+        return self._make(
+            Dense,
+            name=name,
+            source=source,
+            weights=weights,
+            bias=bias,
+            activation=activation,
+            scale=scale,
+            lo=lo,
+            hi=hi,
+        )
 
-    def conv2d(self, name, source, in_shape, kernels, bias=None, stride=(1, 1), padding=(0, 0),
-               activation="identity", scale=100.0, lo=None, hi=None) -> str:
-        return self._make(Conv2d, name=name, source=source, in_shape=in_shape, kernels=kernels,
-                          bias=bias, stride=stride, padding=padding, activation=activation,
-                          scale=scale, lo=lo, hi=hi)
+    def conv2d(
+        self,
+        name,
+        source,
+        in_shape,
+        kernels,
+        bias=None,
+        stride=(1, 1),
+        padding=(0, 0),
+        activation="identity",
+        scale=100.0,
+        lo=None,
+        hi=None,
+    ) -> str:
+        return self._make(
+            Conv2d,
+            name=name,
+            source=source,
+            in_shape=in_shape,
+            kernels=kernels,
+            bias=bias,
+            stride=stride,
+            padding=padding,
+            activation=activation,
+            scale=scale,
+            lo=lo,
+            hi=hi,
+        )
 
     def activation(self, name, source, fn="relu", scale=100.0, lo=None, hi=None) -> str:
-        return self._make(Activation, name=name, source=source, activation=fn, scale=scale, lo=lo, hi=hi)
+        return self._make(
+            Activation, name=name, source=source, activation=fn, scale=scale, lo=lo, hi=hi
+        )
 
     def product(self, name, a, b, scale=100.0) -> str:
         return self._make(Product, name=name, a=a, b=b, scale=scale)
 
     def integrator(self, name, source, gain=1.0, tau_s=None, y0=0.0, scale=100.0) -> str:
-        return self._make(Integrator, name=name, source=source, gain=gain, tau_s=tau_s, y0=y0, scale=scale)
+        return self._make(
+            Integrator, name=name, source=source, gain=gain, tau_s=tau_s, y0=y0, scale=scale
+        )
 
     def output(self, name, source, scale=100.0) -> str:
         return self._make(Output, name=name, source=source, scale=scale)
@@ -142,7 +180,10 @@ class Graph:
                 if src == name and not isinstance(node, Integrator):
                     raise GraphError("a node cannot feed itself except an Integrator", name, field)
         order = _topo_order(nodes)
-        sizes: dict[str, int] = {}
+        # sizes known without looking at sources (so cycles through integrators resolve)
+        sizes: dict[str, int] = {
+            n: nodes[n].size for n in order if isinstance(nodes[n], (Input, Dense, Conv2d))
+        }
         resolved: dict[str, Node] = {}
         # sizes of integrators may be needed before they appear in order (cycles): resolve
         # explicit-size nodes first, then iterate until fixed point.
@@ -160,9 +201,13 @@ class Graph:
                         rest.append(name)
                         continue
                     if sa != sb:
-                        raise GraphError(f"inputs a ({sa}) and b ({sb}) have different sizes", name, "b")
+                        raise GraphError(
+                            f"inputs a ({sa}) and b ({sb}) have different sizes", name, "b"
+                        )
                     if node.n is not None and node.n != sa:
-                        raise GraphError(f"size {node.n} does not match inputs ({sa})", name, "size")
+                        raise GraphError(
+                            f"size {node.n} does not match inputs ({sa})", name, "size"
+                        )
                     resolved[name] = node.model_copy(update={"n": sa})
                 elif isinstance(node, Input):
                     resolved[name] = node
@@ -175,25 +220,35 @@ class Graph:
                         if node.n_in != total:
                             field = "weights" if isinstance(node, Dense) else "in_shape"
                             raise GraphError(
-                                f"expects {node.n_in} inputs but its sources give {total}", name, field
+                                f"expects {node.n_in} inputs but its sources give {total}",
+                                name,
+                                field,
                             )
                         resolved[name] = node
                     else:
                         if node.n is not None and node.n != total:
-                            raise GraphError(f"size {node.n} does not match its sources ({total})", name, "size")
+                            raise GraphError(
+                                f"size {node.n} does not match its sources ({total})", name, "size"
+                            )
                         resolved[name] = node.model_copy(update={"n": total})
                         if isinstance(node, Integrator):
                             for f in ("gain", "tau_s", "y0"):
                                 v = getattr(node, f)
                                 if v is not None and not np.isscalar(v) and len(v) != total:
-                                    raise GraphError(f"has {len(v)} values for {total} units", name, f)
+                                    raise GraphError(
+                                        f"has {len(v)} values for {total} units", name, f
+                                    )
                 sizes[name] = resolved[name].size
                 progress = True
             pending = rest
             if not pending:
                 break
             if not progress:
-                raise GraphError("size cannot be resolved (cycle of nodes without explicit size)", pending[0], "size")
+                raise GraphError(
+                    "size cannot be resolved (cycle of nodes without explicit size)",
+                    pending[0],
+                    "size",
+                )
         ordered = {n: resolved[n] for n in order}
         return ResolvedGraph(self.name, ordered, tuple(order))
 
@@ -219,7 +274,11 @@ class Graph:
         path = Path(path)
         manifest, arrays = self.to_dict()
         buf = io.BytesIO()
-        np.savez(buf, **arrays, **{_MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)})
+        np.savez(
+            buf,
+            **arrays,
+            **{_MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)},
+        )
         path.write_bytes(buf.getvalue())
         return path
 
@@ -241,12 +300,17 @@ class Graph:
         return cls.from_dict(manifest, arrays, str(path))
 
     @classmethod
-    def from_dict(cls, manifest: Any, arrays: dict[str, np.ndarray] | None, source: str = "<graph>") -> Graph:
+    def from_dict(
+        cls, manifest: Any, arrays: dict[str, np.ndarray] | None, source: str = "<graph>"
+    ) -> Graph:
         if not isinstance(manifest, dict):
             raise ConfigError("graph must be a mapping", source)
         version = manifest.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-            raise ConfigError(f"unsupported graph format_version {version!r} (this build reads 1..{FORMAT_VERSION})", source)
+            raise ConfigError(
+                f"unsupported graph format_version {version!r} (this build reads 1..{FORMAT_VERSION})",
+                source,
+            )
         unknown = set(manifest) - {"format_version", "name", "nodes", "weights"}
         if unknown:
             raise ConfigError(f"unknown top-level keys {sorted(unknown)}", source)
@@ -262,7 +326,11 @@ class Graph:
                     if isinstance(v, str) and v.startswith("@"):
                         key = v[1:]
                         if key not in arrays:
-                            raise GraphError(f"array '{key}' not found in weights file", str(nd.get("name", i)), k)
+                            raise GraphError(
+                                f"array '{key}' not found in weights file",
+                                str(nd.get("name", i)),
+                                k,
+                            )
                         nd[k] = arrays[key]
             g.add(_node_from_dict(nd, f"{source}: nodes[{i}]"))
         return g
@@ -285,7 +353,9 @@ class Graph:
                 with np.load(wpath, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
             except (OSError, ValueError, zipfile.BadZipFile) as exc:
-                raise ConfigError(f"cannot read weights file '{wfile}': {exc}", f"{path}:weights") from None
+                raise ConfigError(
+                    f"cannot read weights file '{wfile}': {exc}", f"{path}:weights"
+                ) from None
         return cls.from_dict(dict(data), arrays, str(path))
 
 

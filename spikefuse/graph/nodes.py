@@ -103,7 +103,9 @@ class Dense(_Activated):
     @model_validator(mode="after")
     def _check_shapes(self):
         if self.weights.ndim != 2 or 0 in self.weights.shape:
-            raise ValueError(f"weights must be a non-empty 2-D array, found shape {self.weights.shape}")
+            raise ValueError(
+                f"weights must be a non-empty 2-D array, found shape {self.weights.shape}"
+            )
         if self.bias is not None and self.bias.shape != (self.weights.shape[1],):
             raise ValueError(
                 f"bias must have shape ({self.weights.shape[1]},), found {self.bias.shape}"
@@ -146,7 +148,9 @@ class Conv2d(_Activated):
         if k.shape[1] != c:
             raise ValueError(f"kernels have C_in={k.shape[1]} but in_shape has C={c}")
         if min(self.stride) <= 0 or min(self.padding) < 0:
-            raise ValueError(f"stride must be >= 1 and padding >= 0, found {self.stride}, {self.padding}")
+            raise ValueError(
+                f"stride must be >= 1 and padding >= 0, found {self.stride}, {self.padding}"
+            )
         if self.bias is not None and self.bias.shape != (k.shape[0],):
             raise ValueError(f"bias must have shape ({k.shape[0]},), found {self.bias.shape}")
         ho, wo = self.out_hw
@@ -187,7 +191,9 @@ class Activation(_Activated):
     source: Sources
     n: int | None = Field(default=None, alias="size", gt=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     @property
     def sources(self) -> list[str]:
@@ -208,7 +214,9 @@ class Product(Node):
     b: Sources
     n: int | None = Field(default=None, alias="size", gt=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     @property
     def sources(self) -> list[str]:
@@ -233,7 +241,9 @@ class Integrator(Node):
     y0: float | list[float] = 0.0
     n: int | None = Field(default=None, alias="size", gt=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     @model_validator(mode="after")
     def _check_params(self):
@@ -266,7 +276,9 @@ class Output(Node):
     source: Sources
     n: int | None = Field(default=None, alias="size", gt=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     @property
     def sources(self) -> list[str]:

@@ -1,0 +1,47 @@
+"""The engine: a thin Python class in front of the compiled event loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikefuse.builder import Model
+from spikefuse.engine._engine import Core
+from spikefuse.engine.base import OUTPUT_DTYPE, EngineBase
+
+assert OUTPUT_DTYPE.itemsize == 24, "OutEvent layout must match OUTPUT_DTYPE"
+
+
+class Engine(EngineBase):
+    """Event-driven sigma-delta engine (Cython core). See :class:`EngineBase` for the API."""
+
+    def _init_state(self, m: Model) -> None:
+        self._core = Core(m)
+
+    def _start(self, t_ns: int) -> None:
+        self._core.start(t_ns)
+
+    def _push(self, t_ns: int, node: int, channels: np.ndarray, counts: np.ndarray) -> None:
+        self._core.push(t_ns, node, channels, counts)
+
+    def _advance(self, t_ns: int) -> None:
+        self._core.advance(t_ns)
+
+    def _take_outputs(self) -> np.ndarray:
+        return self._core.take_outputs(OUTPUT_DTYPE)
+
+    def _next_deadline(self) -> int | None:
+        return self._core.next_deadline()
+
+    def _sent(self) -> np.ndarray:
+        return self._core.sent_array()
+
+    def _counter_arrays(self):
+        c = self._core
+        return c.spikes_array(), c.syn_ops, c.n_saturated, c.n_crossings
+
+    def _integrator_y(self) -> np.ndarray:
+        return self._core.y_array()
+
+    def _residuals(self) -> np.ndarray:
+        self._core.now = self.now
+        return self._core.residuals()

@@ -1,0 +1,86 @@
+"""Small pieces of the execution semantics shared by every runner and by the encoders:
+the one rounding rule, activations, and the integrator's analytic crossing time.
+The Cython engine implements the same formulas in C; these are the reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from spikefuse.builder.model import INT32_MAX, INT32_MIN
+
+
+def round_half_away(x: float) -> int:
+    """Round half away from zero: the single rounding rule of spikefuse."""
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def round_half_away_array(x: np.ndarray) -> np.ndarray:
+    return (np.floor(np.abs(x) + 0.5) * np.sign(x)).astype(np.int64)
+
+
+def saturate(n: int) -> tuple[int, bool]:
+    if n > INT32_MAX:
+        return INT32_MAX, True
+    if n < INT32_MIN:
+        return INT32_MIN, True
+    return n, False
+
+
+def activate(code: int, z: float, lo: float, hi: float) -> float:
+    if code == 0:
+        return z
+    if code == 1:
+        return z if z > 0.0 else 0.0
+    if code == 2:
+        return math.tanh(z)
+    if code == 3:
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    if code == 4:
+        return abs(z)
+    if code == 5:
+        return lo if z < lo else (hi if z > hi else z)
+    raise ValueError(f"unknown activation code {code}")
+
+
+NO_CROSSING = -1
+
+
+def integrator_state(y: float, x: float, gain: float, inv_tau: float, dt_s: float) -> float:
+    """y after dt_s seconds of dy/dt = gain*x - y*inv_tau with x held."""
+    if inv_tau == 0.0:
+        return y + gain * x * dt_s
+    y_inf = gain * x / inv_tau
+    return y_inf + (y - y_inf) * math.exp(-dt_s * inv_tau)
+
+
+def next_crossing(
+    y: float, x: float, gain: float, inv_tau: float, k: float, sent: int
+) -> tuple[int, int]:
+    """(delay_ns, direction) until k*y crosses sent ± 1/2, or (NO_CROSSING, 0)."""
+    slope = gain * x - y * inv_tau
+    if slope > 0.0:
+        level = (sent + 0.5) / k
+        direction = 1
+    elif slope < 0.0:
+        level = (sent - 0.5) / k
+        direction = -1
+    else:
+        return NO_CROSSING, 0
+    if inv_tau == 0.0:
+        dt = (level - y) / (gain * x)
+    else:
+        y_inf = gain * x / inv_tau
+        num = y - y_inf
+        den = level - y_inf
+        # reachable only if level lies strictly between y and y_inf
+        if den == 0.0 or (num > 0.0) != (den > 0.0) or abs(den) >= abs(num):
+            return NO_CROSSING, 0
+        dt = math.log(num / den) / inv_tau
+    if not dt < 4.0e9:  # beyond ~126 years (or NaN): never
+        return NO_CROSSING, 0
+    if dt < 0.0:
+        dt = 0.0
+    delay = math.ceil(dt * 1e9)
+    return (delay if delay > 0 else 1), direction

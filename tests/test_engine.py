@@ -1,0 +1,381 @@
+"""The event-driven engine (Cython) against the dense rounding network and the NumPy
+reference implementation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikefuse.builder import build
+from spikefuse.engine import Engine, ReferenceEngine
+from spikefuse.engine.semantics import activate, round_half_away_array
+from spikefuse.graph import Graph
+from tests._randgraph import random_dynamic_graph, random_static_graph, random_stream
+
+ENGINES = [Engine, ReferenceEngine]
+
+
+def q(v: np.ndarray, k: float) -> np.ndarray:
+    return round_half_away_array(k * v) / k
+
+
+def dense_oracle(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The frame-based rounding network computed with numpy: every node's sent/k."""
+    rg = g.resolve()
+    val: dict[str, np.ndarray] = {}  # quantized (received) values
+    for name in rg.order:
+        node = rg.nodes[name]
+        if node.type == "input":
+            val[name] = q(x, node.scale)
+            continue
+        if node.type == "product":
+            a = np.concatenate([val[s] for s in ([node.a] if isinstance(node.a, str) else node.a)])
+            b = np.concatenate([val[s] for s in ([node.b] if isinstance(node.b, str) else node.b)])
+            v = a * b
+        else:
+            inp = np.concatenate([val[s] for s in node.sources])
+            if node.type == "dense":
+                z = inp @ node.weights + (node.bias if node.bias is not None else 0)
+            elif node.type == "conv2d":
+                z = conv2d_numpy(inp.reshape(node.in_shape), node)
+            else:
+                z = inp
+            code = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "abs": 4, "clip": 5}[
+                getattr(node, "activation", "identity")
+            ]
+            lo, hi = getattr(node, "lo", None) or 0.0, getattr(node, "hi", None) or 0.0
+            v = np.array([activate(code, float(zz), lo, hi) for zz in np.ravel(z)])
+        val[name] = q(v, node.scale)
+    return val
+
+
+def conv2d_numpy(x: np.ndarray, node) -> np.ndarray:
+    k = node.kernels
+    (sy, sx), (py, px) = node.stride, node.padding
+    xp = np.pad(x, ((0, 0), (py, py), (px, px)))
+    co, ho, wo = node.out_shape
+    out = np.zeros((co, ho, wo))
+    for o in range(co):
+        for i in range(ho):
+            for j in range(wo):
+                patch = xp[:, i * sy : i * sy + k.shape[2], j * sx : j * sx + k.shape[3]]
+                out[o, i, j] = np.sum(patch * k[o])
+    if node.bias is not None:
+        out += node.bias[:, None, None]
+    return out.ravel()
+
+
+def push_value_in_steps(eng, rng, x: np.ndarray, k: float, t0: int = 1000) -> None:
+    """Reach total counts round(k*x) through several random partial batches."""
+    target = round_half_away_array(k * x).astype(np.int64)
+    sent = np.zeros_like(target)
+    t = t0
+    for _ in range(4):
+        step = (rng.random(target.shape) * (target - sent)).astype(np.int64)
+        idx = np.flatnonzero(step)
+        eng.push(t, "x", idx.astype(np.int32), step[idx].astype(np.int32))
+        sent += step
+        t += 1000
+    idx = np.flatnonzero(target - sent)
+    eng.push(t, "x", idx.astype(np.int32), (target - sent)[idx].astype(np.int32))
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_static_graph_matches_dense_rounding_network(engine_cls):
+    rng = np.random.default_rng(1)
+    n_units = n_flipped = 0
+    for trial in range(40 if engine_cls is Engine else 12):
+        g = random_static_graph(rng, conv=trial % 2 == 0, product=trial % 3 != 0)
+        eng = engine_cls(g)
+        eng.start(0)
+        x = rng.normal(0, 1.0, g.nodes["x"].size)
+        push_value_in_steps(eng, rng, x, g.nodes["x"].scale)
+        oracle = dense_oracle(g, x)
+        for name, want in oracle.items():
+            got = eng.node_value(name)
+            k = g.nodes[name].scale
+            diff = np.abs(got - want)
+            assert np.all(diff <= 1.0 / k + 1e-9), (name, got, want)
+            n_flipped += int(np.sum(diff > 1e-9))
+            n_units += want.size
+    assert n_units > 500
+    assert n_flipped / n_units < 1e-3, f"{n_flipped} of {n_units} units differ by a rounding tie"
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_residual_within_half_after_every_event(engine_cls):
+    rng = np.random.default_rng(2)
+    for g in (random_static_graph(rng), random_dynamic_graph(rng), random_dynamic_graph(rng)):
+        eng = engine_cls(g)
+        eng.start(0)
+        for t, ch, ct in random_stream(rng, g.nodes["x"].size, 60):
+            eng.push(t, "x", ch, ct)
+            r = eng.residuals()
+            assert np.all(np.abs(r) <= 0.5 + 1e-9), np.abs(r).max()
+            nd = eng.next_deadline()
+            if nd is not None and nd < t + 5_000_000:
+                eng.advance(nd)
+                assert np.all(np.abs(eng.residuals()) <= 0.5 + 1e-9)
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_op_counter_is_sum_of_spikes_times_fanout(engine_cls):
+    rng = np.random.default_rng(3)
+    g = Graph("ops")
+    g.input("x", 6, 20.0)
+    g.dense("h", "x", rng.normal(size=(6, 9)), activation="relu", scale=30.0)
+    g.dense("z", "h", rng.normal(size=(9, 4)), scale=30.0)
+    g.activation("a", "z", "tanh", scale=25.0)
+    g.output("y", ["a", "z"], scale=50.0)
+    eng = engine_cls(g)
+    eng.start(0)
+    for t, ch, ct in random_stream(rng, 6, 50):
+        eng.push(t, "x", ch, ct)
+    c = eng.counters
+    sp = c["spikes"]
+    expected = sp["x"] * 9 + sp["h"] * 4 + sp["z"] * (1 + 1) + sp["a"] * 1 + sp["y"] * 0
+    assert c["syn_ops"] == expected > 0
+
+
+def _analytic_crossings(segments, gain, inv_tau, k, y0, t_end):
+    """Crossing times of k*y(t) through sent±1/2, found by bisection on the closed form
+    (independent of the engine's formulas). segments: [(t_start_s, x)]."""
+    from math import exp
+
+    def y_at(y, x, dt):
+        if inv_tau == 0:
+            return y + gain * x * dt
+        yinf = gain * x / inv_tau
+        return yinf + (y - yinf) * exp(-dt * inv_tau)
+
+    times = []
+    sent = int(np.floor(abs(k * y0) + 0.5) * np.sign(y0))
+    y, t = y0, segments[0][0]
+    bounds = [s[0] for s in segments[1:]] + [t_end]
+    for (t_seg, x), t_stop in zip(segments, bounds, strict=True):
+        t = t_seg
+        while True:
+            # search the next crossing in (t, t_stop] on a fine grid then bisect
+            grid = np.linspace(t, t_stop, 2001)
+            ys = np.array([y_at(y, x, g - t) for g in grid])
+            r = k * ys - sent
+            hit = np.flatnonzero((r >= 0.5) | (r <= -0.5))
+            hit = hit[hit > 0]
+            if hit.size == 0:
+                y = y_at(y, x, t_stop - t)
+                break
+            i = hit[0]
+            lo, hi = grid[i - 1], grid[i]
+            d = 1 if r[i] >= 0.5 else -1
+            for _ in range(80):
+                mid = 0.5 * (lo + hi)
+                rm = k * y_at(y, x, mid - t) - sent
+                if rm >= 0.5 if d > 0 else rm <= -0.5:
+                    hi = mid
+                else:
+                    lo = mid
+            y = y_at(y, x, hi - t)
+            t = hi
+            sent += d
+            times.append(hi)
+    return np.array(times)
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+@pytest.mark.parametrize("tau_s", [None, 0.3])
+def test_integrator_crossings_within_1us_across_slope_changes(engine_cls, tau_s):
+    k_in, k = 10.0, 20.0
+    g = Graph("int")
+    g.input("x", 1, k_in)
+    g.integrator("i", "x", gain=1.5, tau_s=tau_s, y0=0.12, scale=k)
+    g.output("y", "i", scale=k)
+    eng = engine_cls(g)
+    eng.start(0)
+    # x = 0.7 from t=0, then -1.3 from 0.9 s, then 0.4 from 2.1 s
+    plan = [(0, 7), (900_000_000, -20), (2_100_000_000, 17)]
+    times, x = [], 0.0
+    segments = []
+    for t_ns, c in plan:
+        ev = eng.push(t_ns, "x", [0], [c])
+        times.extend(ev["t_ns"][ev["t_ns"] > 0].tolist())
+        x += c / k_in
+        segments.append((t_ns * 1e-9, x))
+    ev = eng.advance(3_500_000_000)
+    times.extend(ev["t_ns"].tolist())
+    inv_tau = 0.0 if tau_s is None else 1 / tau_s
+    want = _analytic_crossings(segments, 1.5, inv_tau, k, 0.12, 3.5)
+    got = np.array(times) * 1e-9
+    assert len(got) == len(want) > 20
+    assert np.max(np.abs(got - want)) < 1e-6
+
+
+def _run(engine_cls, g, stream, advance_to):
+    eng = engine_cls(g)
+    chunks = [eng.start(0)]
+    for t, ch, ct in stream:
+        chunks.append(eng.push(t, "x", ch, ct))
+    chunks.append(eng.advance(advance_to))
+    return np.concatenate(chunks), eng
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), dynamic=st.booleans())
+def test_cython_agrees_with_reference(seed, dynamic):
+    rng = np.random.default_rng(seed)
+    g = random_dynamic_graph(rng) if dynamic else random_static_graph(rng)
+    stream = random_stream(rng, g.nodes["x"].size, int(rng.integers(1, 40)))
+    end = stream[-1][0] + 200_000_000
+    a, ea = _run(Engine, g, stream, end)
+    b, eb = _run(ReferenceEngine, g, stream, end)
+    assert a.tobytes() == b.tobytes()
+    assert ea.counters == eb.counters
+    assert ea.next_deadline() == eb.next_deadline()
+
+
+def test_deterministic_bit_identical():
+    rng = np.random.default_rng(7)
+    g = random_dynamic_graph(rng)
+    stream = random_stream(rng, g.nodes["x"].size, 300)
+    a, _ = _run(Engine, g, stream, stream[-1][0] + 10**9)
+    b, _ = _run(Engine, g, stream, stream[-1][0] + 10**9)
+    assert a.size > 50 and a.tobytes() == b.tobytes()
+
+
+def test_idle_graph_costs_nothing():
+    rng = np.random.default_rng(8)
+    g = random_static_graph(rng)
+    eng = Engine(g)
+    eng.start(0)
+    eng.push(10, "x", [0, 1], [3, -2])
+    before = eng.counters
+    assert eng.next_deadline() is None
+    assert eng.advance(10**12).size == 0
+    assert eng.push(10**12 + 1, "x", [], []).size == 0
+    after = eng.counters
+    assert after["syn_ops"] == before["syn_ops"]
+    assert after["spikes"] == before["spikes"]
+
+
+def test_dense_input_spike_touches_only_its_row():
+    g = Graph("row")
+    g.input("x", 3, 1.0)
+    w = np.arange(12, dtype=float).reshape(3, 4)
+    g.dense("h", "x", w, scale=1.0)
+    g.output("y", "h", scale=1.0)
+    eng = Engine(g)
+    eng.start(0)
+    eng.push(1, "x", [1], [1])
+    np.testing.assert_array_equal(eng.node_value("h"), w[1])
+    assert eng.counters["syn_ops"] == 4 + 4 * 1 * 0 + int(np.abs(w[1]).sum())
+
+
+# --------------------------------------------------------------------------- bad input
+def _bad(fn, match_node, match_field):
+    with pytest.raises(ValueError) as ei:
+        fn()
+    msg = str(ei.value)
+    assert match_node in msg and match_field in msg, msg
+
+
+def test_bad_graphs_raise_naming_node_and_field():
+    def nan_weights():
+        g = Graph()
+        g.input("x", 2)
+        g.dense("d", "x", [[1.0, np.nan], [0, 1]])
+
+    def inf_bias():
+        g = Graph()
+        g.input("x", 2)
+        g.dense("d", "x", np.eye(2), bias=[0, np.inf])
+
+    def shape_mismatch():
+        g = Graph()
+        g.input("x", 3)
+        g.dense("d", "x", np.eye(2))
+        build(g)
+
+    def unknown_source():
+        g = Graph()
+        g.input("x", 3)
+        g.activation("a", "nope")
+        build(g)
+
+    def cycle():
+        g = Graph()
+        g.input("x", 2)
+        g.dense("d", ["x", "e"], np.ones((4, 2)))
+        g.activation("e", "d")
+        build(g)
+
+    def bad_scale():
+        g = Graph()
+        g.input("x", 2, scale=0.0)
+
+    def product_mismatch():
+        g = Graph()
+        g.input("x", 2)
+        g.input("z", 3)
+        g.product("p", "x", "z")
+        build(g)
+
+    _bad(nan_weights, "'d'", "weights")
+    _bad(inf_bias, "'d'", "bias")
+    _bad(shape_mismatch, "'d'", "weights")
+    _bad(unknown_source, "'a'", "source")
+    _bad(cycle, "'d'", "source")
+    _bad(bad_scale, "'x'", "scale")
+    _bad(product_mismatch, "'p'", "b")
+
+
+def test_cycle_through_integrator_is_allowed():
+    g = Graph()
+    g.input("x", 1)
+    g.dense("d", ["x", "i"], [[1.0], [-1.0]])
+    g.integrator("i", "d", gain=2.0)
+    g.output("y", "i")
+    eng = Engine(g)
+    eng.start(0)
+    eng.push(0, "x", [0], [100])  # x = 1: y -> 1 with time constant 0.5 s
+    eng.advance(5_000_000_000)
+    assert abs(eng.output_value("y")[0] - 1.0) <= 0.01
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_bad_pushes_raise_value_error_and_change_nothing(engine_cls):
+    g = Graph()
+    g.input("x", 2, 10.0)
+    g.output("y", "x", 10.0)
+    eng = engine_cls(g)
+    eng.start(0)
+    with pytest.raises(ValueError, match="unknown input 'nope'"):
+        eng.push(1, "nope", [0], [1])
+    with pytest.raises(ValueError, match="channel 2 out of range"):
+        eng.push(1, "x", [2], [1])
+    with pytest.raises(ValueError, match="channel -1 out of range"):
+        eng.push(1, "x", [-1], [1])
+    with pytest.raises(ValueError, match="differ in length"):
+        eng.push(1, "x", [0, 1], [1])
+    with pytest.raises(ValueError, match="integers"):
+        eng.push(1, "x", [0.5], [1])
+    eng.push(5, "x", [0], [1])
+    with pytest.raises(ValueError, match="before the engine clock"):
+        eng.push(4, "x", [0], [1])
+    assert eng.counters["n_saturated"] == 0
+    np.testing.assert_array_equal(eng.output_value("y"), [0.1, 0.0])
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_overflowing_counts_saturate_and_are_counted(engine_cls):
+    g = Graph()
+    g.input("x", 1, 1.0)
+    g.output("y", "x", 1.0)
+    eng = engine_cls(g)
+    eng.start(0)
+    big = np.iinfo(np.int32).max
+    eng.push(1, "x", [0, 0], [big, big])
+    assert eng.counters["n_saturated"] == 1
+    assert eng.output_value("y")[0] == big
+    eng.push(2, "x", [0], [-5])
+    assert eng.output_value("y")[0] == big - 5
