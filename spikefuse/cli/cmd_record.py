@@ -1,0 +1,72 @@
+"""``spikefuse record -o FILE.mcap --endpoint E [--topics ...]``: bus -> MCAP until
+SIGINT/SIGTERM (or ``--duration``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from spikefuse.errors import ConfigError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)[bB]?\s*$")
+_SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size like 64M or 1G, found {text!r}")
+    return int(float(m.group(1)) * _SIZE_FACTOR[m.group(2).lower()])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="record bus topics into an MCAP file")
+    p.add_argument("-o", "--output", required=True, help="output .mcap file")
+    p.add_argument("--endpoint", action="append", required=True, help="bus endpoint (repeatable)")
+    p.add_argument("--topics", nargs="*", default=None, help="topic prefixes (default: all)")
+    p.add_argument("--bind", action="store_true", help="bind the endpoints (fan-in)")
+    p.add_argument(
+        "--split-size", type=parse_size, default=None, help="start a new file after SIZE"
+    )
+    p.add_argument(
+        "--split-duration", type=float, default=None, help="start a new file every S seconds"
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--flush-interval", type=float, default=1.0, help="seconds between chunk flushes"
+    )
+    p.add_argument("--hwm", type=int, default=1_000_000, help="receive high-water mark (messages)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spikefuse.recording.recorder import Recorder, StopFlag
+
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration must be > 0, found {args.duration}")
+    with (
+        StopFlag() as stop,
+        Recorder(
+            args.output,
+            args.endpoint,
+            args.topics,
+            bind=args.bind,
+            hwm=args.hwm,
+            split_size_bytes=args.split_size,
+            split_duration_s=args.split_duration,
+            flush_interval_s=args.flush_interval,
+        ) as rec,
+    ):
+        print(f"recording {rec.endpoints} -> {args.output}", file=sys.stderr, flush=True)
+        stats = rec.run(stop, args.duration)
+    summary = {
+        "files": stats.files,
+        "n_messages": stats.n_messages,
+        "n_events": stats.n_events,
+        "n_rejected": stats.n_rejected,
+        "n_seq_missing": stats.n_seq_missing,
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

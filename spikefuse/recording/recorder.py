@@ -1,0 +1,232 @@
+"""The bus recorder: subscribes to topics and writes what arrives into MCAP files.
+
+Payloads are stored byte for byte; each is validated by the protocol decoder first (bad
+ones are counted in ``n_rejected`` and not stored). ``log_time`` is the receive time on
+CLOCK_MONOTONIC (the clock drivers stamp ``t_ns`` with), so ``log_time - publish_time`` is
+the bus latency. A chunk reaches the OS at least every ``flush_interval_s``; a stop
+request (SIGINT/SIGTERM through :class:`StopFlag`) finishes the file with its index.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from spikefuse.bus import SecurityConfig, Subscriber
+from spikefuse.errors import ConfigError
+from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of, topic_of
+from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_S = 0.1
+"""Longest a recorder waits on its socket before re-checking the stop flag and flush."""
+MAX_DRAIN = 4096
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM (when installed as a context manager in the main thread) or by
+    :meth:`set` from code."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._old: dict[int, object] = {}
+
+    def set(self, *_: object) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self.set)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._old.clear()
+
+
+@dataclass
+class RecordStats:
+    n_messages: int = 0
+    n_events: int = 0
+    n_rejected: int = 0
+    n_bytes_in: int = 0
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def n_seq_missing(self) -> int:
+        return sum(self.seq_gaps.values())
+
+
+def split_path(path: Path, index: int) -> Path:
+    """``run.mcap`` -> ``run_000.mcap``, ``run_001.mcap``, ... (used when splitting)."""
+    return path.with_name(f"{path.stem}_{index:03d}{path.suffix or '.mcap'}")
+
+
+class Recorder:
+    """Records ``topics`` (prefixes; ``[""]`` = all) from ``endpoints`` into ``out_path``.
+
+    With ``split_size_bytes`` or ``split_duration_s`` the output is a series of files
+    (:func:`split_path`), each finished with its own index."""
+
+    def __init__(
+        self,
+        out_path: str | Path,
+        endpoints: list[str],
+        topics: list[str] | None = None,
+        *,
+        bind: bool = False,
+        hwm: int = 1_000_000,
+        security: SecurityConfig | None = None,
+        split_size_bytes: int | None = None,
+        split_duration_s: float | None = None,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+    ) -> None:
+        if split_size_bytes is not None and split_size_bytes < 4096:
+            raise ConfigError(f"split size must be >= 4096 bytes, found {split_size_bytes}")
+        if split_duration_s is not None and not split_duration_s > 0:
+            raise ConfigError(f"split duration must be > 0 s, found {split_duration_s}")
+        if not flush_interval_s > 0:
+            raise ConfigError(f"flush interval must be > 0 s, found {flush_interval_s}")
+        self.out_path = Path(out_path)
+        self.split = split_size_bytes is not None or split_duration_s is not None
+        self.split_size_bytes = split_size_bytes
+        self.split_duration_s = split_duration_s
+        self.flush_interval_s = flush_interval_s
+        self.stats = RecordStats()
+        self.decoder = Decoder("recorder")
+        self._last_seq: dict[str, int] = {}
+        self._sub = Subscriber(endpoints, topics or [""], bind=bind, hwm=hwm, security=security)
+        self.endpoints = self._sub.endpoints
+        self._writer: LogWriter | None = None
+        self._file_start_s = 0.0
+
+    # ------------------------------------------------------------------ files
+    def _open_next(self) -> LogWriter:
+        index = len(self.stats.files)
+        path = split_path(self.out_path, index) if self.split else self.out_path
+        meta = {
+            "tool": "spikefuse record",
+            "protocol_version": str(PROTOCOL_VERSION),
+            "log_time_clock": "CLOCK_MONOTONIC",
+            "realtime_minus_monotonic_ns": str(time.time_ns() - time.monotonic_ns()),
+            "split_index": str(index),
+        }
+        self._writer = LogWriter(path, metadata=meta, flush_interval_s=self.flush_interval_s)
+        self._file_start_s = time.monotonic()
+        self.stats.files.append(str(path))
+        log.info("recording to %s", path)
+        return self._writer
+
+    def _maybe_split(self, writer: LogWriter) -> LogWriter:
+        if not self.split:
+            return writer
+        too_big = (
+            self.split_size_bytes is not None and writer.bytes_written >= self.split_size_bytes
+        )
+        too_long = (
+            self.split_duration_s is not None
+            and time.monotonic() - self._file_start_s >= self.split_duration_s
+        )
+        if too_big or too_long:
+            writer.close()
+            return self._open_next()
+        return writer
+
+    # ------------------------------------------------------------------ receiving
+    def _store(self, writer: LogWriter, frames: list[bytes], recv_ns: int) -> None:
+        st = self.stats
+        if len(frames) != 2:
+            self.decoder.reject(
+                "bad_frames", f"expected [topic, payload], got {len(frames)} frames"
+            )
+            return
+        topic, payload = frames
+        msg = self.decoder.decode(payload)
+        if msg is None:
+            return
+        if topic_of(msg) != topic:
+            self.decoder.reject(
+                "topic_mismatch", f"topic frame {topic[:80]!r} != {topic_of(msg)!r}"
+            )
+            return
+        stream = stream_of(msg)
+        last = self._last_seq.get(stream)
+        if last is not None and msg.seq > last + 1:
+            st.seq_gaps[stream] = st.seq_gaps.get(stream, 0) + msg.seq - last - 1
+        self._last_seq[stream] = msg.seq
+        writer.write(topic.decode(), payload, recv_ns, msg.t_ns, msg.seq)
+        st.n_messages += 1
+        st.n_bytes_in += len(payload)
+        if isinstance(msg, EventBatch):
+            st.n_events += len(msg.channels)
+
+    def _drain(self, writer: LogWriter, sock: zmq.Socket) -> None:
+        for _ in range(MAX_DRAIN):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._store(writer, frames, time.monotonic_ns())
+
+    def run(self, stop: StopFlag, duration_s: float | None = None) -> RecordStats:
+        """Record until ``stop`` is set (or ``duration_s`` passed); always finishes the
+        current file with its summary."""
+        sock = self._sub.socket
+        writer = self._open_next()
+        end_s = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not stop.is_set():
+                now_s = time.monotonic()
+                if end_s is not None and now_s >= end_s:
+                    break
+                wait_s = min(MAX_POLL_S, self.flush_interval_s)
+                if end_s is not None:
+                    wait_s = min(wait_s, end_s - now_s)
+                if sock.poll(max(1, int(wait_s * 1000)), zmq.POLLIN):
+                    self._drain(writer, sock)
+                writer.maybe_flush()
+                writer = self._maybe_split(writer)
+            self._drain(writer, sock)  # what already arrived is kept
+        finally:
+            self.stats.n_rejected = self.decoder.n_rejected
+            self._finish(writer)
+        return self.stats
+
+    def _finish(self, writer: LogWriter) -> None:
+        if writer.closed:
+            return
+        st = self.stats
+        writer.add_metadata(
+            "spikefuse.record_stats",
+            {
+                "n_messages": str(st.n_messages),
+                "n_events": str(st.n_events),
+                "n_rejected": str(st.n_rejected),
+                "n_seq_missing": str(st.n_seq_missing),
+            },
+        )
+        writer.close()
+
+    def close(self) -> None:
+        self._sub.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
