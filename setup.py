@@ -14,16 +14,17 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
+# -ffp-contract=off keeps a*b+c unfused so results match the NumPy reference bit-for-bit
+# where the operation order is the same.
 extensions = [
     Extension(
-        "spikefuse.engine._engine",
-        ["spikefuse/engine/_engine.pyx"],
+        f"spikefuse.engine.{name}",
+        [f"spikefuse/engine/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        # -ffp-contract=off keeps a*b+c unfused so results match the NumPy reference
-        # bit-for-bit where the operation order is the same.
         extra_compile_args=["-O3", "-ffp-contract=off"],
-    ),
+    )
+    for name in ("_engine", "_kernels")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

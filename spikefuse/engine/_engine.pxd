@@ -1,5 +1,6 @@
 # Shared ctypedefs and the declaration of the compiled event loop. Private: use
 # spikefuse.engine.Engine, which validates every argument before calling in here.
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 ctypedef double f64
@@ -14,6 +15,7 @@ cdef struct OutEvent:
     f64 value
 
 
+@cython.final
 cdef class Core:
     # --- the lowered model (read-only) ---
     cdef i64 n_nodes, n_units
@@ -58,7 +60,7 @@ cdef class Core:
     cdef i64 heap_n
     # counters
     cdef i64[::1] spikes
-    cdef public i64 syn_ops, n_saturated, n_crossings
+    cdef public i64 syn_ops, n_saturated, n_crossings, spikes_in
     # output buffer
     cdef OutEvent* out
     cdef i64 n_out, cap_out

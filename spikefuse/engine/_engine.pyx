@@ -130,6 +130,7 @@ cdef class Core:
         self.syn_ops = 0
         self.n_saturated = 0
         self.n_crossings = 0
+        self.spikes_in = 0
         self.cap_out = 1024
         self.out = <OutEvent*>malloc(self.cap_out * sizeof(OutEvent))
         if self.out == NULL:
@@ -488,6 +489,7 @@ cdef class Core:
             for idx in range(m):
                 u = off + channels[idx]
                 c = counts[idx]
+                self.spikes_in += c if c >= 0 else -c
                 new = self.sent[u] + c
                 if new > I32_MAX:
                     new = I32_MAX

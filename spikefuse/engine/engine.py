@@ -37,7 +37,7 @@ class Engine(EngineBase):
 
     def _counter_arrays(self):
         c = self._core
-        return c.spikes_array(), c.syn_ops, c.n_saturated, c.n_crossings
+        return c.spikes_array(), c.syn_ops, c.n_saturated, c.n_crossings, c.spikes_in
 
     def _integrator_y(self) -> np.ndarray:
         return self._core.y_array()

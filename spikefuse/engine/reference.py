@@ -57,6 +57,7 @@ class ReferenceEngine(EngineBase):
         self.syn_ops = 0
         self.n_saturated = 0
         self.n_crossings = 0
+        self.spikes_in = 0
         self.out: list[tuple[int, int, int, float]] = []
         self.node_of_unit = np.repeat(np.arange(m.n_nodes), m.node_size)
         self.output_index = {int(n): i for i, n in enumerate(m.output_nodes)}
@@ -269,6 +270,7 @@ class ReferenceEngine(EngineBase):
         m = self.model
         off = int(m.node_off[node])
         for ch, c in zip(channels.tolist(), counts.tolist(), strict=True):
+            self.spikes_in += abs(c)
             u = off + ch
             new, sat = saturate(int(self.sent[u]) + c)
             self.n_saturated += sat
@@ -295,7 +297,7 @@ class ReferenceEngine(EngineBase):
         return self.sent
 
     def _counter_arrays(self) -> tuple[np.ndarray, int, int, int]:
-        return self.spikes, self.syn_ops, self.n_saturated, self.n_crossings
+        return self.spikes, self.syn_ops, self.n_saturated, self.n_crossings, self.spikes_in
 
     def _integrator_y(self) -> np.ndarray:
         return self.y
