@@ -1,0 +1,296 @@
+"""Actuator processes: ``spikefuse actuator KIND --config FILE``.
+
+An actuator subscribes to ``motor/<name>`` on the core's endpoint and applies each
+MotorCommand. **Deadman**: when no command arrives within ``deadman_ms`` (default 100 ms)
+it applies its ``safe_values`` and reports it (log line, counter, status); the next command
+re-arms it. It also starts at its safe values. Kinds are registered with
+:func:`register_actuator` (``console`` and ``serial`` ship here; a ``sim`` kind plugs in the
+same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, PrivateAttr, field_validator
+
+from spikefuse.bus import Publisher, Subscriber, default_ipc_endpoint, validate_endpoint
+from spikefuse.config import StrictModel, apply_overrides, load_yaml, validate_data
+from spikefuse.core.stats import LatencyHistogram
+from spikefuse.errors import ConfigError
+from spikefuse.protocol import MotorCommand, Status
+from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.sdk.timing import StopSignal
+
+log = logging.getLogger(__name__)
+
+
+class ActuatorConfig(StrictModel):
+    """Common fields of every actuator kind."""
+
+    name: str = Field(
+        "motors", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+    )
+    core: str = Field("core", min_length=1, max_length=128)
+    run_dir: Path = DEFAULT_RUN_DIR
+    endpoint: str | None = None
+    """The core's publisher; default ipc://<run_dir>/<core>.sock"""
+    n_channels: int | None = Field(default=None, ge=1, le=4096)
+    safe_values: float | list[float] = 0.0
+    deadman_ms: float = Field(100.0, gt=0.0, le=60_000.0)
+    status_endpoint: str | None = None
+    status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
+    duration_s: float | None = Field(default=None, gt=0.0)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @field_validator("endpoint", "status_endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return validate_endpoint(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    def set_base_dir(self, base_dir: Path) -> None:
+        self._base_dir = Path(base_dir)
+
+    def path(self, p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def resolved_endpoint(self) -> str:
+        if self.endpoint is not None:
+            return self.endpoint
+        return default_ipc_endpoint(self.path(self.run_dir), self.core)
+
+    def safe_array(self, n: int) -> np.ndarray:
+        safe = np.asarray(self.safe_values, np.float64)
+        if safe.ndim == 0:
+            return np.full(n, float(safe))
+        if safe.shape != (n,):
+            raise ConfigError(f"safe_values has {safe.size} values, expected {n}", "safe_values")
+        return safe.copy()
+
+
+class Actuator:
+    """Base of every kind: ``apply`` one set of values; ``service`` for periodic work
+    (e.g. reading device replies); ``close``."""
+
+    def __init__(self, cfg: ActuatorConfig):
+        self.cfg = cfg
+
+    def apply(
+        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+    ) -> None:
+        raise NotImplementedError
+
+    def service(self, now_ns: int) -> None:
+        return None
+
+    def metrics(self) -> dict[str, object]:
+        return {}
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ActuatorKind:
+    kind: str
+    config: type[ActuatorConfig]
+    factory: Callable[[ActuatorConfig], Actuator]
+    description: str = ""
+
+
+_KINDS: dict[str, ActuatorKind] = {}
+
+
+def register_actuator(kind: str, config: type[ActuatorConfig], description: str = ""):
+    """Class decorator: ``@register_actuator("sim", SimConfig)`` on an Actuator subclass."""
+
+    def wrap(cls: type[Actuator]) -> type[Actuator]:
+        _KINDS[kind] = ActuatorKind(
+            kind, config, cls, description or (cls.__doc__ or kind).strip().splitlines()[0]
+        )
+        return cls
+
+    return wrap
+
+
+def actuator_kinds() -> dict[str, ActuatorKind]:
+    import spikefuse.actuators.console  # noqa: F401  (registers)
+    import spikefuse.actuators.serial_line  # noqa: F401
+
+    return dict(_KINDS)
+
+
+def resolve_actuator(kind: str) -> ActuatorKind:
+    kinds = actuator_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"unknown actuator kind '{kind}'; kinds: {', '.join(sorted(kinds))}")
+    return kinds[kind]
+
+
+def load_actuator_config(
+    spec: ActuatorKind, path: str | Path | None, overrides: list[str] | None = None
+) -> ActuatorConfig:
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data if data is not None else {}, overrides)
+    cfg = validate_data(spec.config, data, str(path) if path is not None else "--set")
+    cfg.set_base_dir(Path(path).resolve().parent if path is not None else Path.cwd())
+    return cfg
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class ActuatorRunner:
+    """Receives commands, applies them, runs the deadman, reports status."""
+
+    def __init__(self, cfg: ActuatorConfig, actuator: Actuator):
+        self.cfg = cfg
+        self.actuator = actuator
+        self.deadman_ns = round(cfg.deadman_ms * 1e6)
+        self.n_commands = 0
+        self.n_bad = 0
+        self.n_deadman = 0
+        self.tripped = False
+        self.last_cmd_ns = 0
+        self.last_cause_ns: int | None = None
+        self.latency = LatencyHistogram()
+        self.n_channels = cfg.n_channels
+        self.safe = cfg.safe_array(cfg.n_channels) if cfg.n_channels else None
+        self._status_seq = 0
+
+    def start(self, now_ns: int) -> None:
+        self.tripped = True
+        self.last_cmd_ns = now_ns
+        if self.safe is not None:
+            self.actuator.apply(self.safe, safe=True, seq=-1, cause_t_ns=now_ns, t_ns=now_ns)
+
+    def on_command(self, msg: MotorCommand, now_ns: int) -> None:
+        if self.n_channels is None:
+            self.n_channels = msg.values.size
+            self.safe = self.cfg.safe_array(self.n_channels)
+        if msg.values.size != self.n_channels:
+            self.n_bad += 1
+            log.warning(
+                "%s: command with %d values, expected %d: dropped",
+                self.cfg.name,
+                msg.values.size,
+                self.n_channels,
+            )
+            return
+        self.n_commands += 1
+        self.last_cmd_ns = now_ns
+        if msg.cause_t_ns != self.last_cause_ns:  # refreshes repeat the cause: not a latency
+            self.last_cause_ns = msg.cause_t_ns
+            self.latency.add(now_ns - msg.cause_t_ns)
+        if self.tripped:
+            self.tripped = False
+            log.info(
+                "%s: commands flowing (deadman armed, %g ms)", self.cfg.name, self.cfg.deadman_ms
+            )
+        self.actuator.apply(
+            msg.values, safe=False, seq=msg.seq, cause_t_ns=msg.cause_t_ns, t_ns=now_ns
+        )
+
+    def deadline_ns(self) -> int | None:
+        return None if self.tripped else self.last_cmd_ns + self.deadman_ns
+
+    def check(self, now_ns: int) -> None:
+        dl = self.deadline_ns()
+        if dl is None or now_ns < dl:
+            return
+        self.n_deadman += 1
+        self.go_safe(
+            now_ns, f"DEADMAN: no MotorCommand for {(now_ns - self.last_cmd_ns) / 1e6:.1f} ms"
+        )
+
+    def go_safe(self, now_ns: int, reason: str) -> None:
+        """Apply the safe values (if the channel count is known) and say why."""
+        self.tripped = True
+        log.warning("%s: %s: safe values applied", self.cfg.name, reason)
+        if self.safe is not None:
+            self.actuator.apply(self.safe, safe=True, seq=-1, cause_t_ns=now_ns, t_ns=now_ns)
+
+    def status(self, now_ns: int) -> Status:
+        self._status_seq += 1
+        return Status(
+            self.cfg.name,
+            self._status_seq - 1,
+            now_ns,
+            {
+                "state": "safe" if self.tripped else "ok",
+                "n_commands": self.n_commands,
+                "n_bad": self.n_bad,
+                "n_deadman": self.n_deadman,
+                "latency_us": self.latency.summary(),
+                **self.actuator.metrics(),
+            },
+        )
+
+
+def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
+    actuator = spec.factory(cfg)
+    runner = ActuatorRunner(cfg, actuator)
+    try:
+        with (
+            StopSignal() as stop,
+            Subscriber(
+                cfg.resolved_endpoint(), [f"motor/{cfg.name}"], max_queue=1000, name=cfg.name
+            ) as sub,
+        ):
+            status_pub = Publisher(cfg.status_endpoint) if cfg.status_endpoint else None
+            try:
+                _loop(runner, sub, stop, status_pub)
+            finally:
+                if status_pub is not None:
+                    status_pub.close()
+            # leaving: the motors go to their safe values
+            runner.go_safe(time.monotonic_ns(), "stopping")
+            print(
+                f"actuator '{cfg.name}': {runner.n_commands} commands, {runner.n_deadman} deadman "
+                f"trips, {runner.n_bad} bad, latency {runner.latency.summary()}",
+                flush=True,
+            )
+    finally:
+        actuator.close()
+    return 0
+
+
+def _loop(runner: ActuatorRunner, sub: Subscriber, stop: StopSignal, pub: Publisher | None) -> None:
+    cfg = runner.cfg
+    now_ns = time.monotonic_ns()
+    runner.start(now_ns)
+    end_ns = now_ns + round(cfg.duration_s * 1e9) if cfg.duration_s else None
+    period_ns = round(cfg.status_period_s * 1e9)
+    next_status_ns = now_ns + period_ns
+    while not stop.requested:
+        now_ns = time.monotonic_ns()
+        if end_ns is not None and now_ns >= end_ns:
+            break
+        wake = next_status_ns
+        dl = runner.deadline_ns()
+        if dl is not None:
+            wake = min(wake, dl)
+        timeout_s = min(max(wake - now_ns, 0) / 1e9, 0.25)
+        for msg in sub.recv_many(timeout_s):
+            if isinstance(msg, MotorCommand):
+                runner.on_command(msg, time.monotonic_ns())
+        now_ns = time.monotonic_ns()
+        runner.check(now_ns)
+        runner.actuator.service(now_ns)
+        if now_ns >= next_status_ns:
+            next_status_ns = max(next_status_ns + period_ns, now_ns)
+            st = runner.status(now_ns)
+            if pub is not None:
+                pub.send(st)

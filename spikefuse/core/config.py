@@ -1,0 +1,131 @@
+"""Config of the fusion daemon (``spikefuse core --config FILE``).
+
+Example::
+
+    graph: ../graphs/demo.yaml          # relative to this file
+    inputs:                             # graph input -> sensor stream
+      gyro:  {sensor: imu, timeout_s: 0.5}
+      accel: {sensor: imu, timeout_s: 0.5, reorder_window_ms: 2}
+    actuators:
+      motors: {output: motors, clamp: [-1, 1], max_rate_per_s: 20, min_interval_ms: 1}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
+from spikefuse.config import StrictModel, load_model
+from spikefuse.sdk.config import DEFAULT_RUN_DIR
+
+Name = str
+
+
+def _check_endpoint(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from spikefuse.errors import ConfigError
+
+    try:
+        return validate_endpoint(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class InputMap(StrictModel):
+    """Where a graph input's events come from.
+
+    ``sensor``: the sensor name of the EventBatches (topic ``sensor/<sensor>``);
+    ``input``: the batch's ``input`` field (default: the graph input's name);
+    ``endpoint``: the driver's publisher (default ``ipc://<run_dir>/<sensor>.sock``);
+    ``reorder_window_ms``: 0 = process in arrival order, W > 0 = hold batches up to W ms and
+    process them in timestamp order; ``timeout_s``: no events and no heartbeat for this long
+    makes the input stale (status ``degraded`` and the ``on_stale`` fallback)."""
+
+    sensor: str = Field(min_length=1, max_length=256)
+    input: str | None = Field(default=None, min_length=1, max_length=256)
+    endpoint: str | None = None
+    reorder_window_ms: float = Field(0.0, ge=0.0, le=10_000.0)
+    timeout_s: float = Field(0.5, gt=0.0, le=3600.0)
+    on_stale: Literal["safe", "hold"] = "safe"
+
+    _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
+
+
+class ActuatorMap(StrictModel):
+    """One actuator fed by an Output node (``output``), optionally a subset of its channels.
+
+    Limits are applied in this order: ``clamp`` [lo, hi]; ``max_rate_per_s`` (slew limit,
+    units per second; the command ramps in steps of ``slew_step_ms``); ``min_interval_ms``
+    (changes closer than this are coalesced into one command at the end of the interval).
+    ``safe_values`` (one value or one per channel) are commanded when an input it depends
+    on is stale with ``on_stale: safe``."""
+
+    output: str = Field(min_length=1)
+    channels: list[int] | None = None
+    clamp: tuple[float, float] | None = None
+    max_rate_per_s: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    slew_step_ms: float = Field(5.0, gt=0.0, le=1000.0)
+    min_interval_ms: float = Field(0.0, ge=0.0, le=60_000.0)
+    safe_values: float | list[float] = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ActuatorMap:
+        if self.clamp is not None and not self.clamp[0] <= self.clamp[1]:
+            raise ValueError(f"clamp needs lo <= hi, found {list(self.clamp)}")
+        if self.channels is not None and (not self.channels or min(self.channels) < 0):
+            raise ValueError("channels must be a non-empty list of indices >= 0")
+        return self
+
+
+class CoreConfig(StrictModel):
+    """The fusion daemon."""
+
+    name: str = Field("core", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+    graph: Path
+    run_dir: Path = DEFAULT_RUN_DIR
+    endpoint: str | None = None
+    """Where MotorCommand and Status are published (bound); default ipc://<run_dir>/<name>.sock"""
+    security: SecurityConfig | None = None
+    inputs: dict[str, InputMap] = Field(min_length=1)
+    actuators: dict[str, ActuatorMap] = Field(default_factory=dict)
+    refresh_hz: float = Field(20.0, gt=0.0, le=10_000.0)
+    status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
+    queue_policy: Literal["keep", "coalesce"] = "coalesce"
+    max_queue: int = Field(1000, ge=1)
+    hwm: int = Field(100_000, ge=1)
+    duration_s: float | None = Field(default=None, gt=0.0)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
+
+    def set_base_dir(self, base_dir: Path) -> None:
+        self._base_dir = Path(base_dir)
+
+    def path(self, p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def graph_path(self) -> Path:
+        return self.path(self.graph)
+
+    def resolved_endpoint(self) -> str:
+        if self.endpoint is not None:
+            return self.endpoint
+        return default_ipc_endpoint(self.path(self.run_dir), self.name)
+
+    def sensor_endpoint(self, inp: InputMap) -> str:
+        if inp.endpoint is not None:
+            return inp.endpoint
+        return default_ipc_endpoint(self.path(self.run_dir), inp.sensor)
+
+
+def load_core_config(path: str | Path, overrides: list[str] | None = None) -> CoreConfig:
+    """Load a core config; relative paths in it are resolved against the file's directory."""
+    cfg = load_model(CoreConfig, path, overrides)
+    cfg.set_base_dir(Path(path).resolve().parent)
+    return cfg

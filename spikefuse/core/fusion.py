@@ -1,0 +1,425 @@
+"""The fusion core: event batches in, engine, motor commands and status out.
+
+:class:`FusionCore` is the socket-free heart of ``spikefuse core``: the daemon loop
+(:mod:`spikefuse.core.daemon`) hands it decoded messages and the monotonic time, asks it
+when to wake next (:meth:`FusionCore.next_wake_ns`) and lets it publish through a ``send``
+callable. Engine time is the host's CLOCK_MONOTONIC (drivers stamp ``t_ns`` with it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from itertools import count
+
+import numpy as np
+
+from spikefuse.core.config import CoreConfig, InputMap
+from spikefuse.core.motor import MotorChannel
+from spikefuse.core.stats import LatencyHistogram
+from spikefuse.encoding import round_half_away
+from spikefuse.engine import EngineBase
+from spikefuse.errors import ConfigError
+from spikefuse.graph import ResolvedGraph
+from spikefuse.protocol import EventBatch, Heartbeat, Message, MotorCommand, Status
+
+log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+SendFn = Callable[[Message], bool]
+
+
+class InputState:
+    """One graph input: its stream, conversion to the graph's scale, liveness, counters."""
+
+    def __init__(self, name: str, cfg: InputMap, size: int, scale: float, now_ns: int):
+        self.name = name
+        self.cfg = cfg
+        self.size = size
+        self.scale = scale
+        self.window_ns = round(cfg.reorder_window_ms * 1e6)
+        self.timeout_ns = round(cfg.timeout_s * 1e9)
+        self.target = np.zeros(size, np.float64)  # integrated value * scale (exact)
+        self.sent = np.zeros(size, np.int64)  # counts pushed into the engine
+        self.last_seen_ns = now_ns
+        self.last_seq: int | None = None
+        self.stale = False
+        self.n_batches = 0
+        self.n_events = 0
+        self.n_late = 0
+        self.n_clamped = 0
+        self.n_out_of_order = 0
+        self.n_duplicate = 0
+        self.n_resets = 0
+        self.n_stale = 0
+
+    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Counts at the graph input's scale (herding residual kept per channel)."""
+        ch = np.asarray(batch.channels, np.int64)
+        co = np.asarray(batch.counts, np.int64)
+        if batch.scale == self.scale:
+            np.add.at(self.target, ch, co)
+            np.add.at(self.sent, ch, co)
+            return ch.astype(np.int32), co.astype(np.int32)
+        np.add.at(self.target, ch, co * (self.scale / batch.scale))
+        touched = np.unique(ch)
+        n = round_half_away(self.target[touched] - self.sent[touched]).astype(np.int64)
+        self.sent[touched] += n
+        nz = n != 0
+        return touched[nz].astype(np.int32), n[nz].astype(np.int32)
+
+    def reset(self) -> tuple[np.ndarray, np.ndarray]:
+        """Counts that bring the input back to zero (its sensor restarted its encoder)."""
+        nz = np.flatnonzero(self.sent)
+        counts = (-self.sent[nz]).astype(np.int32)
+        self.target[:] = 0.0
+        self.sent[:] = 0
+        self.n_resets += 1
+        return nz.astype(np.int32), counts
+
+    def metrics(self, now_ns: int) -> dict[str, object]:
+        return {
+            "sensor": self.cfg.sensor,
+            "stale": self.stale,
+            "age_ms": round((now_ns - self.last_seen_ns) / 1e6, 3),
+            "n_batches": self.n_batches,
+            "n_events": self.n_events,
+            "n_late": self.n_late,
+            "n_clamped": self.n_clamped,
+            "n_out_of_order": self.n_out_of_order,
+            "n_duplicate": self.n_duplicate,
+            "n_resets": self.n_resets,
+            "n_stale": self.n_stale,
+        }
+
+
+class FusionCore:
+    def __init__(
+        self, cfg: CoreConfig, graph: ResolvedGraph, engine: EngineBase, now_ns: int, send: SendFn
+    ):
+        self.cfg = cfg
+        self.graph = graph
+        self.engine = engine
+        self.send = send
+        self.start_ns = now_ns
+        self.inputs = self._make_inputs(now_ns)
+        self._by_stream = {
+            (st.cfg.sensor, st.cfg.input or st.name): st for st in self.inputs.values()
+        }
+        self.max_window_ns = max(st.window_ns for st in self.inputs.values())
+        self._reorder: list[tuple[int, int, str, EventBatch]] = []
+        self._tiebreak = count()
+        ev = engine.start(now_ns)
+        self.motors = self._make_motors(now_ns)
+        self._deps = self._actuator_inputs()
+        self.drops: dict[str, int] = {}
+        self.latency = LatencyHistogram()
+        self._period_latency = LatencyHistogram()
+        self.n_batches = 0
+        self.n_events = 0
+        self.n_heartbeats = 0
+        self.n_motor_commands = 0
+        self.n_motor_dropped = 0
+        self._motor_seq = {name: 0 for name in self.motors}
+        self._status_seq = 0
+        self.status_period_ns = round(cfg.status_period_s * 1e9)
+        self.next_status_ns = now_ns + self.status_period_ns
+        self._last_status = self._snapshot(now_ns)
+        self.bus_stats: Callable[[], dict[str, object]] | None = None
+        self._route_outputs(ev, now_ns, now_ns, None)
+
+    # ---------------------------------------------------------------- setup
+    def _make_inputs(self, now_ns: int) -> dict[str, InputState]:
+        m = self.engine.model
+        out = {}
+        for name, icfg in self.cfg.inputs.items():
+            if name not in self.engine.input_names:
+                raise ConfigError(
+                    f"graph has no input '{name}' (inputs: {self.engine.input_names})",
+                    f"inputs.{name}",
+                )
+            sl = m.units_of(name)
+            scale = float(m.unit_scale[sl][0])
+            out[name] = InputState(name, icfg, sl.stop - sl.start, scale, now_ns)
+        return out
+
+    def _make_motors(self, now_ns: int) -> dict[str, MotorChannel]:
+        motors = {}
+        for name, acfg in self.cfg.actuators.items():
+            if acfg.output not in self.engine.output_names:
+                raise ConfigError(
+                    f"graph has no Output node '{acfg.output}' (outputs: {self.engine.output_names})",
+                    f"actuators.{name}.output",
+                )
+            n_out = self.engine.output_value(acfg.output).size
+            motors[name] = MotorChannel(name, acfg, n_out, self.cfg.refresh_hz, now_ns)
+        return motors
+
+    def _actuator_inputs(self) -> dict[str, set[str]]:
+        """Graph inputs each actuator's Output node depends on (its ancestors)."""
+        graph = self.graph
+        deps = {}
+        for name, acfg in self.cfg.actuators.items():
+            seen, todo = set(), [acfg.output]
+            while todo:
+                n = todo.pop()
+                if n in seen:
+                    continue
+                seen.add(n)
+                todo.extend(graph.nodes[n].sources)
+            deps[name] = {i for i in self.inputs if i in seen}
+        return deps
+
+    # ---------------------------------------------------------------- input
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+    def handle(self, msg: Message, now_ns: int) -> None:
+        if isinstance(msg, EventBatch):
+            self._on_batch(msg, now_ns)
+        elif isinstance(msg, Heartbeat):
+            self.n_heartbeats += 1
+            if msg.state != "failed":
+                for st in self.inputs.values():
+                    if st.cfg.sensor == msg.sensor:
+                        st.last_seen_ns = max(st.last_seen_ns, now_ns)
+        else:
+            self.drop("unexpected_kind")
+
+    def _on_batch(self, batch: EventBatch, now_ns: int) -> None:
+        st = self._by_stream.get((batch.sensor, batch.input))
+        if st is None:
+            self.drop("unknown_input")
+            return
+        if not self._check_seq(st, batch, now_ns):
+            return
+        st.last_seen_ns = now_ns
+        if batch.channels.size and int(batch.channels.max()) >= st.size:
+            bad = batch.channels >= st.size
+            self.drop("bad_channel", int(bad.sum()))
+            batch.channels, batch.counts = batch.channels[~bad], batch.counts[~bad]
+            batch.dt_ns = None if batch.dt_ns is None else batch.dt_ns[~bad]
+        t_ns = batch.t_ns + (
+            int(batch.dt_ns.max()) if batch.dt_ns is not None and batch.dt_ns.size else 0
+        )
+        if st.window_ns and t_ns + st.window_ns > now_ns:
+            heapq.heappush(self._reorder, (t_ns, next(self._tiebreak), st.name, batch))
+            return
+        if st.window_ns:
+            st.n_late += 1
+        self._apply(st, batch, t_ns, now_ns)
+
+    def _check_seq(self, st: InputState, batch: EventBatch, now_ns: int) -> bool:
+        last = st.last_seq
+        st.last_seq = batch.seq
+        if last is None or batch.seq == last + 1:
+            return True
+        if batch.seq == 0:  # the driver restarted: its encoder starts from zero again
+            ch, co = st.reset()
+            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
+            return True
+        if batch.seq == last:
+            st.n_duplicate += 1
+            st.last_seq = last
+            self.drop("duplicate")
+            return False
+        if batch.seq < last:
+            st.n_out_of_order += 1
+            st.last_seq = last
+        return True
+
+    def _apply(self, st: InputState, batch: EventBatch, t_ns: int, now_ns: int) -> None:
+        st.n_batches += 1
+        st.n_events += batch.n_events
+        self.n_batches += 1
+        self.n_events += batch.n_events
+        ch, co = st.convert(batch)
+        push_t = min(t_ns, now_ns)
+        if push_t < self.engine.now:
+            st.n_clamped += 1
+            push_t = self.engine.now
+        self._push(st, ch, co, push_t, t_ns, now_ns)
+
+    def _push(self, st: InputState, ch, co, push_t: int, cause_t: int, now_ns: int) -> None:
+        if not ch.size:
+            return
+        try:
+            ev = self.engine.push(push_t, st.name, ch, co)
+        except ValueError as exc:
+            self.drop("engine_rejected")
+            log.warning("engine rejected a batch of '%s': %s", st.name, exc)
+            return
+        self._route_outputs(ev, now_ns, cause_t, push_t)
+
+    def _route_outputs(self, ev: np.ndarray, now_ns: int, cause_t: int, push_t: int | None) -> None:
+        if not ev.size:
+            return
+        for idx in np.unique(ev["output"]):
+            name = self.engine.output_names[int(idx)]
+            mine = ev[ev["output"] == idx]
+            t = (
+                cause_t
+                if push_t is not None and (mine["t_ns"] == push_t).any()
+                else int(mine["t_ns"].max())
+            )
+            value = self.engine.output_value(name)
+            for motor in self.motors.values():
+                if motor.cfg.output == name:
+                    motor.set_output(value, t, now_ns)
+
+    # ---------------------------------------------------------------- time
+    def next_wake_ns(self) -> int:
+        wake = self.next_status_ns
+        dl = self.engine.next_deadline()
+        if dl is not None:
+            wake = min(wake, dl + self.max_window_ns)
+        if self._reorder:
+            t, _, name, _ = self._reorder[0]
+            wake = min(wake, t + self.inputs[name].window_ns)
+        for st in self.inputs.values():
+            if not st.stale:
+                wake = min(wake, st.last_seen_ns + st.timeout_ns + 1)
+        for motor in self.motors.values():
+            wake = min(wake, motor.due_ns())
+        return wake
+
+    def service(self, now_ns: int) -> None:
+        """Do everything due at ``now_ns``: reorder releases, crossings, staleness, motor
+        commands, status."""
+        while self._reorder:
+            t, _, name, batch = self._reorder[0]
+            if t + self.inputs[name].window_ns > now_ns:
+                break
+            heapq.heappop(self._reorder)
+            self._apply(self.inputs[name], batch, t, now_ns)
+        horizon = now_ns - self.max_window_ns
+        dl = self.engine.next_deadline()
+        if dl is not None and dl <= horizon and horizon >= self.engine.now:
+            ev = self.engine.advance(horizon)
+            self._route_outputs(ev, now_ns, horizon, None)
+        self._check_stale(now_ns)
+        for name, motor in self.motors.items():
+            values = motor.poll(now_ns)
+            if values is not None:
+                self._publish_motor(name, motor, values, now_ns)
+        if now_ns >= self.next_status_ns:
+            self.publish_status(now_ns)
+
+    def _check_stale(self, now_ns: int) -> None:
+        changed = False
+        for st in self.inputs.values():
+            stale = now_ns - st.last_seen_ns > st.timeout_ns
+            if stale != st.stale:
+                st.stale = stale
+                changed = True
+                if stale:
+                    st.n_stale += 1
+                    log.warning("input '%s' (sensor %s) is stale", st.name, st.cfg.sensor)
+                else:
+                    log.info("input '%s' (sensor %s) is live again", st.name, st.cfg.sensor)
+        if not changed:
+            return
+        for name, motor in self.motors.items():
+            unsafe = any(
+                self.inputs[i].stale and self.inputs[i].cfg.on_stale == "safe"
+                for i in self._deps[name]
+            )
+            motor.set_fallback(unsafe, now_ns, self.engine.output_value(motor.cfg.output))
+
+    @property
+    def degraded(self) -> bool:
+        return any(st.stale for st in self.inputs.values())
+
+    def _publish_motor(
+        self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
+    ) -> None:
+        seq = self._motor_seq[name]
+        self._motor_seq[name] = seq + 1
+        t_ns = _monotonic_ns()
+        msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
+        fresh, motor.fresh = motor.fresh, False
+        if self.send(msg):
+            self.n_motor_commands += 1
+            if fresh:
+                self.latency.add(t_ns - motor.cause_t_ns)
+                self._period_latency.add(t_ns - motor.cause_t_ns)
+        else:
+            self.n_motor_dropped += 1
+
+    # ---------------------------------------------------------------- status
+    def _snapshot(self, now_ns: int) -> dict[str, object]:
+        c = self.engine.counters
+        return {
+            "t_ns": now_ns,
+            "n_batches": self.n_batches,
+            "n_events": self.n_events,
+            "n_motor": self.n_motor_commands,
+            "syn_ops": c["syn_ops"],
+            "spikes": dict(c["spikes"]),
+        }
+
+    def status_metrics(self, now_ns: int) -> dict[str, object]:
+        snap = self._snapshot(now_ns)
+        prev = self._last_status
+        dt_s = max((now_ns - prev["t_ns"]) / 1e9, 1e-9)
+        drops = dict(self.drops)
+        bus = self.bus_stats() if self.bus_stats is not None else {}
+        for reason, n in bus.get("rejected", {}).items():
+            drops[f"rejected_{reason}"] = n
+        if bus.get("n_dropped"):
+            drops["queue_full"] = bus["n_dropped"]
+        if self.n_motor_dropped:
+            drops["motor_send_full"] = self.n_motor_dropped
+        metrics = {
+            "state": "degraded" if self.degraded else "ok",
+            "uptime_s": round((now_ns - self.start_ns) / 1e9, 3),
+            "rates": {
+                "batches_per_s": round((snap["n_batches"] - prev["n_batches"]) / dt_s, 3),
+                "events_per_s": round((snap["n_events"] - prev["n_events"]) / dt_s, 3),
+                "motor_per_s": round((snap["n_motor"] - prev["n_motor"]) / dt_s, 3),
+            },
+            "engine_ops_per_s": round((snap["syn_ops"] - prev["syn_ops"]) / dt_s, 3),
+            "spikes_per_s": {
+                n: round((s - prev["spikes"].get(n, 0)) / dt_s, 3)
+                for n, s in snap["spikes"].items()
+            },
+            "drops": drops,
+            "n_coalesced": int(bus.get("n_coalesced", 0)),
+            "latency_us": self._period_latency.summary(),
+            "latency_total_us": self.latency.summary(),
+            "totals": {
+                "n_batches": self.n_batches,
+                "n_events": self.n_events,
+                "n_heartbeats": self.n_heartbeats,
+                "n_motor_commands": self.n_motor_commands,
+                "syn_ops": snap["syn_ops"],
+            },
+            "inputs": {n: st.metrics(now_ns) for n, st in self.inputs.items()},
+            "actuators": {n: m.metrics() for n, m in self.motors.items()},
+        }
+        self._last_status = snap
+        return metrics
+
+    def publish_status(self, now_ns: int) -> Status:
+        status = Status(self.cfg.name, self._status_seq, now_ns, self.status_metrics(now_ns))
+        self._status_seq += 1
+        self._period_latency = LatencyHistogram()
+        self.next_status_ns = max(self.next_status_ns + self.status_period_ns, now_ns + 1)
+        self.send(status)
+        return status
+
+    def summary(self) -> str:
+        lat = self.latency.summary()
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())) or "none"
+        return (
+            f"core '{self.cfg.name}': {self.n_batches} batches, {self.n_events} events in, "
+            f"{self.n_motor_commands} motor commands, latency p50 {lat['p50_us']} us "
+            f"p99 {lat['p99_us']} us max {lat['max_us']} us, "
+            f"{self.engine.counters['syn_ops']} synaptic ops, drops: {drops}"
+        )
+
+
+def _monotonic_ns() -> int:
+    return time.monotonic_ns()

@@ -1,0 +1,194 @@
+"""Launch files: the processes of one robot, their configs, topics, rates and restart policy.
+
+Example (``launch/demo.yaml``)::
+
+    name: demo
+    run_dir: ${SPIKEFUSE_RUN_DIR:-/tmp/spikefuse-demo}   # ipc sockets live here
+    processes:
+      - name: imu
+        kind: driver            # driver | core | actuator | record | exec
+        type: imu               # the driver / actuator kind
+        config: ../configs/drivers/imu.yaml   # relative to this launch file
+        set: [groups.gyro.rate_hz=1000]
+        outputs: [sensor/imu]
+        rate_hz: 1000
+        restart: on-failure     # never | on-failure | always
+      - {name: core, kind: core, config: ../configs/core/demo.yaml,
+         inputs: [sensor/imu], outputs: [motor/motors, status/core]}
+
+Paths are resolved relative to the launch file. ``driver``/``core``/``actuator`` processes
+get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
+launch lives in one directory.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from spikefuse.config import (
+    StrictModel,
+    _line_of,
+    apply_overrides,
+    load_yaml,
+    validate_data,
+)
+from spikefuse.errors import ConfigError
+from spikefuse.sdk.config import DEFAULT_RUN_DIR
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
+_TOPIC_RE = re.compile(r"^(sensor|motor|status)/[A-Za-z0-9_.\-]+$")
+Kind = Literal["driver", "core", "actuator", "record", "exec"]
+
+
+class ProcessSpec(StrictModel):
+    name: str = Field(pattern=_NAME)
+    kind: Kind
+    type: str | None = None
+    """driver kind (imu, camera, ...) or actuator kind (console, serial, ...)"""
+    config: Path | None = None
+    set: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    """extra command-line arguments (record: e.g. [-o, run.mcap, --endpoint, ...]);
+    for kind exec: the whole command"""
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    rate_hz: float | None = Field(default=None, gt=0.0, le=1e7)
+    restart: Literal["never", "on-failure", "always"] = "on-failure"
+    max_restarts: int = Field(5, ge=0, le=1_000_000)
+    backoff_s: float = Field(0.1, ge=0.0, le=3600.0)
+    backoff_max_s: float = Field(5.0, ge=0.0, le=3600.0)
+    required: bool = True
+    stop_timeout_s: float = Field(1.5, gt=0.0, le=600.0)
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if "://" in t:
+                from spikefuse.bus import validate_endpoint
+
+                try:
+                    validate_endpoint(t)
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+            elif not _TOPIC_RE.match(t):
+                raise ValueError(
+                    f"expected a topic like sensor/<name>, motor/<name>, status/<name> "
+                    f"or an endpoint scheme://address, found {t!r}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ProcessSpec:
+        if self.kind in ("driver", "actuator") and not self.type:
+            raise ValueError(f"a {self.kind} process needs 'type' (its {self.kind} kind)")
+        if self.kind in ("core", "record", "exec") and self.type:
+            raise ValueError(f"'type' does not apply to a {self.kind} process")
+        if self.kind == "core" and self.config is None:
+            raise ValueError("a core process needs 'config'")
+        if self.kind == "exec" and not self.args:
+            raise ValueError("an exec process needs 'args' (the command)")
+        return self
+
+
+class LaunchFile(StrictModel):
+    name: str = Field("launch", pattern=_NAME)
+    run_dir: Path = DEFAULT_RUN_DIR
+    duration_s: float | None = Field(default=None, gt=0.0)
+    status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
+    processes: list[ProcessSpec] = Field(min_length=1)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _unique(self) -> LaunchFile:
+        seen = set()
+        for p in self.processes:
+            if p.name in seen:
+                raise ValueError(f"duplicate process name '{p.name}'")
+            seen.add(p.name)
+        return self
+
+    def path(self, p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    def where(self, *loc: str | int) -> str:
+        field = ".".join(str(x) for x in loc)
+        line = self._lines.get(field)
+        return f"{self._source}:{line}: {field}" if line else f"{self._source}: {field}"
+
+    def command(self, p: ProcessSpec) -> list[str]:
+        """The argv that starts process ``p``."""
+        if p.kind == "exec":
+            return list(p.args)
+        argv = [sys.executable, "-m", "spikefuse", p.kind]
+        if p.type:
+            argv.append(p.type)
+        if p.config is not None:
+            argv += ["--config", str(self.path(p.config))]
+        sets = list(p.set)
+        if p.kind in ("driver", "core", "actuator"):
+            sets.insert(0, f"run_dir={self.path(self.run_dir)}")
+        for s in sets:
+            argv += ["--set", s]
+        return argv + list(p.args)
+
+
+def _route_overrides(data: Any, overrides: list[str]) -> list[str]:
+    """``<process>.key=value`` goes to that process's ``set`` list; the rest is returned."""
+    rest = []
+    procs = data.get("processes") if isinstance(data, dict) else None
+    by_name = {p.get("name"): p for p in procs or [] if isinstance(p, dict)}
+    for item in overrides:
+        head, dot, tail = item.partition(".")
+        if dot and head in by_name and "=" in tail:
+            by_name[head].setdefault("set", [])
+            if isinstance(by_name[head]["set"], list):
+                by_name[head]["set"].append(tail)
+                continue
+        rest.append(item)
+    return rest
+
+
+def _record_lines(cfg: LaunchFile, data: Any) -> None:
+    lines = {}
+    procs = data.get("processes") if isinstance(data, dict) else None
+    for i, p in enumerate(procs or []):
+        if not isinstance(p, dict):
+            continue
+        for k in p:
+            line = _line_of(data, ("processes", i, k))
+            if line:
+                lines[f"processes[{i}].{k}"] = line
+        lines[f"processes[{i}]"] = _line_of(data, ("processes", i)) or 0
+    cfg._lines = lines
+
+
+def load_launch(
+    path: str | Path, overrides: list[str] | None = None, check_configs: bool = True
+) -> LaunchFile:
+    """Load and validate a launch file (and, with ``check_configs``, every process's config
+    file and topic wiring). Every error names file:line, the field, expected and found."""
+    path = Path(path)
+    data = load_yaml(path)
+    if data is None:
+        raise ConfigError("empty launch file", str(path))
+    if overrides:
+        data = apply_overrides(data, _route_overrides(data, list(overrides)))
+    cfg = validate_data(LaunchFile, data, str(path))
+    cfg._base_dir = path.resolve().parent
+    cfg._source = str(path)
+    _record_lines(cfg, data)
+    if check_configs:
+        from spikefuse.launch.check import check_launch
+
+        check_launch(cfg)
+    return cfg
