@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from spikefuse.builder.model import INT32_MAX, INT32_MIN
+from spikefuse.encoding import round_half_away as encoding_round
 
 
 def round_half_away(x: float) -> int:
@@ -17,7 +18,8 @@ def round_half_away(x: float) -> int:
 
 
 def round_half_away_array(x: np.ndarray) -> np.ndarray:
-    return (np.floor(np.abs(x) + 0.5) * np.sign(x)).astype(np.int64)
+    """Vectorised :func:`round_half_away` (the encoders' rule) as int64."""
+    return encoding_round(x).astype(np.int64)
 
 
 def saturate(n: int) -> tuple[int, bool]:
