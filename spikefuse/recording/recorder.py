@@ -46,6 +46,10 @@ class StopFlag:
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``; True at once if a stop was requested."""
+        return self._event.wait(timeout_s)
+
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
