@@ -1,0 +1,13 @@
+"""Sensor drivers shipped with spikefuse (installed as ``spikefuse.drivers``).
+
+``KINDS`` maps each ``spikefuse driver KIND`` name to the ``module:attr`` of its
+:class:`~spikefuse.sdk.DriverSpec`; modules are imported only when their kind is run.
+"""
+
+from types import MappingProxyType
+
+KINDS = MappingProxyType(
+    {
+        "imu": "spikefuse.drivers.imu:IMU",
+    }
+)

@@ -90,6 +90,21 @@ class SigmaDeltaEncoder:
             raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         self.n_samples += 1
         target = self.scale * v
+        if np.isfinite(target).all() and np.abs(target).max() <= _MAX_TARGET:
+            delta = round_half_away(target - self.sent)  # the common case: all channels
+        else:
+            delta = self._partial_delta(target)
+        if np.abs(delta).max() > INT32_MAX:
+            saturated = np.abs(delta) > INT32_MAX
+            self.n_saturated += int(np.count_nonzero(saturated))
+            delta = np.clip(delta, -INT32_MAX, INT32_MAX)
+        n = delta.astype(np.int64)
+        self.sent += n
+        nz = np.flatnonzero(n)
+        return nz.astype(np.int32), n[nz].astype(np.int32)
+
+    def _partial_delta(self, target: np.ndarray) -> np.ndarray:
+        """Counts when some channels are non-finite or out of range (those are skipped)."""
         finite = np.isfinite(target)
         in_range = np.abs(np.where(finite, target, 0.0)) <= _MAX_TARGET
         self.n_skipped_nonfinite += int(self.n_channels - np.count_nonzero(finite))
@@ -97,14 +112,7 @@ class SigmaDeltaEncoder:
         ok = finite & in_range
         delta = np.zeros(self.n_channels, dtype=np.float64)
         delta[ok] = round_half_away(target[ok] - self.sent[ok])
-        saturated = np.abs(delta) > INT32_MAX
-        if saturated.any():
-            self.n_saturated += int(np.count_nonzero(saturated))
-            delta = np.clip(delta, -INT32_MAX, INT32_MAX)
-        n = delta.astype(np.int64)
-        self.sent += n
-        nz = np.flatnonzero(n)
-        return nz.astype(np.int32), n[nz].astype(np.int32)
+        return delta
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:

@@ -1,0 +1,161 @@
+"""One output stream per channel group: its encoder, its pending batch and its sequence.
+
+A batch collects the events of one group. It is flushed (sent as one EventBatch) when
+
+* the oldest pending event has waited ``max_batch_latency_ms`` of wall-clock time
+  (:meth:`GroupStream.flush_deadline_ns`, serviced by the runner's wait loop),
+* a new sample is ``max_batch_latency_ms`` or more of *data* time after the batch start
+  (so a fast replay batches exactly like a real-time one),
+* it holds ``max_batch_events`` events, or
+* the latency is 0 (every sample is sent at once), or the driver stops.
+
+Event times are kept exactly: ``t_ns`` of the batch plus per-event ``dt_ns`` offsets
+(omitted when every offset is 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder
+from spikefuse.protocol import EventBatch
+
+SendFn = Callable[[EventBatch], None]
+
+
+class GroupStream:
+    def __init__(
+        self,
+        sensor: str,
+        group: str,
+        input_name: str,
+        scale: float,
+        latency_ns: int,
+        max_events: int,
+        epoch_offset_ns: int,
+    ):
+        self.sensor = sensor
+        self.group = group
+        self.input = input_name
+        self.scale = float(scale)
+        self.latency_ns = int(latency_ns)
+        self.max_events = int(max_events)
+        self.epoch_offset_ns = int(epoch_offset_ns)
+        self.encoder: SigmaDeltaEncoder | DvsEncoder | None = None
+        self.seq = 0
+        self.n_items = 0
+        self.n_batches = 0
+        self.n_events = 0
+        self.n_bad_items = 0
+        self._t0_ns: int | None = None
+        self._opened_mono_ns = 0
+        self._channels: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._dt: list[np.ndarray] = []
+        self._n_pending = 0
+
+    # ------------------------------------------------------------------ batching
+    @property
+    def n_pending(self) -> int:
+        return self._n_pending
+
+    def flush_deadline_ns(self) -> int | None:
+        """Monotonic time at which the pending batch is due (None if nothing pending)."""
+        if not self._n_pending:
+            return None
+        return self._opened_mono_ns + self.latency_ns
+
+    def add(
+        self,
+        t_ns: int,
+        channels: np.ndarray,
+        counts: np.ndarray,
+        dt_ns: np.ndarray | None,
+        now_mono_ns: int,
+        send: SendFn,
+    ) -> None:
+        """Queue events that happened at ``t_ns`` (+ ``dt_ns``), flushing as the rules say."""
+        if self._n_pending and (
+            t_ns - self._t0_ns >= self.latency_ns  # type: ignore[operator]
+            or t_ns < self._t0_ns  # type: ignore[operator]
+        ):
+            self.flush(send)
+        start = 0
+        while start < channels.size:
+            if self._n_pending >= self.max_events:
+                self.flush(send)
+            stop = min(channels.size, start + self.max_events - self._n_pending)
+            self._append(
+                t_ns,
+                channels[start:stop],
+                counts[start:stop],
+                None if dt_ns is None else dt_ns[start:stop],
+                now_mono_ns,
+            )
+            start = stop
+        if self.latency_ns == 0 or self._n_pending >= self.max_events:
+            self.flush(send)
+
+    def _append(
+        self,
+        t_ns: int,
+        channels: np.ndarray,
+        counts: np.ndarray,
+        dt_ns: np.ndarray | None,
+        now_mono_ns: int,
+    ) -> None:
+        if not self._n_pending:
+            self._t0_ns = int(t_ns)
+            self._opened_mono_ns = now_mono_ns
+        off = int(t_ns) - self._t0_ns  # type: ignore[operator]
+        dt = np.full(channels.size, off, np.int64) if dt_ns is None else dt_ns + off
+        self._channels.append(channels)
+        self._counts.append(counts)
+        self._dt.append(dt)
+        self._n_pending += channels.size
+
+    def flush(self, send: SendFn) -> None:
+        if not self._n_pending:
+            return
+        ch = np.concatenate(self._channels).astype(np.int32, copy=False)
+        co = np.concatenate(self._counts).astype(np.int32, copy=False)
+        dt = np.concatenate(self._dt).astype(np.int64, copy=False)
+        self._channels.clear()
+        self._counts.clear()
+        self._dt.clear()
+        self._n_pending = 0
+        batch = EventBatch(
+            sensor=self.sensor,
+            seq=self.seq,
+            t_ns=int(self._t0_ns),  # type: ignore[arg-type]
+            input=self.input,
+            scale=self.scale,
+            channels=ch,
+            counts=co,
+            epoch_offset_ns=self.epoch_offset_ns,
+            dt_ns=dt if dt.any() else None,
+        )
+        self.seq += 1
+        self.n_batches += 1
+        self.n_events += int(ch.size)
+        send(batch)
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def n_skipped_nonfinite(self) -> int:
+        return self.encoder.n_skipped_nonfinite if self.encoder is not None else 0
+
+    def metrics(self) -> dict[str, int]:
+        m = {
+            "n_items": self.n_items,
+            "n_batches": self.n_batches,
+            "n_events": self.n_events,
+            "n_skipped_nonfinite": self.n_skipped_nonfinite,
+            "n_bad_items": self.n_bad_items,
+        }
+        if isinstance(self.encoder, SigmaDeltaEncoder):
+            m["n_skipped_out_of_range"] = self.encoder.n_skipped_out_of_range
+            m["n_saturated"] = self.encoder.n_saturated
+        return m
