@@ -1,0 +1,379 @@
+"""The ZeroMQ bus over real sockets (ipc in tmp_path, tcp on 127.0.0.1 with ephemeral
+ports) and real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from spikefuse.bus import (
+    AsyncPublisher,
+    AsyncSubscriber,
+    InputQueue,
+    Publisher,
+    PublisherConfig,
+    SecurityConfig,
+    Subscriber,
+    SubscriberConfig,
+    default_ipc_endpoint,
+    is_loopback_or_local,
+)
+from spikefuse.config import parse_yaml, validate_data
+from spikefuse.errors import ConfigError
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status, encode
+
+TIMEOUT_S = 5.0
+
+
+def _batch(seq: int, channels=(0, 1), counts=(1, -1), sensor="imu", inp="gyro", scale=16.0):
+    return EventBatch(
+        sensor, seq, time.monotonic_ns(), inp, scale,
+        np.asarray(channels, np.int32), np.asarray(counts, np.int32),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ep(tmp_path):
+    return default_ipc_endpoint(tmp_path, "bus")
+
+
+def _recv_n(sub, n, timeout_s=TIMEOUT_S):
+    out = []
+    deadline_s = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline_s:
+        out.extend(sub.recv_many(0.2))
+    return out
+
+
+def test_every_kind_over_ipc_and_topic_prefixes(ep):
+    msgs = [
+        _batch(0),
+        Heartbeat("imu", 0, 5, "ok"),
+        MotorCommand("wheels", 0, 6, 5, np.array([0.1, -0.2])),
+        Status("engine", 0, 7, {"load": 0.5}),
+    ]
+    with (
+        Publisher(ep) as pub,
+        Subscriber(ep) as sub_all,
+        Subscriber(ep, ["sensor/", "status/"]) as sub_some,
+    ):
+        assert pub.wait_for_subscribers(3, TIMEOUT_S)  # "" + two prefixes
+        for m in msgs:
+            assert pub.send(m)
+        got_all = _recv_n(sub_all, 4)
+        got_some = _recv_n(sub_some, 3)
+        assert got_all == msgs
+        assert got_some == [msgs[0], msgs[1], msgs[3]]
+        assert sub_all.recv(0) is None
+        assert sub_all.stats.n_received == 4 and sub_all.stats.n_rejected == 0
+    assert pub.closed and sub_all.closed
+
+
+def test_recv_timeout_is_honoured(ep):
+    with Publisher(ep), Subscriber(ep) as sub:
+        t0 = time.monotonic()
+        assert sub.recv(0.3) is None
+        elapsed_s = time.monotonic() - t0
+        assert 0.25 <= elapsed_s < 3.0
+        assert sub.recv_many(0) == []
+
+
+def test_bad_payloads_are_counted_never_raised(ep):
+    good = _batch(0)
+    with Publisher(ep) as pub, Subscriber(ep) as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        pub.send_payload(b"sensor/imu", b"\xc1garbage")
+        pub.send_payload(b"sensor/imu", encode(good)[:-3])
+        pub.send_payload(b"sensor/other", encode(good))  # topic does not match the sensor
+        pub.socket.send_multipart([b"sensor/imu", b"a", b"b"])  # three frames
+        pub.send(good)
+        got = _recv_n(sub, 1)
+        assert got == [good]
+        st = sub.stats
+        assert st.rejected == {"malformed": 1, "truncated": 1, "topic_mismatch": 1, "bad_frames": 1}
+        assert st.n_rejected == 4 and st.n_received == 1
+
+
+def test_sequence_gaps_and_resets_are_counted(ep):
+    with Publisher(ep) as pub, Subscriber(ep) as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        for seq in (0, 1, 2, 5, 6, 0, 1):
+            pub.send(_batch(seq))
+        pub.send(_batch(0, inp="accel"))  # another stream of the same sensor: no gap
+        pub.send(Heartbeat("imu", 3, 0, "ok"))
+        assert len(_recv_n(sub, 9)) == 9
+        st = sub.stats
+        assert st.seq_gaps == {"sensor/imu/gyro": 2}
+        assert st.seq_resets == {"sensor/imu/gyro": 1}
+        assert st.n_seq_missing == 2
+
+
+def test_fan_in_subscriber_binds(ep):
+    with Subscriber(ep, bind=True) as sub:
+        with Publisher(ep, bind=False) as a, Publisher(ep, bind=False) as b:
+            # a binding SUB hands its subscription to newly connected publishers only while
+            # it processes socket events (libzmq behaviour), as any receive loop does
+            deadline_s = time.monotonic() + TIMEOUT_S
+            while (a.poll_subscriptions() < 1 or b.poll_subscriptions() < 1) and (
+                time.monotonic() < deadline_s
+            ):
+                assert sub.recv(0.01) is None
+            a.send(Heartbeat("a", 0, 0, "ok"))
+            b.send(Heartbeat("b", 0, 0, "degraded", "low battery"))
+            got = _recv_n(sub, 2)
+    assert sorted(m.sensor for m in got) == ["a", "b"]
+
+
+def test_publisher_counts_drops_at_hwm_and_nothing_else_is_lost(ep):
+    n_total = 3000
+    payload = np.arange(512, dtype=np.int32)
+    with (
+        Publisher(ep, hwm=20) as pub,
+        Subscriber(ep, hwm=20, max_queue=n_total) as sub,
+    ):
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        for seq in range(n_total):  # the subscriber is not reading: queues fill up
+            pub.send(_batch(seq, payload, payload))
+        assert pub.n_dropped > 0
+        assert pub.n_sent + pub.n_dropped == n_total
+        got = _recv_n(sub, pub.n_sent)
+        assert len(got) == pub.n_sent  # everything accepted arrived
+        assert pub.send(_batch(n_total))  # the queues are empty again
+        assert _recv_n(sub, 1)[0].seq == n_total
+        assert sub.stats.n_seq_missing == pub.n_dropped  # and every drop is visible as a gap
+
+
+_CHILD_PUBLISHER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from spikefuse.bus import Publisher
+    from spikefuse.protocol import EventBatch, Status
+    endpoint, n_batches, hwm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    rng = np.random.default_rng(7)
+    sums = np.zeros(8, np.int64)
+    with Publisher(endpoint, hwm=hwm) as pub:
+        if not pub.wait_for_subscribers(1, 10.0):
+            sys.exit("no subscriber")
+        for seq in range(n_batches):
+            n = int(rng.integers(1, 32))
+            ch = rng.integers(0, 8, n).astype(np.int32)
+            co = rng.integers(-3, 4, n).astype(np.int32)
+            if pub.send(EventBatch("imu", seq, seq, "gyro", 100.0, ch, co)):
+                np.add.at(sums, ch, co)
+        n_dropped = pub.n_dropped
+        # an empty last batch and a status, retried until accepted, make tail drops visible
+        last = EventBatch("imu", n_batches, 0, "gyro", 100.0, np.zeros(0, np.int32), np.zeros(0, np.int32))
+        while not pub.send(last):
+            pass
+        while not pub.send(Status("child", 0, 0, {"done": True})):
+            pass
+        print(json.dumps({"sums": sums.tolist(), "n_sent": pub.n_sent,
+                          "n_dropped": n_dropped}), flush=True)
+        sys.stdin.read()  # keep the socket open until the parent has read everything
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["backlog", "concurrent"])
+def test_coalescing_under_overload_preserves_summed_counts(ep, mode):
+    """A child process floods one stream. ``backlog``: nothing is read until it has sent
+    everything; ``concurrent``: a tiny publisher HWM forces counted drops while we read.
+    Either way the coalesced batches integrate exactly to what was sent."""
+    n_batches = 20000 if mode == "backlog" else 5000
+    hwm = n_batches + 10 if mode == "backlog" else 5
+    with Subscriber(ep, hwm=n_batches + 10, policy="coalesce") as sub:
+        with subprocess.Popen(
+            [sys.executable, "-c", _CHILD_PUBLISHER, ep, str(n_batches), str(hwm)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as child:
+            try:
+                got = []
+                if mode == "backlog":
+                    report = json.loads(child.stdout.readline())
+                deadline_s = time.monotonic() + 60
+                while time.monotonic() < deadline_s:
+                    got.extend(sub.recv_many(0.5))
+                    if got and isinstance(got[-1], Status):
+                        break
+                if mode == "concurrent":
+                    report = json.loads(child.stdout.readline())
+            finally:
+                child.stdin.close()
+                child.wait(timeout=30)
+    assert isinstance(got[-1], Status), "the child's final status never arrived"
+    batches = [m for m in got if isinstance(m, EventBatch)]
+    sums = np.zeros(8, np.int64)
+    for b in batches:
+        np.add.at(sums, b.channels.astype(np.int64), b.counts)
+    assert sums.tolist() == report["sums"]
+    st = sub.stats
+    assert st.n_received == report["n_sent"]  # batches + the final status
+    assert st.n_coalesced == report["n_sent"] - 1 - len(batches)
+    assert report["n_sent"] - 2 + report["n_dropped"] == n_batches
+    assert st.n_dropped == 0
+    assert st.n_seq_missing == report["n_dropped"]
+    if mode == "backlog":
+        assert len(batches) <= 3 and report["n_dropped"] == 0  # the backlog became ~1 batch
+    else:
+        assert report["n_dropped"] > 0 or st.n_coalesced > 0
+
+
+def test_keep_policy_bounds_each_stream_and_counts_drops():
+    q = InputQueue("keep", max_queue=3)
+    for seq in range(10):
+        q.put(_batch(seq))
+        q.put(_batch(seq, inp="accel"))
+    q.put(Heartbeat("imu", 0, 0, "ok"))
+    out = q.pop_all()
+    assert [m.seq for m in out if isinstance(m, EventBatch) and m.input == "gyro"] == [7, 8, 9]
+    assert [m.seq for m in out if isinstance(m, EventBatch) and m.input == "accel"] == [7, 8, 9]
+    assert isinstance(out[-1], Heartbeat) and len(out) == 7
+    assert q.n_dropped == 14 and len(q) == 0
+
+
+def test_coalesce_policy_merges_per_stream_and_keeps_scale_changes_apart():
+    q = InputQueue("coalesce")
+    q.put(_batch(0, (0,), (1,)))
+    q.put(_batch(0, (0,), (5,), inp="accel"))
+    q.put(_batch(1, (0, 1), (2, 3)))
+    q.put(Heartbeat("imu", 0, 0, "ok"))
+    q.put(_batch(2, (1,), (1,), scale=32.0))  # a new scale is not merged across
+    q.put(_batch(3, (1,), (1,), scale=32.0))
+    out = q.pop_all()
+    assert [(type(m).__name__, getattr(m, "input", None), m.seq) for m in out] == [
+        ("EventBatch", "gyro", 1),
+        ("EventBatch", "accel", 0),
+        ("Heartbeat", None, 0),
+        ("EventBatch", "gyro", 3),
+    ]
+    assert out[0].channels.tolist() == [0, 1] and out[0].counts.tolist() == [3, 3]
+    assert out[3].counts.tolist() == [2] and out[3].scale == 32.0
+    assert q.n_coalesced == 2
+
+
+async def test_asyncio_publisher_and_subscriber(ep):
+    async with AsyncPublisher(ep) as pub, AsyncSubscriber(ep, ["sensor/"]) as sub:
+        assert await pub.wait_for_subscribers(1, TIMEOUT_S)
+        waiter = asyncio.create_task(sub.recv(TIMEOUT_S))
+        await asyncio.sleep(0)  # the task is now waiting on the socket
+        await pub.send(_batch(0))
+        first = await waiter
+        assert isinstance(first, EventBatch) and first.seq == 0
+        for seq in range(1, 4):
+            await pub.send(_batch(seq))
+        await pub.send(Status("ignored", 0, 0, {}))
+        got = []
+        deadline_s = time.monotonic() + TIMEOUT_S
+        while len(got) < 3 and time.monotonic() < deadline_s:
+            got.extend(await sub.recv_many(0.2))
+        assert [m.seq for m in got] == [1, 2, 3]
+        t0 = time.monotonic()
+        assert await sub.recv(0.2) is None
+        assert time.monotonic() - t0 >= 0.15
+    assert sub.closed
+
+
+# --------------------------------------------------------------------------- config/security
+
+
+def test_endpoint_rules(tmp_path):
+    assert default_ipc_endpoint(tmp_path, "imu") == f"ipc://{tmp_path}/imu.sock"
+    with pytest.raises(ConfigError, match="Unix socket limit"):
+        default_ipc_endpoint(tmp_path / ("x" * 120), "imu")
+    with pytest.raises(ConfigError, match="scheme"):
+        Publisher("udp://127.0.0.1:9")
+    assert is_loopback_or_local("tcp://127.0.0.1:5") and is_loopback_or_local("tcp://localhost:5")
+    assert is_loopback_or_local("ipc:///tmp/x") and not is_loopback_or_local("tcp://*:5")
+    # a non-loopback tcp endpoint needs keys or an explicit insecure: true
+    with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
+        Publisher("tcp://*:0")
+    with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
+        Subscriber(["ipc:///tmp/ok", "tcp://192.0.2.1:5555"])
+
+
+def test_config_models(tmp_path):
+    cfg = validate_data(
+        SubscriberConfig,
+        parse_yaml(
+            "endpoints: [tcp://10.0.0.2:5555]\npolicy: coalesce\nsecurity: {insecure: true}\n"
+        ),
+        "cfg.yaml",
+    )
+    assert cfg.security.insecure and cfg.policy == "coalesce"
+    with pytest.raises(ConfigError, match="cfg.yaml:2: policy"):
+        validate_data(
+            SubscriberConfig, parse_yaml("endpoints: [ipc:///x]\npolicy: fast\n"), "cfg.yaml"
+        )
+    with pytest.raises(ConfigError, match="endpoint"):
+        validate_data(PublisherConfig, {"endpoint": "nowhere"}, "p.yaml")
+    with pytest.raises(ConfigError, match="insecure: true cannot be combined"):
+        validate_data(SecurityConfig, {"insecure": True, "secret_key_file": "k"}, "s.yaml")
+    with pytest.raises(ConfigError, match="secret_key_file is required"):
+        validate_data(SecurityConfig, {"allowed_client_keys": ["k"]}, "s.yaml")
+    # unreadable key files are configuration errors that name the field
+    bad = SecurityConfig(
+        secret_key_file=tmp_path / "missing.key_secret", allowed_client_keys=[tmp_path / "x"]
+    )
+    with pytest.raises(ConfigError, match="security.secret_key_file"):
+        Subscriber("tcp://127.0.0.1:1", security=bad)
+
+
+def _keygen(tmp_path, name):
+    subprocess.run(
+        [sys.executable, "-m", "spikefuse", "keygen", name, "--dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return tmp_path / f"{name}.key", tmp_path / f"{name}.key_secret"
+
+
+def test_curve_only_listed_publishers_get_through(tmp_path):
+    server_pub, server_sec = _keygen(tmp_path, "engine")
+    good_pub, good_sec = _keygen(tmp_path, "imu")
+    _, rogue_sec = _keygen(tmp_path, "rogue")
+    sub_sec = SecurityConfig(secret_key_file=server_sec, allowed_client_keys=[good_pub])
+
+    def client(secret):
+        return SecurityConfig(secret_key_file=secret, server_public_key_file=server_pub)
+
+    with Publisher("tcp://127.0.0.1:*", security=client(rogue_sec)) as rogue:
+        with Subscriber(rogue.endpoint, security=sub_sec) as sub:
+            # the handshake is refused, so not even the subscription gets through
+            assert not rogue.wait_for_subscribers(1, 1.0)
+            deadline_s = time.monotonic() + 1.0
+            seq = 0
+            while time.monotonic() < deadline_s:
+                rogue.send(Heartbeat("rogue", seq, 0, "ok"))
+                seq += 1
+                assert sub.recv(0.02) is None
+            assert sub.stats.n_received == 0 and sub.stats.n_auth_denied >= 1
+
+    with Publisher("tcp://127.0.0.1:*", security=client(good_sec)) as good:
+        with Subscriber(good.endpoint, security=sub_sec) as sub:
+            assert good.wait_for_subscribers(1, TIMEOUT_S)
+            good.send(_batch(0))
+            got = sub.recv(TIMEOUT_S)
+            assert isinstance(got, EventBatch) and got.seq == 0
+            assert sub.stats.n_auth_denied == 0
+
+
+def test_curve_plaintext_peer_is_refused(tmp_path):
+    server_pub, server_sec = _keygen(tmp_path, "engine")
+    good_pub, _ = _keygen(tmp_path, "imu")
+    sub_sec = SecurityConfig(secret_key_file=server_sec, allowed_client_keys=[good_pub])
+    with Publisher("tcp://127.0.0.1:*") as plain:  # loopback: plaintext allowed to start
+        with Subscriber(plain.endpoint, security=sub_sec) as sub:
+            assert not plain.wait_for_subscribers(1, 0.5)
+            plain.send(Heartbeat("plain", 0, 0, "ok"))
+            assert sub.recv(0.3) is None
