@@ -216,15 +216,15 @@ class FusionCore:
         st.last_seq = batch.seq
         if last is None or batch.seq == last + 1:
             return True
-        if batch.seq == 0:  # the driver restarted: its encoder starts from zero again
-            ch, co = st.reset()
-            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
-            return True
         if batch.seq == last:
             st.n_duplicate += 1
             st.last_seq = last
             self.drop("duplicate")
             return False
+        if batch.seq == 0:  # the driver restarted: its encoder starts from zero again
+            ch, co = st.reset()
+            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
+            return True
         if batch.seq < last:
             st.n_out_of_order += 1
             st.last_seq = last

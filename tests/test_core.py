@@ -1,0 +1,197 @@
+"""FusionCore and MotorChannel on the real engine (no sockets: time is passed in)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _core_util import small_graph
+
+from spikefuse.core import CoreConfig, FusionCore, LatencyHistogram, MotorChannel
+from spikefuse.core.config import ActuatorMap
+from spikefuse.engine import Engine
+from spikefuse.errors import ConfigError
+from spikefuse.graph import Graph
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
+
+MS = 1_000_000
+
+
+def make_core(tmp_path, inputs=None, actuators=None, integrator=False, **kw):
+    gpath = small_graph(tmp_path / "g.npz", with_integrator=integrator)
+    cfg = CoreConfig(
+        graph=gpath,
+        inputs=inputs or {"x": {"sensor": "s", "timeout_s": 0.2}},
+        actuators=actuators or {"m": {"output": "y"}},
+        **kw,
+    )
+    graph = Graph.load(gpath).resolve()
+    sent = []
+    core = FusionCore(cfg, graph, Engine(graph), 0, lambda msg: sent.append(msg) or True)
+    return core, sent
+
+
+def batch(seq, t_ns, channels, counts, scale=1.0, sensor="s", inp="x"):
+    return EventBatch(
+        sensor, seq, t_ns, inp, scale, np.array(channels, np.int32), np.array(counts, np.int32)
+    )
+
+
+def motors(sent):
+    return [m for m in sent if isinstance(m, MotorCommand)]
+
+
+def test_batch_becomes_motor_command_with_cause(tmp_path):
+    core, sent = make_core(tmp_path)
+    core.service(0)
+    n0 = len(motors(sent))
+    core.handle(batch(0, 5 * MS, [0, 2], [4, -2]), 5 * MS + 100)
+    core.service(5 * MS + 200)
+    cmds = motors(sent)[n0:]
+    assert len(cmds) == 1
+    assert cmds[0].cause_t_ns == 5 * MS
+    np.testing.assert_array_equal(cmds[0].values, [2.0, 0.0, -1.0, 0.0])
+
+
+def test_scale_conversion_keeps_integrated_value(tmp_path):
+    core, sent = make_core(tmp_path)
+    # scale 4 counts per unit -> graph input scale 1: 3 counts of 0.25 = 0.75 -> rounds to 1
+    for i in range(8):
+        core.handle(batch(i, (i + 1) * MS, [1], [1], scale=4.0), (i + 1) * MS)
+    core.service(10 * MS)
+    # 8 * 0.25 = 2.0 exactly -> y = 0.5 * 2 = 1.0
+    assert motors(sent)[-1].values[1] == 1.0
+    assert core.inputs["x"].sent[1] == 2
+
+
+def test_unknown_input_bad_channel_duplicate_counted(tmp_path):
+    core, sent = make_core(tmp_path)
+    core.handle(batch(0, MS, [0], [2], inp="nope"), MS)
+    core.handle(batch(0, MS, [0, 99], [2, 5]), MS)
+    core.handle(batch(0, MS, [0], [2]), MS)  # duplicate seq
+    core.handle(batch(5, 2 * MS, [0], [2]), 2 * MS)
+    core.handle(batch(3, 2 * MS, [0], [2]), 2 * MS)  # out of order: processed, counted
+    assert core.drops == {"unknown_input": 1, "bad_channel": 1, "duplicate": 1}
+    st = core.inputs["x"]
+    assert st.n_out_of_order == 1 and st.n_duplicate == 1
+    assert st.sent[0] == 6
+    core.handle(Status("x", 0, 0, {}), 3 * MS)
+    assert core.drops["unexpected_kind"] == 1
+
+
+def test_sensor_restart_resets_input(tmp_path):
+    core, sent = make_core(tmp_path)
+    core.handle(batch(0, MS, [0], [4]), MS)
+    core.handle(batch(1, 2 * MS, [0], [2]), 2 * MS)
+    core.handle(batch(0, 3 * MS, [0], [1]), 3 * MS)  # the driver restarted (encoder from 0)
+    assert core.inputs["x"].n_resets == 1
+    core.service(4 * MS)
+    assert motors(sent)[-1].values[0] == 0.5
+
+
+def test_reorder_window_processes_in_timestamp_order(tmp_path):
+    core, sent = make_core(tmp_path, inputs={"x": {"sensor": "s", "reorder_window_ms": 5}})
+    core.handle(batch(0, 10 * MS, [0], [2]), 11 * MS)
+    core.handle(batch(1, 8 * MS, [1], [2]), 11 * MS)
+    core.service(12 * MS)
+    assert core.engine.counters["events_in"] == 0  # still held
+    assert core.next_wake_ns() <= 13 * MS
+    core.service(13 * MS)  # releases t=8
+    assert core.engine.now == 8 * MS
+    core.service(15 * MS)  # releases t=10
+    assert core.engine.now == 10 * MS
+    core.handle(batch(2, 1 * MS, [2], [2]), 16 * MS)  # later than the window: at once
+    assert core.inputs["x"].n_late == 1
+    assert core.inputs["x"].n_clamped == 1  # engine time never goes back
+    assert core.engine.now == 10 * MS
+
+
+def test_stale_input_forces_safe_values_and_recovers(tmp_path):
+    core, sent = make_core(
+        tmp_path, actuators={"m": {"output": "y", "safe_values": [9, 9, 9, 9], "clamp": [-10, 10]}}
+    )
+    core.handle(batch(0, MS, [0], [4]), MS)
+    core.service(MS)
+    assert core.next_wake_ns() <= MS + 200 * MS + 1
+    core.service(MS + 201 * MS)
+    assert core.degraded
+    assert list(motors(sent)[-1].values) == [9, 9, 9, 9]
+    assert core.status_metrics(MS + 202 * MS)["state"] == "degraded"
+    core.handle(Heartbeat("s", 0, 0, "ok"), 300 * MS)
+    core.service(300 * MS)
+    assert not core.degraded
+    assert list(motors(sent)[-1].values) == [2, 0, 0, 0]
+
+
+def test_integrator_crossings_wake_the_core(tmp_path):
+    core, sent = make_core(tmp_path, actuators={"m": {"output": "yi"}}, integrator=True)
+    core.handle(batch(0, MS, [0], [5]), MS)  # slope 5/s: a 0.1 step every 20 ms
+    dl = core.engine.next_deadline()
+    assert dl is not None and MS < dl <= 25 * MS
+    assert core.next_wake_ns() <= dl
+    core.service(dl)
+    cmd = motors(sent)[-1]
+    assert cmd.values[0] == pytest.approx(0.1)
+    assert cmd.cause_t_ns == dl
+
+
+def test_motor_clamp_slew_and_min_interval():
+    cfg = ActuatorMap(
+        output="y", clamp=(-1.0, 1.0), max_rate_per_s=10.0, slew_step_ms=10, min_interval_ms=0
+    )
+    m = MotorChannel("m", cfg, 2, refresh_hz=20, now_ns=0)
+    assert m.poll(0) is not None  # initial safe values
+    m.set_output(np.array([5.0, -0.5]), 0, 0)
+    assert m.n_clamped == 1
+    assert m.due_ns() == 10 * MS
+    v = m.poll(10 * MS)
+    np.testing.assert_allclose(v, [0.1, -0.1])  # 10/s * 10 ms
+    v = None
+    t = 10 * MS
+    while not m.at_rest:
+        t = m.due_ns()
+        v = m.poll(t)
+    np.testing.assert_allclose(v, [1.0, -0.5])
+    assert 95 * MS <= t <= 110 * MS  # 1.0 at 10/s
+    cfg2 = ActuatorMap(output="y", min_interval_ms=10)
+    m2 = MotorChannel("m", cfg2, 1, refresh_hz=20, now_ns=0)
+    m2.poll(0)
+    m2.set_output(np.array([1.0]), 0, 1 * MS)
+    m2.set_output(np.array([2.0]), 0, 2 * MS)
+    assert m2.poll(5 * MS) is None
+    assert m2.poll(10 * MS)[0] == 2.0
+    assert m2.n_coalesced == 1
+    assert m2.poll(20 * MS) is None and m2.poll(60 * MS) is not None  # 20 Hz refresh
+
+
+def test_bad_actuator_config_names_field(tmp_path):
+    with pytest.raises(ConfigError, match="actuators.m.output"):
+        make_core(tmp_path, actuators={"m": {"output": "nope"}})
+    with pytest.raises(ConfigError, match="inputs.q"):
+        make_core(tmp_path, inputs={"q": {"sensor": "s"}})
+    with pytest.raises(ConfigError, match="safe_values"):
+        make_core(tmp_path, actuators={"m": {"output": "y", "safe_values": [1, 2]}})
+
+
+def test_latency_histogram_percentiles():
+    h = LatencyHistogram()
+    for us in range(1, 1001):
+        h.add(us * 1000)
+    assert h.n == 1000 and h.max_us == 1000.0
+    assert 500 <= h.percentile_us(50) <= 500 * 1.1
+    assert 990 <= h.percentile_us(99) <= 1000
+    s = h.summary()
+    assert s["mean_us"] == pytest.approx(500.5)
+
+
+def test_status_has_rates_drops_latency(tmp_path):
+    core, sent = make_core(tmp_path)
+    for i in range(10):
+        core.handle(batch(i, i * MS + MS, [i % 4], [2]), i * MS + MS)
+        core.service(i * MS + MS)
+    st = core.publish_status(1000 * MS)
+    m = st.metrics
+    assert m["totals"]["n_batches"] == 10
+    assert m["rates"]["batches_per_s"] == pytest.approx(10.0, rel=0.01)
+    assert m["latency_us"]["n"] >= 1
+    assert "spikes_per_s" in m and m["engine_ops_per_s"] > 0
+    assert isinstance(sent[-1], Status) and sent[-1].source == "core"
