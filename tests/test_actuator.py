@@ -1,0 +1,213 @@
+"""Actuator processes: deadman (core SIGKILL -> safe values within 150 ms), console CSV,
+serial line protocol over a pty pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from _core_util import core_config, read_csv_rows, small_graph, spawn, stop, wait_until, write_yaml
+
+from spikefuse.actuators.serial_line import format_line, parse_line
+from spikefuse.bus import Publisher, Subscriber
+from spikefuse.protocol import EventBatch, MotorCommand, Status
+
+
+def _console_cfg(tmp_path, **over):
+    data = {
+        "name": "motors",
+        "run_dir": str(tmp_path),
+        "n_channels": 4,
+        "csv": str(tmp_path / "m.csv"),
+    }
+    data.update(over)
+    return write_yaml(tmp_path / "act.yaml", data)
+
+
+def _cmd(seq, values):
+    now = time.monotonic_ns()
+    return MotorCommand("motors", seq, now, now, np.asarray(values, np.float64))
+
+
+def test_core_sigkill_actuator_safe_within_150ms(tmp_path):
+    graph = small_graph(tmp_path / "g.npz")
+    ccfg = core_config(tmp_path, graph, inputs={"x": {"sensor": "sens", "timeout_s": 5.0}})
+    sens = Publisher(f"ipc://{tmp_path}/sens.sock")
+    core = spawn("core", "--config", str(ccfg))
+    act = spawn("actuator", "console", "--config", str(_console_cfg(tmp_path)))
+    csv = tmp_path / "m.csv"
+    try:
+        assert sens.wait_for_subscribers(1, 10.0)
+        seq = 0
+
+        def live():
+            nonlocal seq
+            sens.send(
+                EventBatch(
+                    "sens",
+                    seq,
+                    time.monotonic_ns(),
+                    "x",
+                    1.0,
+                    np.array([0], np.int32),
+                    np.array([2], np.int32),
+                )
+            )
+            seq += 1
+            return any(r[1] == "cmd" and float(r[4]) != 0 for r in read_csv_rows(csv))
+
+        assert wait_until(live, 15.0, 0.05), "actuator never received a live command"
+        time.sleep(0.2)  # steady state: the core refreshes at 20 Hz
+        t_kill = time.monotonic_ns()
+        os.kill(core.pid, signal.SIGKILL)
+        core.wait(5)
+
+        def safe_row():
+            return [r for r in read_csv_rows(csv) if r[1] == "safe" and int(r[0]) > t_kill]
+
+        rows = wait_until(safe_row, 2.0)
+        assert rows, "actuator never went safe after the core was killed"
+        delay_ms = (int(rows[0][0]) - t_kill) / 1e6
+        assert delay_ms <= 150, f"safe values after {delay_ms:.1f} ms"
+        assert [float(v) for v in rows[0][4:]] == [0.0] * 4
+    finally:
+        stop(core)
+        assert stop(act) == 0
+        sens.close()
+    out = act.stdout.read()
+    assert "DEADMAN" in out
+
+
+def test_deadman_trips_and_rearms_and_counts_bad_commands(tmp_path):
+    cfg = _console_cfg(
+        tmp_path,
+        deadman_ms=100,
+        safe_values=[1, 2, 3, 4],
+        status_endpoint=f"ipc://{tmp_path}/act-status.sock",
+        status_period_s=0.2,
+    )
+    pub = Publisher(f"ipc://{tmp_path}/core.sock")
+    act = spawn("actuator", "console", "--config", str(cfg))
+    csv = tmp_path / "m.csv"
+    try:
+        assert pub.wait_for_subscribers(1, 10.0)
+        st_sub = Subscriber(f"ipc://{tmp_path}/act-status.sock", ["status/"])
+        for i in range(10):
+            pub.send(_cmd(i, [0.5, 0.5, 0.5, 0.5]))
+            time.sleep(0.01)
+        t_last = time.monotonic_ns()
+        pub.send(_cmd(10, [1.0]))  # wrong length: counted, ignored
+        rows = wait_until(
+            lambda: [r for r in read_csv_rows(csv) if r[1] == "safe" and int(r[0]) > t_last], 2.0
+        )
+        assert rows
+        assert 90 <= (int(rows[0][0]) - t_last) / 1e6 <= 100 + 60
+        assert [float(v) for v in rows[0][4:]] == [1, 2, 3, 4]
+        pub.send(_cmd(11, [0.25] * 4))
+        assert wait_until(
+            lambda: read_csv_rows(csv)[-1][1] == "cmd" if read_csv_rows(csv) else False, 2.0
+        )
+        st = None
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            m = st_sub.recv(0.5)
+            if (
+                isinstance(m, Status)
+                and m.metrics["n_deadman"] >= 1
+                and m.metrics["n_commands"] >= 11
+            ):
+                st = m
+                break
+        assert st is not None
+        assert st.metrics["n_bad"] == 1
+        st_sub.close()
+    finally:
+        assert stop(act) == 0
+        pub.close()
+
+
+def test_serial_line_protocol_roundtrip():
+    line = format_line("SET", ["7", "0.5", "-1"])
+    assert line.startswith(b"$SET,7,0.5,-1*") and line.endswith(b"\r\n")
+    assert parse_line(line) == ("SET", ["7", "0.5", "-1"])
+    with pytest.raises(ValueError, match="checksum"):
+        parse_line(line.replace(b"0.5", b"0.6"))
+    with pytest.raises(ValueError, match="not a"):
+        parse_line(b"hello")
+
+
+def test_serial_actuator_over_pty(tmp_path):
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    cfg = write_yaml(
+        tmp_path / "serial.yaml",
+        {
+            "name": "motors",
+            "run_dir": str(tmp_path),
+            "n_channels": 2,
+            "port": port,
+            "deadman_ms": 100,
+            "status_endpoint": f"ipc://{tmp_path}/st.sock",
+            "status_period_s": 0.2,
+        },
+    )
+    pub = Publisher(f"ipc://{tmp_path}/core.sock")
+    act = spawn("actuator", "serial", "--config", str(cfg))
+    os.set_blocking(master, False)
+    buf = b""
+
+    def lines():
+        nonlocal buf
+        try:
+            buf += os.read(master, 65536)
+        except BlockingIOError:
+            pass
+        out = []
+        while b"\n" in buf:
+            ln, _, buf = buf.partition(b"\n")
+            out.append(parse_line(ln))
+        return out
+
+    got = []
+    try:
+        assert pub.wait_for_subscribers(1, 10.0)
+        st_sub = Subscriber(f"ipc://{tmp_path}/st.sock", ["status/"])
+        for i in range(5):
+            pub.send(_cmd(i, [0.25 * i, -1.5]))
+            time.sleep(0.02)
+        assert wait_until(lambda: got.extend(lines()) or any(k == "SAFE" for k, _ in got[1:]), 3.0)
+        sets = [f for k, f in got if k == "SET"]
+        assert sets[0] == ["0", "0", "-1.5"] and sets[-1] == ["4", "1", "-1.5"]
+        assert got[0] == ("SAFE", ["0", "0"])  # starts safe
+        assert got[-1] == ("SAFE", ["0", "0"])  # deadman
+        os.write(
+            master, format_line("ACK", ["4"]) + b"garbage\r\n" + format_line("ERR", ["overcurrent"])
+        )
+        st = None
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            m = st_sub.recv(0.5)
+            if (
+                isinstance(m, Status)
+                and m.metrics.get("n_acks") == 1
+                and m.metrics.get("n_bad_lines") == 1
+            ):
+                st = m
+                break
+        assert st is not None and st.metrics["n_errors"] == 1
+        st_sub.close()
+    finally:
+        assert stop(act) == 0
+        pub.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_unknown_actuator_kind_exits_2(tmp_path):
+    proc = spawn("actuator", "warpdrive")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "unknown actuator kind 'warpdrive'" in out and "console" in out
