@@ -377,3 +377,51 @@ def test_curve_plaintext_peer_is_refused(tmp_path):
             assert not plain.wait_for_subscribers(1, 0.5)
             plain.send(Heartbeat("plain", 0, 0, "ok"))
             assert sub.recv(0.3) is None
+
+
+# --------------------------------------------------------------------------- echo command
+
+
+def test_echo_prints_one_line_per_message(ep):
+    cmd = [sys.executable, "-m", "spikefuse", "echo", "sensor/", "--endpoint", ep]
+    with Publisher(ep) as pub:
+        with subprocess.Popen(
+            [*cmd, "--count", "3", "--duration-s", "60"], stdout=subprocess.PIPE, text=True
+        ) as child:
+            try:
+                assert pub.wait_for_subscribers(1, 60.0), "echo did not subscribe"
+                pub.send(Status("engine", 0, 0, {"x": 1}))  # other topic: not shown
+                pub.send(_batch(0, range(20), [1] * 20))
+                pub.send(Heartbeat("imu", 0, 5, "degraded", "slow bus"))
+                pub.send(_batch(1, (3,), (-2,)))
+                out, _ = child.communicate(timeout=60)
+            finally:
+                child.kill() if child.poll() is None else None
+        assert child.returncode == 0
+        lines = out.splitlines()
+        assert len(lines) == 3
+        assert lines[0].startswith("sensor/imu EventBatch seq=0 ") and "n=20" in lines[0]
+        assert "...+4]" in lines[0]  # long arrays are elided
+        assert lines[1] == 'sensor/imu Heartbeat seq=0 t_ns=5 state=degraded detail="slow bus"'
+        assert lines[2].endswith("input=gyro scale=16 n=1 channels=[3] counts=[-2]")
+
+        # --json, and exit status 1 when --count was not reached in --duration-s
+        with subprocess.Popen(
+            [*cmd, "--json", "--count", "2", "--duration-s", "3"], stdout=subprocess.PIPE, text=True
+        ) as child:
+            assert pub.wait_for_subscribers(2, 60.0)
+            pub.send(_batch(2, (1, 2), (5, 6)))
+            out, _ = child.communicate(timeout=60)
+        assert child.returncode == 1
+        obj = json.loads(out)
+        assert obj["kind"] == "EventBatch" and obj["counts"] == [5, 6] and obj["seq"] == 2
+
+
+def test_echo_reports_config_errors(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "spikefuse", "echo", "", "--run-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "no *.sock endpoints" in res.stderr
