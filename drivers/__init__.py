@@ -9,5 +9,6 @@ from types import MappingProxyType
 KINDS = MappingProxyType(
     {
         "imu": "spikefuse.drivers.imu:IMU",
+        "camera": "spikefuse.drivers.camera:CAMERA",
     }
 )

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,3 +92,34 @@ def stop_driver(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int,
         _, err = proc.communicate()
         return -999, time.monotonic() - t0, err.decode(errors="replace")
     return proc.returncode, time.monotonic() - t0, err.decode(errors="replace")
+
+
+def run_in_thread(spec, cfg, timeout_s: float = 60.0) -> tuple[Received, list[float]]:
+    """Run a driver in a thread (signals are not touched off the main thread) and collect
+    what a real Subscriber on ``cfg.endpoint`` receives until the driver has finished.
+    Returns the messages and their receive times (monotonic s)."""
+    from spikefuse.sdk import run_driver
+
+    got, recv_s = Received(), []
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            run_driver(spec, cfg)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    with Subscriber(cfg.endpoint, max_queue=1_000_000) as sub:
+        th = threading.Thread(target=target, daemon=True)
+        th.start()
+        deadline = time.monotonic() + timeout_s
+        while th.is_alive() and time.monotonic() < deadline:
+            for msg in sub.recv_many(0.05):
+                got.add(msg)
+                recv_s.append(time.monotonic())
+        th.join(1.0)
+        assert not th.is_alive(), "the driver did not finish"
+        drain(sub, got, 0.2)
+    if errors:
+        raise errors[0]
+    return got, recv_s

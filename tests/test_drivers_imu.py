@@ -5,13 +5,11 @@ of the real logs (BROAD, VQF, x-io) with the file's own timestamps."""
 from __future__ import annotations
 
 import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _drivers_util import Received, collect, drain, start_driver, stop_driver
+from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
 from spikefuse.drivers.imu import IMU
 from spikefuse.drivers.motion import SyntheticMotion
 
@@ -25,32 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "drivers"
 
 
-def _run_threaded(cfg, timeout_s: float = 60.0) -> tuple[Received, list[float]]:
-    """Run the driver in a thread; collect with a real Subscriber. Returns the messages and
-    their receive times (monotonic s)."""
-    got, recv_s = Received(), []
-    with Subscriber(cfg.endpoint, max_queue=1_000_000) as sub:
-        errors: list[BaseException] = []
-
-        def target():
-            try:
-                run_driver(IMU, cfg)
-            except BaseException as exc:  # noqa: BLE001 - reported to the test thread
-                errors.append(exc)
-
-        th = threading.Thread(target=target, daemon=True)
-        th.start()
-        deadline = time.monotonic() + timeout_s
-        while (th.is_alive() or sub.recv(0) is not None) and time.monotonic() < deadline:
-            for msg in sub.recv_many(0.05):
-                got.add(msg)
-                recv_s.append(time.monotonic())
-        th.join(1.0)
-        drain(sub, got, 0.2)
-        assert not th.is_alive()
-        if errors:
-            raise errors[0]
-    return got, recv_s
+def _run_threaded(cfg) -> tuple[Received, list[float]]:
+    return run_in_thread(IMU, cfg)
 
 
 def _table_cfg(tmp_path: Path, path: Path, *overrides: str):

@@ -8,13 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _drivers_util import Received, collect, drain, start_driver, stop_driver
+from _drivers_util import Received, collect, run_in_thread, start_driver, stop_driver
 
 from spikefuse.bus import Subscriber
 from spikefuse.errors import ConfigError, SensorError
@@ -26,7 +25,6 @@ from spikefuse.sdk import (
     driver,
     load_driver_config,
     resolve_kind,
-    run_driver,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,32 +65,8 @@ def _cfg(tmp_path: Path, *overrides: str) -> RampConfig:
     return load_driver_config(RAMP, None, [f"endpoint={ep}", "wait_for_subscribers=1", *overrides])
 
 
-def _run_threaded(spec, cfg, timeout_s: float = 20.0) -> Received:
-    """Run the driver in a thread (signals are not touched there) and collect everything a
-    real Subscriber receives until the driver has finished."""
-    got = Received()
-    with Subscriber(cfg.endpoint) as sub:
-        errors: list[BaseException] = []
-
-        def target():
-            try:
-                run_driver(spec, cfg)
-            except BaseException as exc:  # noqa: BLE001 - reported to the test thread
-                errors.append(exc)
-
-        th = threading.Thread(target=target, daemon=True)
-        th.start()
-        deadline = time.monotonic() + timeout_s
-        while th.is_alive() and time.monotonic() < deadline:
-            msg = sub.recv(0.05)
-            if msg is not None:
-                got.add(msg)
-        th.join(1.0)
-        assert not th.is_alive(), "driver did not finish"
-        drain(sub, got, 0.2)
-        if errors:
-            raise errors[0]
-    return got
+def _run_threaded(spec, cfg) -> Received:
+    return run_in_thread(spec, cfg)[0]
 
 
 # --------------------------------------------------------------------------- pacing

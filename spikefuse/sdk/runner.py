@@ -77,6 +77,31 @@ class DriverContext:
         """Send due heartbeats and batches (call it in a loop that never waits)."""
         self._runner.service(time.monotonic_ns())
 
+    def bad_reading(self, group: str, detail: str) -> None:
+        """Count (and log, rate-limited) a reading the driver had to drop, e.g. a corrupt
+        image file: it shows in ``Status.metrics.groups.<group>.n_bad_items``."""
+        self._runner.count_bad(group, detail)
+
+    def ticks(self, group: str, *, realtime: bool = True) -> Iterator[int]:
+        """Deadlines ``start + k/rate_hz`` of ``group`` (waiting for each when ``realtime``,
+        else at once); ends at a stop request or ``duration_s``. Late ticks are skipped and
+        counted. For sources that cannot fail (synthetic); readers use :meth:`poll`."""
+        pacer = self._pacers([group]).get(group)
+        while pacer is not None:
+            deadline_ns = pacer.deadline_ns
+            if self.past_duration(deadline_ns):
+                return
+            if realtime:
+                if not self.wait_until(deadline_ns):
+                    return
+            elif self.stopping:
+                return
+            else:
+                self.service()
+            yield deadline_ns
+            pacer.advance(time.monotonic_ns() if realtime else None)
+            self.n_pacer_skips[group] = pacer.n_skipped
+
     # ------------------------------------------------------------------ polling
     def poll(self, readers: Mapping[str, Reader], *, realtime: bool = True) -> Iterator[Sample]:
         """Call ``readers[group](t_ns)`` at each enabled group's ``rate_hz``.
@@ -115,9 +140,9 @@ class DriverContext:
             pacer.advance(time.monotonic_ns() if realtime else None)
             self.n_pacer_skips[group] = pacer.n_skipped
 
-    def _pacers(self, readers: Mapping[str, Reader]) -> dict[str, Pacer]:
+    def _pacers(self, groups: Iterable[str]) -> dict[str, Pacer]:
         pacers = {}
-        for group in readers:
+        for group in groups:
             gcfg = self.cfg.groups.get(group)
             if gcfg is None:
                 raise ConfigError(
@@ -257,9 +282,14 @@ class Runner:
             else:
                 raise ConfigError(f"a driver source yielded {type(item).__name__}, not an Item")
         except _BadItem as exc:
-            stream.n_bad_items += 1
-            self._log_bad(f"{self.cfg.name}/{item.group}: {exc}")
+            self.count_bad(item.group, str(exc))
         self.service(now_ns)
+
+    def count_bad(self, group: str, detail: str) -> None:
+        stream = self.streams.get(group)
+        if stream is not None:
+            stream.n_bad_items += 1
+        self._log_bad(f"{self.cfg.name}/{group}: {detail}")
 
     def _handle_sample(self, stream: GroupStream, item: Sample, now_ns: int) -> None:
         values = item.values
