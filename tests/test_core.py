@@ -69,11 +69,11 @@ def test_unknown_input_bad_channel_duplicate_counted(tmp_path):
     core.handle(batch(0, MS, [0, 99], [2, 5]), MS)
     core.handle(batch(0, MS, [0], [2]), MS)  # duplicate seq
     core.handle(batch(5, 2 * MS, [0], [2]), 2 * MS)
-    core.handle(batch(3, 2 * MS, [0], [2]), 2 * MS)  # out of order: processed, counted
+    core.handle(batch(3, 2 * MS, [0], [2]), 2 * MS)  # seq back: counted, input reset
     assert core.drops == {"unknown_input": 1, "bad_channel": 1, "duplicate": 1}
     st = core.inputs["x"]
     assert st.n_out_of_order == 1 and st.n_duplicate == 1
-    assert st.sent[0] == 6
+    assert st.n_resets == 1 and st.sent[0] == 2
     core.handle(Status("x", 0, 0, {}), 3 * MS)
     assert core.drops["unexpected_kind"] == 1
 

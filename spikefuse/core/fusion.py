@@ -212,22 +212,28 @@ class FusionCore:
         self._apply(st, batch, t_ns, now_ns)
 
     def _check_seq(self, st: InputState, batch: EventBatch, now_ns: int) -> bool:
+        """Counts sequence anomalies; False drops the batch. One PUB socket never reorders,
+        so a seq going back means the driver restarted (its first messages may have been
+        missed on reconnect) and its encoder starts from zero again: the input is reset."""
         last = st.last_seq
         st.last_seq = batch.seq
         if last is None or batch.seq == last + 1:
             return True
         if batch.seq == last:
             st.n_duplicate += 1
-            st.last_seq = last
             self.drop("duplicate")
             return False
-        if batch.seq == 0:  # the driver restarted: its encoder starts from zero again
-            ch, co = st.reset()
-            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
-            return True
         if batch.seq < last:
             st.n_out_of_order += 1
-            st.last_seq = last
+            log.info(
+                "input '%s': sensor %s restarted (seq %d after %d): input reset",
+                st.name,
+                batch.sensor,
+                batch.seq,
+                last,
+            )
+            ch, co = st.reset()
+            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
         return True
 
     def _apply(self, st: InputState, batch: EventBatch, t_ns: int, now_ns: int) -> None:
