@@ -44,7 +44,7 @@ def test_export_json_channels(replayed, tmp_path: Path) -> None:
         for s in summ.schemas.values():
             assert json.loads(s.data)["type"] == "object"
         gyro_sum = np.zeros(3)
-        for _s, ch, m in r.iter_messages(topics=["sensor/imu"]):
+        for _s, _ch, m in r.iter_messages(topics=["sensor/imu"]):
             obj = json.loads(m.data)
             if obj["input"] == "gyro":
                 np.add.at(gyro_sum, obj["channels"], obj["counts"])
