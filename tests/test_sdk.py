@@ -343,3 +343,18 @@ def test_builtin_kinds_resolve():
     for kind in KINDS:
         spec = resolve_kind(kind)
         assert spec.kind == kind and issubclass(spec.config, DriverConfig)
+
+
+def test_example_configs_validate():
+    """Every configs/drivers/<kind>_*.yaml loads into its driver's config model."""
+    from spikefuse.drivers import KINDS
+
+    files = sorted((REPO / "configs" / "drivers").glob("*.yaml"))
+    assert len(files) >= 9
+    for f in files:
+        kind = max((k for k in KINDS if f.stem.startswith(k + "_")), key=len)
+        cfg = load_driver_config(resolve_kind(kind), f)
+        src = getattr(cfg, "source", None)
+        path = getattr(src, "path", None)
+        if path is not None and "/path/to/" not in str(path):
+            assert cfg.resolve_path(path).is_file(), f  # the shared recordings, in place

@@ -4,7 +4,7 @@ A batch collects the events of one group. It is flushed (sent as one EventBatch)
 
 * the oldest pending event has waited ``max_batch_latency_ms`` of wall-clock time
   (:meth:`GroupStream.flush_deadline_ns`, serviced by the runner's wait loop),
-* a new sample is ``max_batch_latency_ms`` or more of *data* time after the batch start
+* a new item ends ``max_batch_latency_ms`` or more of *data* time after the batch start
   (so a fast replay batches exactly like a real-time one),
 * it holds ``max_batch_events`` events, or
 * the latency is 0 (every sample is sent at once), or the driver stops.
@@ -77,11 +77,10 @@ class GroupStream:
         send: SendFn,
     ) -> None:
         """Queue events that happened at ``t_ns`` (+ ``dt_ns``), flushing as the rules say."""
-        if self._n_pending and (
-            t_ns - self._t0_ns >= self.latency_ns  # type: ignore[operator]
-            or t_ns < self._t0_ns  # type: ignore[operator]
-        ):
-            self.flush(send)
+        if self._n_pending:
+            end_ns = t_ns + (int(dt_ns.max()) if dt_ns is not None and dt_ns.size else 0)
+            if end_ns - self._t0_ns >= self.latency_ns or t_ns < self._t0_ns:  # type: ignore[operator]
+                self.flush(send)
         start = 0
         while start < channels.size:
             if self._n_pending >= self.max_events:
