@@ -25,7 +25,7 @@ from spikefuse.encoding import round_half_away
 from spikefuse.engine import Engine
 from spikefuse.errors import ProtocolError
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, MotorCommand, Status, decode, encode, topic_of
+from spikefuse.protocol import Encoder, EventBatch, MotorCommand, Status, decode, encode, topic_of
 from spikefuse.recording.mcapio import LogFile, LogWriter, open_log
 from spikefuse.recording.progress import Progress
 
@@ -101,6 +101,8 @@ class _MotorWriter:
         self.keep = keep
         self.kept: list[MotorCommand] = []
         self.n = 0
+        self.encoder = Encoder()
+        self.topics = [f"motor/{n}" for n in self.names]
 
     def emit(self, ev: np.ndarray, t_push: int, cause_before: int) -> None:
         if ev.size == 0:
@@ -123,7 +125,7 @@ class _MotorWriter:
             self.seq[k] += 1
             self.n += 1
             if self.sink is not None:
-                self.sink.write(topic_of(msg).decode(), encode(msg), t_ns, t_ns, msg.seq)
+                self.sink.write(self.topics[k], self.encoder.encode(msg), t_ns, t_ns, msg.seq)
             if self.keep:
                 self.kept.append(msg)
 
