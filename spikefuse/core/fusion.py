@@ -43,6 +43,7 @@ class InputState:
         self.timeout_ns = round(cfg.timeout_s * 1e9)
         self.target = np.zeros(size, np.float64)  # integrated value * scale (exact)
         self.sent = np.zeros(size, np.int64)  # counts pushed into the engine
+        self._target_synced = True
         self.last_seen_ns = now_ns
         self.last_seq: int | None = None
         self.stale = False
@@ -60,9 +61,12 @@ class InputState:
         ch = np.asarray(batch.channels, np.int64)
         co = np.asarray(batch.counts, np.int64)
         if batch.scale == self.scale:
-            np.add.at(self.target, ch, co)
             np.add.at(self.sent, ch, co)
-            return ch.astype(np.int32), co.astype(np.int32)
+            self._target_synced = False
+            return batch.channels, batch.counts
+        if not self._target_synced:
+            self.target[:] = self.sent
+            self._target_synced = True
         np.add.at(self.target, ch, co * (self.scale / batch.scale))
         touched = np.unique(ch)
         n = round_half_away(self.target[touched] - self.sent[touched]).astype(np.int64)
@@ -76,6 +80,7 @@ class InputState:
         counts = (-self.sent[nz]).astype(np.int32)
         self.target[:] = 0.0
         self.sent[:] = 0
+        self._target_synced = True
         self.n_resets += 1
         return nz.astype(np.int32), counts
 
@@ -262,17 +267,19 @@ class FusionCore:
     def _route_outputs(self, ev: np.ndarray, now_ns: int, cause_t: int, push_t: int | None) -> None:
         if not ev.size:
             return
-        for idx in np.unique(ev["output"]):
+        outs = ev["output"]
+        first = outs[0]
+        groups = [first] if outs[-1] == first and (outs == first).all() else np.unique(outs)
+        for idx in groups:
             name = self.engine.output_names[int(idx)]
-            mine = ev[ev["output"] == idx]
-            t = (
-                cause_t
-                if push_t is not None and (mine["t_ns"] == push_t).any()
-                else int(mine["t_ns"].max())
-            )
-            value = self.engine.output_value(name)
+            mine = ev if len(groups) == 1 else ev[outs == idx]
+            t_ns = mine["t_ns"]
+            t = cause_t if push_t is not None and (t_ns == push_t).any() else int(t_ns.max())
+            value = None
             for motor in self.motors.values():
                 if motor.cfg.output == name:
+                    if value is None:
+                        value = self.engine.output_value(name)
                     motor.set_output(value, t, now_ns)
 
     # ---------------------------------------------------------------- time

@@ -40,6 +40,7 @@ class MotorChannel:
         self.target = self.safe.copy()
         self.commanded = self.safe.copy()
         self.cause_t_ns = now_ns
+        self._at_rest = True
         self.fallback = False
         self.refresh_ns = max(1, round(NS_PER_S / refresh_hz))
         self.min_interval_ns = round(cfg.min_interval_ms * 1e6)
@@ -62,7 +63,8 @@ class MotorChannel:
 
     @property
     def at_rest(self) -> bool:
-        return bool(np.array_equal(self.commanded, self.target))
+        """The commanded values equal the target (cached: updated on every change)."""
+        return self._at_rest
 
     def set_output(self, full_output: np.ndarray, cause_t_ns: int, now_ns: int) -> None:
         """The Output node's new values (all its channels) caused at ``cause_t_ns``."""
@@ -82,6 +84,7 @@ class MotorChannel:
         if self.dirty:
             self.n_coalesced += 1
         self.target = new
+        self._at_rest = bool(np.array_equal(new, self.commanded))
         self.cause_t_ns = cause_t_ns
         self.dirty = True
         self.fresh = True
@@ -94,6 +97,7 @@ class MotorChannel:
         if active:
             self.target = self.safe.copy()
             self.commanded = self.safe.copy()
+            self._at_rest = True
             self.cause_t_ns = now_ns
             self.dirty = True
             self.last_pub_ns = now_ns - max(self.min_interval_ns, self.refresh_ns)
@@ -125,6 +129,7 @@ class MotorChannel:
         rate = self.cfg.max_rate_per_s
         if rate is None or self.fallback:
             self.commanded = self.target.copy()
+            self._at_rest = True
             return
         max_step = rate * (now_ns - self.slew_t_ns) / NS_PER_S
         delta = self.target - self.commanded
@@ -132,6 +137,7 @@ class MotorChannel:
         if not np.array_equal(step, delta):
             self.n_slew_limited += 1
         self.commanded = self.commanded + step
+        self._at_rest = bool(np.array_equal(self.commanded, self.target))
         self.slew_t_ns = now_ns
 
     def metrics(self) -> dict[str, object]:
