@@ -153,14 +153,26 @@ def _area_matrix(n_out: int, n_in: int) -> np.ndarray:
     return overlap / overlap.sum(axis=1, keepdims=True)
 
 
-def resample_area(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resample a 2-D array to (height, width) by area averaging (exact block means for
-    integer factors; also valid for upsampling, where it replicates)."""
-    if img.shape == (height, width):
+def resample_area(
+    img: np.ndarray,
+    height: int,
+    width: int,
+    matrices: dict[tuple[int, int], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Resample a 2-D array to (height, width) by area averaging: exact block means for
+    integer factors, overlap-weighted means otherwise (also valid for upsampling, where it
+    replicates). ``matrices`` caches the weight matrices between calls."""
+    h_in, w_in = img.shape
+    if (h_in, w_in) == (height, width):
         return img
-    ry = _area_matrix(height, img.shape[0])
-    rx = _area_matrix(width, img.shape[1])
-    return ry @ img @ rx.T
+    if h_in % height == 0 and w_in % width == 0:
+        return img.reshape(height, h_in // height, width, w_in // width).mean(axis=(1, 3))
+    cache = {} if matrices is None else matrices
+    if (height, h_in) not in cache:
+        cache[(height, h_in)] = _area_matrix(height, h_in)
+    if (width, w_in) not in cache:
+        cache[(width, w_in)] = _area_matrix(width, w_in)
+    return cache[(height, h_in)] @ img @ cache[(width, w_in)].T
 
 
 class DvsEncoder:
@@ -205,6 +217,7 @@ class DvsEncoder:
         self.last_event_ns = np.full(self.width * self.height, np.iinfo(np.int64).min // 2)
         self.n_frames = 0
         self.n_skipped_nonfinite = 0
+        self._matrices: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
         self.reference = None
@@ -214,7 +227,7 @@ class DvsEncoder:
 
     def log_intensity(self, frame: np.ndarray) -> np.ndarray:
         """Flattened log(I + eps) of the frame at the configured resolution."""
-        g = resample_area(to_gray(frame), self.height, self.width)
+        g = resample_area(to_gray(frame), self.height, self.width, self._matrices)
         return np.log(np.clip(g, 0.0, None) + self.eps).ravel()
 
     def encode(

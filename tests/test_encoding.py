@@ -242,3 +242,14 @@ def test_resample_area_block_means_and_gray():
         to_gray(np.zeros((2, 2, 5)))
     with pytest.raises(ValueError, match="frame_interval_ns"):
         DvsEncoder(2, 2).encode(0, np.zeros((2, 2)), 0)
+
+
+def test_resample_area_non_integer_factor_preserves_mean_and_caches():
+    rng = np.random.default_rng(0)
+    img = rng.random((50, 70))
+    cache: dict = {}
+    out = resample_area(img, 20, 30, cache)
+    assert out.shape == (20, 30) and len(cache) == 2
+    np.testing.assert_allclose(out.mean(), img.mean(), rtol=1e-12)
+    np.testing.assert_allclose(resample_area(img, 20, 30, cache), out)
+    np.testing.assert_allclose(resample_area(np.ones((7, 9)), 3, 4), np.ones((3, 4)))
