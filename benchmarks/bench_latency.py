@@ -365,6 +365,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         "mean_latency_ratio_vs_30hz_loop": round(mean10k / loop30_lat, 5),
         "compute_ratio_vs_1khz_loop": round(ev_ops / dense1k_ops, 5),
         "idle_cpu_percent": round(idle, 3),
+        "p50_ratio_vs_floor_10k": round(
+            float(np.percentile(lat10k, 50) / np.percentile(floor, 50)), 3
+        ),
         "p50_us_1k": _r(np.percentile(e2e[1_000], 50)),
         "p99_us_1k": _r(np.percentile(e2e[1_000], 99)),
         "p50_us_100k": _r(np.percentile(e2e[100_000], 50)),
