@@ -227,6 +227,40 @@ def load_table(
     return _assemble(path, mapping, cols, n)
 
 
+def load_aedat_imu(path: str | Path) -> Table:
+    """IMU samples of an AEDAT4 file (DVXplorer/DAVIS; needs the ``aedat`` package):
+    accelerometer in g and gyro in deg/s, converted to SI; timestamps (µs) from 0."""
+    try:
+        import aedat
+    except ImportError as exc:  # pragma: no cover - aedat is a listed dependency
+        raise ConfigError(f"reading AEDAT4 needs the 'aedat' package ({exc})", str(path)) from None
+    path = Path(path)
+    if not path.is_file():
+        raise LogFileError(f"{path}: file not found")
+    chunks = []
+    try:
+        for packet in aedat.Decoder(str(path)):
+            if "imus" in packet:
+                chunks.append(packet["imus"])
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise LogFileError(f"{path}: cannot decode AEDAT4: {exc}") from None
+    if not chunks:
+        raise LogFileError(f"{path}: no IMU packets")
+    imu = np.concatenate(chunks)
+    t_us = imu["t"].astype(np.int64)
+    if np.any(np.diff(t_us) < 0):
+        i = int(np.flatnonzero(np.diff(t_us) < 0)[0]) + 1
+        raise LogFileError(f"{path}: IMU sample {i}: time goes backwards")
+    gyro = np.stack([imu[f"gyroscope_{a}"] for a in "xyz"], axis=1).astype(np.float64)
+    accel = np.stack([imu[f"accelerometer_{a}"] for a in "xyz"], axis=1).astype(np.float64)
+    return Table(
+        t_ns=(t_us - t_us[0]) * 1000,
+        groups={"gyro": gyro * UNIT_TO_SI["deg/s"], "accel": accel * UNIT_TO_SI["g"]},
+        extra={"temperature_c": imu["temperature"].astype(np.float64)},
+        source=str(path),
+    )
+
+
 # -- internals ----------------------------------------------------------------------------
 def _choose_mapping(path: Path, mapping: TableMapping | None, preset: str | None) -> TableMapping:
     if mapping is not None and preset is not None:
@@ -393,6 +427,7 @@ __all__ = [
     "Table",
     "TableMapping",
     "guess_preset",
+    "load_aedat_imu",
     "load_mapping",
     "load_table",
 ]

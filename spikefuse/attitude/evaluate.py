@@ -114,10 +114,18 @@ def evaluate_attitude(
         raise LogFileError(f"{table.source}: need at least two samples")
     rate_hz = table.rate_hz
     p = params or AttitudeParams(rate_hz=rate_hz)
-    g = graph or build_attitude_graph(p)
     flags_in: InputFlags = check_inputs(table.groups["gyro"], table.groups["accel"])
     gyro, _ = hold_nonfinite(table.groups["gyro"])
     accel, _ = hold_nonfinite(table.groups["accel"], fallback=np.array([0.0, 0.0, 9.80665]))
+    if graph is None:
+        # start from the first accelerometer direction, as a daemon (and VQF) would
+        a0 = (
+            accel[0] / np.linalg.norm(accel[0])
+            if np.linalg.norm(accel[0]) > 0.5
+            else np.array([0.0, 0.0, 1.0])
+        )
+        p = p.model_copy(update={"up0": tuple(float(v) for v in a0)})
+    g = graph or build_attitude_graph(p)
     use_mag = "mag" in g.nodes
     mag = hold_nonfinite(table.groups["mag"])[0] if (use_mag and "mag" in table.groups) else None
     duration_s = max(table.duration_s, 1e-9)
@@ -205,8 +213,9 @@ def _score(
         else:
             out[names[key]] = None
         if "vqf" in results and key != "vqf":
-            # agreement with VQF (no ground truth needed): every sample after 5 s of settling
-            settle = np.arange(q.shape[0]) >= int(5.0 * out["rate_hz"])
+            # agreement with VQF (no ground truth needed): samples after min(5 s, 1/4) settling
+            settle_s = min(5.0, out["duration_s"] / 4.0)
+            settle = np.arange(q.shape[0]) >= int(settle_s * out["rate_hz"])
             out[names[key].replace("incl_rmse_deg", "incl_rmse_vs_vqf_deg")] = _rmse_deg(
                 inclination_error_rad(q[settle], results["vqf"][settle])
             )

@@ -5,9 +5,12 @@ frame; ``g`` is what a resting accelerometer reads, divided by standard gravity)
 
     dg/dt = g x w  +  K * ( t * a/g0  +  (1 - t) * g_q  -  g )
 
-* ``g x w`` (the body-frame vector of a fixed earth direction turns with ``-w x g``) is six
-  Product units ``P = [w, w] * g_perm`` (``g_perm`` = a fixed permutation of ``g``, a Dense
-  node), combined with signs in the Dense node ``gdot``;
+* ``g`` is three 1-unit Integrator nodes ``g_x, g_y, g_z``. ``g x w`` (a body-frame
+  vector of a fixed earth direction turns with ``-w x g``) is, per axis c, a Product
+  ``Pg_c = w * [g_a, g_b, 0]`` whose b-side is a plain source list (a permutation costs
+  nothing; the constant ``zero`` node fills the slot of w_c), summed with signs by the
+  1-output Dense ``gd_c``. Each product unit therefore feeds exactly one Dense (one
+  synaptic op per spike), and a gyro spike costs three;
 * the correction pulls ``g`` to the accelerometer direction with gain ``K = 1/tau_acc_s``.
   The ``- K g`` term is the integrator's own leak (``tau_s = tau_acc_s``), so it acts on the
   continuous state, exactly, between events. This is what makes the loop settle: with a
@@ -30,23 +33,34 @@ With a magnetometer (``with_mag=True``) a second vector, the body-frame magnetic
 
 Scales are chosen from first principles (:class:`AttitudeParams`), not fitted to a log:
 
-* gyro quantum ``q_w = 2 K eps_tilt``: the quantization of a slowly varying rate acts as a
-  bias of at most ``q_w/2``, which the correction holds to a tilt error of
-  ``q_w/(2K) = eps_tilt``. In motion the quantization error averages out, so this budget is a
-  worst case. It is also far above the gyro noise (``sigma_w = density*sqrt(rate)``), so a
-  still gyro sends nothing;
-* accelerometer quantum ``q_a = g0 * eps_tilt``: a tilt of ``eps_tilt`` changes a
-  component by ``g0*eps_tilt`` at most; kept at least ``4 sigma_a`` so that noise alone
-  rarely crosses a level at rest;
-* ``g`` (and the output) quantum ``eps_out`` (radians of tilt);
-* products and sums carry the quantum of the quantity they feed (a rate error of ``q``
-  in ``gdot`` is like a gyro bias of ``q``).
+* ``K = 1/tau_acc_s`` with ``tau_acc_s = 1`` s (Mahony's proportional gain of 1 rad/s);
+* tilt budget ``eps_tilt = 0.05`` rad: roughly the tilt that everyday linear acceleration
+  (~0.5 m/s²) puts on the accelerometer direction, so quantizing the correction finer buys
+  nothing during motion; the errors it leaves average out through the 1/K low-pass;
+* gyro quantum ``q_w = K eps_tilt`` (at least ``4 sigma_w``, ``sigma_w`` = noise density ×
+  sqrt(rate), rounded up to a multiple of ``K eps_tilt``): quantizing a slowly varying
+  rate is at worst a bias of ``q_w/2``, which the correction holds to a tilt error of
+  ``q_w/(2K) = eps_tilt/2``; and a still gyro sends nothing;
+* accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``): a tilt of
+  ``eps_tilt`` moves a component by at most ``g0 eps_tilt``;
+* ``g`` and its output: quantum ``eps_out`` (0.5 degrees, ~0.14 degrees rms);
+* every term summed into ``gd_c`` (``Pg`` on the grid ``q_w``, ``K Qa/g0`` and ``K Qg`` on
+  ``K eps_tilt``) lies on the grid ``K eps_tilt``, which is the quantum of ``gd``: the sum
+  is exact, so ``gd`` never sits at a rounding tie. (At a tie, round-half-away toggles a
+  node on every recompute; inside the integrator loop that became a burst of ~10^6
+  spikes in one sample during development.)
+
+Why the leak: with a pure integrator and quantized feedback the state would chatter
+between two levels forever; with the correction written as a leak towards a fixed point
+the state settles and stops crossing levels, so a still IMU costs no work.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +90,9 @@ class AttitudeParams(StrictModel):
     gate_in: float = Field(default=0.1, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
     gate_out: float = Field(default=0.5, gt=0, description="no trust beyond this")
     trust_levels: int = Field(default=5, ge=1, description="quantization levels of the trust 0..1")
+    up0: tuple[float, float, float] = Field(
+        default=(0.0, 0.0, 1.0), description="initial body-frame up"
+    )
     with_mag: bool = False
     mag_ref_uT: float = Field(
         default=50.0, gt=0, description="nominal field magnitude (units of m)"
@@ -202,7 +219,7 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a = np.zeros((3, 1))
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qg_{axis}"], np.vstack([w_a, [[k]]])))
-    comp = _add_tracker(g, "g", s, p.tau_acc_s, [0.0, 0.0, 1.0], corr)
+    comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr)
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])
     if p.with_mag:
@@ -219,11 +236,21 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
     return g
 
 
+def _write_npz_reproducible(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` whose bytes depend only on the arrays (fixed zip timestamps, sorted)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            zf.writestr(info, buf.getvalue())
+
+
 def write_graph(graph: Graph, yaml_path: Path, params: AttitudeParams) -> tuple[Path, Path]:
     """Write ``yaml_path`` (manifest with ``@key`` array references) and the ``.npz`` weights."""
     manifest, arrays = graph.to_dict()
     npz_path = yaml_path.with_suffix(".npz")
-    np.savez(npz_path, **{k: np.asarray(v) for k, v in sorted(arrays.items())})
+    _write_npz_reproducible(npz_path, arrays)
     header = (
         "# Generated by `python -m spikefuse.attitude.generate` (do not edit by hand).\n"
         "# Gravity tracker dg/dt = g x w + K (t a/g0 + (1-t) g_q - g); see\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -50,8 +51,21 @@ def run_attitude(args: argparse.Namespace) -> int:
     graph = Graph.load(args.graph) if args.graph else None
     report = evaluate_attitude(table, params, graph=graph, compare=not args.no_compare)
     if args.json:
-        json.dump(report.fields, sys.stdout, indent=2, default=float)
+        json.dump(_finite(report.fields), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(report.render())
     return 0
+
+
+def _finite(v):
+    """JSON-safe copy: NaN/Inf become null, numpy scalars become Python numbers."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

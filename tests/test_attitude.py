@@ -1,0 +1,315 @@
+"""Attitude graph: generation, quiescence at rest, exact integrator timing, garbage input,
+status, CLI. Real engine (Cython) throughout; the trial-02 targets are in
+test_attitude_trial02.py."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikefuse.attitude.evaluate import evaluate_attitude
+from spikefuse.attitude.generate import AttitudeParams, build_attitude_graph
+from spikefuse.attitude.generate import main as generate_main
+from spikefuse.attitude.quat import (
+    inclination_error_rad,
+    qmul,
+    qrotate,
+    quat_from_up,
+    quat_from_up_and_mag,
+)
+from spikefuse.attitude.run import Stream, decimate, run_dense, run_events
+from spikefuse.attitude.status import attitude_status, check_inputs
+from spikefuse.encoding import SigmaDeltaEncoder
+from spikefuse.engine import Engine, ReferenceEngine
+from spikefuse.graph import Graph, Input, Integrator
+from spikefuse.tables import load_table
+
+RATE_HZ = 285.714
+BROAD = "broad/broad_02_undisturbed_slow_rotation.csv.gz"
+
+
+def _times(seconds: float, rate_hz: float = RATE_HZ) -> np.ndarray:
+    return np.round(np.arange(int(seconds * rate_hz)) * 1e9 / rate_hz).astype(np.int64)
+
+
+def _streams(t_ns, gyro, accel) -> dict[str, Stream]:
+    all_ = decimate(t_ns, None)
+    return {
+        "gyro": Stream(np.asarray(gyro, float), all_),
+        "accel": Stream(np.asarray(accel, float), all_),
+    }
+
+
+# -- generation ---------------------------------------------------------------------------
+def test_shipped_graph_is_what_the_generator_makes(tmp_path: Path, repo_root: Path) -> None:
+    out = tmp_path / "attitude.yaml"
+    assert generate_main(["--out", str(out)]) == 0
+    shipped = repo_root / "configs" / "graphs" / "attitude.yaml"
+    assert out.read_text() == shipped.read_text()
+    assert out.with_suffix(".npz").read_bytes() == shipped.with_suffix(".npz").read_bytes()
+    loaded = Graph.load(shipped).resolve()
+    built = build_attitude_graph().resolve()
+    assert loaded.order == built.order
+    for name, node in built.nodes.items():
+        assert type(loaded.nodes[name]) is type(node)
+        assert loaded.nodes[name].scale == node.scale
+
+
+def test_graph_uses_engine_node_types_only() -> None:
+    g = build_attitude_graph().resolve()
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert kinds <= {"Input", "Dense", "Product", "Integrator", "Output"}
+    assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
+    assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 3
+    mag = build_attitude_graph(AttitudeParams(with_mag=True)).resolve()
+    assert "mag" in mag.nodes and "magnetic" in mag.nodes
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(ValueError, match="gate_out"):
+        AttitudeParams(gate_in=0.5, gate_out=0.2)
+    with pytest.raises(ValueError):
+        AttitudeParams(tau_acc_s=0)
+
+
+# -- rest ---------------------------------------------------------------------------------
+def test_at_rest_no_events_and_no_work() -> None:
+    """A still, tilted IMU (constant readings, small gyro bias below half a quantum): after
+    the first sample the encoders send nothing and, once the tracker has converged, the
+    engine does no work and schedules nothing."""
+    t_ns = _times(20.0)
+    n = t_ns.size
+    tilt = math.radians(30.0)
+    up = np.array([0.0, math.sin(tilt), math.cos(tilt)])
+    gyro = np.tile([0.003, -0.002, 0.001], (n, 1))
+    accel = np.tile(up * 9.80665, (n, 1))
+    g = build_attitude_graph()  # starts at up = z: it must converge 30 degrees first
+    eng_box: list[Engine] = []
+
+    def factory(graph):
+        eng_box.append(Engine(graph))
+        return eng_box[0]
+
+    run = run_events(g, t_ns, _streams(t_ns, gyro, accel), engine_factory=factory)
+    eng = eng_box[0]
+    assert run.n_events_in <= 3  # only the first accelerometer sample (gyro rounds to 0)
+    half = n // 2
+    assert run.syn_ops[half] > 0
+    assert run.syn_ops[-1] == run.syn_ops[half], "work done while nothing changed"
+    assert eng.next_deadline() is None
+    est = run.outputs["gravity"][-1]
+    err = math.degrees(math.acos(np.dot(est, up) / np.linalg.norm(est)))
+    assert err < 1.5
+    assert attitude_status(est, run.outputs["accel_trust"][-1]).ok
+
+
+# -- timing -------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine_cls", [Engine, ReferenceEngine])
+def test_integrator_timing_exact_under_constant_rotation(engine_cls) -> None:
+    """The rotation angle of a constant rate through an Integrator at the attitude graph's
+    scales: every crossing at its analytic time (to the ns) and the angle within one
+    quantum of w*t at every instant."""
+    s = AttitudeParams().scales()
+    k_w, k_th = s["gyro"], s["g"]
+    g = Graph("spin")
+    g.input("gyro", 3, scale=k_w)
+    g.integrator("angle", "gyro", gain=1.0, tau_s=None, scale=k_th)
+    g.output("out", "angle", scale=k_th)
+    eng = engine_cls(g)
+    eng.start(0)
+    w = 0.5  # rad/s, on the gyro grid (k_w * w is an integer)
+    assert float(k_w * w).is_integer()
+    enc = SigmaDeltaEncoder(3, k_w)
+    ch, ct = enc.encode(np.array([w, 0.0, -w]))
+    eng.push(0, "gyro", ch, ct)
+    t_end = 3_000_000_000
+    ev = eng.advance(t_end)
+    for c, rate in ((0, w), (2, -w)):
+        e = ev[ev["channel"] == c]
+        n = np.arange(1, e.size + 1)
+        t_analytic = (n - 0.5) / (k_th * abs(rate)) * 1e9
+        assert e.size == math.floor(k_th * abs(rate) * t_end / 1e9 + 0.5)
+        assert np.max(np.abs(e["t_ns"] - t_analytic)) <= 1.0
+        assert np.allclose(e["value"], np.sign(rate) * n / k_th)
+        # between events the held value is within one quantum of the true angle
+        ts = np.linspace(0, t_end, 2001).astype(np.int64)
+        idx = np.searchsorted(e["t_ns"], ts, side="right") - 1
+        held = np.where(idx >= 0, e["value"][np.maximum(idx, 0)], 0.0)
+        assert np.max(np.abs(held - rate * ts / 1e9)) <= 1.0 / k_th + 1e-12
+
+
+def test_attitude_graph_tracks_constant_rotation() -> None:
+    """Full graph, constant 0.5 rad/s about x for 10 s with a consistent accelerometer, and
+    with a dead one (gyro only): the tracked angle stays within two output quanta."""
+    t_ns = _times(10.0)
+    th = 0.5 * t_ns / 1e9
+    up = np.stack([np.zeros_like(th), np.sin(th), np.cos(th)], axis=1)
+    gyro = np.tile([0.5, 0.0, 0.0], (t_ns.size, 1))
+    quantum = AttitudeParams().eps_out_rad
+    for accel in (up * 9.80665, np.zeros_like(up)):
+        run = run_events(build_attitude_graph(), t_ns, _streams(t_ns, gyro, accel))
+        est = run.outputs["gravity"]
+        err = np.angle(np.exp(1j * (np.arctan2(est[:, 1], est[:, 2]) - th)))
+        assert np.max(np.abs(err)) <= 2 * quantum
+
+
+# -- garbage in ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def broad_slice(shared_data: Path):
+    t = load_table(shared_data / BROAD)
+    return t.slice(int(30 * RATE_HZ), int(75 * RATE_HZ))  # rest, then motion from 40 s
+
+
+def _evaluate(table):
+    return evaluate_attitude(table, compare=False).fields
+
+
+def test_garbage_nan_samples(broad_slice) -> None:
+    clean = _evaluate(broad_slice)
+    t = broad_slice.slice(0)
+    t.groups = {k: v.copy() for k, v in t.groups.items()}
+    rng = np.random.default_rng(1)
+    rows = rng.choice(len(t), size=len(t) // 50, replace=False)
+    t.groups["gyro"][rows[: rows.size // 2], 1] = np.nan
+    t.groups["accel"][rows[rows.size // 2 :], :] = np.nan
+    f = _evaluate(t)
+    assert "nonfinite_samples" in f["flags"] and f["degraded"]
+    assert f["input_flags"]["n_gyro_nonfinite"] == rows.size // 2
+    assert math.isfinite(f["incl_rmse_deg"])
+    assert f["incl_rmse_deg"] < clean["incl_rmse_deg"] + 1.0
+
+
+def test_garbage_dead_accelerometer(broad_slice) -> None:
+    t = broad_slice.slice(0)
+    t.groups = {k: v.copy() for k, v in t.groups.items()}
+    t.groups["accel"][int(20 * RATE_HZ) : int(30 * RATE_HZ)] = (
+        0.0  # 10 s of a dead sensor (50-60 s)
+    )
+    f = _evaluate(t)
+    assert "accel_dead" in f["flags"]
+    assert f["accel_untrusted_frac"] > 0.2
+    # the graph falls back on the gyro: no collapse of g to zero, bounded error
+    assert f["gravity_norm_max_dev"] < 0.1
+    assert f["incl_rmse_deg"] < 5.0
+
+
+def test_garbage_saturated_gyro(broad_slice) -> None:
+    t = broad_slice.slice(0)
+    t.groups = {k: v.copy() for k, v in t.groups.items()}
+    lim = math.radians(2000.0)
+    t.groups["gyro"][int(25 * RATE_HZ) : int(25.2 * RATE_HZ), 0] = lim  # a 0.2 s clipped burst
+    f = _evaluate(t)
+    assert "gyro_saturated" in f["flags"]
+    assert f["input_flags"]["n_gyro_saturated"] == int(25.2 * RATE_HZ) - int(25 * RATE_HZ)
+    assert math.isfinite(f["incl_rmse_deg"])
+    assert f["gravity_norm_max_dev"] < 0.2  # the tracker recovers (pulled back by accel)
+
+
+def test_status_function() -> None:
+    ok = attitude_status(np.array([0.0, 0.0, 1.0]), [1.0])
+    assert ok.ok and ok.flags == ()
+    assert attitude_status(np.array([0.0, 0.0, 1.0]), [0.0]).flags == ("accel_untrusted",)
+    assert "gravity_norm_off" in attitude_status(np.array([0.0, 0.0, 0.5]), [1.0]).flags
+    assert attitude_status(np.array([np.nan, 0.0, 1.0]), [1.0]).flags == ("nonfinite",)
+    fl = check_inputs(np.array([[0.0, 0.0, 0.0], [np.nan, 0, 0], [40.0, 0, 0]]), np.zeros((3, 3)))
+    assert (fl.n_gyro_nonfinite, fl.n_gyro_saturated, fl.n_accel_dead) == (1, 1, 3)
+
+
+# -- quaternions and the dense executor on the same graph --------------------------------------
+def test_quat_helpers() -> None:
+    rng = np.random.default_rng(3)
+    up = rng.normal(size=(100, 3))
+    q = quat_from_up(up)
+    assert np.allclose(
+        qrotate(q, up / np.linalg.norm(up, axis=1, keepdims=True)), [0, 0, 1], atol=1e-12
+    )
+    assert np.allclose(quat_from_up(np.array([[0.0, 0.0, -2.0]])), [[0, 1, 0, 0]])
+    # heading-only difference -> zero inclination error
+    qz = np.array([math.cos(0.4), 0, 0, math.sin(0.4)])
+    assert inclination_error_rad(qmul(qz, q), q) == pytest.approx(np.zeros(100), abs=1e-6)
+    mag = rng.normal(size=(100, 3))
+    q9 = quat_from_up_and_mag(up, mag)
+    assert np.allclose(
+        qrotate(q9, up / np.linalg.norm(up, axis=1, keepdims=True)), [0, 0, 1], atol=1e-9
+    )
+    m_e = qrotate(q9, mag)
+    assert np.allclose(m_e[:, 0], 0.0, atol=1e-9) and np.all(m_e[:, 1] > 0)
+
+
+def test_dense_run_matches_event_run_on_real_slice(broad_slice) -> None:
+    t = broad_slice.slice(int(10 * RATE_HZ), int(30 * RATE_HZ))
+    g = build_attitude_graph(
+        AttitudeParams(up0=tuple(t.groups["accel"][0] / np.linalg.norm(t.groups["accel"][0])))
+    )
+    st = _streams(t.t_ns, t.groups["gyro"], t.groups["accel"])
+    dense, ops = run_dense(g, t.t_ns, st, ["gravity"])
+    ev = run_events(g, t.t_ns, st)
+    d = np.degrees(
+        inclination_error_rad(quat_from_up(dense["gravity"]), quat_from_up(ev.outputs["gravity"]))
+    )
+    assert np.sqrt(np.mean(d**2)) < 1.0
+    assert ev.syn_ops[-1] < 0.3 * ops
+
+
+# -- CLI ----------------------------------------------------------------------------------
+def _write_slice(tmp_path: Path, shared_data: Path, seconds: float) -> Path:
+    src = shared_data / BROAD
+    out = tmp_path / "broad_slice.csv"
+    with gzip.open(src, "rt") as fin, out.open("w", newline="") as fout:
+        r, w = csv.reader(fin), csv.writer(fout)
+        for i, row in enumerate(r):
+            if i > seconds * RATE_HZ:
+                break
+            w.writerow(row)
+    return out
+
+
+def test_cli_eval_json_and_errors(tmp_path: Path, shared_data: Path) -> None:
+    log = _write_slice(tmp_path, shared_data, 60.0)  # motion starts at 40 s
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikefuse",
+        "eval",
+        "attitude",
+        str(log),
+        "--json",
+        "--preset",
+        "broad",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    f = json.loads(res.stdout)
+    for key in (
+        "incl_rmse_deg",
+        "incl_rmse_deg_multirate",
+        "vqf_incl_rmse_deg",
+        "dense_incl_rmse_deg",
+        "gyro_only_incl_rmse_deg",
+        "ops_per_s",
+        "dense_ops_per_s",
+        "ops_ratio_vs_dense",
+        "rest_ops_per_s",
+    ):
+        assert isinstance(f[key], float), key
+    assert f["incl_rmse_deg"] < 3.0 and f["flags"] == []
+    bad_map = tmp_path / "map.yaml"
+    bad_map.write_text(
+        "time_column: t_s\ngroups:\n  gyro: {columns: [gyr_x, gyr_y, nope], unit: rad/s}\n"
+    )
+    res = subprocess.run(
+        cmd[:-2] + ["--mapping", str(bad_map)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and "'nope'" in res.stderr
+    res = subprocess.run(
+        cmd + ["--set", "tau_acc_s=-1"], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and "tau_acc_s" in res.stderr
