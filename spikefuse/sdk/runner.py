@@ -126,7 +126,7 @@ class DriverContext:
                     return
                 self.service()
                 t_ns = deadline_ns
-            deferred = pacer._deferred_ns is not None
+            deferred = pacer.deferred
             try:
                 values = readers[group](t_ns)
             except (SensorError, OSError) as exc:

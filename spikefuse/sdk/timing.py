@@ -53,6 +53,11 @@ class Pacer:
             return self._deferred_ns
         return self.start_ns + self.k * self.period_ns
 
+    @property
+    def deferred(self) -> bool:
+        """True while the next tick is a deferral (a retry after a failure)."""
+        return self._deferred_ns is not None
+
     def advance(self, now_ns: int | None = None) -> int:
         """Go to the next tick and return its deadline."""
         self._deferred_ns = None
