@@ -313,3 +313,20 @@ def test_cli_eval_json_and_errors(tmp_path: Path, shared_data: Path) -> None:
         cmd + ["--set", "tau_acc_s=-1"], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 2 and "tau_acc_s" in res.stderr
+
+
+def test_gimbal_launch_file_validates(repo_root: Path) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spikefuse",
+            "validate",
+            str(repo_root / "launch" / "imu_gimbal.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "3 processes" in res.stdout
