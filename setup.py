@@ -2,7 +2,7 @@
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 DIRECTIVES = {
     "language_level": "3",
@@ -27,4 +27,11 @@ extensions = [
     for name in ("_engine", "_kernels")
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
+# spikefuse.drivers and spikefuse.benchmarks live in top-level drivers/ and benchmarks/
+# (package-dir in pyproject.toml); everything else is found under spikefuse/.
+packages = find_packages(include=["spikefuse", "spikefuse.*"]) + [
+    "spikefuse.drivers",
+    "spikefuse.benchmarks",
+]
+
+setup(packages=packages, ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

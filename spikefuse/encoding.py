@@ -39,6 +39,14 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
     return np.copysign(np.floor(np.abs(a) + 0.5), a) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def send_counts(residual: np.ndarray) -> np.ndarray:
+    """Counts to send for ``residual = k*v - sent``: ``round_half_away`` where the residual
+    is strictly beyond half a quantum, else 0 — so a value exactly on a half level does not
+    toggle ±1 on every sample, and ``|k*v - sent| <= 1/2`` still holds after sending."""
+    r = np.asarray(residual, dtype=np.float64)
+    return np.where(np.abs(r) > 0.5, round_half_away(r), 0.0)
+
+
 def _as_scale(scale: float | np.ndarray, n_channels: int) -> np.ndarray:
     k = np.asarray(scale, dtype=np.float64)
     if k.ndim == 0:
@@ -91,7 +99,7 @@ class SigmaDeltaEncoder:
         self.n_samples += 1
         target = self.scale * v
         if np.isfinite(target).all() and np.abs(target).max() <= _MAX_TARGET:
-            delta = round_half_away(target - self.sent)  # the common case: all channels
+            delta = send_counts(target - self.sent)  # the common case: all channels
         else:
             delta = self._partial_delta(target)
         if np.abs(delta).max() > INT32_MAX:
@@ -111,7 +119,7 @@ class SigmaDeltaEncoder:
         self.n_skipped_out_of_range += int(np.count_nonzero(finite & ~in_range))
         ok = finite & in_range
         delta = np.zeros(self.n_channels, dtype=np.float64)
-        delta[ok] = round_half_away(target[ok] - self.sent[ok])
+        delta[ok] = send_counts(target[ok] - self.sent[ok])
         return delta
 
 

@@ -48,6 +48,7 @@ cdef class Core:
     cdef f64[::1] y
     cdef i64[::1] t_last
     cdef i64[::1] direction
+    cdef i64[::1] last_dir
     cdef u8[::1] node_dirty
     cdef u8[::1] node_all_dirty
     cdef u8[::1] unit_dirty
@@ -75,6 +76,8 @@ cdef class Core:
     cdef void reschedule(self, i64 u, i64 t) noexcept nogil
     cdef void schedule(self, i64 u, i64 t) noexcept nogil
     cdef int fire_due(self, i64 t_end) except -1 nogil
+    cdef int push_one(self, i64 t, i64 node, const i32[::1] channels, const i32[::1] counts,
+                      i64 lo, i64 hi) except -1 nogil
     cdef void heap_set(self, i64 u, i64 t) noexcept nogil
     cdef void heap_remove(self, i64 u) noexcept nogil
     cdef void heap_swap(self, i64 a, i64 b) noexcept nogil

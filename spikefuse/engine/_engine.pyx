@@ -117,6 +117,7 @@ cdef class Core:
         self.y = np.array(m.int_y0, np.float64)
         self.t_last = np.zeros(n, np.int64)
         self.direction = np.zeros(n, np.int64)
+        self.last_dir = np.zeros(n, np.int64)
         self.node_dirty = np.zeros(m.n_nodes, np.uint8)
         self.node_all_dirty = np.zeros(m.n_nodes, np.uint8)
         self.unit_dirty = np.zeros(n, np.uint8)
@@ -255,9 +256,13 @@ cdef class Core:
         return activate(self.node_act[node], self.xa[j], self.node_lo[node], self.node_hi[node])
 
     cdef int send(self, i64 node, i64 j, f64 v, i64 t) except -1 nogil:
-        cdef i64 n = round_half_away(self.scale[j] * v - <f64>self.sent[j])
-        if n == 0:
+        # send only when the residual exceeds half a quantum (strictly), so a value sitting
+        # exactly on a half level does not toggle +1/-1 on every recomputation
+        cdef f64 x = self.scale[j] * v - <f64>self.sent[j]
+        cdef i64 n
+        if not (x > 0.5 or x < -0.5):
             return 0
+        n = round_half_away(x)
         if n > I32_MAX:
             n = I32_MAX
             self.n_saturated += 1
@@ -269,6 +274,7 @@ cdef class Core:
 
     cdef int settle(self, i64 t) except -1 nogil:
         cdef i64 node, off, j, c, cnt
+        cdef f64 v, x
         for node in range(self.n_nodes):
             if not self.node_dirty[node] or self.node_kind[node] == K_INTEGRATOR:
                 continue
@@ -280,7 +286,12 @@ cdef class Core:
                     self.unit_dirty[self.dirty_list[off + c]] = 0
                 self.dirty_count[node] = 0
                 for j in range(off, off + self.node_size[node]):
-                    self.send(node, j, self.value(node, j), t)
+                    v = self.value(node, j)
+                    # cheap pre-check: most units of a touched layer do not cross a level
+                    x = self.scale[j] * v - <f64>self.sent[j]
+                    if -0.5 <= x <= 0.5:
+                        continue
+                    self.send(node, j, v, t)
             else:
                 cnt = self.dirty_count[node]
                 self.dirty_count[node] = 0
@@ -319,14 +330,18 @@ cdef class Core:
         cdef f64 level, dt, y_inf, num, den
         cdef i64 direction, delay
         if slope > 0.0:
-            level = (<f64>self.sent[u] + 0.5) / k
             direction = 1
         elif slope < 0.0:
-            level = (<f64>self.sent[u] - 0.5) / k
             direction = -1
         else:
             self.heap_remove(u)
             return
+        # the next level is half a quantum away; right after a spike the other way it is a
+        # whole quantum away (hysteresis on reversal, so feedback cannot make it chatter)
+        if direction == -self.last_dir[u]:
+            level = (<f64>self.sent[u] + <f64>direction) / k
+        else:
+            level = (<f64>self.sent[u] + 0.5 * <f64>direction) / k
         if it == 0.0:
             dt = (level - y) / (g * x)
         else:
@@ -369,6 +384,7 @@ cdef class Core:
                     n = I32_MIN
                     self.n_saturated += 1
                 self.sent[u] += n
+                self.last_dir[u] = 1 if n > 0 else -1
                 self.n_crossings += 1
                 self.emit(node, u - self.node_off[node], n, tc)
                 self.schedule(u, tc)
@@ -449,6 +465,7 @@ cdef class Core:
     # ---------------------------------------------------------------- Python entry points
     def start(self, i64 t):
         cdef i64 node, off, j, n
+        cdef f64 x
         self.now = t
         for j in range(self.n_units):
             self.t_last[j] = t
@@ -459,7 +476,8 @@ cdef class Core:
                 off = self.node_off[node]
                 if self.node_kind[node] == K_INTEGRATOR:
                     for j in range(off, off + self.node_size[node]):
-                        n = round_half_away(self.scale[j] * self.y[j])
+                        x = self.scale[j] * self.y[j]
+                        n = round_half_away(x) if (x > 0.5 or x < -0.5) else 0
                         if n != 0:
                             if n > I32_MAX:
                                 n = I32_MAX
@@ -478,31 +496,44 @@ cdef class Core:
                         self.mark(node, j)
             self.settle(t)
 
-    def push(self, i64 t, i64 node, const i32[::1] channels, const i32[::1] counts):
-        """Arguments are validated by the Python wrapper (spikefuse.engine.Engine)."""
-        cdef i64 m = channels.shape[0]
+    cdef int push_one(self, i64 t, i64 node, const i32[::1] channels, const i32[::1] counts,
+                      i64 lo, i64 hi) except -1 nogil:
         cdef i64 off = self.node_off[node]
         cdef i64 idx, u, c, new, n
+        self.fire_due(t)
+        self.now = t
+        for idx in range(lo, hi):
+            u = off + channels[idx]
+            c = counts[idx]
+            self.spikes_in += c if c >= 0 else -c
+            new = self.sent[u] + c
+            if new > I32_MAX:
+                new = I32_MAX
+                self.n_saturated += 1
+            elif new < I32_MIN:
+                new = I32_MIN
+                self.n_saturated += 1
+            n = new - self.sent[u]
+            if n == 0:
+                continue
+            self.sent[u] = new
+            self.emit(node, channels[idx], n, t)
+        self.settle(t)
+        return 0
+
+    def push(self, i64 t, i64 node, const i32[::1] channels, const i32[::1] counts):
+        """Arguments are validated by the Python wrapper (spikefuse.engine.Engine)."""
         with nogil:
-            self.fire_due(t)
-            self.now = t
-            for idx in range(m):
-                u = off + channels[idx]
-                c = counts[idx]
-                self.spikes_in += c if c >= 0 else -c
-                new = self.sent[u] + c
-                if new > I32_MAX:
-                    new = I32_MAX
-                    self.n_saturated += 1
-                elif new < I32_MIN:
-                    new = I32_MIN
-                    self.n_saturated += 1
-                n = new - self.sent[u]
-                if n == 0:
-                    continue
-                self.sent[u] = new
-                self.emit(node, channels[idx], n, t)
-            self.settle(t)
+            self.push_one(t, node, channels, counts, 0, channels.shape[0])
+
+    def push_many(self, const i64[::1] t, const i32[::1] node, const i64[::1] ptr,
+                  const i32[::1] channels, const i32[::1] counts):
+        """Batch b is channels[ptr[b]:ptr[b+1]] into input node[b] at time t[b] (validated,
+        time-ordered by the Python wrapper)."""
+        cdef i64 b
+        with nogil:
+            for b in range(t.shape[0]):
+                self.push_one(t[b], node[b], channels, counts, ptr[b], ptr[b + 1])
 
     def advance(self, i64 t):
         with nogil:

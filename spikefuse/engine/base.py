@@ -86,6 +86,55 @@ class EngineBase:
         self.now = t_ns
         return self._collect()
 
+    def push_many(
+        self, t_ns: Any, inputs: Any, batch_ptr: Any, channels: Any, counts: Any
+    ) -> np.ndarray:
+        """Push many batches in one call (offline replay, benchmarks): batch ``b`` is
+        ``channels[batch_ptr[b]:batch_ptr[b+1]]`` into input ``inputs[b]`` (a name, or one name
+        for all) at ``t_ns[b]``. Same result as calling :meth:`push` batch by batch; all
+        batches are validated before any is applied."""
+        t = np.ascontiguousarray(t_ns, dtype=np.int64)
+        if t.ndim != 1:
+            raise ValueError("t_ns must be 1-D")
+        ptr = np.ascontiguousarray(batch_ptr, dtype=np.int64)
+        ch = _as_int32("channels", channels)
+        ct = _as_int32("counts", counts)
+        if ch.shape != ct.shape:
+            raise ValueError(f"channels ({ch.size}) and counts ({ct.size}) differ in length")
+        if ptr.shape != (t.size + 1,) or (t.size and (ptr[0] != 0 or ptr[-1] != ch.size)):
+            raise ValueError("batch_ptr must have len(t_ns)+1 entries from 0 to len(channels)")
+        if t.size and (np.any(np.diff(ptr) < 0) or np.any(np.diff(t) < 0)):
+            raise ValueError("batch_ptr and t_ns must be non-decreasing")
+        names = [inputs] * t.size if isinstance(inputs, str) else list(inputs)
+        if len(names) != t.size:
+            raise ValueError(f"{len(names)} input names for {t.size} batches")
+        nodes = np.empty(t.size, np.int32)
+        limits = np.empty(ch.size, np.int64)
+        for b, name in enumerate(names):
+            node = self._input_index.get(name)
+            if node is None:
+                raise ValueError(
+                    f"batch {b}: unknown input '{name}'; the graph has inputs {self.input_names}"
+                )
+            nodes[b] = node
+            limits[ptr[b] : ptr[b + 1]] = self._input_size[node]
+        if ch.size and (ch.min() < 0 or np.any(ch >= limits)):
+            bad = int(np.flatnonzero((ch < 0) | (ch >= limits))[0])
+            b = int(np.searchsorted(ptr, bad, side="right") - 1)
+            raise ValueError(
+                f"batch {b}: channel {int(ch[bad])} out of range for input '{names[b]}'"
+            )
+        if not t.size:
+            return self._collect()
+        if not self.started:
+            self.start(int(t[0]))
+        if int(t[0]) < self.now:
+            raise ValueError(f"t_ns {int(t[0])} is before the engine clock {self.now}")
+        self.events_in += ch.size
+        self._push_many(t, nodes, ptr, ch, ct)
+        self.now = int(t[-1])
+        return self._collect()
+
     def advance(self, t_ns: int) -> np.ndarray:
         """Fire every scheduled crossing at or before ``t_ns``; return the outputs."""
         t_ns = int(t_ns)
@@ -159,6 +208,10 @@ class EngineBase:
         self, t_ns: int, node: int, channels: np.ndarray, counts: np.ndarray
     ) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def _push_many(self, t, nodes, ptr, ch, ct) -> None:
+        for b in range(t.size):
+            self._push(int(t[b]), int(nodes[b]), ch[ptr[b] : ptr[b + 1]], ct[ptr[b] : ptr[b + 1]])
 
     def _advance(self, t_ns: int) -> None:  # pragma: no cover
         raise NotImplementedError

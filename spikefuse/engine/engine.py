@@ -23,6 +23,9 @@ class Engine(EngineBase):
     def _push(self, t_ns: int, node: int, channels: np.ndarray, counts: np.ndarray) -> None:
         self._core.push(t_ns, node, channels, counts)
 
+    def _push_many(self, t, nodes, ptr, ch, ct) -> None:
+        self._core.push_many(t, nodes, ptr, ch, ct)
+
     def _advance(self, t_ns: int) -> None:
         self._core.advance(t_ns)
 

@@ -46,6 +46,7 @@ class ReferenceEngine(EngineBase):
         self.y = m.int_y0.copy()
         self.t_last = np.zeros(n_units, np.int64)
         self.direction = np.zeros(n_units, np.int64)
+        self.last_dir = np.zeros(n_units, np.int64)
         self.version = np.zeros(n_units, np.int64)
         self.sched = np.full(n_units, NO_CROSSING, np.int64)
         self.heap: list[tuple[int, int, int]] = []
@@ -142,9 +143,10 @@ class ReferenceEngine(EngineBase):
 
     def _send(self, node: int, j: int, v: float, t: int) -> None:
         m = self.model
-        n = round_half_away(m.unit_scale[j] * v - self.sent[j])
-        if n == 0:
+        x = m.unit_scale[j] * v - self.sent[j]
+        if not (x > 0.5 or x < -0.5):  # strictly beyond half a quantum: no toggling on ties
             return
+        n = round_half_away(x)
         n, sat = saturate(n)
         self.n_saturated += sat
         self.sent[j] += n
@@ -197,6 +199,7 @@ class ReferenceEngine(EngineBase):
             m.int_inv_tau[u],
             m.unit_scale[u],
             int(self.sent[u]),
+            int(self.last_dir[u]),
         )
         self.version[u] += 1
         if delay == NO_CROSSING:
@@ -230,6 +233,7 @@ class ReferenceEngine(EngineBase):
                 n, sat = saturate(n)
                 self.n_saturated += sat
                 self.sent[u] += n
+                self.last_dir[u] = 1 if n > 0 else -1
                 self.n_crossings += 1
                 self._emit(node, u - int(m.node_off[node]), n, tc)
                 self._schedule(u, tc)
@@ -248,7 +252,8 @@ class ReferenceEngine(EngineBase):
             if kind == K_INTEGRATOR:
                 off = int(m.node_off[node])
                 for j in range(off, off + int(m.node_size[node])):
-                    n = round_half_away(m.unit_scale[j] * self.y[j])
+                    x = m.unit_scale[j] * self.y[j]
+                    n = round_half_away(x) if (x > 0.5 or x < -0.5) else 0
                     if n:
                         n, sat = saturate(n)
                         self.n_saturated += sat

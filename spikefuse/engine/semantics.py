@@ -58,18 +58,24 @@ def integrator_state(y: float, x: float, gain: float, inv_tau: float, dt_s: floa
 
 
 def next_crossing(
-    y: float, x: float, gain: float, inv_tau: float, k: float, sent: int
+    y: float, x: float, gain: float, inv_tau: float, k: float, sent: int, last_dir: int = 0
 ) -> tuple[int, int]:
-    """(delay_ns, direction) until k*y crosses sent ± 1/2, or (NO_CROSSING, 0)."""
+    """(delay_ns, direction) until k*y crosses the next level, or (NO_CROSSING, 0).
+
+    The next level is ``sent ± 1/2`` in the direction of travel; right after a spike in the
+    other direction (``last_dir``) it is ``sent ± 1`` — hysteresis on reversal, so a
+    feedback loop whose slope flips at every spike cannot chatter at the time resolution."""
     slope = gain * x - y * inv_tau
     if slope > 0.0:
-        level = (sent + 0.5) / k
         direction = 1
     elif slope < 0.0:
-        level = (sent - 0.5) / k
         direction = -1
     else:
         return NO_CROSSING, 0
+    if direction == -last_dir:
+        level = (sent + float(direction)) / k
+    else:
+        level = (sent + 0.5 * float(direction)) / k
     if inv_tau == 0.0:
         dt = (level - y) / (gain * x)
     else:
