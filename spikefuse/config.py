@@ -109,7 +109,7 @@ def parse_yaml(text: str, source: str = "<string>", env: Mapping[str, str] | Non
         loader.dispose()
 
 
-def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
+def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
     """Best line for a pydantic error location inside located YAML data."""
     line = getattr(data, "line", None)
     node = data
@@ -131,7 +131,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         field = ".".join(str(p) for p in loc) or "<root>"
-        line = _line_of(data, loc)
+        line = line_of(data, loc)
         where = f"{source}:{line}" if line else source
         found = err.get("input")
         found_s = repr(found)

@@ -32,7 +32,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from spikefuse.config import (
     StrictModel,
-    _line_of,
+    line_of,
     apply_overrides,
     load_yaml,
     validate_data,
@@ -165,10 +165,10 @@ def _record_lines(cfg: LaunchFile, data: Any) -> None:
         if not isinstance(p, dict):
             continue
         for k in p:
-            line = _line_of(data, ("processes", i, k))
+            line = line_of(data, ("processes", i, k))
             if line:
                 lines[f"processes[{i}].{k}"] = line
-        lines[f"processes[{i}]"] = _line_of(data, ("processes", i)) or 0
+        lines[f"processes[{i}]"] = line_of(data, ("processes", i)) or 0
     cfg._lines = lines
 
 
