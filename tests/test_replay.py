@@ -224,7 +224,9 @@ def test_round_trip_recorder_process_then_offline_and_live(tmp_path: Path) -> No
         th.join(10)
     res = result["r"]
     assert res.n_sent == len(sent) and len(received) == len(sent)
-    assert res.max_late_ns < 100_000_000  # generous: shared, noisy machine
+    # lateness is scheduling noise on a shared 2-core machine: bound the typical and the worst
+    assert res.mean_late_ns < 20_000_000
+    assert res.max_late_ns < 400_000_000
     live_batches = [m for _, m in received]
     shift = live_batches[0].t_ns - sent[0].t_ns
     assert [b.t_ns - shift for b in live_batches] == [b.t_ns for b in sent]
