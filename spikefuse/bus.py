@@ -449,6 +449,77 @@ class AsyncPublisher(Publisher):
         self.close()
 
 
+class RawSocket:
+    """A bare PUB (XPUB) or SUB socket moving byte frames with no protocol at all: no
+    encoding, decoding or checks. It is the transport floor that benchmarks compare the
+    Publisher/Subscriber against, and lets tests inject arbitrary frames."""
+
+    def __init__(
+        self,
+        kind: Literal["pub", "sub"],
+        endpoint: str,
+        *,
+        bind: bool,
+        hwm: int = 10000,
+        topics: list[bytes] | None = None,
+    ) -> None:
+        _check_plaintext([endpoint], None)
+        self._owner = _Sockets(None, private=False)
+        try:
+            if kind == "pub":
+                sock = self._owner.sock = self._owner.ctx.socket(zmq.XPUB)
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+                sock.setsockopt(zmq.XPUB_NODROP, 1)  # full queue: send() returns False
+                sock.sndhwm = hwm
+            elif kind == "sub":
+                sock = self._owner.sock = self._owner.ctx.socket(zmq.SUB)
+                sock.rcvhwm = hwm
+                for t in topics if topics is not None else [b""]:
+                    sock.setsockopt(zmq.SUBSCRIBE, t)
+            else:
+                raise ConfigError(f"raw socket kind must be 'pub' or 'sub', found {kind!r}")
+            sock.linger = 0
+            self.endpoint = _bind_or_connect(sock, endpoint, bind)
+        except BaseException:
+            self._owner.close(0)
+            raise
+        self._sock = sock
+        self.n_subscriptions = 0
+
+    def send(self, frames: list[bytes] | tuple[bytes, ...]) -> bool:
+        """Send without blocking; False if a queue is full."""
+        try:
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv(self, timeout_s: float | None = None) -> list[bytes] | None:
+        """The next multipart message, or None after ``timeout_s``."""
+        if timeout_s is not None and not self._sock.poll(max(0, int(timeout_s * 1000))):
+            return None
+        return self._sock.recv_multipart()
+
+    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 5.0) -> bool:
+        deadline_s = time.monotonic() + timeout_s
+        while self.n_subscriptions < n:
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0 or not self._sock.poll(max(1, int(remaining_s * 1000))):
+                return False
+            if self._sock.recv()[:1] == b"\x01":
+                self.n_subscriptions += 1
+        return True
+
+    def close(self) -> None:
+        self._owner.close(0)
+
+    def __enter__(self) -> RawSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------- queue
 
 
@@ -569,6 +640,7 @@ class _SubscriberCore:
         self.queue = InputQueue(policy, max_queue)
         self.max_drain = max_drain
         self.n_received = 0
+        self._rcvtimeo_ms = -1
         self._last_seq: dict[str, int] = {}
         self._gaps: dict[str, int] = {}
         self._resets: dict[str, int] = {}
@@ -597,20 +669,22 @@ class _SubscriberCore:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode() if isinstance(t, str) else bytes(t))
         return [_bind_or_connect(sock, e, bind) for e in endpoints]
 
-    def _ingest(self, frames: list[bytes]) -> None:
+    def _accept(self, frames: list[bytes]) -> Message | None:
+        """Decode and check one received multipart message and track its sequence number;
+        None (counted) if it is rejected."""
         if len(frames) != 2:
             self.decoder.reject(
                 "bad_frames", f"expected [topic, payload], got {len(frames)} frames"
             )
-            return
+            return None
         msg = self.decoder.decode(frames[1])
         if msg is None:
-            return
+            return None
         if topic_of(msg) != frames[0]:
             self.decoder.reject(
                 "topic_mismatch", f"topic frame {frames[0][:80]!r} != {topic_of(msg)!r}"
             )
-            return
+            return None
         self.n_received += 1
         stream = stream_of(msg)
         last = self._last_seq.get(stream)
@@ -620,16 +694,19 @@ class _SubscriberCore:
             else:
                 self._resets[stream] = self._resets.get(stream, 0) + 1
         self._last_seq[stream] = msg.seq
-        self.queue.put(msg)
+        return msg
 
     def _drain(self, sock: zmq.Socket) -> int:
+        """Move every ready message (at most ``max_drain``) into the queue."""
         n = 0
         while n < self.max_drain:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self._ingest(frames)
+            msg = self._accept(frames)
+            if msg is not None:
+                self.queue.put(msg)
             n += 1
         return n
 
@@ -705,32 +782,54 @@ class Subscriber(_SubscriberCore):
         when it signals, call ``recv_many(0)`` until it returns ``[]``."""
         return self._sock.getsockopt(zmq.FD)
 
-    def _fill(self, timeout_s: float | None) -> None:
-        """Drain what is ready; if nothing is queued, wait up to ``timeout_s``."""
-        self._drain(self._sock)
-        if len(self.queue) or timeout_s == 0:
-            return
-        deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
-        while not len(self.queue):
+    def _wait_one(self, deadline_s: float | None) -> Message | None:
+        """Block (up to the deadline) for the next accepted message; rejected ones are
+        counted and waiting goes on. Uses RCVTIMEO on a blocking receive, which wakes up
+        sooner than a poll followed by a receive."""
+        sock = self._sock
+        while True:
             if deadline_s is None:
-                wait_ms = None
+                wait_ms = -1
             else:
-                remaining_s = deadline_s - time.monotonic()
-                if remaining_s <= 0:
-                    return
-                wait_ms = max(1, int(remaining_s * 1000 + 0.999))
-            if self._sock.poll(wait_ms, zmq.POLLIN):
-                self._drain(self._sock)
+                wait_ms = int((deadline_s - time.monotonic()) * 1000 + 0.999)
+                if wait_ms <= 0:
+                    return None
+            if wait_ms != self._rcvtimeo_ms:
+                sock.rcvtimeo = self._rcvtimeo_ms = wait_ms
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                return None
+            msg = self._accept(frames)
+            if msg is not None:
+                return msg
+
+    @staticmethod
+    def _deadline(timeout_s: float | None) -> float | None:
+        return None if timeout_s is None else time.monotonic() + timeout_s
 
     def recv(self, timeout_s: float | None = None) -> Message | None:
-        """The next message (``None`` after ``timeout_s``; ``None`` timeout blocks)."""
-        self._fill(timeout_s)
-        return self.queue.pop()
+        """The next message (``None`` after ``timeout_s``; a ``None`` timeout blocks).
+
+        Messages already queued by :meth:`recv_many` come first; otherwise this takes one
+        message off the socket without draining the rest (lowest latency). Consumers that
+        can fall behind should use :meth:`recv_many`, which applies the queue policy."""
+        if len(self.queue):
+            return self.queue.pop()
+        if timeout_s is not None and timeout_s <= 0:
+            self._drain(self._sock)
+            return self.queue.pop()
+        return self._wait_one(self._deadline(timeout_s))
 
     def recv_many(self, timeout_s: float | None = None) -> list[Message]:
-        """Everything ready (waiting up to ``timeout_s`` for the first), after the queue
-        policy was applied."""
-        self._fill(timeout_s)
+        """Everything ready (waiting up to ``timeout_s`` for the first message), after the
+        queue policy (keep / coalesce) was applied to it."""
+        if not len(self.queue) and not (timeout_s is not None and timeout_s <= 0):
+            first = self._wait_one(self._deadline(timeout_s))
+            if first is None:
+                return []
+            self.queue.put(first)
+        self._drain(self._sock)
         return self.queue.pop_all()
 
     def close(self) -> None:
@@ -787,8 +886,9 @@ class AsyncSubscriber(_SubscriberCore):
         return self._asock
 
     async def _fill(self, timeout_s: float | None) -> None:
+        """Drain what is ready; if nothing is queued, wait up to ``timeout_s``."""
         self._drain(self._sock)
-        if len(self.queue) or timeout_s == 0:
+        if len(self.queue) or (timeout_s is not None and timeout_s <= 0):
             return
         deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
         while not len(self.queue):

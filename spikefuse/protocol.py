@@ -72,6 +72,26 @@ R_FIELD = "bad_field"
 R_LENGTH = "length_mismatch"
 
 
+# --------------------------------------------------------------------------- helpers
+
+_SMALL_BYTES = 256
+"""Up to this many bytes, array checks run on the raw bytes (numpy's per-call overhead
+dominates small arrays)."""
+
+
+def _has_negative(raw: bytes, dtype: np.dtype) -> bool:
+    """Whether a little-endian signed integer array (as bytes) holds a negative value."""
+    if len(raw) <= _SMALL_BYTES:  # the sign bit lives in the last byte of each item
+        return bool(raw) and max(raw[dtype.itemsize - 1 :: dtype.itemsize]) >= 0x80
+    return bool(np.frombuffer(raw, dtype).min() < 0)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    if a.size <= 32:
+        return all(map(math.isfinite, a.tolist()))
+    return bool(np.isfinite(a).all())
+
+
 # --------------------------------------------------------------------------- messages
 
 
@@ -246,7 +266,8 @@ def _fields_event_batch(m: EventBatch) -> list[Any]:
     co = _enc_array(m.counts, _I4, "EventBatch.counts")
     if len(ch) != len(co):
         raise _enc_err("EventBatch.counts", f"length {len(co)} != channels length {len(ch)}")
-    if ch.size and int(ch.min()) < 0:
+    ch_raw = ch.tobytes()
+    if _has_negative(ch_raw, _I4):
         raise _enc_err("EventBatch.channels", "negative channel index")
     dt = None
     if m.dt_ns is not None:
@@ -266,7 +287,7 @@ def _fields_event_batch(m: EventBatch) -> list[Any]:
         _enc_int(m.epoch_offset_ns, "EventBatch.epoch_offset_ns"),
         _enc_name(m.input, "EventBatch.input"),
         scale,
-        ch.tobytes(),
+        ch_raw,
         co.tobytes(),
         dt,
     ]
@@ -288,7 +309,7 @@ def _fields_heartbeat(m: Heartbeat) -> list[Any]:
 
 def _fields_motor(m: MotorCommand) -> list[Any]:
     values = _enc_array(m.values, _F8, "MotorCommand.values")
-    if not np.isfinite(values).all():
+    if not _all_finite(values):
         raise _enc_err("MotorCommand.values", "non-finite value")
     return [
         _enc_name(m.actuator, "MotorCommand.actuator"),
@@ -418,7 +439,7 @@ def _dec_event_batch(f: list[Any]) -> EventBatch:
             f"length {len(counts)} != channels length {len(channels)}",
             R_LENGTH,
         )
-    if channels.size and channels.min() < 0:
+    if _has_negative(f[6], _I4):
         raise _bad("EventBatch.channels", "negative channel index")
     dt = None
     if f[8] is not None:
@@ -427,7 +448,7 @@ def _dec_event_batch(f: list[Any]) -> EventBatch:
             raise _bad(
                 "EventBatch.dt_ns", f"length {len(dt)} != channels length {len(channels)}", R_LENGTH
             )
-        if dt.size and dt.min() < 0:
+        if _has_negative(f[8], _I8):
             raise _bad("EventBatch.dt_ns", "negative offset")
     return EventBatch(sensor, seq, t_ns, inp, scale, channels, counts, epoch, dt)
 
@@ -451,7 +472,7 @@ def _dec_motor(f: list[Any]) -> MotorCommand:
     t_ns = _int(f[2], "MotorCommand.t_ns")
     cause = _int(f[3], "MotorCommand.cause_t_ns")
     values = _array(f[4], _F8, "MotorCommand.values")
-    if not np.isfinite(values).all():
+    if not _all_finite(values):
         raise _bad("MotorCommand.values", "non-finite value")
     return MotorCommand(actuator, seq, t_ns, cause, values)
 
@@ -507,17 +528,10 @@ def _unpack(payload: bytes) -> Any:
     if n > MAX_PAYLOAD_BYTES:
         raise _bad("payload", f"{n} bytes > limit {MAX_PAYLOAD_BYTES}", R_TOO_LARGE)
     try:
-        return msgpack.unpackb(
-            payload,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=min(n, 1 << 20),
-            max_bin_len=n,
-            max_array_len=min(n, 1 << 20),
-            max_map_len=min(n, 1 << 16),
-            max_ext_len=min(n, 1 << 10),
-        )
+        # msgpack >= 1.0 defaults: str not raw, str map keys only, and every length limit
+        # (str, bin, array, map, ext) bounded by the payload's own size, so a hostile length
+        # field cannot make it allocate more than the payload justifies
+        return msgpack.unpackb(payload)
     except ValueError as exc:  # msgpack's errors (ExtraData, FormatError, ...) are ValueErrors
         text = str(exc)
         if "incomplete input" in text:
