@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     res.notes.append(
         "throughput: child process -> this process over ipc; ratio = ours / raw pyzmq PUB/SUB "
         "of the same pre-encoded frames. latency: half round trip through an echo child, "
-        "alternating ping by ping; floor = raw pyzmq frames of the same size through the same child."
+        "alternating ping by ping; floor = raw pyzmq frames of the same size through a raw echo child."
     )
     res.notes.append(
         "imu: events = nonzero (channel, count) pairs; raw samples = every channel of every "
