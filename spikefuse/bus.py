@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -426,7 +425,13 @@ class Publisher:
 
 
 class AsyncPublisher(Publisher):
-    """:class:`Publisher` for asyncio code: ``await pub.send(msg)`` (never blocks)."""
+    """:class:`Publisher` for asyncio code: ``await pub.send(msg)`` (never blocks) and
+    ``await pub.wait_for_subscribers(...)`` (waits on the socket through ``zmq.asyncio``)."""
+
+    def __init__(self, endpoint: str, **kwargs) -> None:
+        super().__init__(endpoint, **kwargs)
+        # an asyncio view of the same socket, used only to wait for subscriptions
+        self._asock = zmq.asyncio.Socket.shadow(self._sock.underlying)
 
     async def send(self, msg: Message) -> bool:  # type: ignore[override]
         return self._send_frames(topic_of(msg), self._encoder.encode(msg))
@@ -437,9 +442,10 @@ class AsyncPublisher(Publisher):
     async def wait_for_subscribers(self, n: int = 1, timeout_s: float = 5.0) -> bool:  # type: ignore[override]
         deadline_s = time.monotonic() + timeout_s
         while self.poll_subscriptions() < n:
-            if time.monotonic() >= deadline_s:
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
                 return False
-            await asyncio.sleep(0.005)
+            await self._asock.poll(max(1, int(remaining_s * 1000)), zmq.POLLIN)
         return True
 
     async def __aenter__(self) -> AsyncPublisher:

@@ -425,3 +425,56 @@ def test_echo_reports_config_errors(tmp_path):
         timeout=60,
     )
     assert res.returncode == 2 and "no *.sock endpoints" in res.stderr
+
+
+def test_mixed_recv_calls_keep_arrival_order(ep):
+    """recv(0) drains into the queue, recv(t) takes queued messages first, recv_many
+    returns the rest: in any mix, messages come out in arrival order, none twice."""
+    with Publisher(ep) as pub, Subscriber(ep) as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        for seq in range(60):
+            pub.send(_batch(seq, (seq % 7,), (1,)))
+        got = []
+        calls = [lambda: [sub.recv(0)], lambda: [sub.recv(0.2)], lambda: sub.recv_many(0.2)]
+        deadline_s = time.monotonic() + TIMEOUT_S
+        i = 0
+        while len(got) < 60 and time.monotonic() < deadline_s:
+            got.extend(m for m in calls[i % 3]() if m is not None)
+            i += 1
+        assert [m.seq for m in got] == list(range(60))
+        assert sub.recv(0) is None and sub.stats.n_seq_missing == 0
+
+
+def test_coalescing_what_waits_behind_a_single_recv(ep):
+    with Publisher(ep) as pub, Subscriber(ep, policy="coalesce") as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        for seq in range(3):
+            pub.send(_batch(seq, (seq,), (seq + 1,)))
+        assert sub.recv(TIMEOUT_S).seq == 0  # a single message; the others wait
+        rest = _recv_n(sub, 1)
+        deadline_s = time.monotonic() + TIMEOUT_S
+        while sub.stats.n_received < 3 and time.monotonic() < deadline_s:
+            rest.extend(sub.recv_many(0.1))
+        assert rest[-1].seq == 2
+        sums = {}
+        for b in rest:
+            for c, n in zip(b.channels.tolist(), b.counts.tolist(), strict=True):
+                sums[c] = sums.get(c, 0) + n
+        assert sums == {1: 2, 2: 3}
+        assert len(rest) + sub.stats.n_coalesced == 2
+
+
+def test_bench_bus_smoke_reports_the_contract_fields():
+    res = subprocess.run(
+        [
+            sys.executable, "-m", "spikefuse", "bench", "bus", "--json", "--quick",
+            "--skip-imu", "--batch-sizes", "64", "--n-pings", "50",
+        ],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    f = json.loads(res.stdout)
+    for key in ("events_per_s", "hop_p50_us", "hop_p99_us", "floor_p50_us", "hop_p50_vs_floor"):
+        assert f[key] > 0, key
+    assert f["n_pings"] == 50
+    assert f["hop_p50_vs_floor"] == pytest.approx(f["hop_p50_us"] / f["floor_p50_us"])
