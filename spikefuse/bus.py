@@ -551,7 +551,8 @@ class InputQueue:
     (counted in ``n_dropped``). ``coalesce``: an EventBatch arriving while an earlier batch
     of the same stream (same sensor, input and scale) is still queued is merged into it
     (counted in ``n_coalesced``); the merged batch sums counts per channel, so the
-    integrated value of every channel is exactly preserved."""
+    integrated value of every channel is exactly preserved. Batches are not merged across
+    a scale change or a sequence number that does not advance (a restarted sender)."""
 
     def __init__(self, policy: Policy = "keep", max_queue: int = 10000) -> None:
         if policy not in ("keep", "coalesce"):
@@ -574,10 +575,11 @@ class InputQueue:
         sq = self._streams.get(key)
         if sq is None:
             sq = self._streams[key] = deque()
-        elif self.policy == "coalesce" and isinstance(msg, EventBatch):
-            last = sq[-1].msg if sq else None
-            if isinstance(last, EventBatch) and last.scale == msg.scale:
-                slot = sq[-1]
+        elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq:
+            slot = sq[-1]
+            last = slot.extra[-1] if slot.extra else slot.msg
+            # never across a scale change or a sender restart (seq not advancing)
+            if isinstance(last, EventBatch) and last.scale == msg.scale and msg.seq > last.seq:
                 if slot.extra is None:
                     slot.extra = [msg]
                 else:
@@ -590,10 +592,10 @@ class InputQueue:
         self._n_live += 1
         if len(sq) > self.max_queue:
             old = sq.popleft()
+            self.n_dropped += 1 + (len(old.extra) if old.extra else 0)
             old.msg = None
             old.extra = None
             self._n_live -= 1
-            self.n_dropped += 1
 
     def pop(self) -> Message | None:
         while self._order:

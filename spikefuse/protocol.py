@@ -619,8 +619,9 @@ class Decoder:
 def coalesce(a: EventBatch, b: EventBatch) -> EventBatch:
     """Merge two consecutive batches of one stream (same sensor, input and scale) into one
     whose per-channel count sums equal the sum of both: the integrated value of every
-    channel is exactly what it would have been. The result carries ``b``'s seq, ``t_ns``
-    and epoch offset and no per-event offsets (temporal resolution is what is given up)."""
+    channel is exactly what it would have been. The result carries ``a``'s seq (so a
+    sender restart stays visible downstream as seq going back), ``b``'s ``t_ns`` and epoch
+    offset, and no per-event offsets (temporal resolution is what is given up)."""
     return coalesce_many([a, b])
 
 
@@ -648,7 +649,7 @@ def coalesce_many(batches: Sequence[EventBatch]) -> EventBatch:
     out_ch, out_co = _split_int32(uniq[keep], sums[keep])
     return EventBatch(
         sensor=last.sensor,
-        seq=last.seq,
+        seq=first.seq,
         t_ns=last.t_ns,
         input=last.input,
         scale=last.scale,
