@@ -26,7 +26,7 @@ from spikefuse.bus import (
     is_loopback_or_local,
 )
 from spikefuse.config import parse_yaml, validate_data
-from spikefuse.errors import ConfigError
+from spikefuse.errors import BusError, ConfigError
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status, encode
 
 TIMEOUT_S = 5.0
@@ -313,6 +313,12 @@ def test_endpoint_rules(tmp_path):
         Publisher("tcp://*:0")
     with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
         Subscriber(["ipc:///tmp/ok", "tcp://192.0.2.1:5555"])
+
+
+def test_bind_failures_are_bus_errors_naming_the_endpoint():
+    with Publisher("tcp://127.0.0.1:*") as first:
+        with pytest.raises(BusError, match=f"cannot bind {first.endpoint}"):
+            Publisher(first.endpoint)
 
 
 def test_config_models(tmp_path):
