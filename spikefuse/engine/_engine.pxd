@@ -49,6 +49,8 @@ cdef class Core:
     cdef i64[::1] t_last
     cdef i64[::1] direction
     cdef i64[::1] last_dir
+    cdef f64[::1] plo  # dense/conv pre-filter: no level crossing while plo < acc < phi
+    cdef f64[::1] phi
     cdef u8[::1] node_dirty
     cdef u8[::1] node_all_dirty
     cdef u8[::1] unit_dirty
@@ -72,6 +74,7 @@ cdef class Core:
     cdef void mark(self, i64 node, i64 j) noexcept nogil
     cdef f64 value(self, i64 node, i64 j) noexcept nogil
     cdef int send(self, i64 node, i64 j, f64 v, i64 t) except -1 nogil
+    cdef void set_bounds(self, i64 node, i64 j) noexcept nogil
     cdef int settle(self, i64 t) except -1 nogil
     cdef void reschedule(self, i64 u, i64 t) noexcept nogil
     cdef void schedule(self, i64 u, i64 t) noexcept nogil

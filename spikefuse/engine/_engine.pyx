@@ -4,7 +4,7 @@
 # Semantics are those of spikefuse.engine.reference (the test oracle), operation for
 # operation, so both produce bit-identical outputs on the same inputs.
 
-from libc.math cimport ceil, exp, fabs, floor, log, tanh
+from libc.math cimport INFINITY, ceil, exp, fabs, floor, log, tanh
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -118,6 +118,8 @@ cdef class Core:
         self.t_last = np.zeros(n, np.int64)
         self.direction = np.zeros(n, np.int64)
         self.last_dir = np.zeros(n, np.int64)
+        self.plo = np.full(n, np.inf)
+        self.phi = np.full(n, -np.inf)
         self.node_dirty = np.zeros(m.n_nodes, np.uint8)
         self.node_all_dirty = np.zeros(m.n_nodes, np.uint8)
         self.unit_dirty = np.zeros(n, np.uint8)
@@ -272,9 +274,44 @@ cdef class Core:
         self.sent[j] += n
         return self.emit(node, j - self.node_off[node], n, t)
 
+    cdef void set_bounds(self, i64 node, i64 j) noexcept nogil:
+        """Interval of the accumulator (pre-activation) inside which unit j of a dense/conv
+        node cannot emit, shrunk inward by a margin far above rounding error. Only for the
+        monotone piecewise-linear activations (identity, relu, clip); others get an empty
+        interval, so the exact check always runs. A pure pre-filter: results do not change."""
+        cdef i32 code = self.node_act[node]
+        cdef f64 k = self.scale[j]
+        cdef f64 s = <f64>self.sent[j]
+        cdef f64 a = (s - 0.5) / k
+        cdef f64 b = (s + 0.5) / k
+        cdef f64 lo = a
+        cdef f64 hi = b
+        cdef f64 margin = 1e-9 * (1.0 + fabs(s)) / k
+        self.plo[j] = INFINITY
+        self.phi[j] = -INFINITY
+        if code == 1:  # relu: f(z) = max(z, 0)
+            if b < 0.0:
+                return
+            if a <= 0.0:
+                lo = -INFINITY
+        elif code == 5:  # clip
+            if a > self.node_hi[node] or b < self.node_lo[node]:
+                return
+            if a <= self.node_lo[node]:
+                lo = -INFINITY
+            if b >= self.node_hi[node]:
+                hi = INFINITY
+        elif code != 0:
+            return
+        self.plo[j] = lo + margin
+        self.phi[j] = hi - margin
+
     cdef int settle(self, i64 t) except -1 nogil:
         cdef i64 node, off, j, c, cnt
         cdef f64 v, x
+        cdef f64* plo
+        cdef f64* phi
+        cdef f64* accp
         for node in range(self.n_nodes):
             if not self.node_dirty[node] or self.node_kind[node] == K_INTEGRATOR:
                 continue
@@ -285,13 +322,20 @@ cdef class Core:
                 for c in range(self.dirty_count[node]):
                     self.unit_dirty[self.dirty_list[off + c]] = 0
                 self.dirty_count[node] = 0
-                for j in range(off, off + self.node_size[node]):
+                plo = &self.plo[off]
+                phi = &self.phi[off]
+                accp = &self.acc[off]
+                for c in range(self.node_size[node]):
+                    # pre-filter: inside (plo, phi) the unit provably does not cross a level
+                    if plo[c] < accp[c] < phi[c]:
+                        continue
+                    j = off + c
                     v = self.value(node, j)
-                    # cheap pre-check: most units of a touched layer do not cross a level
                     x = self.scale[j] * v - <f64>self.sent[j]
                     if -0.5 <= x <= 0.5:
                         continue
                     self.send(node, j, v, t)
+                    self.set_bounds(node, j)
             else:
                 cnt = self.dirty_count[node]
                 self.dirty_count[node] = 0
@@ -495,6 +539,10 @@ cdef class Core:
                     for j in range(off, off + self.node_size[node]):
                         self.mark(node, j)
             self.settle(t)
+            for node in range(self.n_nodes):
+                if self.node_kind[node] == K_DENSE or self.node_kind[node] == K_CONV:
+                    for j in range(self.node_off[node], self.node_off[node] + self.node_size[node]):
+                        self.set_bounds(node, j)
 
     cdef int push_one(self, i64 t, i64 node, const i32[::1] channels, const i32[::1] counts,
                       i64 lo, i64 hi) except -1 nogil:
