@@ -1,12 +1,14 @@
 """Offline replay: a log's EventBatches through an :class:`~spikefuse.engine.Engine` on a
 virtual clock (acquisition time), with no sockets, as fast as the machine allows.
 
-Batches are applied in acquisition-time order (``t_ns``, ties in file order); a batch
-with per-event offsets ``dt_ns`` is applied as one push per distinct offset. A batch's
-``input`` names the graph input (``map_input`` renames); unknown inputs are counted and
-skipped. If a batch's scale differs from the input node's scale its counts are
-re-quantised exactly like a sigma-delta encoder would (per stream, with the residual
-carried), so the graph sees the same signal. Outputs become :class:`MotorCommand` messages
+Batches are applied with the semantics of a live ``spikefuse core`` whose reorder window
+covers the transport delay: each batch in one push at the time of its last sample
+(``t_ns + max(dt_ns)``), in that time's order (ties in file order, i.e. the recorder's
+arrival order), counts converted to the graph input's scale with the core's arithmetic
+(per-channel herding residual). A batch's ``input`` names the graph input (``map_input``
+renames); unknown inputs and out-of-range channels are counted and skipped. Consecutive
+batches with increasing times go through ``Engine.push_many`` (the same outputs as pushing
+them one by one). Outputs become :class:`MotorCommand` messages
 on ``motor/<output>`` (``values`` = the whole output vector after the change, ``cause_t_ns``
 = the acquisition time of the input that caused it) and per-node spike counts
 :class:`Status` messages on ``status/replay`` every ``status_period_s`` of log time and at
@@ -71,23 +73,42 @@ class OfflineResult:
         }
 
 
-class _Rescaler:
-    """Per-stream re-quantisation of counts from a batch scale to the input's scale."""
+class _Converter:
+    """Counts of one graph input at its scale: the same arithmetic as the core's
+    :meth:`spikefuse.core.fusion.InputState.convert` (float target with the herding residual
+    per channel; batches already at the input's scale pass through and are added to
+    ``sent`` lazily, folded in before the next re-quantised batch)."""
 
-    def __init__(self, n: int, k_in: float, k_out: float) -> None:
-        self.ratio = k_out / k_in
-        self.total = np.zeros(n, np.int64)
+    def __init__(self, n: int, scale: float) -> None:
+        self.scale = scale
+        self.target = np.zeros(n, np.float64)
         self.sent = np.zeros(n, np.int64)
+        self.synced = True
+        self.passed: list[np.ndarray] = []  # (channels, counts) pairs not yet in sent
 
-    def apply(self, channels: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ch = channels.astype(np.int64)
-        np.add.at(self.total, ch, counts.astype(np.int64))
+    def apply(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+        if batch.scale == self.scale:
+            self.passed += (batch.channels, batch.counts)
+            self.synced = False
+            return batch.channels, batch.counts
+        self._fold()
+        if not self.synced:
+            self.target[:] = self.sent
+            self.synced = True
+        ch = np.asarray(batch.channels, np.int64)
+        np.add.at(self.target, ch, np.asarray(batch.counts, np.int64) * (self.scale / batch.scale))
         touched = np.unique(ch)
-        target = round_half_away(self.total[touched] * self.ratio).astype(np.int64)
-        n = target - self.sent[touched]
-        self.sent[touched] = target
-        keep = n != 0
-        return touched[keep].astype(np.int32), n[keep].astype(np.int32)
+        n = round_half_away(self.target[touched] - self.sent[touched]).astype(np.int64)
+        self.sent[touched] += n
+        nz = n != 0
+        return touched[nz].astype(np.int32), n[nz].astype(np.int32)
+
+    def _fold(self) -> None:
+        if self.passed:
+            ch = np.concatenate(self.passed[0::2]).astype(np.int64)
+            co = np.concatenate(self.passed[1::2]).astype(np.int64)
+            self.sent += np.bincount(ch, weights=co, minlength=self.sent.size).astype(np.int64)
+            self.passed.clear()
 
 
 class _MotorWriter:
@@ -104,7 +125,9 @@ class _MotorWriter:
         self.encoder = Encoder()
         self.topics = [f"motor/{n}" for n in self.names]
 
-    def emit(self, ev: np.ndarray, t_push: int, cause_before: int) -> None:
+    def emit(self, ev: np.ndarray, t_push: np.ndarray | int, cause_before: int) -> None:
+        """``t_push``: the time(s) of the push(es) that produced ``ev`` (ascending); an
+        event's cause is the latest push at or before it, else ``cause_before``."""
         if ev.size == 0:
             return
         t = ev["t_ns"]
@@ -113,14 +136,16 @@ class _MotorWriter:
         cut = np.flatnonzero((t[1:] != t[:-1]) | (out[1:] != out[:-1])) + 1
         starts = np.concatenate(([0], cut))
         ends = np.concatenate((cut, [ev.size]))
+        pushes = np.atleast_1d(np.asarray(t_push, np.int64))
+        k_push = np.searchsorted(pushes, t[starts], side="right") - 1
+        causes = np.where(k_push >= 0, pushes[np.maximum(k_push, 0)], cause_before).tolist()
         chans = ev["channel"]
         vals = ev["value"]
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        for a, b, cause in zip(starts.tolist(), ends.tolist(), causes, strict=True):
             k = int(out[a])
             v = self.values[k]
             v[chans[a:b]] = vals[a:b]
             t_ns = int(t[a])
-            cause = t_push if t_ns >= t_push else cause_before
             msg = MotorCommand(self.names[k], self.seq[k], t_ns, cause, v.copy())
             self.seq[k] += 1
             self.n += 1
@@ -128,6 +153,13 @@ class _MotorWriter:
                 self.sink.write(self.topics[k], self.encoder.encode(msg), t_ns, t_ns, msg.seq)
             if self.keep:
                 self.kept.append(msg)
+
+
+def apply_time_ns(batch: EventBatch) -> int:
+    """When a batch takes effect: its last sample (``t_ns + max(dt_ns)``), as in the core."""
+    if batch.dt_ns is not None and batch.dt_ns.size:
+        return batch.t_ns + int(batch.dt_ns.max())
+    return batch.t_ns
 
 
 def _decoded_batches(
@@ -141,7 +173,7 @@ def _decoded_batches(
             res.n_undecodable += 1
             continue
         if isinstance(msg, EventBatch):
-            items.append((msg.t_ns, i, msg, m))
+            items.append((apply_time_ns(msg), i, msg, m))
     items.sort(key=lambda it: (it[0], it[1]))
     return items
 
@@ -159,10 +191,13 @@ def replay_offline(
     copy_inputs: bool = True,
     keep_motor: bool = False,
     progress: bool | None = None,
+    batched: bool = True,
 ) -> OfflineResult:
     """Replay ``source`` through ``graph``; write ``out_path`` (MCAP) if given.
 
-    ``keep_motor`` also returns the MotorCommands in ``result.motor`` (for tests)."""
+    ``keep_motor`` also returns the MotorCommands in ``result.motor`` (for tests);
+    ``batched=False`` pushes batch by batch instead of through ``Engine.push_many`` (the
+    same outputs, byte for byte; slower)."""
     log_file = source if isinstance(source, LogFile) else open_log(source)
     eng = graph if isinstance(graph, Engine) else Engine(_load_graph(graph))
     map_input = dict(map_input or {})
@@ -176,7 +211,18 @@ def replay_offline(
             flush_interval_s=None,
         )
     try:
-        _run(eng, items, sink, res, map_input, status_period_s, copy_inputs, keep_motor, progress)
+        _run(
+            eng,
+            items,
+            sink,
+            res,
+            map_input,
+            status_period_s,
+            copy_inputs,
+            keep_motor,
+            progress,
+            batched,
+        )
     finally:
         if sink is not None:
             sink.close()
@@ -185,6 +231,132 @@ def replay_offline(
 
 def _load_graph(graph: str | Path | Graph) -> Graph:
     return graph if isinstance(graph, Graph) else Graph.load(graph)
+
+
+class _Pending:
+    """Batches collected for one ``push_many`` call (strictly increasing times, so the
+    output grouping per (time, output) is the same as pushing them one by one)."""
+
+    def __init__(self) -> None:
+        self.t: list[int] = []
+        self.names: list[str] = []
+        self.ch: list[np.ndarray] = []
+        self.co: list[np.ndarray] = []
+        self.copies: list[tuple[int, object, int]] = []  # (n pushes before, raw message, t)
+        self.n_events = 0
+
+    def add(self, t_ns: int, name: str, ch: np.ndarray, co: np.ndarray) -> None:
+        self.t.append(t_ns)
+        self.names.append(name)
+        self.ch.append(ch)
+        self.co.append(co)
+        self.n_events += int(ch.size)
+
+    def clear(self) -> None:
+        self.__init__()
+
+
+class _Runner:
+    """The replay loop's state: engine, converters, motor writer, status clock."""
+
+    MAX_PENDING_EVENTS = 1 << 18
+
+    def __init__(self, eng, sink, res, map_input, status_period_s, keep_motor, batched) -> None:
+        self.eng = eng
+        self.sink = sink
+        self.copy_inputs = False
+        self.res = res
+        self.map_input = map_input
+        self.batched = batched
+        m = eng.model
+        self.size = {n: int(m.node_size[m.index(n)]) for n in eng.input_names}
+        self.converters = {
+            n: _Converter(self.size[n], float(m.unit_scale[m.node_off[m.index(n)]]))
+            for n in eng.input_names
+        }
+        self.motor = _MotorWriter(eng, sink, keep_motor)
+        self.status_period_ns = max(1, round(status_period_s * 1e9))
+        self.next_status_ns = 0
+        self.status_seq = 0
+        self.last_cause = 0
+        self.pending = _Pending()
+
+    def start(self, t0: int) -> None:
+        self.motor.emit(self.eng.start(t0), t0, t0)
+        self.next_status_ns = t0 + self.status_period_ns
+        self.last_cause = t0
+
+    def batch(self, t_ns: int, batch: EventBatch, raw) -> None:
+        if self.copy_inputs:
+            self.pending.copies.append((len(self.pending.t), raw, t_ns))
+        while t_ns >= self.next_status_ns:
+            self.flush()
+            t_s = self.next_status_ns
+            self.motor.emit(self.eng.advance(t_s), t_s, self.last_cause)
+            _status(self.eng, self.sink, self.res, self.status_seq, t_s)
+            self.status_seq += 1
+            self.next_status_ns += self.status_period_ns
+        res = self.res
+        name = self.map_input.get(batch.input, batch.input)
+        conv = self.converters.get(name)
+        if conv is None:
+            res.unknown_inputs[name] = res.unknown_inputs.get(name, 0) + 1
+            return
+        if batch.channels.size and (
+            int(batch.channels.max()) >= self.size[name] or int(batch.channels.min()) < 0
+        ):
+            res.bad_batches["channel_out_of_range"] = (
+                res.bad_batches.get("channel_out_of_range", 0) + 1
+            )
+            return
+        if batch.scale != conv.scale:
+            res.n_rescaled_batches += 1
+        ch, co = conv.apply(batch)
+        res.n_batches += 1
+        res.n_events_in += int(batch.channels.size)
+        if self.pending.t and self.pending.t[-1] == t_ns:
+            self.flush()  # equal times: keep one MotorCommand group per push
+        self.pending.add(t_ns, name, ch, co)
+        if not self.batched or self.pending.n_events >= self.MAX_PENDING_EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        p = self.pending
+        if not p.t:
+            self._write_copies(p.copies)
+            p.clear()
+            return
+        t = np.array(p.t, np.int64)
+        ptr = np.zeros(t.size + 1, np.int64)
+        np.cumsum([c.size for c in p.ch], out=ptr[1:])
+        ch = np.concatenate(p.ch).astype(np.int32, copy=False)
+        co = np.concatenate(p.co).astype(np.int32, copy=False)
+        ev = self.eng.push_many(t, p.names, ptr, ch, co)
+        self.res.n_pushes += t.size
+        # write in the order of pushing one by one: input copy, then what its push caused
+        ends = np.searchsorted(ev["t_ns"], t, side="right").tolist()
+        copies = iter(p.copies)
+        nxt = next(copies, None)
+        a = 0
+        for k, b in enumerate(ends):
+            while nxt is not None and nxt[0] <= k:
+                self._write_copies([nxt])
+                nxt = next(copies, None)
+            self.motor.emit(ev[a:b], int(t[k]), self.last_cause)
+            self.last_cause = int(t[k])
+            a = b
+        self._write_copies([] if nxt is None else [nxt, *copies])
+        p.clear()
+
+    def _write_copies(self, copies: list) -> None:
+        for _, raw, t_ns in copies:
+            self.sink.write(raw.topic, raw.payload, t_ns, t_ns, raw.sequence)
+
+    def finish(self, t_end: int) -> None:
+        self.flush()
+        t = max(t_end, self.eng.now)
+        self.motor.emit(self.eng.advance(t), t_end, self.last_cause)
+        _status(self.eng, self.sink, self.res, self.status_seq, t)
 
 
 def _run(
@@ -197,91 +369,23 @@ def _run(
     copy_inputs: bool,
     keep_motor: bool,
     progress: bool | None,
+    batched: bool = True,
 ) -> None:
-    inputs = set(eng.input_names)
-    m = eng.model
-    in_scale = {n: float(m.unit_scale[m.node_off[m.index(n)]]) for n in inputs}
-    rescalers: dict[tuple[str, str, float], _Rescaler] = {}
+    run = _Runner(eng, sink, res, map_input, status_period_s, keep_motor, batched)
+    run.copy_inputs = sink is not None and copy_inputs
     t0 = items[0][0] if items else 0
-    motor = _MotorWriter(eng, sink, keep_motor)
-    motor.emit(eng.start(t0), t0, t0)
-    status_period_ns = max(1, round(status_period_s * 1e9))
-    next_status_ns = t0 + status_period_ns
-    status_seq = 0
-    last_cause = t0
+    run.start(t0)
     with Progress(len(items), "replay", enabled=progress) as bar:
         for t_ns, _i, batch, raw in items:
             bar.update()
-            if sink is not None and copy_inputs:
-                sink.write(raw.topic, raw.payload, t_ns, t_ns, raw.sequence)
-            while t_ns >= next_status_ns:
-                motor.emit(eng.advance(next_status_ns), next_status_ns, last_cause)
-                _status(eng, sink, res, status_seq, next_status_ns)
-                status_seq += 1
-                next_status_ns += status_period_ns
-            name = map_input.get(batch.input, batch.input)
-            if name not in inputs:
-                res.unknown_inputs[name] = res.unknown_inputs.get(name, 0) + 1
-                continue
-            channels, counts = batch.channels, batch.counts
-            if batch.scale != in_scale[name]:
-                key = (batch.sensor, batch.input, batch.scale)
-                rs = rescalers.get(key)
-                if rs is None:
-                    n = int(m.node_size[m.index(name)])
-                    rs = rescalers[key] = _Rescaler(n, batch.scale, in_scale[name])
-                res.n_rescaled_batches += 1
-                if channels.size and int(channels.max()) >= rs.total.size:
-                    res.bad_batches["channel_out_of_range"] = (
-                        res.bad_batches.get("channel_out_of_range", 0) + 1
-                    )
-                    continue
-                channels, counts = rs.apply(channels, counts)
-            res.n_batches += 1
-            res.n_events_in += int(batch.channels.size)
-            last_cause = _push(
-                eng, motor, res, name, t_ns, channels, counts, batch.dt_ns, last_cause
-            )
+            run.batch(t_ns, batch, raw)
         t_end = items[-1][0] if items else t0
-        motor.emit(eng.advance(max(t_end, eng.now)), t_end, last_cause)
-        _status(eng, sink, res, status_seq, max(t_end, eng.now))
-    res.n_motor_commands = motor.n
-    res.motor = motor.kept
+        run.finish(t_end)
+    res.n_motor_commands = run.motor.n
+    res.motor = run.motor.kept
     res.counters = eng.counters
     res.t_first_ns = t0 if items else None
     res.t_last_ns = t_end if items else None
-
-
-def _push(eng, motor, res, name, t_ns, channels, counts, dt_ns, last_cause) -> int:
-    if dt_ns is None or channels.size == 0 or (dt_ns.size and not dt_ns.any()):
-        groups = [(t_ns, channels, counts)]
-    else:
-        order = np.argsort(dt_ns, kind="stable")
-        d = dt_ns[order]
-        cut = np.flatnonzero(d[1:] != d[:-1]) + 1
-        groups = [
-            (t_ns + int(d[a]), channels[order[a:b]], counts[order[a:b]])
-            for a, b in zip(
-                np.concatenate(([0], cut)).tolist(),
-                np.concatenate((cut, [d.size])).tolist(),
-                strict=True,
-            )
-        ]
-    for t, ch, co in groups:
-        if t < eng.now:
-            res.n_time_clamped += 1
-            t = eng.now
-        try:
-            ev = eng.push(t, name, ch, co)
-        except ValueError as exc:
-            reason = "channel_out_of_range" if "channel" in str(exc) else "rejected_by_engine"
-            res.bad_batches[reason] = res.bad_batches.get(reason, 0) + 1
-            log.debug("batch of %s at %d skipped: %s", name, t, exc)
-            continue
-        res.n_pushes += 1
-        motor.emit(ev, t, last_cause)
-        last_cause = t
-    return last_cause
 
 
 def _status(eng: Engine, sink: LogWriter | None, res: OfflineResult, seq: int, t_ns: int) -> None:
