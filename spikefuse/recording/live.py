@@ -7,7 +7,10 @@ host's CLOCK_MONOTONIC with the same mapping (``t_new = start + (t - t0) / rate`
 live core sees fresh, correctly spaced data it cannot tell from sensors; ``restamp=False``
 sends the stored payloads byte for byte. ``fast`` sends as fast as subscribers take them
 (back-pressure, never drops). ``loop`` repeats, continuing both the clock and the
-sequence numbers.
+sequence numbers
+(per sequence stream, loop ``i`` adds ``i`` times the stream's seq span in the window, so
+the numbers continue without gaps); the next loop starts one typical message interval after
+the last message.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import zmq
 
 from spikefuse.bus import Publisher
 from spikefuse.errors import ConfigError, LogFileError, ProtocolError
-from spikefuse.protocol import Encoder, MotorCommand, decode
+from spikefuse.protocol import Encoder, MotorCommand, decode, stream_of
 from spikefuse.recording.mcapio import LogFile, LogMessage, open_log
 from spikefuse.recording.recorder import StopFlag
 
@@ -52,12 +55,29 @@ class _Restamper:
     def map_ns(self, t_ns: int) -> int:
         return self.start_ns + round((t_ns - self.t0_ns) / self.rate)
 
-    def payload(self, m: LogMessage, seq_offset: int) -> bytes:
+    def payload(self, m: LogMessage, iteration: int, seq_span: dict[str, int]) -> bytes:
         msg = decode(m.payload)
-        changes = {"t_ns": self.map_ns(msg.t_ns), "seq": msg.seq + seq_offset}
+        seq = msg.seq + iteration * seq_span.get(stream_of(msg), 0)
+        changes = {"t_ns": self.map_ns(msg.t_ns), "seq": seq}
         if isinstance(msg, MotorCommand):
             changes["cause_t_ns"] = self.map_ns(msg.cause_t_ns)
         return self.encoder.encode(dataclasses.replace(msg, **changes))
+
+
+def _seq_spans(msgs: list[LogMessage]) -> dict[str, int]:
+    """Per sequence stream, ``max - min + 1`` of its seqs in the replayed window: loop ``i``
+    adds ``i * span``, so every stream's numbers continue without a gap or a repeat."""
+    lo: dict[str, int] = {}
+    hi: dict[str, int] = {}
+    for m in msgs:
+        try:
+            msg = decode(m.payload)
+        except ProtocolError:
+            continue
+        k = stream_of(msg)
+        lo[k] = min(lo.get(k, msg.seq), msg.seq)
+        hi[k] = max(hi.get(k, msg.seq), msg.seq)
+    return {k: hi[k] - lo[k] + 1 for k in lo}
 
 
 def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopFlag, res: LiveResult) -> bool:
@@ -93,8 +113,10 @@ def replay_live(
         )
     t0 = msgs[0].log_time_ns
     span_ns = msgs[-1].log_time_ns - t0
-    gap_ns = int(np.median(np.diff([m.log_time_ns for m in msgs]))) if len(msgs) > 1 else 1_000_000
-    seq_step = 1 + max(m.sequence for m in msgs)
+    steps = np.diff([m.log_time_ns for m in msgs])
+    steps = steps[steps > 0]  # messages sharing a time (gyro + accel) are not a gap
+    gap_ns = int(np.median(steps)) if steps.size else 1_000_000
+    seq_span = _seq_spans(msgs) if loop and restamp else {}
     res = LiveResult()
     late_sum = 0
     t_start_s = time.monotonic()
@@ -117,7 +139,7 @@ def replay_live(
             payload = m.payload
             if restamp:
                 try:
-                    payload = stamper.payload(m, iteration * seq_step)
+                    payload = stamper.payload(m, iteration, seq_span)
                 except ProtocolError:
                     res.n_undecodable += 1
                     continue
