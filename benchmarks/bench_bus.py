@@ -28,16 +28,17 @@ import numpy as np
 
 from spikefuse.benchmarks._common import BenchResult
 from spikefuse.bus import Publisher, RawSocket, Subscriber, default_ipc_endpoint
+from spikefuse.drivers.imu import ImuConfig
 from spikefuse.protocol import EventBatch, Status, encode, topic_of
 
 DESCRIPTION = "bus events/s and one-hop latency vs raw pyzmq; IMU encoder events/s vs RMSE"
 
-DEFAULT_SCALES = {"gyro": 20.0, "accel": 2.0, "mag": 1.0}
-"""Noise-matched default scales (counts per rad/s, per m/s², per µT): one quantum
-(0.05 rad/s, 0.5 m/s², 1 µT) is about 4x the largest per-axis sample-to-sample noise sigma
-of the BROAD IMU (0.011 rad/s, 0.085 m/s², 0.24 µT), rounded up to a 1-2-5 step."""
+DEFAULT_SCALES = {g: float(v["scale"]) for g, v in ImuConfig.default_groups.items()}
+"""The imu driver's default scales (counts per rad/s, per m/s², per µT), noise-matched: one
+quantum (0.05 rad/s, 0.5 m/s², 1 µT) is about 4x the largest per-axis sample-to-sample noise
+sigma of the BROAD IMU (0.011 rad/s, 0.085 m/s², 0.24 µT), rounded up to a 1-2-5 step."""
 DRIVER_SCALES = {"gyro": 500.0, "accel": 50.0, "mag": 2.0}
-"""The IMU driver's current default scales (drivers/imu.py), reported for reference."""
+"""Fine scales (25x finer than the default), reported for reference: quanta below the noise."""
 SCALE_FACTORS = (0.5, 1.0, 2.0)
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -381,7 +382,7 @@ def _fidelity_rows(res: BenchResult, data_dir: Path) -> None:
         for key, factor, scales in runs:
             r = imu_fidelity(table, factor, scales)
             f["imu"][ds][key] = r
-            label = f"scale x{factor:g}" if scales is DEFAULT_SCALES else "driver default scales"
+            label = f"scale x{factor:g}" if scales is DEFAULT_SCALES else "fine scales 500/50/2"
             res.add(
                 f"{ds} imu events/s, {label}",
                 r["events_per_s"],

@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from spikefuse.drivers.iio import IioChannel
-from spikefuse.drivers.motion import SyntheticMotion
 
 from spikefuse.config import StrictModel
+from spikefuse.drivers.iio import IioChannel
+from spikefuse.drivers.motion import SyntheticMotion
 from spikefuse.errors import ConfigError
 from spikefuse.sdk import DriverConfig, DriverContext, Sample, default_source_type, driver
 from spikefuse.tables import PRESETS, Table, TableMapping, load_mapping, load_table
@@ -57,10 +57,14 @@ class SyntheticSource(StrictModel):
 
 
 class ImuConfig(DriverConfig):
+    # Default quanta are noise-matched: one count (0.05 rad/s, 0.5 m/s², 1 µT) is about 4x the
+    # per-axis sample-to-sample noise of a typical MEMS IMU (BROAD: 0.011 rad/s, 0.085 m/s²,
+    # 0.24 µT), so static readings send nothing and the stream stays below 0.3x the raw sample
+    # rate (docs/benchmarks.md, Bus). Finer scales are one `groups.<g>.scale` away.
     default_groups = {
-        "gyro": {"scale": 500.0, "rate_hz": 1000.0},  # 1 count = 2 mrad/s
-        "accel": {"scale": 50.0, "rate_hz": 200.0},  # 1 count = 0.02 m/s²
-        "mag": {"scale": 2.0, "rate_hz": 20.0},  # 1 count = 0.5 µT
+        "gyro": {"scale": 20.0, "rate_hz": 1000.0},  # 1 count = 0.05 rad/s
+        "accel": {"scale": 2.0, "rate_hz": 200.0},  # 1 count = 0.5 m/s²
+        "mag": {"scale": 1.0, "rate_hz": 20.0},  # 1 count = 1 µT
     }
     name: str = "imu"
     source: Annotated[IioSource | TableSource | SyntheticSource, Field(discriminator="type")] = (

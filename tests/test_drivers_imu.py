@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
-from spikefuse.drivers.imu import IMU
-from spikefuse.drivers.motion import SyntheticMotion
 
 from spikefuse.bus import Subscriber
+from spikefuse.drivers.imu import IMU, ImuConfig
+from spikefuse.drivers.motion import SyntheticMotion
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.errors import ConfigError
 from spikefuse.sdk import load_driver_config, run_driver
@@ -21,6 +21,8 @@ from spikefuse.tables import load_table
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "drivers"
+
+SCALES = {g: float(v["scale"]) for g, v in ImuConfig.default_groups.items()}
 
 
 def _run_threaded(cfg) -> tuple[Received, list[float]]:
@@ -75,7 +77,7 @@ def test_synthetic_imu_process_publishes_multirate_and_exits_on_sigterm(tmp_path
     assert 6 <= ticks["accel"] / ticks["mag"] <= 14, ticks
     assert m["groups"]["gyro"]["n_items"] >= 0.5 * ticks["gyro"]
     # batches carry the configured scales and consecutive sequence numbers per stream
-    for name, k in (("gyro", 500.0), ("accel", 50.0), ("mag", 2.0)):
+    for name, k in SCALES.items():
         bs = got.of(name)
         assert all(b.scale == k for b in bs)
         seqs = [b.seq for b in bs]
@@ -116,7 +118,8 @@ def test_iio_sysfs_values_errors_degrade_and_recover(tmp_path):
     cfg = tmp_path / "iio.yaml"
     cfg.write_text(
         f"source: {{type: iio, device: {dev}}}\n"
-        "groups: {gyro: {rate_hz: 200}, accel: {rate_hz: 100}, mag: {rate_hz: 20}}\n"
+        "groups: {gyro: {rate_hz: 200, scale: 500}, accel: {rate_hz: 100, scale: 50},"
+        " mag: {rate_hz: 20, scale: 2}}\n"
         "heartbeat_period_s: 0.2\n"
         "retry: {initial_backoff_s: 0.02, max_backoff_s: 0.1, failed_after: 3}\n"
     )
@@ -214,7 +217,7 @@ def test_broad_replay_reconstructs_within_half_a_quantum(tmp_path, shared_data):
     n = int(np.searchsorted(table.t_ns - table.t_ns[0], 10 * 10**9))  # rows within 10 s
     m = got.statuses[-1].metrics
     assert m["n_send_dropped"] == 0
-    for name, k in (("gyro", 500.0), ("accel", 50.0), ("mag", 2.0)):
+    for name, k in SCALES.items():
         assert m["groups"][name]["n_items"] == n
         # every batch spans < 50 ms of the file's time
         assert all(b.dt_ns is None or b.dt_ns.max() < 50_000_000 for b in got.of(name))
@@ -231,6 +234,8 @@ def test_xio_replay_keeps_the_files_jittery_timestamps_exactly(tmp_path, shared_
         "source.realtime=false",
         "duration_s=10",
         "max_batch_latency_ms=0",
+        "groups.gyro.scale=500",  # fine quanta: every jittery row sends something
+        "groups.accel.scale=50",
     )
     got, _ = _run_threaded(cfg)
     table = load_table(path)
@@ -311,6 +316,8 @@ def test_synthetic_fast_runs_are_identical(tmp_path):
                 "wait_for_subscribers=1",
                 "source.realtime=false",
                 "duration_s=0.5",
+                "groups.gyro.scale=500",  # fine quanta: many batches to compare
+                "groups.accel.scale=50",
             ],
         )
         got, _ = _run_threaded(cfg)

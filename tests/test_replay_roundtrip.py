@@ -77,6 +77,8 @@ def _launch_file(tmp: Path, run: Path, core_cfg: Path, rec: Path) -> Path:
                     "config": str(REPO / "configs/drivers/imu_synthetic.yaml"),
                     "set": [
                         "groups.mag.enabled=false",
+                        "groups.gyro.scale=500",  # fine quanta: a dense stream to compare
+                        "groups.accel.scale=50",
                         "wait_for_subscribers=2",  # the core and the recorder
                         "wait_for_subscribers_timeout_s=60",
                     ],
