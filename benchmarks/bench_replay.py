@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import zmq
-from spikefuse.benchmarks._common import BenchResult
 
+from spikefuse.benchmarks._common import BenchResult
 from spikefuse.bus import Publisher
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
@@ -112,7 +111,7 @@ def _record(batches: list[EventBatch], d: Path) -> tuple[float, float, int, floa
                 raise RuntimeError("recorder did not subscribe")
             for p in payloads:
                 while not pub.send_payload(b"sensor/imu", p):
-                    pub.socket.poll(5, zmq.POLLOUT)
+                    pub.wait_writable(0.005)
             n_dropped = 0  # every send eventually succeeded: nothing dropped at the publisher
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(open_log(out).messages) < len(payloads):

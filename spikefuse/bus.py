@@ -388,6 +388,11 @@ class Publisher:
         self.n_sent += 1
         return True
 
+    def wait_writable(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` until a send would not hit the high-water mark (used by
+        back-pressured senders such as fast replay)."""
+        return bool(self._sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLOUT))
+
     def poll_subscriptions(self) -> int:
         """Read pending (un)subscription notices; returns the number of subscriptions seen."""
         while True:
@@ -828,6 +833,22 @@ class Subscriber(_SubscriberCore):
             self._drain(self._sock)
             return self.queue.pop()
         return self._wait_one(self._deadline(timeout_s))
+
+    def recv_frames(self, timeout_s: float | None, max_n: int = 10000) -> list[list[bytes]]:
+        """Raw ``[topic, payload]`` frame lists as they arrived (no decoding, no queue
+        policy): for consumers that store bytes verbatim, such as the recorder. Waits up to
+        ``timeout_s`` for the first, then takes what is ready (at most ``max_n``)."""
+        sock = self.socket
+        wait_ms = -1 if timeout_s is None else max(0, int(timeout_s * 1000))
+        if not sock.poll(wait_ms, zmq.POLLIN):
+            return []
+        out: list[list[bytes]] = []
+        while len(out) < max_n:
+            try:
+                out.append(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return out
 
     def recv_many(self, timeout_s: float | None = None) -> list[Message]:
         """Everything ready (waiting up to ``timeout_s`` for the first message), after the

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 from spikefuse.bus import Publisher
 from spikefuse.errors import ConfigError, LogFileError, ProtocolError
@@ -86,7 +85,7 @@ def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopFlag, res: Liv
         pub.n_dropped -= 1  # not a drop: we retry until the subscriber takes it
         if stop.is_set():
             return False
-        pub.socket.poll(SEND_RETRY_MS, zmq.POLLOUT)
+        pub.wait_writable(SEND_RETRY_MS / 1000)
     return True
 
 

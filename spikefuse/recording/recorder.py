@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zmq
-
 from spikefuse.bus import SecurityConfig, Subscriber
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of, topic_of
@@ -179,18 +177,13 @@ class Recorder:
         if isinstance(msg, EventBatch):
             st.n_events += len(msg.channels)
 
-    def _drain(self, writer: LogWriter, sock: zmq.Socket) -> None:
-        for _ in range(MAX_DRAIN):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+    def _drain(self, writer: LogWriter, wait_s: float) -> None:
+        for frames in self._sub.recv_frames(wait_s, MAX_DRAIN):
             self._store(writer, frames, time.monotonic_ns())
 
     def run(self, stop: StopFlag, duration_s: float | None = None) -> RecordStats:
         """Record until ``stop`` is set (or ``duration_s`` passed); always finishes the
         current file with its summary."""
-        sock = self._sub.socket
         writer = self._open_next()
         end_s = None if duration_s is None else time.monotonic() + duration_s
         try:
@@ -201,11 +194,10 @@ class Recorder:
                 wait_s = min(MAX_POLL_S, self.flush_interval_s)
                 if end_s is not None:
                     wait_s = min(wait_s, end_s - now_s)
-                if sock.poll(max(1, int(wait_s * 1000)), zmq.POLLIN):
-                    self._drain(writer, sock)
+                self._drain(writer, max(0.001, wait_s))
                 writer.maybe_flush()
                 writer = self._maybe_split(writer)
-            self._drain(writer, sock)  # what already arrived is kept
+            self._drain(writer, 0.0)  # what already arrived is kept
         finally:
             self.stats.n_rejected = self.decoder.n_rejected
             self._finish(writer)
