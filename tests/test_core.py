@@ -195,3 +195,83 @@ def test_status_has_rates_drops_latency(tmp_path):
     assert m["latency_us"]["n"] >= 1
     assert "spikes_per_s" in m and m["engine_ops_per_s"] > 0
     assert isinstance(sent[-1], Status) and sent[-1].source == "core"
+
+
+def test_histogram_bucket_matches_searchsorted():
+    from spikefuse.core.stats import EDGES_US, bucket_of
+
+    rng = np.random.default_rng(3)
+    us = np.concatenate(
+        [
+            EDGES_US,
+            np.nextafter(EDGES_US, 0),
+            np.nextafter(EDGES_US, np.inf),
+            10 ** rng.uniform(-3, 8, 20_000),
+            [0.0, 0.5, 1e12],
+        ]
+    )
+    expected = np.searchsorted(EDGES_US, us, side="right")
+    got = np.array([bucket_of(float(u)) for u in us])
+    assert np.array_equal(got, expected)
+
+
+def test_histogram_merge_and_negative_latency():
+    a, b = LatencyHistogram(), LatencyHistogram()
+    for us in range(1, 501):
+        a.add(us * 1000)
+    for us in range(501, 1001):
+        b.add(us * 1000)
+    b.add(-5)  # a clock oddity counts as 0 us, never as a crash
+    a.merge(b)
+    assert a.n == 1001 and a.max_us == 1000.0
+    assert 500 <= a.percentile_us(50) <= 550
+
+
+def test_input_counts_tracked_across_folds_and_reset(tmp_path):
+    """Same-scale batches are folded into ``sent`` lazily: the totals stay exact across
+    many folds, and a sender restart still brings the engine's input back to zero."""
+    core, sent = make_core(tmp_path)
+    st = core.inputs["x"]
+    rng = np.random.default_rng(0)
+    total = np.zeros(st.size, np.int64)
+    n = 3 * st.FOLD_EVERY + 7
+    for i in range(n):
+        ch = rng.integers(0, st.size, 5)
+        co = rng.choice([-1, 1, 2], 5)
+        np.add.at(total, ch, co)
+        core.handle(batch(i, (i + 1) * MS, ch, co), (i + 1) * MS)
+    assert np.array_equal(st.sent, total)
+    assert np.array_equal(np.rint(core.engine.node_value("x")).astype(np.int64), total)
+    core.handle(batch(0, (n + 1) * MS, [0], [1]), (n + 1) * MS)  # seq back: restart
+    assert st.n_resets == 1
+    assert core.engine.node_value("x").tolist() == [1.0] + [0.0] * (st.size - 1)
+
+
+def test_same_values_semantics():
+    from spikefuse.core.motor import same_values
+
+    a = np.array([0.0, 1.5, -2.0])
+    assert same_values(a, a.copy()) and same_values(np.array([-0.0]), np.array([0.0]))
+    assert not same_values(a, np.array([0.0, 1.5, -2.5]))
+    assert not same_values(np.array([np.nan]), np.array([np.nan]))  # as np.array_equal
+    big = np.arange(1000.0)
+    other = big.copy()
+    other[-1] = -1
+    assert same_values(big, big.copy()) and not same_values(big, other)
+
+
+def test_two_outputs_routed_to_their_own_motors(tmp_path):
+    core, sent = make_core(
+        tmp_path, actuators={"a": {"output": "y"}, "b": {"output": "yi"}}, integrator=True
+    )
+    core.service(0)
+    n0 = len(motors(sent))
+    core.handle(batch(0, MS, [0], [4]), MS)  # y changes at once; yi only ramps later
+    core.service(MS + 10)
+    new = motors(sent)[n0:]
+    assert [m.actuator for m in new] == ["a"] and new[0].cause_t_ns == MS
+    assert new[0].values[0] == 2.0
+    dl = core.engine.next_deadline()
+    core.service(dl)
+    last = motors(sent)[-1]
+    assert last.actuator == "b" and last.cause_t_ns == dl and last.values[0] > 0

@@ -34,6 +34,8 @@ SendFn = Callable[[Message], bool]
 class InputState:
     """One graph input: its stream, conversion to the graph's scale, liveness, counters."""
 
+    FOLD_EVERY = 256
+
     def __init__(self, name: str, cfg: InputMap, size: int, scale: float, now_ns: int):
         self.name = name
         self.cfg = cfg
@@ -42,7 +44,8 @@ class InputState:
         self.window_ns = round(cfg.reorder_window_ms * 1e6)
         self.timeout_ns = round(cfg.timeout_s * 1e9)
         self.target = np.zeros(size, np.float64)  # integrated value * scale (exact)
-        self.sent = np.zeros(size, np.int64)  # counts pushed into the engine
+        self._sent = np.zeros(size, np.int64)  # counts pushed into the engine (see .sent)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._target_synced = True
         self.last_seen_ns = now_ns
         self.last_seq: int | None = None
@@ -56,30 +59,44 @@ class InputState:
         self.n_resets = 0
         self.n_stale = 0
 
+    @property
+    def sent(self) -> np.ndarray:
+        """Counts pushed into the engine per channel. Same-scale batches (the hot path)
+        are only queued and folded in here, when needed or every ``FOLD_EVERY`` batches."""
+        if self._pending:
+            chs, cos = zip(*self._pending, strict=True)
+            self._pending.clear()
+            np.add.at(self._sent, np.concatenate(chs), np.concatenate(cos))
+        return self._sent
+
     def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
         """Counts at the graph input's scale (herding residual kept per channel)."""
-        ch = np.asarray(batch.channels, np.int64)
-        co = np.asarray(batch.counts, np.int64)
         if batch.scale == self.scale:
-            np.add.at(self.sent, ch, co)
+            self._pending.append((batch.channels, batch.counts))
+            if len(self._pending) >= self.FOLD_EVERY:
+                _ = self.sent
             self._target_synced = False
             return batch.channels, batch.counts
+        ch = np.asarray(batch.channels, np.int64)
+        co = np.asarray(batch.counts, np.int64)
+        sent = self.sent
         if not self._target_synced:
-            self.target[:] = self.sent
+            self.target[:] = sent
             self._target_synced = True
         np.add.at(self.target, ch, co * (self.scale / batch.scale))
         touched = np.unique(ch)
-        n = round_half_away(self.target[touched] - self.sent[touched]).astype(np.int64)
-        self.sent[touched] += n
+        n = round_half_away(self.target[touched] - sent[touched]).astype(np.int64)
+        sent[touched] += n
         nz = n != 0
         return touched[nz].astype(np.int32), n[nz].astype(np.int32)
 
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
         """Counts that bring the input back to zero (its sensor restarted its encoder)."""
-        nz = np.flatnonzero(self.sent)
-        counts = (-self.sent[nz]).astype(np.int32)
+        sent = self.sent
+        nz = np.flatnonzero(sent)
+        counts = (-sent[nz]).astype(np.int32)
         self.target[:] = 0.0
-        self.sent[:] = 0
+        sent[:] = 0
         self._target_synced = True
         self.n_resets += 1
         return nz.astype(np.int32), counts
@@ -119,6 +136,7 @@ class FusionCore:
         ev = engine.start(now_ns)
         self.motors = self._make_motors(now_ns)
         self._deps = self._actuator_inputs()
+        self._routes = self._output_routes()
         self.drops: dict[str, int] = {}
         self.latency = LatencyHistogram()
         self._period_latency = LatencyHistogram()
@@ -177,6 +195,16 @@ class FusionCore:
             deps[name] = {i for i in self.inputs if i in seen}
         return deps
 
+    def _output_routes(self) -> list[tuple[int, str, list[MotorChannel]]]:
+        """(output index, Output node, motors fed by it) for every Output node driving a
+        motor: the per-batch routing looks nothing up by name."""
+        routes = []
+        for idx, name in enumerate(self.engine.output_names):
+            mine = [m for m in self.motors.values() if m.cfg.output == name]
+            if mine:
+                routes.append((idx, name, mine))
+        return routes
+
     # ---------------------------------------------------------------- input
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
@@ -201,7 +229,7 @@ class FusionCore:
         if not self._check_seq(st, batch, now_ns):
             return
         st.last_seen_ns = now_ns
-        if batch.channels.size and int(batch.channels.max()) >= st.size:
+        if batch.channels.size and batch.channels.max() >= st.size:
             bad = batch.channels >= st.size
             self.drop("bad_channel", int(bad.sum()))
             batch.channels, batch.counts = batch.channels[~bad], batch.counts[~bad]
@@ -265,22 +293,26 @@ class FusionCore:
         self._route_outputs(ev, now_ns, cause_t, push_t)
 
     def _route_outputs(self, ev: np.ndarray, now_ns: int, cause_t: int, push_t: int | None) -> None:
-        if not ev.size:
+        """Hand the new values of every Output node that changed to its motors. The cause
+        is the batch (``cause_t``) when the node changed at the push time, else the time of
+        its last crossing (``ev`` is time-ordered, nothing in it is later than ``push_t``)."""
+        if not ev.size or not self._routes:
             return
         outs = ev["output"]
-        first = outs[0]
-        groups = [first] if outs[-1] == first and (outs == first).all() else np.unique(outs)
-        for idx in groups:
-            name = self.engine.output_names[int(idx)]
-            mine = ev if len(groups) == 1 else ev[outs == idx]
-            t_ns = mine["t_ns"]
-            t = cause_t if push_t is not None and (t_ns == push_t).any() else int(t_ns.max())
-            value = None
-            for motor in self.motors.values():
-                if motor.cfg.output == name:
-                    if value is None:
-                        value = self.engine.output_value(name)
-                    motor.set_output(value, t, now_ns)
+        t_ns = ev["t_ns"]
+        single = len(self._routes) == 1 and len(self.engine.output_names) == 1
+        for idx, name, motors in self._routes:
+            if single:
+                last_t = int(t_ns[-1])
+            else:
+                hit = np.flatnonzero(outs == idx)
+                if not hit.size:
+                    continue
+                last_t = int(t_ns[hit[-1]])
+            t = cause_t if push_t is not None and last_t == push_t else last_t
+            value = self.engine.output_value(name)
+            for motor in motors:
+                motor.set_output(value, t, now_ns)
 
     # ---------------------------------------------------------------- time
     def next_wake_ns(self) -> int:

@@ -14,6 +14,15 @@ from spikefuse.core.config import ActuatorMap
 from spikefuse.errors import ConfigError
 
 NS_PER_S = 1_000_000_000
+_SMALL = 64
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` for the equal-length float vectors of a channel, ~10x cheaper
+    for the usual handful of channels (Python float comparison: 0.0 == -0.0, nan != nan)."""
+    if a.size <= _SMALL:
+        return a.tolist() == b.tolist()
+    return bool((a == b).all())
 
 
 class MotorChannel:
@@ -27,6 +36,8 @@ class MotorChannel:
                 f"actuators.{name}.channels",
             )
         self.index = idx
+        self._whole = bool(idx.size == n_out and (idx == np.arange(n_out)).all())
+        """every channel of the output, in order: no gather needed"""
         n = idx.size
         safe = np.asarray(cfg.safe_values, np.float64)
         if safe.ndim == 0:
@@ -70,21 +81,24 @@ class MotorChannel:
         """The Output node's new values (all its channels) caused at ``cause_t_ns``."""
         if self.fallback:
             return
-        raw = full_output[self.index]
+        raw = full_output.copy() if self._whole else full_output[self.index]
+        if self.cfg.clamp is None:
+            self._retarget(raw, cause_t_ns, now_ns)
+            return
         new = self._clamp(raw)
-        if not np.array_equal(new, raw):
+        if not same_values(new, raw):
             self.n_clamped += 1
         self._retarget(new, cause_t_ns, now_ns)
 
     def _retarget(self, new: np.ndarray, cause_t_ns: int, now_ns: int) -> None:
-        if np.array_equal(new, self.target):
+        if same_values(new, self.target):
             return
         if self.at_rest:
             self.slew_t_ns = now_ns
         if self.dirty:
             self.n_coalesced += 1
         self.target = new
-        self._at_rest = bool(np.array_equal(new, self.commanded))
+        self._at_rest = same_values(new, self.commanded)
         self.cause_t_ns = cause_t_ns
         self.dirty = True
         self.fresh = True
@@ -134,10 +148,10 @@ class MotorChannel:
         max_step = rate * (now_ns - self.slew_t_ns) / NS_PER_S
         delta = self.target - self.commanded
         step = np.clip(delta, -max_step, max_step)
-        if not np.array_equal(step, delta):
+        if not same_values(step, delta):
             self.n_slew_limited += 1
         self.commanded = self.commanded + step
-        self._at_rest = bool(np.array_equal(self.commanded, self.target))
+        self._at_rest = same_values(self.commanded, self.target)
         self.slew_t_ns = now_ns
 
     def metrics(self) -> dict[str, object]:
