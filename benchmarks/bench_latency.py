@@ -1,5 +1,5 @@
 """``spikefuse bench latency``: end-to-end latency, driver acquisition -> MotorCommand
-receipt at the actuator process, over ipc, against the raw two-hop pyzmq floor and
+receipt at the actuator process, over ipc, against the raw two-hop pyzmq floor and real
 fixed-rate fusion loops, plus compute and idle CPU.
 
 1. Event-driven: this process plays the driver (EventBatch ``t_ns`` = acquisition time on
@@ -9,25 +9,33 @@ fixed-rate fusion loops, plus compute and idle CPU.
    its receipt time. Latency = receipt - ``cause_t_ns`` (commands carrying a new cause).
 2. Floor: the same two hops without fusion: this process -> a raw pyzmq relay process ->
    the console actuator (MotorCommands stamped at send).
-3. Fixed-rate loops: the same 10k events/s stream processed by a frame-based loop
-   (DenseExecutor) ticking at 30 Hz and 1 kHz: latency = wait for the next tick + the
-   measured compute of a tick + the measured transport floor; compute = ops per tick x rate.
-   Compute is compared on the demo stream (gyro 1 kHz, accel 200 Hz, camera 30 Hz DVS).
-4. Idle: CPU of the core process with static sensors (no events) over a few seconds.
+3. Fixed-rate loops, run for real with the same hop count: the same 10k events/s stream
+   (same batches) into a loop child process that drains it continuously, wakes on monotonic
+   deadlines at 30 Hz / 1 kHz, evaluates the graph densely (DenseExecutor) every tick and
+   publishes a MotorCommand (cause = newest batch included) to the same console actuator.
+   Mean latency is compared per *batch* for both (receipt of the first command whose cause
+   is at or after the batch), so a batch that waited for a tick counts its wait. Compute =
+   ops/s counted by each (engine synaptic ops vs ops per dense tick x ticks); the headline
+   compute ratio is on the demo stream (gyro 1 kHz, accel 200 Hz, camera 30 Hz DVS).
+4. Idle: CPU time of every thread of a core process with static sensors (no events, 20 Hz
+   motor refresh, 1 Hz status) over wall time, from /proc/<pid>/task/*/schedstat (ns).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
+
 from spikefuse.benchmarks._common import BenchResult
 
 DESCRIPTION = "end-to-end latency driver -> core -> actuator vs pyzmq floor and fixed-rate loops"
@@ -38,7 +46,7 @@ BATCH_PERIOD_NS = 1_000_000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="per rate (default 3)")
-    p.add_argument("--idle-seconds", type=float, default=3.0)
+    p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -99,19 +107,35 @@ def _actuator(run: Path, csv: Path, core: str) -> subprocess.Popen:
     )
 
 
-def _latencies_us(csv: Path) -> np.ndarray:
+def _commands(csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(receipt t_ns, cause_t_ns) of every applied command (``cmd`` rows) in the CSV."""
     if not csv.exists():
-        return np.zeros(0)
-    rows = [ln.split(",") for ln in csv.read_text().splitlines()[1:]]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = [ln.split(",", 4) for ln in csv.read_text().splitlines()[1:]]
     rows = [r for r in rows if len(r) > 4 and r[1] == "cmd"]
-    seen, out = set(), []
-    for r in rows:
-        cause = int(r[3])
-        if cause in seen:
-            continue  # a refresh repeats its cause
-        seen.add(cause)
-        out.append((int(r[0]) - cause) / 1e3)
-    return np.asarray(out)
+    t = np.array([int(r[0]) for r in rows], np.int64)
+    cause = np.array([int(r[3]) for r in rows], np.int64)
+    return t, cause
+
+
+def _latencies_us(csv: Path) -> np.ndarray:
+    """Latency of every command that carries a new cause (a refresh repeats its cause)."""
+    t, cause = _commands(csv)
+    _, first = np.unique(cause, return_index=True)
+    first.sort()
+    return (t[first] - cause[first]) / 1e3
+
+
+def per_batch_latency_us(sent_t_ns: np.ndarray, t_ns: np.ndarray, cause_ns: np.ndarray):
+    """Latency of every sent batch: receipt of the first command whose cause is at or after
+    the batch's acquisition time (commands in receipt order). Returns (latencies us, number
+    of batches no command ever reflected)."""
+    if not t_ns.size:
+        return np.zeros(0), int(sent_t_ns.size)
+    newest = np.maximum.accumulate(cause_ns)
+    i = np.searchsorted(newest, sent_t_ns, side="left")
+    ok = i < t_ns.size
+    return (t_ns[i[ok]] - sent_t_ns[ok]) / 1e3, int((~ok).sum())
 
 
 # --------------------------------------------------------------------------- senders
@@ -129,17 +153,27 @@ def _paced(seconds: float, period_ns: int):
         t += period_ns
 
 
-def _send_events(pub, rate: int, seconds: float, rng) -> int:
+def make_stream(rate: int, seconds: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (channels, counts) of every batch, one batch per ms (identical for every run
+    with the same arguments, so the core and the loops see the same stream)."""
+    per_batch = max(1, rate * BATCH_PERIOD_NS // 1_000_000_000)
+    n = round(seconds * 1e9 / BATCH_PERIOD_NS)
+    rng = np.random.default_rng([seed, rate])
+    ch = rng.integers(0, N_IN, (n, per_batch)).astype(np.int32)
+    co = rng.choice(np.array([-1, 1], np.int32), (n, per_batch))
+    return list(zip(ch, co, strict=True))
+
+
+def _send_events(pub, stream) -> np.ndarray:
+    """Send the stream paced at one batch per ms; returns each batch's acquisition t_ns."""
     from spikefuse.protocol import EventBatch
 
-    per_batch = max(1, rate * BATCH_PERIOD_NS // 1_000_000_000)
-    seq = 0
-    for _ in _paced(seconds, BATCH_PERIOD_NS):
-        ch = rng.integers(0, N_IN, per_batch).astype(np.int32)
-        co = rng.choice(np.array([-1, 1], np.int32), per_batch)
-        pub.send(EventBatch("bench", seq, time.monotonic_ns(), "x", 1.0, ch, co))
-        seq += 1
-    return seq
+    sent = np.zeros(len(stream), np.int64)
+    for seq, ((ch, co), _) in enumerate(zip(stream, _paced(1e3, BATCH_PERIOD_NS), strict=False)):
+        t_ns = time.monotonic_ns()
+        pub.send(EventBatch("bench", seq, t_ns, "x", 1.0, ch, co))
+        sent[seq] = t_ns
+    return sent
 
 
 def _send_floor(pub, seconds: float) -> None:
@@ -169,12 +203,115 @@ def relay_main(sub_ep: str, pub_ep: str) -> None:
         pass
 
 
+# --------------------------------------------------------------------------- the frame loop
+
+
+class FrameLoop:
+    """The fixed-rate baseline: accumulate every EventBatch into the input vector as it
+    arrives, and on each monotonic tick evaluate the whole graph (DenseExecutor) and
+    publish the outputs, caused by the newest batch included."""
+
+    def __init__(self, graph_path: Path, rate_hz: float, input_name: str = "x"):
+        from spikefuse.engine.dense import DenseExecutor
+        from spikefuse.graph import Graph
+
+        self.ex = DenseExecutor(Graph.load(graph_path))
+        self.input_name = input_name
+        self.output_name = self.ex.output_names[0]
+        self.x = np.zeros(self.ex.nodes[input_name].size)
+        self.period_ns = round(1e9 / rate_hz)
+        self.cause_t_ns = time.monotonic_ns()
+        self.n_ticks = 0
+        self.n_missed_ticks = 0
+        self.n_batches = 0
+        self.busy_ns = 0
+
+    def take(self, msgs) -> None:
+        from spikefuse.protocol import EventBatch
+
+        for m in msgs:
+            if isinstance(m, EventBatch) and m.input == self.input_name:
+                np.add.at(self.x, m.channels, m.counts / m.scale)
+                self.cause_t_ns = max(self.cause_t_ns, m.t_ns)
+                self.n_batches += 1
+
+    def wait_tick(self, sub, tick_ns: int) -> None:
+        """Drain the stream until the tick: zmq waits (ms resolution) while more than 2 ms
+        remain, then a precise sleep, then whatever arrived meanwhile."""
+        while (rem_ns := tick_ns - time.monotonic_ns()) > 0:
+            if rem_ns > 2_000_000:
+                self.take(sub.recv_many((rem_ns - 1_000_000) / 1e9))
+            else:
+                time.sleep(rem_ns / 1e9)
+        self.take(sub.recv_many(0))
+
+    def tick(self, pub, seq: int) -> None:
+        from spikefuse.protocol import MotorCommand
+
+        t0 = time.monotonic_ns()
+        self.ex.step(self.period_ns / 1e9, {self.input_name: self.x})
+        values = self.ex.output_value(self.output_name)
+        now = time.monotonic_ns()
+        pub.send(MotorCommand("motors", seq, now, self.cause_t_ns, values))
+        self.busy_ns += time.monotonic_ns() - t0
+        self.n_ticks += 1
+
+    def run(self, sub, pub, stop) -> float:
+        """Tick until ``stop``; returns the elapsed seconds."""
+        start = time.monotonic_ns()
+        tick_ns = start + self.period_ns
+        while not stop.requested:
+            self.wait_tick(sub, tick_ns)
+            self.tick(pub, self.n_ticks)
+            tick_ns += self.period_ns
+            late = (time.monotonic_ns() - tick_ns) // self.period_ns
+            if late >= 0:  # overran whole periods: skip them (counted), keep the grid
+                self.n_missed_ticks += late + 1
+                tick_ns += (late + 1) * self.period_ns
+        return (time.monotonic_ns() - start) / 1e9
+
+    def stats(self, elapsed_s: float) -> dict[str, float]:
+        return {
+            "n_ticks": self.n_ticks,
+            "n_missed_ticks": self.n_missed_ticks,
+            "n_batches": self.n_batches,
+            "elapsed_s": elapsed_s,
+            "ops_per_tick": self.ex.ops_per_step,
+            "syn_ops": self.ex.syn_ops,
+            "busy_s": self.busy_ns / 1e9,
+        }
+
+
+def loop_main(sub_ep: str, pub_ep: str, rate_hz: str, graph: str, stats_json: str) -> None:
+    """The fixed-rate loop child: runs until SIGTERM, then writes its stats as JSON."""
+    from spikefuse.bus import Publisher, Subscriber
+    from spikefuse.sdk.timing import StopSignal
+
+    loop = FrameLoop(Path(graph), float(rate_hz))
+    with (
+        StopSignal() as stop,
+        Subscriber(sub_ep, ["sensor/bench"], hwm=1_000_000, max_queue=1_000_000) as sub,
+        Publisher(pub_ep) as pub,
+    ):
+        elapsed_s = loop.run(sub, pub, stop)
+    Path(stats_json).write_text(json.dumps(loop.stats(elapsed_s)))
+
+
 # --------------------------------------------------------------------------- measures
 
 
-def measure_e2e(run: Path, seconds: float, seed: int) -> dict[int, np.ndarray]:
-    from spikefuse.bus import Publisher
+@dataclass
+class Run:
+    """One stream through one fusion process to the actuator."""
 
+    lat_us: np.ndarray  # per command with a new cause
+    batch_lat_us: np.ndarray  # per batch sent
+    n_unreflected: int  # batches no command reflected
+    ops_per_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _write_core_config(run: Path, seed: int) -> Path:
     bench_graph(seed).save(run / "g.npz")
     core_cfg = run / "core.yaml"
     core_cfg.write_text(
@@ -187,27 +324,71 @@ def measure_e2e(run: Path, seconds: float, seed: int) -> dict[int, np.ndarray]:
             }
         )
     )
-    rng = np.random.default_rng(seed)
+    return core_cfg
+
+
+def _drive(run: Path, tag: str, fusion_argv: list[str], endpoint_name: str, stream) -> tuple:
+    """Start the fusion process and an actuator on its endpoint, send ``stream``; returns
+    (sent t_ns, command receipts, causes)."""
+    from spikefuse.bus import Publisher
+
+    csv = run / f"{tag}.csv"
+    with Publisher(f"ipc://{run}/bench.sock", hwm=1_000_000) as pub:
+        fusion = _spawn(fusion_argv, run / f"{tag}.log")
+        act = _actuator(run, csv, endpoint_name)
+        try:
+            if not pub.wait_for_subscribers(1, 30.0):
+                raise RuntimeError(f"{tag}: the fusion process did not subscribe")
+            _wait_rows(csv, 30.0)  # the actuator got the first command
+            sent = _send_events(pub, stream)
+            time.sleep(0.3)
+        finally:
+            _stop(fusion)
+            _stop(act)
+    t, cause = _commands(csv)
+    keep = t >= sent[0]  # commands before the stream are start-up
+    return sent, t[keep], cause[keep]
+
+
+def measure_e2e(run: Path, seconds: float, seed: int) -> dict[int, Run]:
+    core_cfg = _write_core_config(run, seed)
     out = {}
     for rate in RATES:
-        csv = run / f"e2e-{rate}.csv"
-        with Publisher(f"ipc://{run}/bench.sock", hwm=1_000_000) as pub:
-            core = _spawn(
-                [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)],
-                run / f"core-{rate}.log",
-            )
-            act = _actuator(run, csv, "core")
-            try:
-                if not pub.wait_for_subscribers(1, 30.0):
-                    raise RuntimeError("core did not subscribe")
-                _wait_rows(csv, 30.0)  # the actuator got the core's first command
-                _send_events(pub, rate, seconds, rng)
-                time.sleep(0.3)
-            finally:
-                _stop(core)
-                _stop(act)
-        out[rate] = _latencies_us(csv)
+        argv = [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)]
+        sent, t, cause = _drive(run, f"e2e-{rate}", argv, "core", make_stream(rate, seconds, seed))
+        batch_lat, n_unref = per_batch_latency_us(sent, t, cause)
+        m = re.search(r"(\d+) synaptic ops", (run / f"e2e-{rate}.log").read_text())
+        span_s = (sent[-1] - sent[0]) / 1e9 + BATCH_PERIOD_NS / 1e9
+        ops = int(m.group(1)) / span_s if m else float("nan")
+        _, first = np.unique(cause, return_index=True)
+        first.sort()
+        out[rate] = Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops)
     return out
+
+
+def measure_loop(run: Path, rate_hz: float, seconds: float, seed: int) -> Run:
+    tag = f"loop{rate_hz:g}hz"
+    stats = run / f"{tag}.json"
+    if not (run / "g.npz").exists():
+        bench_graph(seed).save(run / "g.npz")
+    argv = [
+        sys.executable,
+        "-m",
+        "spikefuse.benchmarks.bench_latency",
+        "loop",
+        f"ipc://{run}/bench.sock",
+        f"ipc://{run}/{tag}.sock",
+        str(rate_hz),
+        str(run / "g.npz"),
+        str(stats),
+    ]
+    sent, t, cause = _drive(run, tag, argv, tag, make_stream(10_000, seconds, seed))
+    batch_lat, n_unref = per_batch_latency_us(sent, t, cause)
+    st = json.loads(stats.read_text()) if stats.exists() else {}
+    ops = st["syn_ops"] / st["elapsed_s"] if st else float("nan")
+    _, first = np.unique(cause, return_index=True)
+    first.sort()
+    return Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops, st)
 
 
 def _wait_rows(csv: Path, timeout_s: float) -> None:
@@ -250,28 +431,6 @@ def measure_floor(run: Path, seconds: float) -> np.ndarray:
     return _latencies_us(csv)[3:]
 
 
-def fixed_rate_loop(
-    seed: int, rate_hz: float, seconds: float, floor_mean_us: float
-) -> tuple[float, float]:
-    """(mean latency us, ops/s) of a frame loop at ``rate_hz`` on the 10k events/s stream."""
-    from spikefuse.engine.dense import DenseExecutor
-
-    ex = DenseExecutor(bench_graph(seed))
-    rng = np.random.default_rng(seed)
-    x = np.zeros(N_IN)
-    n = 200
-    t0 = time.perf_counter()
-    for _ in range(n):
-        np.add.at(x, rng.integers(0, N_IN, 10), rng.choice([-1.0, 1.0], 10))
-        ex.step(1.0 / rate_hz, {"x": x})
-    step_us = (time.perf_counter() - t0) / n * 1e6
-    period_ns = round(1e9 / rate_hz)
-    t_ev = np.arange(0, round(seconds * 1e9), BATCH_PERIOD_NS)  # batch acquisition times
-    wait_ns = (-t_ev) % period_ns  # until the next tick
-    mean_us = float(np.mean(wait_ns)) / 1e3 + step_us + floor_mean_us
-    return mean_us, ex.ops_per_step * rate_hz
-
-
 def demo_compute(seconds: float) -> tuple[float, float]:
     """(event-driven syn ops/s, dense 1 kHz loop ops/s) on the demo stream."""
     from spikefuse.core.demo import build_demo_graph, synthetic_stream
@@ -288,6 +447,7 @@ def demo_compute(seconds: float) -> tuple[float, float]:
 
 
 def measure_idle(run: Path, seconds: float) -> float:
+    """CPU % (all threads) of a core whose sensors are static."""
     from spikefuse.core.demo import write_demo_graph
 
     gdir = run / "graphs"
@@ -311,18 +471,35 @@ def measure_idle(run: Path, seconds: float) -> float:
         [sys.executable, "-m", "spikefuse", "core", "--config", str(cfg)], run / "idle.log"
     )
     try:
-        time.sleep(2.0)  # imports and start-up
-        c0, t0 = _cpu_s(core.pid), time.monotonic()
+        _wait_started(run / "idle.sock", 30.0)
+        time.sleep(1.0)  # let start-up finish
+        c0, t0 = cpu_ns(core.pid), time.monotonic_ns()
         time.sleep(seconds)
-        c1, t1 = _cpu_s(core.pid), time.monotonic()
+        c1, t1 = cpu_ns(core.pid), time.monotonic_ns()
     finally:
         _stop(core)
     return 100.0 * (c1 - c0) / (t1 - t0)
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _wait_started(sock: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not sock.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the core did not bind {sock}")
+        time.sleep(0.05)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) of every thread of ``pid`` (zmq I/O threads included), from the
+    scheduler's own accounting (``schedstat``: ns resolution, unlike the 10 ms ticks of
+    ``stat``)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 # --------------------------------------------------------------------------- run
@@ -333,53 +510,87 @@ def run(args: argparse.Namespace) -> BenchResult:
         run_dir = Path(tmp)
         floor = measure_floor(run_dir, args.seconds)
         e2e = measure_e2e(run_dir, args.seconds, args.seed)
+        loops = {hz: measure_loop(run_dir, hz, args.seconds, args.seed) for hz in (30.0, 1000.0)}
         idle = measure_idle(run_dir, args.idle_seconds)
-    floor_mean = float(np.mean(floor))
-    loop30_lat, loop30_ops = fixed_rate_loop(args.seed, 30.0, args.seconds, floor_mean)
-    loop1k_lat, loop1k_ops = fixed_rate_loop(args.seed, 1000.0, args.seconds, floor_mean)
     ev_ops, dense1k_ops = demo_compute(5.0)
-    lat10k = e2e[10_000]
+    return _report(floor, e2e, loops, idle, ev_ops, dense1k_ops)
+
+
+def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, dense1k_ops):
+    lat10k = e2e[10_000].lat_us
     res = BenchResult(
         "End-to-end latency: driver t_ns -> MotorCommand at the actuator (ipc, 2 hops)",
-        header=("measure", "n", "p50 us", "p99 us", "max us", "mean us"),
+        header=("measure", "n", "p50 us", "p99 us", "max us", "mean us", "mean/batch us", "ops/s"),
     )
-    res.add("raw pyzmq 2-hop floor", len(floor), *_stats(floor))
+    res.add("raw pyzmq 2-hop floor", len(floor), *_stats(floor), "-", "-")
     for rate in RATES:
-        res.add(f"event-driven @ {rate // 1000}k ev/s", len(e2e[rate]), *_stats(e2e[rate]))
-    res.add("fixed-rate loop 30 Hz (model)", "-", "-", "-", "-", loop30_lat)
-    res.add("fixed-rate loop 1 kHz (model)", "-", "-", "-", "-", loop1k_lat)
-    mean10k = float(np.mean(lat10k))
+        r = e2e[rate]
+        res.add(
+            f"event-driven @ {rate // 1000}k ev/s",
+            len(r.lat_us),
+            *_stats(r.lat_us),
+            _mean(r.batch_lat_us),
+            r.ops_per_s,
+        )
+    for hz, r in loops.items():
+        res.add(
+            f"fixed-rate loop {hz:g} Hz @ 10k",
+            len(r.lat_us),
+            *_stats(r.lat_us),
+            _mean(r.batch_lat_us),
+            r.ops_per_s,
+        )
+    ev = e2e[10_000]
+    l30, l1k = loops[30.0], loops[1000.0]
+    mean_ev = _mean(ev.batch_lat_us)
+    ratio30 = mean_ev / _mean(l30.batch_lat_us)
+    ratio1k = mean_ev / _mean(l1k.batch_lat_us)
     res.notes += [
-        f"mean latency ratio event-driven(10k) / 30 Hz loop: {mean10k / loop30_lat:.4f} "
-        f"({loop30_lat / mean10k:.0f}x lower); vs 1 kHz loop: {mean10k / loop1k_lat:.3f}",
+        f"mean latency per batch, event-driven(10k) / 30 Hz loop: {ratio30:.4f} "
+        f"({1 / ratio30:.0f}x lower); / 1 kHz loop: {ratio1k:.3f} (same stream, same 2 hops)",
         f"compute on the demo stream: event-driven {ev_ops:.3g} syn ops/s vs 1 kHz dense loop "
-        f"{dense1k_ops:.3g} ops/s = {ev_ops / dense1k_ops:.4f}x (bench graph loops: 30 Hz "
-        f"{loop30_ops:.3g}, 1 kHz {loop1k_ops:.3g} ops/s)",
-        f"idle core CPU (static sensors, 20 Hz refresh): {idle:.3f} %",
+        f"{dense1k_ops:.3g} ops/s = {ev_ops / dense1k_ops:.4f}x; on the 10k bench stream: "
+        f"{ev.ops_per_s:.3g} vs {l1k.ops_per_s:.3g} ops/s = {ev.ops_per_s / l1k.ops_per_s:.4f}x",
+        f"loops: 1 kHz ran {l1k.extra.get('n_ticks', 0)} ticks ({l1k.extra.get('n_missed_ticks', 0)}"
+        f" missed), 30 Hz {l30.extra.get('n_ticks', 0)}; batches never reflected: event-driven "
+        f"{ev.n_unreflected}, loops {l30.n_unreflected}/{l1k.n_unreflected}",
+        f"idle core CPU (static sensors, 20 Hz refresh, all threads): {idle:.3f} %",
     ]
     res.fields = {
         "p50_us_10k": _r(np.percentile(lat10k, 50)),
         "p99_us_10k": _r(np.percentile(lat10k, 99)),
         "max_us_10k": _r(np.max(lat10k)),
         "floor_p50_us": _r(np.percentile(floor, 50)),
-        "mean_latency_ratio_vs_30hz_loop": round(mean10k / loop30_lat, 5),
+        "mean_latency_ratio_vs_30hz_loop": round(ratio30, 5),
         "compute_ratio_vs_1khz_loop": round(ev_ops / dense1k_ops, 5),
         "idle_cpu_percent": round(idle, 3),
         "p50_ratio_vs_floor_10k": round(
             float(np.percentile(lat10k, 50) / np.percentile(floor, 50)), 3
         ),
-        "p50_us_1k": _r(np.percentile(e2e[1_000], 50)),
-        "p99_us_1k": _r(np.percentile(e2e[1_000], 99)),
-        "p50_us_100k": _r(np.percentile(e2e[100_000], 50)),
-        "p99_us_100k": _r(np.percentile(e2e[100_000], 99)),
-        "max_us_100k": _r(np.max(e2e[100_000])),
+        "p50_us_1k": _r(np.percentile(e2e[1_000].lat_us, 50)),
+        "p99_us_1k": _r(np.percentile(e2e[1_000].lat_us, 99)),
+        "p50_us_100k": _r(np.percentile(e2e[100_000].lat_us, 50)),
+        "p99_us_100k": _r(np.percentile(e2e[100_000].lat_us, 99)),
+        "max_us_100k": _r(np.max(e2e[100_000].lat_us)),
         "floor_p99_us": _r(np.percentile(floor, 99)),
-        "mean_us_10k": round(mean10k, 1),
-        "loop_30hz_mean_latency_us": round(loop30_lat, 1),
-        "loop_1khz_mean_latency_us": round(loop1k_lat, 1),
+        "floor_mean_us": _r(np.mean(floor)),
+        "mean_us_10k": _r(np.mean(lat10k)),
+        "mean_batch_us_10k": _r(mean_ev),
+        "loop_30hz_mean_batch_us": _r(_mean(l30.batch_lat_us)),
+        "loop_1khz_mean_batch_us": _r(_mean(l1k.batch_lat_us)),
+        "mean_latency_ratio_vs_1khz_loop": round(ratio1k, 5),
+        "ops_per_s_10k": _r(ev.ops_per_s),
+        "loop_1khz_ops_per_s": _r(l1k.ops_per_s),
+        "loop_30hz_ops_per_s": _r(l30.ops_per_s),
+        "compute_ratio_vs_1khz_loop_bench_stream": round(ev.ops_per_s / l1k.ops_per_s, 5),
+        "loop_1khz_missed_ticks": int(l1k.extra.get("n_missed_ticks", 0)),
         "n_commands_10k": int(lat10k.size),
     }
     return res
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a)) if a.size else float("nan")
 
 
 def _stats(a: np.ndarray) -> tuple[float, float, float, float]:
@@ -397,8 +608,14 @@ def _r(v: float) -> float:
     return round(float(v), 1)
 
 
-if __name__ == "__main__":  # the floor's relay child
+if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate loop
     if len(sys.argv) == 4 and sys.argv[1] == "relay":
         relay_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 7 and sys.argv[1] == "loop":
+        loop_main(*sys.argv[2:])
     else:
-        sys.exit("usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP")
+        sys.exit(
+            "usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP\n"
+            "       python -m spikefuse.benchmarks.bench_latency loop SUB_EP PUB_EP RATE_HZ "
+            "GRAPH STATS_JSON"
+        )

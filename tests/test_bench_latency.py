@@ -1,0 +1,56 @@
+"""Pieces of ``spikefuse bench latency``: the per-batch latency rule, the thread CPU
+accounting, and the fixed-rate loop baseline as a real child process on ipc."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from spikefuse.benchmarks import bench_latency as bl
+
+
+def test_per_batch_latency_first_command_at_or_after_batch():
+    sent = np.array([100, 200, 300, 400, 500])
+    # commands in receipt order; the refresh at 260 repeats cause 100
+    t = np.array([150, 260, 330, 640])
+    cause = np.array([100, 100, 300, 450])
+    lat, n_unreflected = bl.per_batch_latency_us(sent, t, cause)
+    # 100 -> 150; 200 and 300 -> 330 (cause 300); 400 -> 640 (cause 450); 500 never
+    assert lat.tolist() == [0.05, 0.13, 0.03, 0.24]
+    assert n_unreflected == 1
+    lat, n = bl.per_batch_latency_us(sent, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert lat.size == 0 and n == 5
+
+
+def test_cpu_ns_counts_threads_at_ns_resolution():
+    c0 = bl.cpu_ns(os.getpid())
+    t_end = time.perf_counter() + 0.05
+    while time.perf_counter() < t_end:
+        pass
+    used = bl.cpu_ns(os.getpid()) - c0
+    assert 0.02e9 < used < 2e9
+
+
+def test_stream_is_reproducible_and_sized():
+    a = bl.make_stream(10_000, 0.05, seed=1)
+    b = bl.make_stream(10_000, 0.05, seed=1)
+    assert len(a) == 50 and a[0][0].size == 10
+    assert all(
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
+    )
+    assert not np.array_equal(a[0][0], bl.make_stream(10_000, 0.05, seed=2)[0][0])
+
+
+def test_fixed_rate_loop_child_ticks_and_reflects_every_batch(tmp_path):
+    """The 100 Hz loop child, fed 0.5 s of the 10k events/s stream, publishes a command per
+    tick to a real console actuator; every batch is reflected within about one period."""
+    r = bl.measure_loop(tmp_path, 100.0, 0.5, seed=0)
+    st = r.extra
+    assert st["ops_per_tick"] == bl.N_IN * bl.N_OUT + bl.N_OUT  # dense (relu in it) + output
+    assert st["n_ticks"] >= 30 and st["n_batches"] == 500
+    assert r.n_unreflected == 0 and r.batch_lat_us.size == 500
+    # a batch waits for the next tick (<= 10 ms) plus transport; generous for a loaded host
+    assert 1_000 < float(np.mean(r.batch_lat_us)) < 60_000
+    assert r.ops_per_s > 0.5 * 100 * st["ops_per_tick"]
