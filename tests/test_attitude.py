@@ -1,5 +1,5 @@
-"""Attitude graph: generation, quiescence at rest, exact integrator timing, garbage input,
-status, CLI. Real engine (Cython) throughout; the trial-02 targets are in
+"""Attitude graph: generation, quiescence at rest, exact integrator timing, heading (9D)
+under constant yaw, dead and disturbed magnetometer, garbage input, status, CLI. Real engine (Cython) throughout; the trial-02 targets are in
 test_attitude_trial02.py."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from spikefuse.attitude.evaluate import evaluate_attitude
 from spikefuse.attitude.generate import AttitudeParams, build_attitude_graph
 from spikefuse.attitude.generate import main as generate_main
 from spikefuse.attitude.quat import (
+    heading_error_rad,
     inclination_error_rad,
+    qconj,
     qmul,
     qrotate,
     quat_from_up,
@@ -49,14 +51,17 @@ def _streams(t_ns, gyro, accel) -> dict[str, Stream]:
 
 
 # -- generation ---------------------------------------------------------------------------
-def test_shipped_graph_is_what_the_generator_makes(tmp_path: Path, repo_root: Path) -> None:
-    out = tmp_path / "attitude.yaml"
-    assert generate_main(["--out", str(out)]) == 0
-    shipped = repo_root / "configs" / "graphs" / "attitude.yaml"
+@pytest.mark.parametrize(("stem", "with_mag"), [("attitude", False), ("attitude9d", True)])
+def test_shipped_graph_is_what_the_generator_makes(
+    tmp_path: Path, repo_root: Path, stem: str, with_mag: bool
+) -> None:
+    out = tmp_path / f"{stem}.yaml"
+    assert generate_main(["--out", str(out)] + (["--with-mag"] if with_mag else [])) == 0
+    shipped = repo_root / "configs" / "graphs" / f"{stem}.yaml"
     assert out.read_text() == shipped.read_text()
     assert out.with_suffix(".npz").read_bytes() == shipped.with_suffix(".npz").read_bytes()
     loaded = Graph.load(shipped).resolve()
-    built = build_attitude_graph().resolve()
+    built = build_attitude_graph(AttitudeParams(with_mag=with_mag)).resolve()
     assert loaded.order == built.order
     for name, node in built.nodes.items():
         assert type(loaded.nodes[name]) is type(node)
@@ -70,7 +75,12 @@ def test_graph_uses_engine_node_types_only() -> None:
     assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
     assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 3
     mag = build_attitude_graph(AttitudeParams(with_mag=True)).resolve()
-    assert "mag" in mag.nodes and "magnetic" in mag.nodes
+    assert {"mag", "magnetic", "mag_trust"} <= set(mag.nodes)
+    assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
+    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 6
+    # the gravity part of the 9D graph is the 6D graph, node for node
+    for name, node in g.nodes.items():
+        assert mag.nodes[name].model_dump() == node.model_dump()
 
 
 def test_params_are_validated() -> None:
@@ -78,6 +88,8 @@ def test_params_are_validated() -> None:
         AttitudeParams(gate_in=0.5, gate_out=0.2)
     with pytest.raises(ValueError):
         AttitudeParams(tau_acc_s=0)
+    with pytest.raises(ValueError, match="mag_gate_out"):
+        AttitudeParams(mag_gate_in=0.3, mag_gate_out=0.2)
 
 
 # -- rest ---------------------------------------------------------------------------------
@@ -161,6 +173,64 @@ def test_attitude_graph_tracks_constant_rotation() -> None:
         assert np.max(np.abs(err)) <= 2 * quantum
 
 
+# -- heading (9D) ---------------------------------------------------------------------------
+def _yaw_case(seconds: float = 20.0, rate_rad_s: float = 0.5):
+    """Level IMU turning about the vertical at a constant rate in a field with a 20 uT
+    horizontal (north) and 40 uT downward part: (t_ns, gyro, accel, body field, truth)."""
+    t_ns = _times(seconds)
+    psi = rate_rad_s * t_ns / 1e9
+    q_gt = np.stack([np.cos(psi / 2), 0 * psi, 0 * psi, np.sin(psi / 2)], axis=1)  # IMU -> ENU
+    m_b = qrotate(qconj(q_gt), np.broadcast_to([0.0, 20.0, -40.0], (psi.size, 3)))
+    gyro = np.tile([0.0, 0.0, rate_rad_s], (psi.size, 1))
+    accel = np.tile([0.0, 0.0, 9.80665], (psi.size, 1))
+    return t_ns, gyro, accel, m_b, q_gt
+
+
+def _heading_run(t_ns, gyro, accel, mag, m0):
+    p = AttitudeParams(
+        with_mag=True, mag_field_uT=math.hypot(20.0, 40.0), mag_horizontal_uT=20.0, m0=m0
+    )
+    st = _streams(t_ns, gyro, accel)
+    st["mag"] = Stream(np.asarray(mag, float), decimate(t_ns, None))
+    return run_events(build_attitude_graph(p), t_ns, st)
+
+
+def test_heading_tracks_constant_yaw_rate() -> None:
+    """10 turns in 20 s at 0.5 rad/s: heading error (BROAD definition) within the budget
+    of the structure: a held gyro/product quantization bias costs at most eps_tilt/2 of
+    heading (1.4 degrees) and the output quantum 0.5 degrees. The same with a dead
+    magnetometer (zero field: untrusted, gyro only) and with a 1.5x field disturbance
+    for 8 s (rejected, so it does not turn the heading)."""
+    t_ns, gyro, accel, m_b, q_gt = _yaw_case()
+    p = AttitudeParams()
+    budget_deg = math.degrees(p.eps_tilt_rad / 2 + p.eps_out_rad)
+    psi = 0.5 * t_ns / 1e9
+    disturbed = np.where(((psi > 2) & (psi < 6))[:, None], 1.5 * m_b, m_b)
+    for case, mag in (("clean", m_b), ("dead", np.zeros_like(m_b)), ("disturbed", disturbed)):
+        run = _heading_run(t_ns, gyro, accel, mag, tuple(m_b[0] / 20.0))
+        q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+        err = np.degrees(np.abs(heading_error_rad(q, q_gt)))
+        assert np.max(err) <= budget_deg, case
+        trust = run.outputs["mag_trust"][:, 0]
+        if case == "clean":
+            assert np.all(trust == 1.0)
+        else:
+            assert np.mean(trust == 0.0) > (0.95 if case == "dead" else 0.15), case
+
+
+def test_heading_converges_from_wrong_start_and_then_is_quiet() -> None:
+    """Still, level IMU, the field tracker started 90 degrees off: it converges through the
+    correction (tau_mag 1 s) and then does no work."""
+    t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=15.0, rate_rad_s=0.0)
+    run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, -2.0))  # field pointing east
+    q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+    err = np.degrees(np.abs(heading_error_rad(q, q_gt)))
+    assert err[0] > 80.0
+    half = t_ns.size // 2
+    assert np.max(err[half:]) <= 1.0
+    assert run.syn_ops[-1] == run.syn_ops[half], "work done while nothing changed"
+
+
 # -- garbage in ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def broad_slice(shared_data: Path):
@@ -168,8 +238,10 @@ def broad_slice(shared_data: Path):
     return t.slice(int(30 * RATE_HZ), int(75 * RATE_HZ))  # rest, then motion from 40 s
 
 
-def _evaluate(table):
-    return evaluate_attitude(table, compare=False).fields
+def _evaluate(table, with_mag: bool = False):
+    return evaluate_attitude(
+        table, AttitudeParams(rate_hz=table.rate_hz, with_mag=with_mag), compare=False
+    ).fields
 
 
 def test_garbage_nan_samples(broad_slice) -> None:
@@ -185,6 +257,24 @@ def test_garbage_nan_samples(broad_slice) -> None:
     assert f["input_flags"]["n_gyro_nonfinite"] == rows.size // 2
     assert math.isfinite(f["incl_rmse_deg"])
     assert f["incl_rmse_deg"] < clean["incl_rmse_deg"] + 1.0
+
+
+def test_garbage_nan_and_disturbed_magnetometer(broad_slice) -> None:
+    """NaN magnetometer rows are held and flagged; a 10 s magnetic disturbance (field
+    scaled by 1.4) is rejected by the magnetometer trust and barely moves the heading."""
+    clean = _evaluate(broad_slice, with_mag=True)
+    assert clean["with_mag"] and clean["flags"] == []
+    t = broad_slice.slice(0)
+    t.groups = {k: v.copy() for k, v in t.groups.items()}
+    t.groups["mag"][::97] = np.nan
+    t.groups["mag"][int(20 * RATE_HZ) : int(30 * RATE_HZ)] *= 1.4
+    f = _evaluate(t, with_mag=True)
+    assert f["input_flags"]["n_mag_nonfinite"] == math.ceil(len(t) / 97)
+    assert "nonfinite_samples" in f["flags"]
+    assert 0.15 < f["mag_untrusted_frac"] < 0.35  # the 10 s of 45 s, no more
+    assert math.isfinite(f["heading_rmse_deg"])
+    assert f["heading_rmse_deg"] < clean["heading_rmse_deg"] + 1.0
+    assert f["incl_rmse_deg"] == clean["incl_rmse_deg"]
 
 
 def test_garbage_dead_accelerometer(broad_slice) -> None:
@@ -242,6 +332,11 @@ def test_quat_helpers() -> None:
     )
     m_e = qrotate(q9, mag)
     assert np.allclose(m_e[:, 0], 0.0, atol=1e-9) and np.all(m_e[:, 1] > 0)
+    # heading error: a rotation about the earth vertical is all heading, no inclination
+    h = heading_error_rad(qmul(qz, q9), q9)
+    assert np.allclose(h, 0.8) and np.allclose(
+        inclination_error_rad(qmul(qz, q9), q9), 0, atol=1e-6
+    )
 
 
 def test_dense_run_matches_event_run_on_real_slice(broad_slice) -> None:
@@ -298,9 +393,16 @@ def test_cli_eval_json_and_errors(tmp_path: Path, shared_data: Path) -> None:
         "dense_ops_per_s",
         "ops_ratio_vs_dense",
         "rest_ops_per_s",
+        "heading_rmse_deg",
+        "heading_rmse_deg_multirate",
+        "vqf_heading_rmse_deg",
+        "dense_heading_rmse_deg",
+        "ops_per_s_9d",
+        "ops_ratio_vs_dense_9d",
     ):
         assert isinstance(f[key], float), key
-    assert f["incl_rmse_deg"] < 3.0 and f["flags"] == []
+    assert f["incl_rmse_deg"] < 3.0 and f["flags"] == [] and f["with_mag"] is True
+    assert f["heading_rmse_deg"] < 5.0
     bad_map = tmp_path / "map.yaml"
     bad_map.write_text(
         "time_column: t_s\ngroups:\n  gyro: {columns: [gyr_x, gyr_y, nope], unit: rad/s}\n"

@@ -1,11 +1,16 @@
 """``spikefuse eval attitude``: score the event-driven attitude graph on a recorded log and
-compare it, in the same run, with the same graph executed frame by frame, VQF (6D) and
-plain gyro integration, at full rate and multi-rate (accelerometer 50 Hz, mag 20 Hz).
+compare it, in the same run, with the same graph executed frame by frame, VQF (6D, and
+9D for heading) and plain gyro integration, at full rate and multi-rate (gyro at full rate,
+accelerometer 50 Hz, magnetometer 20 Hz).
 
 Scoring follows the BROAD convention (``../shared/data/README.md``): samples with
 ``movement == 1`` and a valid ground-truth quaternion; inclination error
-``2 acos(sqrt(w^2 + z^2))`` of ``q ⊗ q_gt⁻¹``. Logs without ground truth are scored
-against VQF instead (``*_vs_vqf`` fields), logs without ``movement`` use every sample.
+``2 acos(sqrt(w^2 + z^2))`` of ``q ⊗ q_gt⁻¹``. When the log has a magnetometer the graph
+also tracks the magnetic field (9D) and the heading error, the rotation about the earth
+vertical ``2 atan2(z, w)`` of the same ``q_e``, is scored as well (``heading_*`` fields;
+BROAD's ground truth is relative to East-North-Up, i.e. magnetic north). Logs without
+ground truth are scored against VQF instead (``*_vs_vqf`` fields: 6D for inclination, 9D
+for heading), logs without ``movement`` use every sample.
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from typing import Any
 import numpy as np
 
 from spikefuse.attitude.generate import AttitudeParams, build_attitude_graph
-from spikefuse.attitude.quat import inclination_error_rad, quat_from_up
+from spikefuse.attitude.quat import (
+    heading_error_rad,
+    inclination_error_rad,
+    quat_from_up,
+    quat_from_up_and_mag,
+)
 from spikefuse.attitude.run import (
+    EventRun,
     Stream,
     decimate,
     hold_nonfinite,
@@ -28,6 +39,7 @@ from spikefuse.attitude.run import (
     run_vqf,
 )
 from spikefuse.attitude.status import InputFlags, check_inputs, trust_summary
+from spikefuse.engine.dense import DenseExecutor
 from spikefuse.errors import LogFileError
 from spikefuse.graph import Graph
 from spikefuse.tables import Table
@@ -41,15 +53,15 @@ class AttitudeReport:
     """Result of :func:`evaluate_attitude`; ``fields`` is the JSON of ``spikefuse eval``."""
 
     fields: dict[str, Any] = field(default_factory=dict)
-    rows: list[tuple[str, Any, Any, Any]] = field(default_factory=list)
+    rows: list[tuple[str, Any, Any, Any, Any]] = field(default_factory=list)
 
     def render(self) -> str:
-        head = ("estimator", "incl RMSE [deg]", "ops/s of signal", "note")
+        head = ("estimator", "incl RMSE [deg]", "heading RMSE [deg]", "ops/s of signal", "note")
         table = [head] + [
             tuple("-" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in r)
             for r in self.rows
         ]
-        widths = [max(len(r[i]) for r in table) for i in range(4)]
+        widths = [max(len(r[i]) for r in table) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
         flags = self.fields.get("flags") or []
@@ -114,23 +126,15 @@ def evaluate_attitude(
         raise LogFileError(f"{table.source}: need at least two samples")
     rate_hz = table.rate_hz
     p = params or AttitudeParams(rate_hz=rate_hz)
-    flags_in: InputFlags = check_inputs(table.groups["gyro"], table.groups["accel"])
+    flags_in: InputFlags = check_inputs(
+        table.groups["gyro"], table.groups["accel"], mag=table.groups.get("mag")
+    )
     gyro, _ = hold_nonfinite(table.groups["gyro"])
     accel, _ = hold_nonfinite(table.groups["accel"], fallback=np.array([0.0, 0.0, 9.80665]))
-    if graph is None:
-        # start from the first accelerometer direction, as a daemon (and VQF) would
-        a0 = (
-            accel[0] / np.linalg.norm(accel[0])
-            if np.linalg.norm(accel[0]) > 0.5
-            else np.array([0.0, 0.0, 1.0])
-        )
-        p = p.model_copy(update={"up0": tuple(float(v) for v in a0)})
-    g = graph or build_attitude_graph(p)
-    use_mag = "mag" in g.nodes
-    mag = hold_nonfinite(table.groups["mag"])[0] if (use_mag and "mag" in table.groups) else None
+    mag = _held_mag(table.groups.get("mag"))
+    g, g9 = _graphs(table, p, graph, accel, mag)
     duration_s = max(table.duration_s, 1e-9)
     mask, gt = _scored_mask(table)
-    t_ns = table.t_ns
     out: dict[str, Any] = {
         "log": table.source,
         "n_samples": len(table),
@@ -138,49 +142,32 @@ def evaluate_attitude(
         "rate_hz": rate_hz,
         "n_scored": int(mask.sum()),
         "ground_truth": gt is not None,
+        "with_mag": g9 is not None,
     }
-
-    t0 = time.perf_counter()
-    ev = run_events(g, t_ns, _streams(table, None, None, use_mag, gyro, accel, mag))
-    out["event_wall_s"] = time.perf_counter() - t0
-    up_ev = ev.outputs["gravity"]
-    q_ev = quat_from_up(up_ev)
-    ops = ev.syn_ops[-1] / duration_s
     mv = table.extra.get("movement")
     rest = (np.asarray(mv) == 0) if mv is not None else _still_mask(gyro, accel)
-    d_ops = np.diff(ev.syn_ops, prepend=0)
-    n_rest = int(rest[1:].sum())
-    rest_ops = float(d_ops[1:][rest[1:]].sum() / (n_rest / rate_hz)) if n_rest else float("nan")
-    ev_mr = run_events(
-        g, t_ns, _streams(table, MULTIRATE_ACCEL_HZ, MULTIRATE_MAG_HZ, use_mag, gyro, accel, mag)
-    )
-    q_mr = quat_from_up(ev_mr.outputs["gravity"])
-
-    results: dict[str, np.ndarray] = {"event": q_ev, "event_multirate": q_mr}
-    out.update(
-        {
-            "ops_per_s": ops,
-            "ops_per_s_multirate": ev_mr.syn_ops[-1] / duration_s,
-            "rest_ops_per_s": rest_ops,
-            "events_in_per_s": ev.n_events_in / duration_s,
-            "spikes_in_per_s": ev.n_spikes_in / duration_s,
-        }
-    )
+    inputs = (gyro, accel, mag)
+    t0 = time.perf_counter()
+    ev, ev_mr = _event_runs(out, g, table, inputs, rest, "")
+    out["event_wall_s"] = time.perf_counter() - t0
+    up_ev = ev.outputs["gravity"]
+    results: dict[str, np.ndarray] = {
+        "event": quat_from_up(up_ev),
+        "event_multirate": quat_from_up(ev_mr.outputs["gravity"]),
+    }
+    heading: dict[str, np.ndarray] = {}
+    if g9 is not None:
+        ev9, ev9_mr = (ev, ev_mr) if g9 is g else _event_runs(out, g9, table, inputs, rest, "_9d")
+        if g9 is g:
+            for k in ("ops_per_s", "ops_per_s_multirate", "rest_ops_per_s"):
+                out[f"{k}_9d"] = out[k]
+        for key, run in (("event", ev9), ("event_multirate", ev9_mr)):
+            heading[key] = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+        out["mag_untrusted_frac"] = float(np.mean(ev9.outputs["mag_trust"][:, 0] <= 0.0))
     if compare:
-        t0 = time.perf_counter()
-        dense_out, dense_ops = run_dense(
-            g, t_ns, _streams(table, None, None, use_mag, gyro, accel, mag), ["gravity"]
-        )
-        out["dense_wall_s"] = time.perf_counter() - t0
-        results["dense"] = quat_from_up(dense_out["gravity"])
-        out["dense_ops_per_s"] = dense_ops / duration_s
-        out["ops_ratio_vs_dense"] = ops / out["dense_ops_per_s"]
-        results["vqf"] = run_vqf(t_ns, gyro, accel)
-        results["vqf_multirate"] = run_vqf(t_ns, gyro, accel, decimate(t_ns, MULTIRATE_ACCEL_HZ))
-        out["vqf_updates_per_s"] = 2.0 * rate_hz
-        out["vqf_updates_per_s_multirate"] = rate_hz + MULTIRATE_ACCEL_HZ
-        results["gyro_only"] = run_gyro_only(t_ns, gyro, accel[0])
+        _compare(out, results, heading, g, g9, table, inputs)
     _score(out, results, mask, gt)
+    _score_heading(out, heading, mask, gt)
     trust = ev.outputs.get("accel_trust")
     out.update(trust_summary(trust[:, 0] if trust is not None else None, up_ev))
     flags = list(flags_in.flags())
@@ -188,6 +175,8 @@ def evaluate_attitude(
         flags.append("accel_untrusted")
     if out.get("gravity_norm_max_dev", 0.0) > 0.2:
         flags.append("gravity_norm_off")
+    if out.get("mag_untrusted_frac", 0.0) > 0.5:
+        flags.append("mag_untrusted")
     out["input_flags"] = flags_in.as_dict()
     out["flags"] = flags
     out["degraded"] = bool(flags)
@@ -221,6 +210,179 @@ def _score(
             )
 
 
+def _graphs(
+    table: Table, p: AttitudeParams, graph: Graph | None, accel: np.ndarray, mag: np.ndarray | None
+) -> tuple[Graph, Graph | None]:
+    """(graph scored for inclination and ops, 9D graph for heading or None). Generated
+    graphs: the 6D graph and, when the log has a magnetometer, the 9D graph (its gravity
+    part is the 6D graph: ``m`` never feeds back into ``g``)."""
+    if graph is not None:
+        if "mag" in graph.nodes and mag is None:
+            raise LogFileError(
+                f"{table.source}: the graph has a 'mag' input but the log has no 'mag' group"
+            )
+        return graph, (graph if "mag" in graph.nodes else None)
+    p9 = _initial_state(p, accel, mag)
+    g6 = build_attitude_graph(p9.model_copy(update={"with_mag": False}))
+    return g6, (build_attitude_graph(p9) if p9.with_mag else None)
+
+
+def _event_runs(
+    out: dict[str, Any],
+    g: Graph,
+    table: Table,
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    rest: np.ndarray,
+    suffix: str,
+) -> tuple[EventRun, EventRun]:
+    """The graph on the engine at full rate and multi-rate; ops fields (``+ suffix``)."""
+    use_mag = "mag" in g.nodes
+    t_ns, duration_s, rate_hz = table.t_ns, max(table.duration_s, 1e-9), table.rate_hz
+    ev = run_events(g, t_ns, _streams(table, None, None, use_mag, *inputs))
+    ev_mr = run_events(
+        g, t_ns, _streams(table, MULTIRATE_ACCEL_HZ, MULTIRATE_MAG_HZ, use_mag, *inputs)
+    )
+    out[f"ops_per_s{suffix}"] = ev.syn_ops[-1] / duration_s
+    out[f"ops_per_s_multirate{suffix}"] = ev_mr.syn_ops[-1] / duration_s
+    out[f"rest_ops_per_s{suffix}"] = _rest_ops_per_s(ev.syn_ops, rest, rate_hz)
+    out[f"rest_ops_per_s_multirate{suffix}"] = _rest_ops_per_s(ev_mr.syn_ops, rest, rate_hz)
+    if not suffix:
+        out["events_in_per_s"] = ev.n_events_in / duration_s
+        out["spikes_in_per_s"] = ev.n_spikes_in / duration_s
+    return ev, ev_mr
+
+
+def _rest_ops_per_s(syn_ops: np.ndarray, rest: np.ndarray, rate_hz: float) -> float:
+    """Synaptic ops per second spent on the still samples."""
+    d_ops = np.diff(syn_ops, prepend=0)
+    n_rest = int(rest[1:].sum())
+    return float(d_ops[1:][rest[1:]].sum() / (n_rest / rate_hz)) if n_rest else float("nan")
+
+
+def _compare(
+    out: dict[str, Any],
+    results: dict[str, np.ndarray],
+    heading: dict[str, np.ndarray],
+    g: Graph,
+    g9: Graph | None,
+    table: Table,
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+) -> None:
+    """Baselines: the graph dense per sample, VQF (6D; 9D for heading), gyro only. The
+    dense run is of the 9D graph when there is one (its gravity part is exactly the dense
+    6D graph); the 6D dense op count is the 6D graph's fixed ops per step."""
+    gyro, accel, mag = inputs
+    t_ns, duration_s, rate_hz = table.t_ns, max(table.duration_s, 1e-9), table.rate_hz
+    gd = g9 if g9 is not None else g
+    use_mag = g9 is not None
+    read = ["gravity", "magnetic"] if use_mag else ["gravity"]
+    t0 = time.perf_counter()
+    dense_out, dense_ops = run_dense(gd, t_ns, _streams(table, None, None, use_mag, *inputs), read)
+    out["dense_wall_s"] = time.perf_counter() - t0
+    results["dense"] = quat_from_up(dense_out["gravity"])
+    ops_g = dense_ops if gd is g else DenseExecutor(g).ops_per_step * len(table)
+    out["dense_ops_per_s"] = ops_g / duration_s
+    out["ops_ratio_vs_dense"] = out["ops_per_s"] / out["dense_ops_per_s"]
+    if use_mag:
+        heading["dense"] = quat_from_up_and_mag(dense_out["gravity"], dense_out["magnetic"])
+        out["dense_ops_per_s_9d"] = dense_ops / duration_s
+        out["ops_ratio_vs_dense_9d"] = out["ops_per_s_9d"] / out["dense_ops_per_s_9d"]
+    _run_vqf_all(results, heading, t_ns, gyro, accel, mag if use_mag else None)
+    out["vqf_updates_per_s"] = 2.0 * rate_hz
+    out["vqf_updates_per_s_multirate"] = rate_hz + MULTIRATE_ACCEL_HZ
+    if use_mag:
+        out["vqf9d_updates_per_s"] = 3.0 * rate_hz
+        out["vqf9d_updates_per_s_multirate"] = rate_hz + MULTIRATE_ACCEL_HZ + MULTIRATE_MAG_HZ
+    results["gyro_only"] = run_gyro_only(t_ns, gyro, accel[0])
+
+
+def _initial_state(p: AttitudeParams, accel: np.ndarray, mag: np.ndarray | None) -> AttitudeParams:
+    """Start from the first accelerometer direction (and magnetometer reading), as a daemon
+    (and VQF) would; track the field when the log has a magnetometer unless ``with_mag``
+    was set explicitly."""
+    a0 = (
+        accel[0] / np.linalg.norm(accel[0])
+        if np.linalg.norm(accel[0]) > 0.5
+        else np.array([0.0, 0.0, 1.0])
+    )
+    upd: dict[str, Any] = {"up0": tuple(float(v) for v in a0)}
+    with_mag = p.with_mag if "with_mag" in p.model_fields_set else mag is not None
+    upd["with_mag"] = with_mag and mag is not None
+    if upd["with_mag"]:
+        upd.update(_field_state(p, a0, mag[0]))
+    return p.model_copy(update=upd)
+
+
+def _held_mag(raw: np.ndarray | None) -> np.ndarray | None:
+    """Magnetometer rows with NaN/Inf replaced by the last good row (the first good row
+    before it: a dead first sample must not become the reference field); None when the log
+    has no magnetometer or not one finite row."""
+    if raw is None:
+        return None
+    good = np.flatnonzero(np.all(np.isfinite(raw), axis=1))
+    if not good.size:
+        return None
+    return hold_nonfinite(raw, fallback=np.asarray(raw[good[0]], dtype=np.float64))[0]
+
+
+def _field_state(p: AttitudeParams, up0: np.ndarray, mag0: np.ndarray) -> dict[str, Any]:
+    """Initial ``m`` and, unless set explicitly, the field magnitude and horizontal field
+    from the first magnetometer sample (the local field, as VQF also learns it)."""
+    b = float(np.linalg.norm(mag0)) if np.all(np.isfinite(mag0)) else 0.0
+    b_h = float(np.linalg.norm(mag0 - np.dot(mag0, up0) * up0)) if b > 0 else 0.0
+    upd: dict[str, Any] = {}
+    if b_h < 0.05 * max(b, 1e-9):  # no usable first sample (or near a magnetic pole)
+        return upd
+    if "mag_field_uT" not in p.model_fields_set:
+        upd["mag_field_uT"] = b
+    if "mag_horizontal_uT" not in p.model_fields_set:
+        upd["mag_horizontal_uT"] = b_h
+    upd["m0"] = tuple(float(v) for v in mag0 / upd.get("mag_horizontal_uT", p.mag_horizontal_uT))
+    return upd
+
+
+def _run_vqf_all(
+    results: dict[str, np.ndarray],
+    heading: dict[str, np.ndarray],
+    t_ns: np.ndarray,
+    gyro: np.ndarray,
+    accel: np.ndarray,
+    mag: np.ndarray | None,
+) -> None:
+    """VQF at full rate and multi-rate: 6D for inclination, 9D (with ``mag``) for heading."""
+    acc_due = decimate(t_ns, MULTIRATE_ACCEL_HZ)
+    if mag is None:
+        results["vqf"] = run_vqf(t_ns, gyro, accel)
+        results["vqf_multirate"] = run_vqf(t_ns, gyro, accel, acc_due)
+        return
+    results["vqf"], heading["vqf"] = run_vqf(t_ns, gyro, accel, mag=mag)
+    results["vqf_multirate"], heading["vqf_multirate"] = run_vqf(
+        t_ns, gyro, accel, acc_due, mag=mag, mag_due=decimate(t_ns, MULTIRATE_MAG_HZ)
+    )
+
+
+def _score_heading(
+    out: dict[str, Any], heading: dict[str, np.ndarray], mask: np.ndarray, gt: np.ndarray | None
+) -> None:
+    """Heading RMSE (rotation about the earth vertical of q ⊗ q_gt⁻¹) of the 9D estimates,
+    and (no ground truth needed) agreement with VQF 9D after the settling time."""
+    if not heading:
+        return
+    settle_s = min(5.0, out["duration_s"] / 4.0)
+    settle = np.arange(mask.shape[0]) >= int(settle_s * out["rate_hz"])
+    for key, q in heading.items():
+        name = {"event": "heading_rmse_deg"}.get(key, f"{key}_heading_rmse_deg")
+        if key == "event_multirate":
+            name = "heading_rmse_deg_multirate"
+        elif key == "vqf_multirate":
+            name = "vqf_heading_rmse_deg_multirate"
+        out[name] = _rmse_deg(heading_error_rad(q[mask], gt[mask])) if gt is not None else None
+        if "vqf" in heading and key != "vqf":
+            out[name.replace("heading_rmse_deg", "heading_rmse_vs_vqf_deg")] = _rmse_deg(
+                heading_error_rad(q[settle], heading["vqf"][settle])
+            )
+
+
 def _still_mask(gyro: np.ndarray, accel: np.ndarray) -> np.ndarray:
     """Samples where the IMU is still: |w| < 0.02 rad/s and |a| within 2 % of g0."""
     return (np.linalg.norm(gyro, axis=1) < 0.02) & (
@@ -229,42 +391,73 @@ def _still_mask(gyro: np.ndarray, accel: np.ndarray) -> np.ndarray:
 
 
 def _rows(report: AttitudeReport, f: dict[str, Any]) -> None:
-    report.rows.append(
-        ("spikefuse events, full rate", f.get("incl_rmse_deg"), f.get("ops_per_s"), "syn ops")
-    )
-    report.rows.append(
+    add = report.rows.append
+    acc = f"accel {MULTIRATE_ACCEL_HZ:g} Hz"
+    ratio = f.get("ops_ratio_vs_dense")
+    add(
         (
-            "spikefuse events, multi-rate",
-            f.get("incl_rmse_deg_multirate"),
-            f.get("ops_per_s_multirate"),
-            f"accel {MULTIRATE_ACCEL_HZ:g} Hz",
+            "spikefuse events, full rate",
+            f.get("incl_rmse_deg"),
+            None,
+            f.get("ops_per_s"),
+            "syn ops" + (f", ratio {ratio:.3f} to dense" if ratio is not None else ""),
         )
     )
+    mr = f.get("ops_per_s_multirate")
+    add(("spikefuse events, multi-rate", f.get("incl_rmse_deg_multirate"), None, mr, acc))
+    if f.get("with_mag"):
+        r9 = f.get("ops_ratio_vs_dense_9d")
+        add(
+            (
+                "spikefuse 9D (+ field), full rate",
+                None,
+                f.get("heading_rmse_deg"),
+                f.get("ops_per_s_9d"),
+                "syn ops" + (f", ratio {r9:.3f} to dense 9D" if r9 is not None else ""),
+            )
+        )
+        add(
+            (
+                "spikefuse 9D, multi-rate",
+                None,
+                f.get("heading_rmse_deg_multirate"),
+                f.get("ops_per_s_multirate_9d"),
+                f"{acc}, mag {MULTIRATE_MAG_HZ:g} Hz",
+            )
+        )
     if "dense_ops_per_s" in f:
-        report.rows.append(
+        add(
             (
                 "same graph, dense per sample",
                 f.get("dense_incl_rmse_deg"),
-                f.get("dense_ops_per_s"),
-                f"ratio {f['ops_ratio_vs_dense']:.3f}",
+                f.get("dense_heading_rmse_deg"),
+                f.get("dense_ops_per_s_9d", f.get("dense_ops_per_s")),
+                "ops of the 9D graph" if f.get("with_mag") else "",
             )
         )
-        report.rows.append(
-            ("vqf 6D", f.get("vqf_incl_rmse_deg"), f.get("vqf_updates_per_s"), "updates/s")
-        )
-        report.rows.append(
-            (
-                "vqf 6D, multi-rate",
-                f.get("vqf_incl_rmse_deg_multirate"),
-                f.get("vqf_updates_per_s_multirate"),
-                "updates/s",
+        for sfx, note in (("", ""), ("_multirate", ", multi-rate")):
+            add(
+                (
+                    "vqf 6D (heading: 9D)" + note if f.get("with_mag") else "vqf 6D" + note,
+                    f.get(f"vqf_incl_rmse_deg{sfx}"),
+                    f.get(f"vqf_heading_rmse_deg{sfx}"),
+                    f.get(f"vqf_updates_per_s{sfx}"),
+                    "updates/s (6D)",
+                )
             )
-        )
-        report.rows.append(("gyro only", f.get("gyro_only_incl_rmse_deg"), None, ""))
-    report.rows.append(("events at rest", None, f.get("rest_ops_per_s"), "syn ops/s, still phases"))
+        add(("gyro only", f.get("gyro_only_incl_rmse_deg"), None, None, ""))
+    add(("events at rest", None, None, f.get("rest_ops_per_s"), "syn ops/s, still phases"))
+    if f.get("with_mag"):
+        add(("9D events at rest", None, None, f.get("rest_ops_per_s_9d"), "syn ops/s"))
     if not f.get("ground_truth"):
-        report.rows.append(
-            ("events vs vqf (no ground truth)", f.get("incl_rmse_vs_vqf_deg"), None, "agreement")
+        add(
+            (
+                "events vs vqf (no ground truth)",
+                f.get("incl_rmse_vs_vqf_deg"),
+                f.get("heading_rmse_vs_vqf_deg"),
+                None,
+                "agreement (heading vs vqf 9D)",
+            )
         )
 
 

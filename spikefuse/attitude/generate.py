@@ -27,9 +27,26 @@ frame; ``g`` is what a resting accelerometer reads, divided by standard gravity)
 * Output nodes: ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g``
   into roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
 
-With a magnetometer (``with_mag=True``) a second vector, the body-frame magnetic field
-``m`` (in units of ``mag_ref_uT``), is tracked the same way
-(``dm/dt = m x w + K_m (mag/B0 - m)``, no gate); heading follows from ``g`` and ``m``.
+With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
+second vector, the body-frame magnetic field ``m`` in units of the horizontal field ``B_h``,
+is tracked with the same complementary structure::
+
+    dm/dt = m x w  +  K_m * ( t_m * mag/B_h  +  (1 - t_m) * m_q  -  m )
+
+with its own trust ``t_m`` from ``| |mag|^2/B0^2 - 1 |`` (``B0`` = field magnitude): a magnet
+or ferrous object nearby changes ``|B|``, then ``m`` follows the gyro alone. The trust is
+on/off (``mag_trust_levels = 1``): the switch sits at 10 % of the norm (VQF's magnetic
+disturbance threshold), beyond the few per cent an uncalibrated field norm varies with
+orientation, so a graded trust would only toggle with the magnetometer noise. Outputs
+``magnetic`` (``m``) and ``mag_trust``; a consumer gets the full attitude from ``g`` and
+``m`` (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`: east = north x up, north = the
+horizontal part of ``m``). Its scales follow from the same budget, counted in heading:
+``m`` in units of ``B_h`` makes every m-side quantum (``Pm`` = ``q_w``, ``md`` =
+``K_m eps_tilt``, output ``eps_out``) the same heading resolution as its g-side
+counterpart in tilt; the magnetometer quantum is ``eps_tilt B_h`` rounded up to at least
+``4 sigma_mag`` (a whole multiple, so ``K_m mag/B_h`` lies on the grid of ``md``).
+``B0``, ``B_h`` and the initial ``m`` are local: ``spikefuse eval`` takes them from the
+first magnetometer sample, as it takes the initial "up" from the first accelerometer one.
 
 Scales are chosen from first principles (:class:`AttitudeParams`), not fitted to a log:
 
@@ -60,6 +77,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import sys
 import zipfile
 from pathlib import Path
 
@@ -67,11 +85,14 @@ import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
-from spikefuse.config import StrictModel
+from spikefuse.config import StrictModel, apply_overrides, validate_data
+from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
 from spikefuse.tables import G0_M_S2
 
 DEFAULT_YAML = Path(__file__).resolve().parents[2] / "configs" / "graphs" / "attitude.yaml"
+#: the 9D graph (gravity + magnetic field), generated beside the 6D one
+DEFAULT_YAML_9D = DEFAULT_YAML.with_name("attitude9d.yaml")
 
 
 class AttitudeParams(StrictModel):
@@ -94,16 +115,35 @@ class AttitudeParams(StrictModel):
         default=(0.0, 0.0, 1.0), description="initial body-frame up"
     )
     with_mag: bool = False
-    mag_ref_uT: float = Field(
-        default=50.0, gt=0, description="nominal field magnitude (units of m)"
+    mag_field_uT: float = Field(
+        default=50.0, gt=0, description="field magnitude |B| where the magnetometer is trusted"
+    )
+    mag_horizontal_uT: float = Field(
+        default=20.0,
+        gt=0,
+        description="horizontal field B_h (mid-latitudes 15-25 uT): the unit of m",
+    )
+    mag_gate_in: float = Field(
+        default=0.15, ge=0, description="full trust while ||B|^2/mag_field^2-1| <= this"
+    )
+    mag_gate_out: float = Field(default=0.25, gt=0, description="no magnetometer trust beyond this")
+    mag_trust_levels: int = Field(
+        default=1, ge=1, description="levels of the magnetometer trust (1: on/off at the midpoint)"
     )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
-    tau_mag_s: float = Field(default=2.0, gt=0, description="magnetometer correction time constant")
+    tau_mag_s: float = Field(default=1.0, gt=0, description="magnetometer correction time constant")
+    m0: tuple[float, float, float] = Field(
+        default=(0.0, 1.0, 0.0), description="initial body-frame field, units of mag_horizontal_uT"
+    )
 
     @model_validator(mode="after")
     def _check_gate(self) -> AttitudeParams:
         if not self.gate_out > self.gate_in:
             raise ValueError(f"gate_out ({self.gate_out}) must exceed gate_in ({self.gate_in})")
+        if not self.mag_gate_out > self.mag_gate_in:
+            raise ValueError(
+                f"mag_gate_out ({self.mag_gate_out}) must exceed mag_gate_in ({self.mag_gate_in})"
+            )
         return self
 
     def scales(self) -> dict[str, float]:
@@ -130,13 +170,24 @@ class AttitudeParams(StrictModel):
             "gd": 1.0 / step,  # lossless sum (see q_w)
         }
         if self.with_mag:
-            q_m = max(self.eps_tilt_rad, 4.0 * self.mag_noise_uT / self.mag_ref_uT)
+            # m is in units of the horizontal field B_h, so the heading resolution of every
+            # m-side quantum equals the tilt resolution of its g-side counterpart
+            step_m = self.eps_tilt_rad / self.tau_mag_s
+            b_h = self.mag_horizontal_uT
+            q_mag = self.eps_tilt_rad * b_h  # eps_tilt of heading at B_h ...
+            q_mag *= math.ceil(4.0 * self.mag_noise_uT / q_mag - 1e-9)  # ... >= 4 sigma
             s.update(
                 {
-                    "mag": 1.0 / (q_m * self.mag_ref_uT),
+                    "mag": 1.0 / q_mag,
+                    # |B|^2/B0^2 - 1 on the grid eps_tilt (exact sum into the gate)
+                    "b2": 1.0 / (self.mag_field_uT**2 * self.eps_tilt_rad),
+                    "mgate": 1.0 / self.eps_tilt_rad,
+                    "mtrust": float(self.mag_trust_levels),
+                    "Qmag": 1.0 / q_mag,
+                    "Qm": 1.0 / self.eps_tilt_rad,
                     "m": 1.0 / self.eps_out_rad,
                     "Pm": 1.0 / q_w,
-                    "md": 1.0 / step,
+                    "md": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
                 }
             )
         return s
@@ -177,6 +228,70 @@ def _add_tracker(
     return comp
 
 
+def _add_trust(
+    g: Graph,
+    sensor: str,
+    names: tuple[str, str, str, str],
+    ref: float,
+    gate_in: float,
+    gate_out: float,
+    scales: dict[str, float],
+) -> None:
+    """Trust ``t = clip((e_out - e)/(e_out - e_in), 0, 1)`` of a sensor whose magnitude
+    should be ``ref``, ``e = | |v|^2/ref^2 - 1 |`` (Product ``v*v``, Dense with ``abs``,
+    Dense with ``clip``), and ``1 - t`` at the same scale. ``names``: (square, gate,
+    trust, untrust); the scales are looked up under the same names."""
+    sq, gate, trust, untrust = names
+    g.product(sq, sensor, sensor, scale=scales[sq])
+    g.dense(
+        gate, sq, np.full((3, 1), 1.0 / ref**2), bias=[-1.0], activation="abs", scale=scales[gate]
+    )
+    span = gate_out - gate_in
+    g.dense(
+        trust,
+        gate,
+        [[-1.0 / span]],
+        bias=[gate_out / span],
+        activation="clip",
+        lo=0.0,
+        hi=1.0,
+        scale=scales[trust],
+    )
+    # 1 - t at the same scale: exactly the complement of the quantized trust
+    g.dense(untrust, trust, [[-1.0]], bias=[1.0], scale=scales[trust])
+
+
+def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None:
+    """The body-frame magnetic field ``m`` in units of the horizontal field B_h, the same
+    complementary structure as ``g``: ``dm/dt = m x w + K_m (t_m mag/B_h + (1 - t_m) m_q - m)``
+    with the magnetometer trust ``t_m`` from its magnitude (a magnet or ferrous object nearby
+    changes ``|B|``: then ``m`` follows the gyro alone)."""
+    km = 1.0 / p.tau_mag_s
+    g.input("mag", 3, scale=s["mag"])
+    _add_trust(
+        g,
+        "mag",
+        ("b2", "mgate", "mtrust", "muntrust"),
+        p.mag_field_uT,
+        p.mag_gate_in,
+        p.mag_gate_out,
+        s,
+    )
+    corr = []
+    for c, axis in enumerate(AXES):
+        sel = [ZERO] * 3
+        sel[c] = "mtrust"
+        g.product(f"Qmag_{axis}", sel, "mag", scale=s["Qmag"])  # (.., t_m mag_c, ..)
+        g.product(f"Qm_{axis}", "muntrust", f"m_{axis}", scale=s["Qm"])  # (1 - t_m) m_c
+        w = np.zeros((4, 1))
+        w[c, 0] = km / p.mag_horizontal_uT
+        w[3, 0] = km
+        corr.append(([f"Qmag_{axis}", f"Qm_{axis}"], w))
+    comp = _add_tracker(g, "m", s, p.tau_mag_s, list(p.m0), corr)
+    g.output("magnetic", comp, scale=s["m"])
+    g.output("mag_trust", "mtrust", scale=s["mtrust"])
+
+
 def build_attitude_graph(params: AttitudeParams | None = None, name: str = "attitude") -> Graph:
     """The attitude graph for ``params`` (defaults: a typical MEMS IMU at 285.7 Hz)."""
     p = params or AttitudeParams()
@@ -186,28 +301,7 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
     g.input("gyro", 3, scale=s["gyro"])
     g.input("accel", 3, scale=s["accel"])
     # accelerometer trust: e = | |a|^2/g0^2 - 1 |, t = clip((e_out - e)/(e_out - e_in), 0, 1)
-    g.product("a2", "accel", "accel", scale=s["a2"])
-    g.dense(
-        "gate",
-        "a2",
-        np.full((3, 1), 1.0 / G0_M_S2**2),
-        bias=[-1.0],
-        activation="abs",
-        scale=s["gate"],
-    )
-    span = p.gate_out - p.gate_in
-    g.dense(
-        "trust",
-        "gate",
-        [[-1.0 / span]],
-        bias=[p.gate_out / span],
-        activation="clip",
-        lo=0.0,
-        hi=1.0,
-        scale=s["trust"],
-    )
-    # 1 - t at the same scale: exactly the complement of the quantized trust
-    g.dense("untrust", "trust", [[-1.0]], bias=[1.0], scale=s["trust"])
+    _add_trust(g, "accel", ("a2", "gate", "trust", "untrust"), G0_M_S2, p.gate_in, p.gate_out, s)
     # a constant 0 (zero weight and bias: it never spikes) to fill unused product slots
     g.dense(ZERO, "trust", [[0.0]], bias=[0.0], scale=1.0)
     corr = []
@@ -223,15 +317,7 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])
     if p.with_mag:
-        km = 1.0 / p.tau_mag_s
-        g.input("mag", 3, scale=s["mag"])
-        mcorr = []
-        for c in range(3):
-            w_m = np.zeros((3, 1))
-            w_m[c, 0] = km / p.mag_ref_uT
-            mcorr.append(("mag", w_m))
-        mcomp = _add_tracker(g, "m", s, p.tau_mag_s, [0.0, 1.0, 0.0], mcorr)
-        g.output("magnetic", mcomp, scale=s["m"])
+        _add_field_tracker(g, p, s)
     g.resolve()
     return g
 
@@ -253,7 +339,13 @@ def write_graph(graph: Graph, yaml_path: Path, params: AttitudeParams) -> tuple[
     _write_npz_reproducible(npz_path, arrays)
     header = (
         "# Generated by `python -m spikefuse.attitude.generate` (do not edit by hand).\n"
-        "# Gravity tracker dg/dt = g x w + K (t a/g0 + (1-t) g_q - g); see\n"
+        "# Gravity tracker dg/dt = g x w + K (t a/g0 + (1-t) g_q - g)"
+        + (
+            " and field tracker\n# dm/dt = m x w + K_m (t_m mag/B_h + (1-t_m) m_q - m)"
+            if params.with_mag
+            else ""
+        )
+        + "; see\n"
         "# spikefuse/attitude/generate.py for the structure and the choice of scales.\n"
         "# params: " + params.model_dump_json() + "\n"
     )
@@ -272,15 +364,40 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m spikefuse.attitude.generate", description=__doc__.split("\n")[0]
     )
     ap.add_argument(
-        "--out", type=Path, default=DEFAULT_YAML, help="YAML path (weights beside it as .npz)"
+        "--out",
+        type=Path,
+        default=None,
+        help="YAML path (weights beside it as .npz); default: both shipped graphs, "
+        f"{DEFAULT_YAML.name} (6D) and {DEFAULT_YAML_9D.name} (9D)",
     )
     ap.add_argument(
-        "--with-mag", action="store_true", help="also track the magnetic field (heading)"
+        "--with-mag", action="store_true", help="with --out: also track the magnetic field"
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --out: an AttitudeParams field, e.g. the local field: "
+        "--set mag_field_uT=48 --set mag_horizontal_uT=17",
     )
     args = ap.parse_args(argv)
-    params = AttitudeParams(with_mag=args.with_mag)
-    y, z = write_graph(build_attitude_graph(params), args.out, params)
-    print(f"wrote {y} and {z}")
+    if args.out is None:
+        if args.overrides:
+            ap.error("--set needs --out (the shipped graphs use the defaults)")
+        jobs = [(DEFAULT_YAML, False), (DEFAULT_YAML_9D, True)]
+    else:
+        jobs = [(args.out, args.with_mag)]
+    for path, with_mag in jobs:
+        try:
+            data = apply_overrides({"with_mag": with_mag}, args.overrides)
+            params = validate_data(AttitudeParams, data, "--set")
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        y, z = write_graph(build_attitude_graph(params, name=path.stem), path, params)
+        print(f"wrote {y} and {z}")
     return 0
 
 

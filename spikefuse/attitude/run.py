@@ -160,27 +160,50 @@ def run_dense(
 
 
 def run_vqf(
-    t_ns: np.ndarray, gyr: np.ndarray, acc: np.ndarray, acc_due: np.ndarray | None = None
-) -> np.ndarray:
-    """Causal VQF in 6D mode; returns quat6D (N,4). With ``acc_due`` the accelerometer is
-    given only on those samples (multi-rate)."""
+    t_ns: np.ndarray,
+    gyr: np.ndarray,
+    acc: np.ndarray,
+    acc_due: np.ndarray | None = None,
+    mag: np.ndarray | None = None,
+    mag_due: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Causal VQF; returns quat6D (N,4), or (quat6D, quat9D) when ``mag`` is given. With
+    ``acc_due`` / ``mag_due`` those sensors are given only on the marked samples
+    (multi-rate)."""
     from vqf import VQF
 
     ts = float(np.median(np.diff(t_ns))) * 1e-9
     gyr = np.ascontiguousarray(gyr, dtype=np.float64)
     acc = np.ascontiguousarray(acc, dtype=np.float64)
-    if acc_due is None or acc_due.all():
-        return VQF(ts).updateBatch(gyr, acc)["quat6D"]
-    idx = np.flatnonzero(acc_due)
-    acc_ts = float(np.median(np.diff(t_ns[idx]))) * 1e-9
-    v = VQF(ts, acc_ts)
-    q = np.empty((gyr.shape[0], 4))
-    for i in range(gyr.shape[0]):
+    n = gyr.shape[0]
+    acc_due = np.ones(n, dtype=bool) if acc_due is None else acc_due
+    if mag is None:
+        if acc_due.all():
+            return VQF(ts).updateBatch(gyr, acc)["quat6D"]
+        mag_due = np.zeros(n, dtype=bool)
+    else:
+        mag = np.ascontiguousarray(mag, dtype=np.float64)
+        mag_due = np.ones(n, dtype=bool) if mag_due is None else mag_due
+        if acc_due.all() and mag_due.all():
+            r = VQF(ts).updateBatch(gyr, acc, mag)
+            return r["quat6D"], r["quat9D"]
+
+    def _sub_ts(due: np.ndarray) -> float:
+        idx = np.flatnonzero(due)
+        return float(np.median(np.diff(t_ns[idx]))) * 1e-9 if idx.size > 1 else ts
+
+    v = VQF(ts, _sub_ts(acc_due), _sub_ts(mag_due))
+    q6 = np.empty((n, 4))
+    q9 = np.empty((n, 4))
+    for i in range(n):
         v.updateGyr(gyr[i])
         if acc_due[i]:
             v.updateAcc(acc[i])
-        q[i] = v.getQuat6D()
-    return q
+        if mag_due[i]:
+            v.updateMag(mag[i])
+        q6[i] = v.getQuat6D()
+        q9[i] = v.getQuat9D()
+    return q6 if mag is None else (q6, q9)
 
 
 def run_gyro_only(t_ns: np.ndarray, gyr: np.ndarray, acc0: np.ndarray) -> np.ndarray:

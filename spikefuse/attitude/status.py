@@ -23,10 +23,11 @@ class InputFlags:
     n_accel_nonfinite: int = 0
     n_gyro_saturated: int = 0
     n_accel_dead: int = 0  # |a| < 0.1 g0: an accelerometer that reads (almost) nothing
+    n_mag_nonfinite: int = 0
 
     def flags(self) -> list[str]:
         out = []
-        if self.n_gyro_nonfinite or self.n_accel_nonfinite:
+        if self.n_gyro_nonfinite or self.n_accel_nonfinite or self.n_mag_nonfinite:
             out.append("nonfinite_samples")
         if self.n_gyro_saturated:
             out.append("gyro_saturated")
@@ -39,9 +40,13 @@ class InputFlags:
 
 
 def check_inputs(
-    gyro: np.ndarray, accel: np.ndarray, gyro_range_rad_s: float = DEFAULT_GYRO_RANGE_RAD_S
+    gyro: np.ndarray,
+    accel: np.ndarray,
+    gyro_range_rad_s: float = DEFAULT_GYRO_RANGE_RAD_S,
+    mag: np.ndarray | None = None,
 ) -> InputFlags:
-    """Count NaN/Inf rows, saturated gyro rows and dead-accelerometer rows."""
+    """Count NaN/Inf rows (also of ``mag``), saturated gyro rows and dead-accelerometer
+    rows."""
     g = np.asarray(gyro, dtype=np.float64)
     a = np.asarray(accel, dtype=np.float64)
     g_fin = np.all(np.isfinite(g), axis=1)
@@ -55,6 +60,9 @@ def check_inputs(
         n_accel_nonfinite=int((~a_fin).sum()),
         n_gyro_saturated=int(sat.sum()),
         n_accel_dead=int(dead.sum()),
+        n_mag_nonfinite=(
+            0 if mag is None else int((~np.all(np.isfinite(np.asarray(mag)), axis=1)).sum())
+        ),
     )
 
 

@@ -1,6 +1,7 @@
 """``spikefuse eval attitude LOG [--json] [--preset NAME | --mapping FILE]``: score the
 event-driven attitude graph on a recorded IMU log against ground truth (BROAD form) or
-VQF, side by side with the same graph run densely, VQF and gyro-only integration."""
+VQF, side by side with the same graph run densely, VQF and gyro-only integration. Logs with
+a magnetometer also run the 9D graph (heading); ``--set with_mag=false`` skips it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score an estimator on a recorded log")
     esub = p.add_subparsers(dest="eval_name", metavar="NAME")
     esub.required = True
-    a = esub.add_parser("attitude", help="attitude (inclination) RMSE, ops vs dense/VQF/gyro-only")
+    a = esub.add_parser(
+        "attitude",
+        help="attitude RMSE (inclination; heading with a magnetometer), ops vs dense/VQF",
+    )
     a.add_argument("log", type=Path, help="CSV / CSV.gz / NPZ log (BROAD columns by default)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     src = a.add_mutually_exclusive_group()
