@@ -13,6 +13,19 @@ import sys
 from spikefuse._version import __version__
 from spikefuse.errors import ConfigError, SpikefuseError
 
+# optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies])
+OPTIONAL_EXTRAS = {
+    "matplotlib": "plot",
+    "rosbags": "logs",
+    "pyulog": "logs",
+    "aedat": "logs",
+    "serial": "serial",
+    "vqf": "attitude",
+    "cv2": "camera",
+    "pyNN": "nest",
+    "nest": "nest",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -48,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SpikefuseError as exc:
         print(f"spikefuse {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in OPTIONAL_EXTRAS:
+            raise
+        print(
+            f"spikefuse {args.command}: error: this needs the optional package '{top}': "
+            f"pip install 'spikefuse[{OPTIONAL_EXTRAS[top]}]'",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130
