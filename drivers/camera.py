@@ -3,22 +3,31 @@
 ``dvs.height``; ``channel = y*width + x``, count +1/-1, ``dt_ns`` spread across the frame
 interval). The group ``events`` has scale ``1/threshold``; its ``rate_hz`` is the frame rate.
 
-Sources (``source.type``): ``opencv`` (a device index or a video file; needs the optional
-``opencv-python-headless``), ``images`` (a folder of PNG/PGM/JPEG/NPY frames, in name
-order), ``synthetic`` (a bright bar moving over a textured background).
+Sources (``source.type``): ``opencv`` (needs the optional ``opencv-python-headless``):
+a video ``file``, timed by its own timestamps and frame rate (``speed``, ``realtime``,
+``loop``), or a capture ``device`` index polled at ``groups.events.rate_hz`` (a failed grab
+is retried with backoff, heartbeat ``degraded``, device reopened); ``images`` (a folder of
+PNG/PGM/JPEG/NPY frames, in name order), ``synthetic`` (a bright bar moving over a textured background).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from spikefuse.drivers.frames import IMAGE_SUFFIXES, MovingBar, open_video, read_image, video_frames
 
 from spikefuse.config import StrictModel
+from spikefuse.drivers.frames import (
+    IMAGE_SUFFIXES,
+    CaptureReader,
+    MovingBar,
+    open_device,
+    read_image,
+    video_file_frames,
+)
 from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.sdk import (
     DriverConfig,
@@ -36,6 +45,7 @@ class OpencvSource(StrictModel):
     file: Path | None = None
     speed: float = Field(1.0, gt=0.0)
     realtime: bool = True
+    loop: bool = False
 
     @model_validator(mode="after")
     def _one(self) -> OpencvSource:
@@ -113,17 +123,36 @@ def CAMERA(cfg: CameraConfig, ctx: DriverContext) -> Iterator[Frame]:
             _folder_frames(cfg, src, ctx, period_ns), speed=src.speed, realtime=src.realtime
         )
     elif src.device is not None:
-        yield from _device_frames(src.device, period_ns, ctx)
+        index = src.device
+        with CaptureReader(lambda: open_device(index), f"camera device {index}") as reader:
+            yield from capture_frames(reader, ctx, period_ns)
     else:
         path = cfg.resolve_path(src.file)  # type: ignore[arg-type]
         if not path.is_file():
             raise ConfigError("video file not found", f"source.file: {path}")
-        frames = video_frames(open_video(str(path)), path, period_ns)
+        frames = video_file_frames(
+            path, period_ns, lambda detail: ctx.bad_reading("events", detail), loop=src.loop
+        )
         yield from ctx.replay(
             (Frame("events", t, img, dt) for t, img, dt in frames),
             speed=src.speed,
             realtime=src.realtime,
         )
+
+
+def capture_frames(
+    reader: Callable[[int], np.ndarray], ctx: DriverContext, period_ns: int
+) -> Iterator[Frame]:
+    """Frames of a live capture polled at ``groups.events.rate_hz`` (``ctx.poll``: a read
+    raising ``SensorError`` is retried with backoff, the heartbeat degraded meanwhile);
+    each frame's interval is the time since the previous frame."""
+    prev_ns: int | None = None
+    for sample in ctx.poll({"events": reader}):
+        t_ns = sample.t_ns
+        yield Frame(
+            "events", t_ns, sample.values, t_ns - prev_ns if prev_ns is not None else period_ns
+        )
+        prev_ns = t_ns
 
 
 def _folder_frames(
@@ -153,23 +182,3 @@ def _folder_frames(
             prev_ns = t_ns
         if not src.loop:
             return
-
-
-def _device_frames(device: int, period_ns: int, ctx: DriverContext) -> Iterator[Frame]:
-    import time
-
-    from spikefuse.errors import SensorError
-
-    cap = open_video(device)
-    try:
-        prev_ns = None
-        while not ctx.stopping:
-            ok, image = cap.read()  # blocks until the device delivers a frame
-            t_ns = time.monotonic_ns()
-            if not ok:
-                raise SensorError(f"camera {device}: frame grab failed")
-            yield Frame("events", t_ns, np.asarray(image), t_ns - prev_ns if prev_ns else period_ns)
-            prev_ns = t_ns
-            ctx.service()
-    finally:
-        cap.release()
