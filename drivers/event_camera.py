@@ -22,9 +22,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
-from spikefuse.drivers.evt3 import iter_events, read_header
 
 from spikefuse.config import StrictModel
+from spikefuse.drivers.evt3 import iter_events, read_header
 from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.sdk import DriverConfig, DriverContext, Events, Item, Sample, driver
 from spikefuse.tables import G0_M_S2
