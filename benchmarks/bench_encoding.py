@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from spikefuse.benchmarks._common import BenchResult
 
+from spikefuse.benchmarks._common import BenchResult
 from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder, round_half_away
 from spikefuse.protocol import EventBatch, encode
 from spikefuse.tables import load_table
@@ -157,7 +157,6 @@ def _dvs_rows(res: BenchResult, n_frames: int) -> None:
 def _sdk_row(res: BenchResult, seconds: float) -> None:
     from spikefuse.drivers.imu import IMU
     from spikefuse.drivers.motion import SyntheticMotion
-
     from spikefuse.sdk import load_driver_config, run_driver
 
     class Counter:

@@ -12,10 +12,10 @@ import aedat
 import numpy as np
 import pytest
 from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
-from spikefuse.drivers.event_camera import EVENT_CAMERA
-from spikefuse.drivers.evt3 import Evt3Decoder, iter_events, read_header
 
 from spikefuse.bus import Subscriber
+from spikefuse.drivers.event_camera import EVENT_CAMERA
+from spikefuse.drivers.evt3 import Evt3Decoder, iter_events, read_header
 from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.sdk import load_driver_config
 

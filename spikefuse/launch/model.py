@@ -32,8 +32,8 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from spikefuse.config import (
     StrictModel,
-    line_of,
     apply_overrides,
+    line_of,
     load_yaml,
     validate_data,
 )
