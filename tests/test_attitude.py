@@ -75,7 +75,7 @@ def test_graph_uses_engine_node_types_only() -> None:
     assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
     assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 3
     mag = build_attitude_graph(AttitudeParams(with_mag=True)).resolve()
-    assert {"mag", "magnetic", "mag_trust"} <= set(mag.nodes)
+    assert {"mag", "north", "mag_trust"} <= set(mag.nodes)
     assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
     assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 6
     # the gravity part of the 9D graph is the 6D graph, node for node
@@ -186,9 +186,9 @@ def _yaw_case(seconds: float = 20.0, rate_rad_s: float = 0.5):
     return t_ns, gyro, accel, m_b, q_gt
 
 
-def _heading_run(t_ns, gyro, accel, mag, m0):
+def _heading_run(t_ns, gyro, accel, mag, n0):
     p = AttitudeParams(
-        with_mag=True, mag_field_uT=math.hypot(20.0, 40.0), mag_horizontal_uT=20.0, m0=m0
+        with_mag=True, mag_field_uT=math.hypot(20.0, 40.0), mag_horizontal_uT=20.0, n0=n0
     )
     st = _streams(t_ns, gyro, accel)
     st["mag"] = Stream(np.asarray(mag, float), decimate(t_ns, None))
@@ -207,8 +207,9 @@ def test_heading_tracks_constant_yaw_rate() -> None:
     psi = 0.5 * t_ns / 1e9
     disturbed = np.where(((psi > 2) & (psi < 6))[:, None], 1.5 * m_b, m_b)
     for case, mag in (("clean", m_b), ("dead", np.zeros_like(m_b)), ("disturbed", disturbed)):
-        run = _heading_run(t_ns, gyro, accel, mag, tuple(m_b[0] / 20.0))
-        q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+        n0 = (m_b[0, 0] / 20.0, m_b[0, 1] / 20.0, 0.0)  # level: the horizontal part
+        run = _heading_run(t_ns, gyro, accel, mag, n0)
+        q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
         err = np.degrees(np.abs(heading_error_rad(q, q_gt)))
         assert np.max(err) <= budget_deg, case
         trust = run.outputs["mag_trust"][:, 0]
@@ -222,8 +223,8 @@ def test_heading_converges_from_wrong_start_and_then_is_quiet() -> None:
     """Still, level IMU, the field tracker started 90 degrees off: it converges through the
     correction (tau_mag 1 s) and then does no work."""
     t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=15.0, rate_rad_s=0.0)
-    run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, -2.0))  # field pointing east
-    q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+    run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, 0.0))  # north pointing east
+    q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
     err = np.degrees(np.abs(heading_error_rad(q, q_gt)))
     assert err[0] > 80.0
     half = t_ns.size // 2

@@ -162,7 +162,7 @@ def evaluate_attitude(
             for k in ("ops_per_s", "ops_per_s_multirate", "rest_ops_per_s"):
                 out[f"{k}_9d"] = out[k]
         for key, run in (("event", ev9), ("event_multirate", ev9_mr)):
-            heading[key] = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["magnetic"])
+            heading[key] = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
         out["mag_untrusted_frac"] = float(np.mean(ev9.outputs["mag_trust"][:, 0] <= 0.0))
     if compare:
         _compare(out, results, heading, g, g9, table, inputs)
@@ -275,7 +275,7 @@ def _compare(
     t_ns, duration_s, rate_hz = table.t_ns, max(table.duration_s, 1e-9), table.rate_hz
     gd = g9 if g9 is not None else g
     use_mag = g9 is not None
-    read = ["gravity", "magnetic"] if use_mag else ["gravity"]
+    read = ["gravity", "north"] if use_mag else ["gravity"]
     t0 = time.perf_counter()
     dense_out, dense_ops = run_dense(gd, t_ns, _streams(table, None, None, use_mag, *inputs), read)
     out["dense_wall_s"] = time.perf_counter() - t0
@@ -284,7 +284,7 @@ def _compare(
     out["dense_ops_per_s"] = ops_g / duration_s
     out["ops_ratio_vs_dense"] = out["ops_per_s"] / out["dense_ops_per_s"]
     if use_mag:
-        heading["dense"] = quat_from_up_and_mag(dense_out["gravity"], dense_out["magnetic"])
+        heading["dense"] = quat_from_up_and_mag(dense_out["gravity"], dense_out["north"])
         out["dense_ops_per_s_9d"] = dense_ops / duration_s
         out["ops_ratio_vs_dense_9d"] = out["ops_per_s_9d"] / out["dense_ops_per_s_9d"]
     _run_vqf_all(results, heading, t_ns, gyro, accel, mag if use_mag else None)
@@ -337,7 +337,8 @@ def _field_state(p: AttitudeParams, up0: np.ndarray, mag0: np.ndarray) -> dict[s
         upd["mag_field_uT"] = b
     if "mag_horizontal_uT" not in p.model_fields_set:
         upd["mag_horizontal_uT"] = b_h
-    upd["m0"] = tuple(float(v) for v in mag0 / upd.get("mag_horizontal_uT", p.mag_horizontal_uT))
+    n0 = (mag0 - np.dot(mag0, up0) * up0) / upd.get("mag_horizontal_uT", p.mag_horizontal_uT)
+    upd["n0"] = tuple(float(v) for v in n0)
     return upd
 
 

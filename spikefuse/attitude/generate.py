@@ -28,25 +28,32 @@ frame; ``g`` is what a resting accelerometer reads, divided by standard gravity)
   into roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
 
 With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
-second vector, the body-frame magnetic field ``m`` in units of the horizontal field ``B_h``,
-is tracked with the same complementary structure::
+second vector is tracked with the same complementary structure: ``n``, the horizontal part
+of the body-frame magnetic field (magnetic north), in units of the horizontal field ``B_h``::
 
-    dm/dt = m x w  +  K_m * ( t_m * mag/B_h  +  (1 - t_m) * m_q  -  m )
+    dn/dt = n x w  +  K_m * ( t_m * (mag/B_h - (mag.g/B_h) g)  +  (1 - t_m) * n_q  -  n )
 
-with its own trust ``t_m`` from ``| |mag|^2/B0^2 - 1 |`` (``B0`` = field magnitude): a magnet
-or ferrous object nearby changes ``|B|``, then ``m`` follows the gyro alone. The trust is
-on/off (``mag_trust_levels = 1``): the switch sits at 10 % of the norm (VQF's magnetic
-disturbance threshold), beyond the few per cent an uncalibrated field norm varies with
-orientation, so a graded trust would only toggle with the magnetometer noise. Outputs
-``magnetic`` (``m``) and ``mag_trust``; a consumer gets the full attitude from ``g`` and
-``m`` (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`: east = north x up, north = the
-horizontal part of ``m``). Its scales follow from the same budget, counted in heading:
-``m`` in units of ``B_h`` makes every m-side quantum (``Pm`` = ``q_w``, ``md`` =
-``K_m eps_tilt``, output ``eps_out``) the same heading resolution as its g-side
-counterpart in tilt; the magnetometer quantum is ``eps_tilt B_h`` rounded up to at least
-``4 sigma_mag`` (a whole multiple, so ``K_m mag/B_h`` lies on the grid of ``md``).
-``B0``, ``B_h`` and the initial ``m`` are local: ``spikefuse eval`` takes them from the
-first magnetometer sample, as it takes the initial "up" from the first accelerometer one.
+* only the horizontal part carries heading; the vertical field (2-3 times larger at
+  mid-latitudes) would triple the work of rotating the vector for nothing. It is removed
+  with the tracked ``g``: ``Pmg = mag * g``, Dense ``mv`` (``s = mag.g/B_h``),
+  ``st = t_m s``, ``Pv_c = st * g_c`` (1-unit products, one op per crossing of ``g_c``);
+* the trust ``t_m`` comes from ``| |mag|^2/B0^2 - 1 |`` (``B0`` = field magnitude) as the
+  accelerometer's does: a magnet or ferrous object nearby changes ``|B|``, then ``n``
+  follows the gyro alone. It is on/off (``mag_trust_levels = 1``), switching at 10 % of
+  the norm (VQF's magnetic disturbance threshold), beyond the few per cent an
+  uncalibrated field norm varies with orientation: a graded trust would only toggle with
+  the magnetometer noise;
+* outputs ``north`` (``n``) and ``mag_trust``; a consumer gets the full attitude from ``g``
+  and ``n`` (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
+* scales, counted in heading: in units of ``B_h`` every n-side quantum (``Pn`` = ``q_w``,
+  ``nd`` = ``K_m eps_tilt``, output ``eps_out``) is the same heading resolution as its
+  g-side counterpart in tilt. The magnetometer quantum is ``eps_tilt B_h`` rounded up to
+  a whole multiple of at least ``4 sigma_mag`` (so ``K_m mag/B_h`` lies on the grid of
+  ``nd``); the vertical-field chain runs at that same resolution (finer would only pass
+  on its noise);
+* ``B0``, ``B_h`` and the initial ``n`` are local: ``spikefuse eval`` takes them from the
+  first magnetometer sample, as it takes the initial "up" from the first accelerometer
+  one; the shipped graph assumes 50 µT and 20 µT (regenerate with ``--set`` for a site).
 
 Scales are chosen from first principles (:class:`AttitudeParams`), not fitted to a log:
 
@@ -132,8 +139,9 @@ class AttitudeParams(StrictModel):
     )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
     tau_mag_s: float = Field(default=1.0, gt=0, description="magnetometer correction time constant")
-    m0: tuple[float, float, float] = Field(
-        default=(0.0, 1.0, 0.0), description="initial body-frame field, units of mag_horizontal_uT"
+    n0: tuple[float, float, float] = Field(
+        default=(0.0, 1.0, 0.0),
+        description="initial body-frame horizontal field (north), units of mag_horizontal_uT",
     )
 
     @model_validator(mode="after")
@@ -179,15 +187,24 @@ class AttitudeParams(StrictModel):
             s.update(
                 {
                     "mag": 1.0 / q_mag,
-                    # |B|^2/B0^2 - 1 on the grid eps_tilt (exact sum into the gate)
-                    "b2": 1.0 / (self.mag_field_uT**2 * self.eps_tilt_rad),
-                    "mgate": 1.0 / self.eps_tilt_rad,
+                    # |B|^2/B0^2 - 1 on the grid 2 eps_tilt (exact sum into the gate), the
+                    # resolution of the accelerometer gate and the width of the switch
+                    "b2": 1.0 / (self.mag_field_uT**2 * 2.0 * self.eps_tilt_rad),
+                    "mgate": 1.0 / (2.0 * self.eps_tilt_rad),
                     "mtrust": float(self.mag_trust_levels),
                     "Qmag": 1.0 / q_mag,
-                    "Qm": 1.0 / self.eps_tilt_rad,
-                    "m": 1.0 / self.eps_out_rad,
-                    "Pm": 1.0 / q_w,
-                    "md": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
+                    # the measured vertical field s g = (mag.g/B_h) g, removed from mag/B_h,
+                    # at the magnetometer's own resolution (finer would only pass on its
+                    # noise; coarser would add error): |g| ~ 1, so every node of the chain
+                    # mag.g -> s -> t_m s -> t_m s g_c has the quantum q_mag (/B_h)
+                    "Pmg": 1.0 / q_mag,
+                    "mv": b_h / q_mag,
+                    "st": b_h / q_mag,
+                    "Pv": b_h / q_mag,
+                    "Qn": 1.0 / self.eps_tilt_rad,
+                    "n": 1.0 / self.eps_out_rad,
+                    "Pn": 1.0 / q_w,
+                    "nd": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
                 }
             )
         return s
@@ -262,11 +279,12 @@ def _add_trust(
 
 
 def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None:
-    """The body-frame magnetic field ``m`` in units of the horizontal field B_h, the same
-    complementary structure as ``g``: ``dm/dt = m x w + K_m (t_m mag/B_h + (1 - t_m) m_q - m)``
-    with the magnetometer trust ``t_m`` from its magnitude (a magnet or ferrous object nearby
-    changes ``|B|``: then ``m`` follows the gyro alone)."""
+    """The body-frame horizontal magnetic field ``n`` (magnetic north, units of ``B_h``), the
+    same complementary structure as ``g`` (see the module docstring). The measured
+    horizontal part is ``mag/B_h - (mag.g/B_h) g``: Product ``Pmg = mag*g``, Dense ``mv``
+    (the vertical field), ``st = t_m mv`` and per axis ``Pv_c = st * g_c``."""
     km = 1.0 / p.tau_mag_s
+    b_h = p.mag_horizontal_uT
     g.input("mag", 3, scale=s["mag"])
     _add_trust(
         g,
@@ -277,18 +295,24 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         p.mag_gate_out,
         s,
     )
+    g_comp = [f"g_{a}" for a in AXES]
+    g.product("Pmg", "mag", g_comp, scale=s["Pmg"])  # mag_c g_c
+    g.dense("mv", "Pmg", np.full((3, 1), 1.0 / b_h), scale=s["mv"])  # mag.g / B_h
+    g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mag.g / B_h
     corr = []
     for c, axis in enumerate(AXES):
         sel = [ZERO] * 3
         sel[c] = "mtrust"
         g.product(f"Qmag_{axis}", sel, "mag", scale=s["Qmag"])  # (.., t_m mag_c, ..)
-        g.product(f"Qm_{axis}", "muntrust", f"m_{axis}", scale=s["Qm"])  # (1 - t_m) m_c
-        w = np.zeros((4, 1))
-        w[c, 0] = km / p.mag_horizontal_uT
-        w[3, 0] = km
-        corr.append(([f"Qmag_{axis}", f"Qm_{axis}"], w))
-    comp = _add_tracker(g, "m", s, p.tau_mag_s, list(p.m0), corr)
-    g.output("magnetic", comp, scale=s["m"])
+        g.product(f"Pv_{axis}", "st", g_comp[c], scale=s["Pv"])  # t_m (mag.g/B_h) g_c
+        g.product(f"Qn_{axis}", "muntrust", f"n_{axis}", scale=s["Qn"])  # (1 - t_m) n_c
+        w = np.zeros((5, 1))
+        w[c, 0] = km / b_h
+        w[3, 0] = -km
+        w[4, 0] = km
+        corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
+    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr)
+    g.output("north", comp, scale=s["n"])
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
 
 
@@ -341,7 +365,8 @@ def write_graph(graph: Graph, yaml_path: Path, params: AttitudeParams) -> tuple[
         "# Generated by `python -m spikefuse.attitude.generate` (do not edit by hand).\n"
         "# Gravity tracker dg/dt = g x w + K (t a/g0 + (1-t) g_q - g)"
         + (
-            " and field tracker\n# dm/dt = m x w + K_m (t_m mag/B_h + (1-t_m) m_q - m)"
+            " and north tracker\n"
+            "# dn/dt = n x w + K_m (t_m (mag - (mag.g) g)/B_h + (1-t_m) n_q - n)"
             if params.with_mag
             else ""
         )
