@@ -1,4 +1,5 @@
-"""Event-driven attitude (gravity direction) estimation: graph generator
+"""Event-driven attitude estimation (gravity direction; with a magnetometer also magnetic
+north, hence heading): graph generator
 (:mod:`.generate`), runners (:mod:`.run`), scoring against ground truth / VQF
 (:mod:`.evaluate`), quaternion helpers (:mod:`.quat`) and status checks (:mod:`.status`).
 

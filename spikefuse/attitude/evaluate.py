@@ -219,7 +219,8 @@ def _graphs(
     if graph is not None:
         if "mag" in graph.nodes and mag is None:
             raise LogFileError(
-                f"{table.source}: the graph has a 'mag' input but the log has no 'mag' group"
+                f"{table.source}: the graph has a 'mag' input but the log has no 'mag' "
+                "group with a finite row"
             )
         return graph, (graph if "mag" in graph.nodes else None)
     p9 = _initial_state(p, accel, mag)
