@@ -24,7 +24,9 @@ fixed-rate fusion loops, plus compute and idle CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -37,6 +39,7 @@ import numpy as np
 import yaml
 
 from spikefuse.benchmarks._common import BenchResult
+from spikefuse.errors import ConfigError
 
 DESCRIPTION = "end-to-end latency driver -> core -> actuator vs pyzmq floor and fixed-rate loops"
 RATES = (1_000, 10_000, 100_000)
@@ -48,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="per rate (default 3)")
     p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        help="run this process and the children (not the idle core) under SCHED_FIFO at this "
+        "priority (1-99; needs CAP_SYS_NICE): shows how much is scheduling (default 0: off)",
+    )
 
 
 # --------------------------------------------------------------------------- setup
@@ -71,9 +81,11 @@ def bench_graph(seed: int):
     return g
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
-    f = log.open("w")
-    return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+def _spawn(argv: list[str], log: Path, rt_priority: int = 0) -> subprocess.Popen:
+    if rt_priority:
+        argv = ["chrt", "--fifo", str(rt_priority), *argv]
+    with log.open("w") as f:
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -86,7 +98,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _actuator(run: Path, csv: Path, core: str) -> subprocess.Popen:
+def _actuator(run: Path, csv: Path, core: str, rt_priority: int = 0) -> subprocess.Popen:
     cfg = run / f"act-{csv.stem}.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -104,6 +116,7 @@ def _actuator(run: Path, csv: Path, core: str) -> subprocess.Popen:
     return _spawn(
         [sys.executable, "-m", "spikefuse", "actuator", "console", "--config", str(cfg)],
         run / f"act-{csv.stem}.log",
+        rt_priority,
     )
 
 
@@ -176,14 +189,17 @@ def _send_events(pub, stream) -> np.ndarray:
     return sent
 
 
-def _send_floor(pub, seconds: float) -> None:
+def _send_floor(pub, seconds: float) -> int:
     from spikefuse.protocol import MotorCommand
 
     values = np.zeros(N_OUT)
+    n = 0
     for seq, _ in enumerate(_paced(seconds, BATCH_PERIOD_NS)):
         now = time.monotonic_ns()
         values[0] = seq
         pub.send(MotorCommand("motors", seq, now, now, values))
+        n += 1
+    return n
 
 
 def relay_main(sub_ep: str, pub_ep: str) -> None:
@@ -308,6 +324,7 @@ class Run:
     batch_lat_us: np.ndarray  # per batch sent
     n_unreflected: int  # batches no command reflected
     ops_per_s: float
+    cpu_us_per_batch: float  # CPU of the fusion process (all threads) per batch sent
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -327,46 +344,51 @@ def _write_core_config(run: Path, seed: int) -> Path:
     return core_cfg
 
 
-def _drive(run: Path, tag: str, fusion_argv: list[str], endpoint_name: str, stream) -> tuple:
+def _drive(
+    run: Path, tag: str, fusion_argv: list[str], endpoint_name: str, stream, rt_priority: int
+) -> tuple:
     """Start the fusion process and an actuator on its endpoint, send ``stream``; returns
-    (sent t_ns, command receipts, causes)."""
+    (sent t_ns, command receipts, causes, CPU us of the fusion process per batch)."""
     from spikefuse.bus import Publisher
 
     csv = run / f"{tag}.csv"
     with Publisher(f"ipc://{run}/bench.sock", hwm=1_000_000) as pub:
-        fusion = _spawn(fusion_argv, run / f"{tag}.log")
-        act = _actuator(run, csv, endpoint_name)
+        fusion = _spawn(fusion_argv, run / f"{tag}.log", rt_priority)
+        act = _actuator(run, csv, endpoint_name, rt_priority)
         try:
             if not pub.wait_for_subscribers(1, 30.0):
                 raise RuntimeError(f"{tag}: the fusion process did not subscribe")
             _wait_rows(csv, 30.0)  # the actuator got the first command
+            cpu0 = cpu_ns(fusion.pid)
             sent = _send_events(pub, stream)
             time.sleep(0.3)
+            cpu_us = (cpu_ns(fusion.pid) - cpu0) / 1e3 / len(stream)
         finally:
             _stop(fusion)
             _stop(act)
     t, cause = _commands(csv)
     keep = t >= sent[0]  # commands before the stream are start-up
-    return sent, t[keep], cause[keep]
+    return sent, t[keep], cause[keep], cpu_us
 
 
-def measure_e2e(run: Path, seconds: float, seed: int) -> dict[int, Run]:
+def measure_e2e(run: Path, seconds: float, seed: int, rt_priority: int = 0) -> dict[int, Run]:
     core_cfg = _write_core_config(run, seed)
     out = {}
     for rate in RATES:
         argv = [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)]
-        sent, t, cause = _drive(run, f"e2e-{rate}", argv, "core", make_stream(rate, seconds, seed))
+        stream = make_stream(rate, seconds, seed)
+        sent, t, cause, cpu_us = _drive(run, f"e2e-{rate}", argv, "core", stream, rt_priority)
         batch_lat, n_unref = per_batch_latency_us(sent, t, cause)
         m = re.search(r"(\d+) synaptic ops", (run / f"e2e-{rate}.log").read_text())
         span_s = (sent[-1] - sent[0]) / 1e9 + BATCH_PERIOD_NS / 1e9
         ops = int(m.group(1)) / span_s if m else float("nan")
         _, first = np.unique(cause, return_index=True)
         first.sort()
-        out[rate] = Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops)
+        out[rate] = Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops, cpu_us)
     return out
 
 
-def measure_loop(run: Path, rate_hz: float, seconds: float, seed: int) -> Run:
+def measure_loop(run: Path, rate_hz: float, seconds: float, seed: int, rt_priority: int = 0) -> Run:
     tag = f"loop{rate_hz:g}hz"
     stats = run / f"{tag}.json"
     if not (run / "g.npz").exists():
@@ -382,13 +404,14 @@ def measure_loop(run: Path, rate_hz: float, seconds: float, seed: int) -> Run:
         str(run / "g.npz"),
         str(stats),
     ]
-    sent, t, cause = _drive(run, tag, argv, tag, make_stream(10_000, seconds, seed))
+    stream = make_stream(10_000, seconds, seed)
+    sent, t, cause, cpu_us = _drive(run, tag, argv, tag, stream, rt_priority)
     batch_lat, n_unref = per_batch_latency_us(sent, t, cause)
     st = json.loads(stats.read_text()) if stats.exists() else {}
     ops = st["syn_ops"] / st["elapsed_s"] if st else float("nan")
     _, first = np.unique(cause, return_index=True)
     first.sort()
-    return Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops, st)
+    return Run((t[first] - cause[first]) / 1e3, batch_lat, n_unref, ops, cpu_us, st)
 
 
 def _wait_rows(csv: Path, timeout_s: float) -> None:
@@ -400,7 +423,8 @@ def _wait_rows(csv: Path, timeout_s: float) -> None:
     raise RuntimeError(f"no command reached the actuator ({csv})")
 
 
-def measure_floor(run: Path, seconds: float) -> np.ndarray:
+def measure_floor(run: Path, seconds: float, rt_priority: int = 0) -> tuple[np.ndarray, float]:
+    """(latencies us, CPU us of the relay process per message)."""
     from spikefuse.bus import Publisher
 
     csv = run / "floor.csv"
@@ -415,20 +439,23 @@ def measure_floor(run: Path, seconds: float) -> np.ndarray:
                 f"ipc://{run}/relay.sock",
             ],
             run / "relay.log",
+            rt_priority,
         )
-        act = _actuator(run, csv, "relay")
+        act = _actuator(run, csv, "relay", rt_priority)
         try:
             if not pub.wait_for_subscribers(1, 30.0):
                 raise RuntimeError("relay did not subscribe")
             deadline = time.monotonic() + 30.0
             while time.monotonic() < deadline and len(_latencies_us(csv)) < 3:
                 _send_floor(pub, 0.05)
-            _send_floor(pub, seconds)
+            cpu0 = cpu_ns(relay.pid)
+            n_sent = _send_floor(pub, seconds)
             time.sleep(0.3)
+            cpu_us = (cpu_ns(relay.pid) - cpu0) / 1e3 / max(n_sent, 1)
         finally:
             _stop(relay)
             _stop(act)
-    return _latencies_us(csv)[3:]
+    return _latencies_us(csv)[3:], cpu_us
 
 
 def demo_compute(seconds: float) -> tuple[float, float]:
@@ -506,23 +533,60 @@ def cpu_ns(pid: int) -> int:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    with tempfile.TemporaryDirectory(prefix="sfbench") as tmp:
+    prio = args.rt_priority
+    with tempfile.TemporaryDirectory(prefix="sfbench") as tmp, _realtime(prio):
         run_dir = Path(tmp)
-        floor = measure_floor(run_dir, args.seconds)
-        e2e = measure_e2e(run_dir, args.seconds, args.seed)
-        loops = {hz: measure_loop(run_dir, hz, args.seconds, args.seed) for hz in (30.0, 1000.0)}
+        floor, relay_cpu_us = measure_floor(run_dir, args.seconds, prio)
+        e2e = measure_e2e(run_dir, args.seconds, args.seed, prio)
+        loops = {
+            hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
+        }
         idle = measure_idle(run_dir, args.idle_seconds)
     ev_ops, dense1k_ops = demo_compute(5.0)
-    return _report(floor, e2e, loops, idle, ev_ops, dense1k_ops)
+    return _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
 
 
-def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, dense1k_ops):
+@contextlib.contextmanager
+def _realtime(priority: int):
+    """SCHED_FIFO for this process while inside (no-op for 0); restored on exit."""
+    if not priority:
+        yield
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        raise ConfigError(f"cannot use SCHED_FIFO {priority}: {exc}", "--rt-priority") from None
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def _report(
+    floor: np.ndarray,
+    relay_cpu_us: float,
+    e2e: dict[int, Run],
+    loops: dict[float, Run],
+    idle: float,
+    ev_ops: float,
+    dense1k_ops: float,
+) -> BenchResult:
     lat10k = e2e[10_000].lat_us
     res = BenchResult(
         "End-to-end latency: driver t_ns -> MotorCommand at the actuator (ipc, 2 hops)",
-        header=("measure", "n", "p50 us", "p99 us", "max us", "mean us", "mean/batch us", "ops/s"),
+        header=(
+            "measure",
+            "n",
+            "p50 us",
+            "p99 us",
+            "max us",
+            "mean us",
+            "mean/batch us",
+            "ops/s",
+            "cpu us/batch",
+        ),
     )
-    res.add("raw pyzmq 2-hop floor", len(floor), *_stats(floor), "-", "-")
+    res.add("raw pyzmq 2-hop floor", len(floor), *_stats(floor), "-", "-", relay_cpu_us)
     for rate in RATES:
         r = e2e[rate]
         res.add(
@@ -531,6 +595,7 @@ def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, d
             *_stats(r.lat_us),
             _mean(r.batch_lat_us),
             r.ops_per_s,
+            r.cpu_us_per_batch,
         )
     for hz, r in loops.items():
         res.add(
@@ -539,6 +604,7 @@ def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, d
             *_stats(r.lat_us),
             _mean(r.batch_lat_us),
             r.ops_per_s,
+            r.cpu_us_per_batch,
         )
     ev = e2e[10_000]
     l30, l1k = loops[30.0], loops[1000.0]
@@ -547,7 +613,8 @@ def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, d
     ratio1k = mean_ev / _mean(l1k.batch_lat_us)
     res.notes += [
         f"mean latency per batch, event-driven(10k) / 30 Hz loop: {ratio30:.4f} "
-        f"({1 / ratio30:.0f}x lower); / 1 kHz loop: {ratio1k:.3f} (same stream, same 2 hops)",
+        f"({1 / ratio30:.0f}x lower); / 1 kHz loop: {ratio1k:.3f} (same stream, same 2 hops); "
+        f"the raw floor's own mean / 30 Hz loop: {np.mean(floor) / _mean(l30.batch_lat_us):.4f}",
         f"compute on the demo stream: event-driven {ev_ops:.3g} syn ops/s vs 1 kHz dense loop "
         f"{dense1k_ops:.3g} ops/s = {ev_ops / dense1k_ops:.4f}x; on the 10k bench stream: "
         f"{ev.ops_per_s:.3g} vs {l1k.ops_per_s:.3g} ops/s = {ev.ops_per_s / l1k.ops_per_s:.4f}x",
@@ -579,12 +646,16 @@ def _report(floor, e2e: dict[int, Run], loops: dict[float, Run], idle, ev_ops, d
         "loop_30hz_mean_batch_us": _r(_mean(l30.batch_lat_us)),
         "loop_1khz_mean_batch_us": _r(_mean(l1k.batch_lat_us)),
         "mean_latency_ratio_vs_1khz_loop": round(ratio1k, 5),
+        "floor_mean_ratio_vs_30hz_loop": round(float(np.mean(floor)) / _mean(l30.batch_lat_us), 5),
         "ops_per_s_10k": _r(ev.ops_per_s),
         "loop_1khz_ops_per_s": _r(l1k.ops_per_s),
         "loop_30hz_ops_per_s": _r(l30.ops_per_s),
         "compute_ratio_vs_1khz_loop_bench_stream": round(ev.ops_per_s / l1k.ops_per_s, 5),
         "loop_1khz_missed_ticks": int(l1k.extra.get("n_missed_ticks", 0)),
         "n_commands_10k": int(lat10k.size),
+        "core_cpu_us_per_batch_10k": _r(ev.cpu_us_per_batch),
+        "relay_cpu_us_per_msg": _r(relay_cpu_us),
+        "loop_1khz_cpu_us_per_batch": _r(l1k.cpu_us_per_batch),
     }
     return res
 
