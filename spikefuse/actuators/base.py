@@ -127,6 +127,7 @@ def register_actuator(kind: str, config: type[ActuatorConfig], description: str 
 
 def actuator_kinds() -> dict[str, ActuatorKind]:
     import spikefuse.actuators.console  # noqa: F401  (registers)
+    import spikefuse.actuators.gimbal  # noqa: F401
     import spikefuse.actuators.serial_line  # noqa: F401
 
     return dict(_KINDS)
