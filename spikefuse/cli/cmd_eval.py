@@ -11,7 +11,10 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from spikefuse.config import apply_overrides, validate_data
+from spikefuse.errors import ConfigError
 from spikefuse.tables import PRESETS, load_mapping, load_table
 
 
@@ -40,6 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override an AttitudeParams field, e.g. --set tau_acc_s=2",
     )
     a.add_argument("--no-compare", action="store_true", help="skip dense/VQF/gyro-only baselines")
+    a.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw FILE.png|.html: estimated vs true inclination (and vqf) over time, "
+        "the inclination error, the gimbal command and events/s against motion",
+    )
+    a.add_argument(
+        "--start", dest="start_s", type=float, metavar="S", help="first second of the log to use"
+    )
+    a.add_argument(
+        "--end", dest="end_s", type=float, metavar="S", help="last second of the log to use"
+    )
     a.set_defaults(func=run_attitude)
 
 
@@ -48,8 +64,12 @@ def run_attitude(args: argparse.Namespace) -> int:
     from spikefuse.attitude.generate import AttitudeParams
     from spikefuse.graph import Graph
 
+    if args.plot is not None and args.plot.suffix.lower() not in (".png", ".html"):
+        raise ConfigError(f"plot output must end in .png or .html, found {args.plot.name!r}")
     mapping = load_mapping(args.mapping) if args.mapping else None
-    table = load_table(args.log, mapping=mapping, preset=args.preset)
+    table = _time_slice(
+        load_table(args.log, mapping=mapping, preset=args.preset), args.start_s, args.end_s
+    )
     data = apply_overrides({"rate_hz": table.rate_hz}, args.overrides)
     params = validate_data(AttitudeParams, data, "--set")
     graph = Graph.load(args.graph) if args.graph else None
@@ -59,7 +79,32 @@ def run_attitude(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(report.render())
+    sys.stdout.flush()
+    if args.plot is not None:
+        from spikefuse.attitude.plot import attitude_series, plot_attitude
+
+        series = attitude_series(table, params, graph)
+        span = f" {args.start_s or 0:g}-{args.end_s:g} s" if args.end_s else ""
+        title = f"{Path(table.source).name}{span}: event-driven attitude"
+        out = plot_attitude(series, args.plot, title=title, summary=report.fields)
+        print(f"plot: {out}", file=sys.stderr)
     return 0
+
+
+def _time_slice(table, start_s: float | None, end_s: float | None):
+    """Rows with ``start_s <= t - t0 <= end_s`` (seconds from the first sample)."""
+    if start_s is None and end_s is None:
+        return table
+    rel_s = (table.t_ns - table.t_ns[0]) / 1e9
+    lo = int(np.searchsorted(rel_s, start_s, "left")) if start_s is not None else 0
+    hi = int(np.searchsorted(rel_s, end_s, "right")) if end_s is not None else len(table)
+    if hi - lo < 2:
+        raise ConfigError(
+            f"--start/--end select {max(hi - lo, 0)} samples of {table.source} "
+            f"(log spans 0-{rel_s[-1]:.3f} s)",
+            "--start/--end",
+        )
+    return table.slice(lo, hi)
 
 
 def _finite(v):
