@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from spikefuse.errors import ConfigError
 
@@ -30,6 +30,21 @@ class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+class FileConfig(StrictModel):
+    """A config read from a file: relative paths inside it are relative to that file
+    (``set_base_dir`` is called by the loader; the working directory until then)."""
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def set_base_dir(self, base_dir: str | Path) -> None:
+        self._base_dir = Path(base_dir)
+
+    def resolve_path(self, p: str | Path) -> Path:
+        """``p`` as an absolute path: ``~`` expanded, relative ones against the config's folder."""
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p).resolve()
 
 
 class _Located(dict):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, field_validator
 
 from spikefuse.bus import Publisher, Subscriber, default_ipc_endpoint, validate_endpoint
-from spikefuse.config import StrictModel, apply_overrides, load_yaml, validate_data
+from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import MotorCommand, Status
@@ -30,7 +30,7 @@ from spikefuse.sdk.timing import StopSignal
 log = logging.getLogger(__name__)
 
 
-class ActuatorConfig(StrictModel):
+class ActuatorConfig(FileConfig):
     """Common fields of every actuator kind."""
 
     name: str = Field(
@@ -47,8 +47,6 @@ class ActuatorConfig(StrictModel):
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     duration_s: float | None = Field(default=None, gt=0.0)
 
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-
     @field_validator("endpoint", "status_endpoint")
     @classmethod
     def _check_endpoint(cls, v: str | None) -> str | None:
@@ -59,17 +57,10 @@ class ActuatorConfig(StrictModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
-    def set_base_dir(self, base_dir: Path) -> None:
-        self._base_dir = Path(base_dir)
-
-    def path(self, p: str | Path) -> Path:
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self._base_dir / p
-
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return default_ipc_endpoint(self.path(self.run_dir), self.core)
+        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.core)
 
     def safe_array(self, n: int) -> np.ndarray:
         safe = np.asarray(self.safe_values, np.float64)

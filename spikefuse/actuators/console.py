@@ -32,7 +32,7 @@ class ConsoleActuator(Actuator):
         self._csv = None
         self._n_cols = None
         if cfg.csv is not None:
-            path = cfg.path(cfg.csv)
+            path = cfg.resolve_path(cfg.csv)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._csv = path.open("w", encoding="utf-8", buffering=1)

@@ -83,7 +83,7 @@ class GimbalActuator(Actuator):
         self._safe = (math.radians(cfg.safe_deg[0]), math.radians(cfg.safe_deg[1]))
         self._csv = None
         if cfg.csv is not None:
-            path = cfg.path(cfg.csv)
+            path = cfg.resolve_path(cfg.csv)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._csv = path.open("w", encoding="utf-8", buffering=1)

@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
-from spikefuse.config import StrictModel, load_model
+from spikefuse.config import FileConfig, StrictModel, load_model
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
 
 Name = str
@@ -81,7 +81,7 @@ class ActuatorMap(StrictModel):
         return self
 
 
-class CoreConfig(StrictModel):
+class CoreConfig(FileConfig):
     """The fusion daemon."""
 
     name: str = Field("core", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -99,29 +99,20 @@ class CoreConfig(StrictModel):
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)
 
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 
-    def set_base_dir(self, base_dir: Path) -> None:
-        self._base_dir = Path(base_dir)
-
-    def path(self, p: str | Path) -> Path:
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self._base_dir / p
-
     def graph_path(self) -> Path:
-        return self.path(self.graph)
+        return self.resolve_path(self.graph)
 
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return default_ipc_endpoint(self.path(self.run_dir), self.name)
+        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.name)
 
     def sensor_endpoint(self, inp: InputMap) -> str:
         if inp.endpoint is not None:
             return inp.endpoint
-        return default_ipc_endpoint(self.path(self.run_dir), inp.sensor)
+        return default_ipc_endpoint(self.resolve_path(self.run_dir), inp.sensor)
 
 
 def load_core_config(path: str | Path, overrides: list[str] | None = None) -> CoreConfig:

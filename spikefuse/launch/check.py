@@ -9,8 +9,8 @@ from spikefuse.launch.model import LaunchFile, ProcessSpec
 
 def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
     """Load ``p``'s config the way the process will (overrides and run_dir included)."""
-    sets = [f"run_dir={cfg.path(cfg.run_dir)}", *p.set]
-    path = cfg.path(p.config) if p.config is not None else None
+    sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
+    path = cfg.resolve_path(p.config) if p.config is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(
             f"config file not found: expected an existing file, found {str(path)!r}",

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from spikefuse.config import (
+    FileConfig,
     StrictModel,
     apply_overrides,
     line_of,
@@ -96,14 +97,13 @@ class ProcessSpec(StrictModel):
         return self
 
 
-class LaunchFile(StrictModel):
+class LaunchFile(FileConfig):
     name: str = Field("launch", pattern=_NAME)
     run_dir: Path = DEFAULT_RUN_DIR
     duration_s: float | None = Field(default=None, gt=0.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     processes: list[ProcessSpec] = Field(min_length=1)
 
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr("")
 
@@ -115,10 +115,6 @@ class LaunchFile(StrictModel):
                 raise ValueError(f"duplicate process name '{p.name}'")
             seen.add(p.name)
         return self
-
-    def path(self, p: str | Path) -> Path:
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else (self._base_dir / p).resolve()
 
     def where(self, *loc: str | int) -> str:
         field = ".".join(str(x) for x in loc)
@@ -133,10 +129,10 @@ class LaunchFile(StrictModel):
         if p.type:
             argv.append(p.type)
         if p.config is not None:
-            argv += ["--config", str(self.path(p.config))]
+            argv += ["--config", str(self.resolve_path(p.config))]
         sets = list(p.set)
         if p.kind in ("driver", "core", "actuator"):
-            sets.insert(0, f"run_dir={self.path(self.run_dir)}")
+            sets.insert(0, f"run_dir={self.resolve_path(self.run_dir)}")
         for s in sets:
             argv += ["--set", s]
         return argv + list(p.args)
@@ -184,7 +180,7 @@ def load_launch(
     if overrides:
         data = apply_overrides(data, _route_overrides(data, list(overrides)))
     cfg = validate_data(LaunchFile, data, str(path))
-    cfg._base_dir = path.resolve().parent
+    cfg.set_base_dir(path.resolve().parent)
     cfg._source = str(path)
     _record_lines(cfg, data)
     if check_configs:

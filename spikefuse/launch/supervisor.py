@@ -102,7 +102,7 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=_pdeathsig,
                 env=env,
-                cwd=str(self.launch.path(".")),
+                cwd=str(self.launch.resolve_path(".")),
             )
         except OSError as exc:
             self.say(f"{child.name}: cannot start {child.argv[0]}: {exc}")
@@ -269,7 +269,7 @@ class Supervisor:
         from spikefuse.errors import BusError, ConfigError
 
         try:
-            run_dir = self.launch.path(self.launch.run_dir)
+            run_dir = self.launch.resolve_path(self.launch.run_dir)
             self._status_pub = Publisher(
                 default_ipc_endpoint(run_dir, f"launch-{self.launch.name}")
             )

@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
-from spikefuse.config import StrictModel
+from spikefuse.config import FileConfig, StrictModel
 from spikefuse.encoding import DvsEncoder
 from spikefuse.errors import ConfigError
 
@@ -79,7 +79,7 @@ class DvsSettings(StrictModel):
         )
 
 
-class DriverConfig(StrictModel):
+class DriverConfig(FileConfig):
     """Base of every driver config.
 
     Subclasses set ``default_groups`` (group name -> dict of :class:`GroupConfig` fields)
@@ -100,8 +100,6 @@ class DriverConfig(StrictModel):
     duration_s: float | None = Field(default=None, gt=0.0)
     wait_for_subscribers: int = Field(0, ge=0)
     wait_for_subscribers_timeout_s: float = Field(5.0, ge=0.0)
-
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="before")
     @classmethod
@@ -158,14 +156,6 @@ class DriverConfig(StrictModel):
 
     def enabled_groups(self) -> list[str]:
         return [g for g, c in self.groups.items() if c.enabled]
-
-    def resolve_path(self, p: str | Path) -> Path:
-        """A path from the config, resolved against the config file's directory."""
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self._base_dir / p
-
-    def set_base_dir(self, base_dir: Path) -> None:
-        self._base_dir = Path(base_dir)
 
     def frame_encoder(self, group: str) -> DvsEncoder:
         """The DVS encoder of a group that yields frames: from a ``dvs`` field
