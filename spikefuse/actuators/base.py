@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -56,6 +57,15 @@ class ActuatorConfig(FileConfig):
             return validate_endpoint(v)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    def open_csv(self, csv: str | Path) -> TextIO:
+        """Open the CSV log ``csv`` (relative to the config file) line-buffered for writing."""
+        path = self.resolve_path(csv)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("w", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise ConfigError(f"cannot open CSV output {path}: {exc}", "csv") from None
 
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:

@@ -13,7 +13,6 @@ import numpy as np
 from pydantic import Field
 
 from spikefuse.actuators.base import Actuator, ActuatorConfig, register_actuator
-from spikefuse.errors import ConfigError
 
 
 class ConsoleConfig(ActuatorConfig):
@@ -29,15 +28,8 @@ class ConsoleActuator(Actuator):
     def __init__(self, cfg: ConsoleConfig):
         super().__init__(cfg)
         self.cfg: ConsoleConfig = cfg
-        self._csv = None
+        self._csv = cfg.open_csv(cfg.csv) if cfg.csv is not None else None
         self._n_cols = None
-        if cfg.csv is not None:
-            path = cfg.resolve_path(cfg.csv)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._csv = path.open("w", encoding="utf-8", buffering=1)
-            except OSError as exc:
-                raise ConfigError(f"cannot open CSV output {path}: {exc}", "csv") from None
         self._print_period_ns = round(1e9 / cfg.print_hz) if cfg.print_hz > 0 else None
         self._next_print_ns = 0
         self.n_applied = 0

@@ -29,7 +29,6 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from spikefuse.actuators.base import Actuator, ActuatorConfig, register_actuator
-from spikefuse.errors import ConfigError
 
 
 class GimbalConfig(ActuatorConfig):
@@ -81,14 +80,8 @@ class GimbalActuator(Actuator):
         self._ch = list(cfg.gravity_channels)
         self._limits = (math.radians(cfg.roll_limit_deg), math.radians(cfg.pitch_limit_deg))
         self._safe = (math.radians(cfg.safe_deg[0]), math.radians(cfg.safe_deg[1]))
-        self._csv = None
-        if cfg.csv is not None:
-            path = cfg.resolve_path(cfg.csv)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._csv = path.open("w", encoding="utf-8", buffering=1)
-            except OSError as exc:
-                raise ConfigError(f"cannot open CSV output {path}: {exc}", "csv") from None
+        self._csv = cfg.open_csv(cfg.csv) if cfg.csv is not None else None
+        if self._csv is not None:
             self._csv.write("t_ns,kind,seq,cause_t_ns,roll_cmd_rad,pitch_cmd_rad,limited\n")
         self._print_period_ns = round(1e9 / cfg.print_hz) if cfg.print_hz > 0 else None
         self._next_print_ns = 0
