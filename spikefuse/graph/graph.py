@@ -171,84 +171,24 @@ class Graph:
         if not self.nodes:
             raise GraphError("the graph has no nodes")
         nodes = dict(self.nodes)
-        for name, node in nodes.items():
-            for field, src in _source_fields(node):
-                if src not in nodes:
-                    raise GraphError(f"unknown source node '{src}'", name, field)
-                if isinstance(nodes[src], Output):
-                    raise GraphError(f"source '{src}' is an Output (a sink)", name, field)
-                if src == name and not isinstance(node, Integrator):
-                    raise GraphError("a node cannot feed itself except an Integrator", name, field)
+        _check_sources(nodes)
         order = _topo_order(nodes)
-        # sizes known without looking at sources (so cycles through integrators resolve)
+        # sizes known without looking at sources (so cycles through integrators resolve);
+        # the others are resolved from their sources, iterating to a fixed point
         sizes: dict[str, int] = {
             n: nodes[n].size for n in order if isinstance(nodes[n], (Input, Dense, Conv2d))
         }
         resolved: dict[str, Node] = {}
-        # sizes of integrators may be needed before they appear in order (cycles): resolve
-        # explicit-size nodes first, then iterate until fixed point.
         pending = list(order)
-        for _ in range(len(order) + 1):
-            progress = False
-            rest = []
-            for name in pending:
-                node = nodes[name]
-                srcs = node.sources
-                if isinstance(node, Product):
-                    sa = _sum_sizes(_src_list(node.a), sizes)
-                    sb = _sum_sizes(_src_list(node.b), sizes)
-                    if sa is None or sb is None:
-                        rest.append(name)
-                        continue
-                    if sa != sb:
-                        raise GraphError(
-                            f"inputs a ({sa}) and b ({sb}) have different sizes", name, "b"
-                        )
-                    if node.n is not None and node.n != sa:
-                        raise GraphError(
-                            f"size {node.n} does not match inputs ({sa})", name, "size"
-                        )
-                    resolved[name] = node.model_copy(update={"n": sa})
-                elif isinstance(node, Input):
-                    resolved[name] = node
-                else:
-                    total = _sum_sizes(srcs, sizes)
-                    if total is None:
-                        rest.append(name)
-                        continue
-                    if isinstance(node, (Dense, Conv2d)):
-                        if node.n_in != total:
-                            field = "weights" if isinstance(node, Dense) else "in_shape"
-                            raise GraphError(
-                                f"expects {node.n_in} inputs but its sources give {total}",
-                                name,
-                                field,
-                            )
-                        resolved[name] = node
-                    else:
-                        if node.n is not None and node.n != total:
-                            raise GraphError(
-                                f"size {node.n} does not match its sources ({total})", name, "size"
-                            )
-                        resolved[name] = node.model_copy(update={"n": total})
-                        if isinstance(node, Integrator):
-                            for f in ("gain", "tau_s", "y0"):
-                                v = getattr(node, f)
-                                if v is not None and not np.isscalar(v) and len(v) != total:
-                                    raise GraphError(
-                                        f"has {len(v)} values for {total} units", name, f
-                                    )
-                sizes[name] = resolved[name].size
-                progress = True
-            pending = rest
-            if not pending:
-                break
-            if not progress:
+        while pending:
+            rest = [n for n in pending if not _resolve_node(nodes[n], sizes, resolved)]
+            if len(rest) == len(pending):
                 raise GraphError(
                     "size cannot be resolved (cycle of nodes without explicit size)",
-                    pending[0],
+                    rest[0],
                     "size",
                 )
+            pending = rest
         ordered = {n: resolved[n] for n in order}
         return ResolvedGraph(self.name, ordered, tuple(order))
 
@@ -357,6 +297,59 @@ class Graph:
                     f"cannot read weights file '{wfile}': {exc}", f"{path}:weights"
                 ) from None
         return cls.from_dict(dict(data), arrays, str(path))
+
+
+def _check_sources(nodes: dict[str, Node]) -> None:
+    for name, node in nodes.items():
+        for field, src in _source_fields(node):
+            if src not in nodes:
+                raise GraphError(f"unknown source node '{src}'", name, field)
+            if isinstance(nodes[src], Output):
+                raise GraphError(f"source '{src}' is an Output (a sink)", name, field)
+            if src == name and not isinstance(node, Integrator):
+                raise GraphError("a node cannot feed itself except an Integrator", name, field)
+
+
+def _resolve_node(node: Node, sizes: dict[str, int], resolved: dict[str, Node]) -> bool:
+    """Check ``node`` against its sources' sizes and record it; False while a source's size
+    is still unknown."""
+    name = node.name
+    if isinstance(node, Input):
+        resolved[name] = node
+    elif isinstance(node, Product):
+        sa = _sum_sizes(_src_list(node.a), sizes)
+        sb = _sum_sizes(_src_list(node.b), sizes)
+        if sa is None or sb is None:
+            return False
+        if sa != sb:
+            raise GraphError(f"inputs a ({sa}) and b ({sb}) have different sizes", name, "b")
+        if node.n is not None and node.n != sa:
+            raise GraphError(f"size {node.n} does not match inputs ({sa})", name, "size")
+        resolved[name] = node.model_copy(update={"n": sa})
+    else:
+        total = _sum_sizes(node.sources, sizes)
+        if total is None:
+            return False
+        if isinstance(node, (Dense, Conv2d)):
+            if node.n_in != total:
+                field = "weights" if isinstance(node, Dense) else "in_shape"
+                raise GraphError(
+                    f"expects {node.n_in} inputs but its sources give {total}", name, field
+                )
+            resolved[name] = node
+        else:
+            if node.n is not None and node.n != total:
+                raise GraphError(
+                    f"size {node.n} does not match its sources ({total})", name, "size"
+                )
+            if isinstance(node, Integrator):
+                for f in ("gain", "tau_s", "y0"):
+                    v = getattr(node, f)
+                    if v is not None and not np.isscalar(v) and len(v) != total:
+                        raise GraphError(f"has {len(v)} values for {total} units", name, f)
+            resolved[name] = node.model_copy(update={"n": total})
+    sizes[name] = resolved[name].size
+    return True
 
 
 def _src_list(src: str | list[str]) -> list[str]:
