@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 """Current (and newest understood) wire version."""
 
+MAX_TOTALS_STREAMS = 64
+"""Most inputs one Heartbeat may carry totals for."""
 KIND_EVENT_BATCH = 1
 KIND_HEARTBEAT = 2
 KIND_MOTOR_COMMAND = 3
@@ -144,15 +146,41 @@ class EventBatch:
         return len(self.channels)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Heartbeat:
-    """Liveness and health of a sensor driver; ``state`` is ok / degraded / failed."""
+    """Liveness and health of a sensor driver; ``state`` is ok / degraded / failed.
+
+    ``totals`` (optional) maps a graph input name to the running sum of every count the
+    driver has sent on that stream, per channel (int64). Change-events integrate, so one
+    lost batch would bias the receiver for good; a receiver compares these keyframes with
+    what it received and applies the difference (lost batches, a restarted driver)."""
 
     sensor: str
     seq: int
     t_ns: int
     state: str
     detail: str = ""
+    totals: dict[str, np.ndarray] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Heartbeat):
+            return NotImplemented
+        same = (self.sensor, self.seq, self.t_ns, self.state, self.detail) == (
+            other.sensor,
+            other.seq,
+            other.t_ns,
+            other.state,
+            other.detail,
+        )
+        if not same or (self.totals is None) != (other.totals is None):
+            return False
+        if self.totals is None:
+            return True
+        return self.totals.keys() == other.totals.keys() and all(
+            _arr_eq(v, other.totals[k]) for k, v in self.totals.items()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(slots=True, eq=False)
@@ -298,12 +326,23 @@ def _fields_heartbeat(m: Heartbeat) -> list[Any]:
         raise _enc_err("Heartbeat.state", f"expected one of {HEARTBEAT_STATES}, found {m.state!r}")
     if not isinstance(m.detail, str) or len(m.detail) > MAX_DETAIL_LEN:
         raise _enc_err("Heartbeat.detail", f"expected a str of <= {MAX_DETAIL_LEN} chars")
+    totals = None
+    if m.totals is not None:
+        if not isinstance(m.totals, dict) or len(m.totals) > MAX_TOTALS_STREAMS:
+            raise _enc_err("Heartbeat.totals", f"expected a map of <= {MAX_TOTALS_STREAMS} inputs")
+        totals = {
+            _enc_name(k, f"Heartbeat.totals.{k}"): _enc_array(
+                v, _I8, f"Heartbeat.totals.{k}"
+            ).tobytes()
+            for k, v in m.totals.items()
+        }
     return [
         _enc_name(m.sensor, "Heartbeat.sensor"),
         _enc_int(m.seq, "Heartbeat.seq", 0),
         _enc_int(m.t_ns, "Heartbeat.t_ns"),
         m.state,
         m.detail,
+        totals,
     ]
 
 
@@ -463,7 +502,18 @@ def _dec_heartbeat(f: list[Any]) -> Heartbeat:
     detail = f[4]
     if type(detail) is not str or len(detail) > MAX_DETAIL_LEN:
         raise _bad("Heartbeat.detail", f"expected str of <= {MAX_DETAIL_LEN} chars")
-    return Heartbeat(sensor, seq, t_ns, state, detail)
+    raw = f[5]
+    totals = None
+    if raw is not None:
+        if type(raw) is not dict or len(raw) > MAX_TOTALS_STREAMS:
+            raise _bad(
+                "Heartbeat.totals", f"expected nil or a map of <= {MAX_TOTALS_STREAMS} inputs"
+            )
+        totals = {}
+        for k, v in raw.items():
+            name = _name(k, "Heartbeat.totals")
+            totals[name] = _array(v, _I8, f"Heartbeat.totals.{name}")
+    return Heartbeat(sensor, seq, t_ns, state, detail, totals)
 
 
 def _dec_motor(f: list[Any]) -> MotorCommand:
@@ -510,7 +560,7 @@ def _dec_status(f: list[Any]) -> Status:
 # kind -> (name, number of fields after version and kind, decoder)
 _KINDS = {
     KIND_EVENT_BATCH: ("EventBatch", 9, _dec_event_batch),
-    KIND_HEARTBEAT: ("Heartbeat", 5, _dec_heartbeat),
+    KIND_HEARTBEAT: ("Heartbeat", 6, _dec_heartbeat),
     KIND_MOTOR_COMMAND: ("MotorCommand", 5, _dec_motor),
     KIND_STATUS: ("Status", 4, _dec_status),
 }

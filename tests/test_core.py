@@ -275,3 +275,51 @@ def test_two_outputs_routed_to_their_own_motors(tmp_path):
     core.service(dl)
     last = motors(sent)[-1]
     assert last.actuator == "b" and last.cause_t_ns == dl and last.values[0] > 0
+
+
+def test_heartbeat_totals_restore_counts_lost_on_the_way(tmp_path):
+    """Change-events integrate: a lost batch would bias the input for good. The driver's
+    running totals in its heartbeat let the core apply exactly what it missed."""
+    core, sent = make_core(tmp_path)
+    core.service(0)
+    stream = [([0, 1], [4, 2]), ([0], [-2]), ([2, 3], [6, -4]), ([1], [8])]
+    totals = np.zeros(4, np.int64)
+    for i, (ch, co) in enumerate(stream):
+        np.add.at(totals, ch, co)
+        if i != 2:  # batch 2 is lost (full queue, reconnect, ...)
+            core.handle(batch(i, (i + 1) * MS, ch, co), (i + 1) * MS)
+    assert np.array_equal(core.engine.output_value("y"), [1.0, 5.0, 0.0, 0.0])
+    hb = Heartbeat("s", 0, 6 * MS, "ok", "", {"x": totals.copy()})
+    core.handle(hb, 6 * MS)
+    core.service(6 * MS + 1)
+    # y = 0.5 * x with x = totals: the lost (+6, -4) on channels 2, 3 is back
+    assert np.array_equal(core.engine.output_value("y"), 0.5 * totals)
+    assert motors(sent)[-1].values.tolist() == (0.5 * totals).tolist()
+    st = core.inputs["x"]
+    assert (st.n_resyncs, st.n_resync_counts) == (1, 10)
+    core.handle(Heartbeat("s", 1, 7 * MS, "ok", "", {"x": totals.copy()}), 7 * MS)
+    assert st.n_resyncs == 1  # in agreement: nothing to do
+
+
+def test_heartbeat_totals_recover_a_restart_whose_first_batches_were_missed(tmp_path):
+    """A restarted driver's encoder starts from zero; if the core missed its first batches
+    (slow joiner) the seq need not go back, but the totals still put the input right."""
+    core, _ = make_core(tmp_path)
+    core.service(0)
+    for i in range(3):
+        core.handle(batch(i, (i + 1) * MS, [0], [2]), (i + 1) * MS)  # old driver: x0 = 6
+    # new driver: batches 0..4 lost; it sent +4 then +2 on channel 0 and +2 on channel 1
+    core.handle(batch(5, 10 * MS, [1], [2]), 10 * MS)
+    new_totals = np.array([6, 2, 0, 0], np.int64)
+    core.handle(Heartbeat("s", 0, 11 * MS, "ok", "", {"x": new_totals}), 11 * MS)
+    assert np.array_equal(core.engine.output_value("y"), 0.5 * new_totals)
+
+
+def test_bad_heartbeat_totals_are_counted_not_applied(tmp_path):
+    core, _ = make_core(tmp_path)
+    core.service(0)
+    core.handle(batch(0, MS, [0], [2]), MS)
+    core.handle(Heartbeat("s", 0, 2 * MS, "ok", "", {"x": np.ones(9, np.int64)}), 2 * MS)
+    core.handle(Heartbeat("s", 1, 2 * MS, "ok", "", {"nope": np.ones(2, np.int64)}), 2 * MS)
+    assert core.drops.get("bad_totals") == 1
+    assert np.array_equal(core.engine.output_value("y"), [1.0, 0.0, 0.0, 0.0])

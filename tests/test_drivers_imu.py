@@ -331,3 +331,25 @@ def test_synthetic_fast_runs_are_identical(tmp_path):
     first = run_once("a")
     assert len(first) > 300
     assert first == run_once("b")
+
+
+def test_heartbeat_totals_equal_the_sum_of_every_count_sent(tmp_path):
+    """The keyframe a receiver resyncs against: per input, the sum of all counts sent."""
+    cfg = load_driver_config(
+        IMU,
+        None,
+        [
+            f"endpoint=ipc://{tmp_path}/s.sock",
+            "wait_for_subscribers=1",
+            "source.realtime=false",
+            "duration_s=0.5",
+            "groups.gyro.scale=500",
+        ],
+    )
+    got, _ = _run_threaded(cfg)
+    last = [h for h in got.heartbeats if h.totals][-1]
+    for name in ("gyro", "accel", "mag"):
+        want = got.sums(name, 3)
+        tot = last.totals[name]
+        assert np.array_equal(np.pad(tot, (0, 3 - tot.size)), want), name
+    assert np.abs(last.totals["gyro"]).sum() > 0

@@ -58,6 +58,7 @@ def _samples() -> list:
         MotorCommand("wheels", 9, 100, 90, np.array([0.5, -1.25, 3e300])),
         MotorCommand("arm", 0, 1, 1, np.zeros(0)),
         Status("engine", 2, 77, {"n_events": 12, "load": 0.25, "names": ["a", "b"], "x": None}),
+        Heartbeat("imu0", 9, 7, "ok", "", {"gyro": np.array([3, -1, 0], np.int64)}),
     ]
 
 
@@ -218,7 +219,14 @@ def _eb_fields(**over):
             "bad_field",
             "EventBatch.channels: negative",
         ),
-        (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "great", ""), "bad_field", "Heartbeat.state"),
+        (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "great", "", None), "bad_field", "Heartbeat.state"),
+        (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "ok", ""), "truncated", "Heartbeat"),
+        (
+            _raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "ok", "", {"gyro": b"\x01\x02\x03"}),
+            "truncated",
+            "Heartbeat.totals.gyro",
+        ),
+        (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "ok", "", [1, 2]), "bad_field", "Heartbeat.totals"),
         (
             _raw(PROTOCOL_VERSION, 3, "m", 1, 2, 3, np.array([np.inf]).tobytes()),
             "bad_field",

@@ -58,6 +58,10 @@ class InputState:
         self.n_duplicate = 0
         self.n_resets = 0
         self.n_stale = 0
+        self.received = np.zeros(size, np.int64)  # driver counts received (at its scale)
+        self.last_scale: float | None = None
+        self.n_resyncs = 0
+        self.n_resync_counts = 0
 
     @property
     def sent(self) -> np.ndarray:
@@ -97,6 +101,7 @@ class InputState:
         counts = (-sent[nz]).astype(np.int32)
         self.target[:] = 0.0
         sent[:] = 0
+        self.received[:] = 0
         self._target_synced = True
         self.n_resets += 1
         return nz.astype(np.int32), counts
@@ -113,6 +118,8 @@ class InputState:
             "n_out_of_order": self.n_out_of_order,
             "n_duplicate": self.n_duplicate,
             "n_resets": self.n_resets,
+            "n_resyncs": self.n_resyncs,
+            "n_resync_counts": self.n_resync_counts,
             "n_stale": self.n_stale,
         }
 
@@ -218,6 +225,8 @@ class FusionCore:
                 for st in self.inputs.values():
                     if st.cfg.sensor == msg.sensor:
                         st.last_seen_ns = max(st.last_seen_ns, now_ns)
+            if msg.totals:
+                self._resync(msg, now_ns)
         else:
             self.drop("unexpected_kind")
 
@@ -234,15 +243,61 @@ class FusionCore:
             self.drop("bad_channel", int(bad.sum()))
             batch.channels, batch.counts = batch.channels[~bad], batch.counts[~bad]
             batch.dt_ns = None if batch.dt_ns is None else batch.dt_ns[~bad]
+        np.add.at(st.received, batch.channels, batch.counts.astype(np.int64))
+        st.last_scale = batch.scale
         t_ns = batch.t_ns + (
             int(batch.dt_ns.max()) if batch.dt_ns is not None and batch.dt_ns.size else 0
         )
+        self._schedule(st, batch, t_ns, now_ns)
+
+    def _schedule(self, st: InputState, batch: EventBatch, t_ns: int, now_ns: int) -> None:
         if st.window_ns and t_ns + st.window_ns > now_ns:
             heapq.heappush(self._reorder, (t_ns, next(self._tiebreak), st.name, batch))
             return
         if st.window_ns:
             st.n_late += 1
         self._apply(st, batch, t_ns, now_ns)
+
+    def _resync(self, hb: Heartbeat, now_ns: int) -> None:
+        """Keyframe: the driver's running totals per input against what arrived here. A
+        difference (batches lost to a full queue, a reconnect, a restarted driver whose
+        first batches were missed) is applied as one correcting batch at the heartbeat's
+        time, through the same path as any batch; the integrated value is then exact."""
+        for inp, totals in hb.totals.items():  # type: ignore[union-attr]
+            st = self._by_stream.get((hb.sensor, inp))
+            if st is None or st.last_scale is None:
+                continue  # nothing received yet: the first batch carries the full value
+            if totals.size > st.size:
+                self.drop("bad_totals")
+                continue
+            diff = -st.received.copy()
+            diff[: totals.size] += totals
+            nz = np.flatnonzero(diff)
+            if not nz.size:
+                continue
+            if np.abs(diff[nz]).max() > np.iinfo(np.int32).max:
+                self.drop("bad_totals")
+                continue
+            st.received += diff
+            st.n_resyncs += 1
+            st.n_resync_counts += int(np.abs(diff[nz]).sum())
+            log.info(
+                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected",
+                st.name,
+                hb.sensor,
+                nz.size,
+                int(np.abs(diff[nz]).sum()),
+            )
+            fix = EventBatch(
+                hb.sensor,
+                st.last_seq or 0,
+                hb.t_ns,
+                inp,
+                st.last_scale,
+                nz.astype(np.int32),
+                diff[nz].astype(np.int32),
+            )
+            self._schedule(st, fix, max(hb.t_ns, 0), now_ns)
 
     def _check_seq(self, st: InputState, batch: EventBatch, now_ns: int) -> bool:
         """Counts sequence anomalies; False drops the batch. One PUB socket never reorders,

@@ -374,13 +374,25 @@ class Runner:
         detail = self.health.detail if state != STATE_OK else ""
         if extra:
             detail = f"{detail}; {extra}" if detail else extra
-        self._send(Heartbeat(self.cfg.name, self.hb_seq, now_ns, state, detail[:4000]))
+        self._send(
+            Heartbeat(self.cfg.name, self.hb_seq, now_ns, state, detail[:4000], self._totals())
+        )
         self.hb_seq += 1
         self._send(Status(self.cfg.name, self.status_seq, now_ns, self.metrics()))
         self.status_seq += 1
         poll = getattr(self.sender, "poll_subscriptions", None)
         if poll is not None:
             poll()  # drain (un)subscription notices of the XPUB socket
+
+    def _totals(self) -> dict[str, np.ndarray] | None:
+        """Keyframes: per input, the sum of every count sent so far (see Heartbeat.totals)."""
+        out: dict[str, np.ndarray] = {}
+        for s in self.streams.values():
+            t = s.totals
+            if t is not None and t.size:
+                out[s.input] = t.copy() if s.input not in out else None
+        kept = {k: v for k, v in out.items() if v is not None}  # an input fed by two groups: none
+        return kept or None
 
     def metrics(self) -> dict[str, object]:
         return {

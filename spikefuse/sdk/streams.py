@@ -24,6 +24,11 @@ from spikefuse.protocol import EventBatch
 
 SendFn = Callable[[EventBatch], None]
 
+SYNC_MAX_CHANNELS = 4096
+"""Streams up to this many channels keep per-channel totals for the heartbeat keyframes
+(IMU-like streams, where one lost count biases the receiver for good); wider streams (event
+cameras) do not: a lost DVS event only blurs one pixel's contrast for a moment."""
+
 
 class GroupStream:
     def __init__(
@@ -55,6 +60,26 @@ class GroupStream:
         self._counts: list[np.ndarray] = []
         self._dt: list[np.ndarray] = []
         self._n_pending = 0
+        self._totals = np.zeros(0, np.int64)
+        self._totals_on = True
+
+    @property
+    def totals(self) -> np.ndarray | None:
+        """Running per-channel sum of every count flushed so far (None for wide streams)."""
+        return self._totals if self._totals_on else None
+
+    def _count(self, ch: np.ndarray, co: np.ndarray) -> None:
+        if not self._totals_on or not ch.size:
+            return
+        top = int(ch.max()) + 1
+        if top > SYNC_MAX_CHANNELS:
+            self._totals_on = False
+            return
+        if top > self._totals.size:
+            self._totals = np.concatenate(
+                [self._totals, np.zeros(top - self._totals.size, np.int64)]
+            )
+        np.add.at(self._totals, ch, co.astype(np.int64))
 
     # ------------------------------------------------------------------ batching
     @property
@@ -139,6 +164,7 @@ class GroupStream:
         self.seq += 1
         self.n_batches += 1
         self.n_events += int(ch.size)
+        self._count(ch, co)
         send(batch)
 
     # ------------------------------------------------------------------ counters
