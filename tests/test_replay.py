@@ -410,3 +410,29 @@ def test_live_replay_cli_start_end_window(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert json.loads(err.strip().splitlines()[-1])["n_sent"] == len(want) == len(got) > 50
     assert got == want  # stored bytes unchanged (--keep-time): the same batches, in order
+
+
+def test_offline_replay_applies_heartbeat_totals_like_the_core(tmp_path):
+    """A log that lost a batch on the way: the driver's heartbeat totals put the input
+    right, offline exactly as the live core does (FusionCore._resync)."""
+    from spikefuse.protocol import Heartbeat
+
+    g = Graph("sum")
+    g.input("x", 2, scale=1.0)
+    g.output("y", "x", scale=1.0)
+    path = tmp_path / "lossy.mcap"
+    totals = np.zeros(2, np.int64)
+    with LogWriter(path) as w:
+        for i, (ch, co) in enumerate([([0], [3]), ([1], [5]), ([0], [-1])]):
+            np.add.at(totals, ch, co)
+            if i == 1:
+                continue  # lost before the recorder
+            b = EventBatch(
+                "s", i, (i + 1) * 1000, "x", 1.0, np.array(ch, np.int32), np.array(co, np.int32)
+            )
+            w.write("sensor/s", encode(b), (i + 1) * 1000, b.t_ns, b.seq)
+        hb = Heartbeat("s", 0, 5000, "ok", "", {"x": totals.copy()})
+        w.write("sensor/s", encode(hb), 5000, 5000, 0)
+    res = replay_offline(path, g, keep_motor=True)
+    assert res.n_resyncs == 1
+    assert res.motor[-1].values.tolist() == [2.0, 5.0]

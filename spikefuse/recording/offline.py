@@ -27,7 +27,16 @@ from spikefuse.encoding import round_half_away
 from spikefuse.engine import Engine
 from spikefuse.errors import ProtocolError
 from spikefuse.graph import Graph
-from spikefuse.protocol import Encoder, EventBatch, MotorCommand, Status, decode, encode, topic_of
+from spikefuse.protocol import (
+    Encoder,
+    EventBatch,
+    Heartbeat,
+    MotorCommand,
+    Status,
+    decode,
+    encode,
+    topic_of,
+)
 from spikefuse.recording.mcapio import LogFile, LogWriter, open_log
 from spikefuse.recording.progress import Progress
 
@@ -46,6 +55,7 @@ class OfflineResult:
     n_undecodable: int = 0
     n_rescaled_batches: int = 0
     n_time_clamped: int = 0
+    n_resyncs: int = 0
     unknown_inputs: dict[str, int] = field(default_factory=dict)
     bad_batches: dict[str, int] = field(default_factory=dict)
     counters: dict = field(default_factory=dict)
@@ -67,6 +77,7 @@ class OfflineResult:
             "n_undecodable": self.n_undecodable,
             "n_rescaled_batches": self.n_rescaled_batches,
             "n_time_clamped": self.n_time_clamped,
+            "n_resyncs": self.n_resyncs,
             "unknown_inputs": self.unknown_inputs,
             "bad_batches": self.bad_batches,
             "spikes": self.counters.get("spikes", {}),
@@ -166,6 +177,7 @@ def _decoded_batches(
     messages: list, res: OfflineResult
 ) -> list[tuple[int, int, EventBatch, object]]:
     items = []
+    received: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
     for i, m in enumerate(messages):
         try:
             msg = decode(m.payload)
@@ -174,8 +186,49 @@ def _decoded_batches(
             continue
         if isinstance(msg, EventBatch):
             items.append((apply_time_ns(msg), i, msg, m))
+            _count_received(received, msg)
+        elif isinstance(msg, Heartbeat) and msg.totals:
+            for fix in _resync_batches(received, msg):
+                res.n_resyncs += 1
+                items.append((fix.t_ns, i, fix, None))
     items.sort(key=lambda it: (it[0], it[1]))
     return items
+
+
+def _count_received(received: dict, batch: EventBatch) -> None:
+    key = (batch.sensor, batch.input)
+    tot = received.get(key, (np.zeros(0, np.int64), batch.scale))[0]
+    if batch.channels.size:
+        top = int(batch.channels.max()) + 1
+        if top > tot.size:
+            tot = np.concatenate([tot, np.zeros(top - tot.size, np.int64)])
+        np.add.at(tot, batch.channels, batch.counts.astype(np.int64))
+    received[key] = (tot, batch.scale)
+
+
+def _resync_batches(received: dict, hb: Heartbeat) -> list[EventBatch]:
+    """What the core does with a heartbeat's totals (:meth:`FusionCore._resync`), in log
+    (arrival) order: the difference to the counts received so far, as a batch at the
+    heartbeat's time."""
+    out = []
+    for inp, totals in hb.totals.items():  # type: ignore[union-attr]
+        key = (hb.sensor, inp)
+        if key not in received:
+            continue
+        tot, scale = received[key]
+        n = max(tot.size, totals.size)
+        diff = np.zeros(n, np.int64)
+        diff[: totals.size] += totals
+        diff[: tot.size] -= tot
+        nz = np.flatnonzero(diff)
+        if not nz.size or np.abs(diff[nz]).max() > np.iinfo(np.int32).max:
+            continue
+        fix = EventBatch(
+            hb.sensor, 0, hb.t_ns, inp, scale, nz.astype(np.int32), diff[nz].astype(np.int32)
+        )
+        _count_received(received, fix)
+        out.append(fix)
+    return out
 
 
 def replay_offline(
@@ -287,7 +340,7 @@ class _Runner:
         self.last_cause = t0
 
     def batch(self, t_ns: int, batch: EventBatch, raw) -> None:
-        if self.copy_inputs:
+        if self.copy_inputs and raw is not None:
             self.pending.copies.append((len(self.pending.t), raw, t_ns))
         while t_ns >= self.next_status_ns:
             self.flush()
