@@ -22,7 +22,7 @@ from spikefuse.protocol import EventBatch, MotorCommand, Status, decode, encode
 from spikefuse.recording.live import replay_live
 from spikefuse.recording.mcapio import LogWriter, open_log
 from spikefuse.recording.offline import replay_offline
-from spikefuse.recording.recorder import StopFlag
+from spikefuse.sdk.timing import StopSignal
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH = REPO / "configs" / "graphs" / "example.yaml"
@@ -211,7 +211,7 @@ def test_round_trip_recorder_process_then_offline_and_live(tmp_path: Path) -> No
     received: list[tuple[int, EventBatch]] = []
     with Publisher(ep2) as pub2, Subscriber(ep2, ["sensor/"]) as sub:
         assert pub2.wait_for_subscribers(1, timeout_s=10)
-        stop = StopFlag()
+        stop = StopSignal()
         result = {}
         th = threading.Thread(
             target=lambda: result.setdefault("r", replay_live(rec_path, pub2, stop))

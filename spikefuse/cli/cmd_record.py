@@ -42,12 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.recording.recorder import Recorder, StopFlag
+    from spikefuse.recording.recorder import Recorder
+    from spikefuse.sdk.timing import StopSignal
 
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0, found {args.duration}")
     with (
-        StopFlag() as stop,
+        StopSignal() as stop,
         Recorder(
             args.output,
             args.endpoint,

@@ -77,13 +77,13 @@ def _offline(args: argparse.Namespace, topics: list[str]) -> int:
 def _live(args: argparse.Namespace, topics: list[str]) -> int:
     from spikefuse.bus import Publisher
     from spikefuse.recording.live import replay_live
-    from spikefuse.recording.recorder import StopFlag
+    from spikefuse.sdk.timing import StopSignal
 
     if not args.endpoint:
         raise ConfigError("live replay needs --endpoint (or use --offline)")
     if args.map_input:
         raise ConfigError("--map-input applies to --offline replay only")
-    with StopFlag() as stop, Publisher(args.endpoint, bind=not args.connect) as pub:
+    with StopSignal() as stop, Publisher(args.endpoint, bind=not args.connect) as pub:
         if args.wait_subscribers and not pub.wait_for_subscribers(args.wait_subscribers, 30.0):
             print("replay: no subscriber within 30 s, starting anyway", file=sys.stderr)
         res = replay_live(

@@ -26,7 +26,7 @@ from spikefuse.bus import Publisher
 from spikefuse.errors import ConfigError, LogFileError, ProtocolError
 from spikefuse.protocol import Encoder, MotorCommand, decode, stream_of
 from spikefuse.recording.mcapio import LogFile, LogMessage, open_log
-from spikefuse.recording.recorder import StopFlag
+from spikefuse.sdk.timing import StopSignal
 
 SEND_RETRY_MS = 5
 LEAD_NS = 20_000_000
@@ -79,11 +79,11 @@ def _seq_spans(msgs: list[LogMessage]) -> dict[str, int]:
     return {k: hi[k] - lo[k] + 1 for k in lo}
 
 
-def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopFlag, res: LiveResult) -> bool:
+def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopSignal, res: LiveResult) -> bool:
     while not pub.send_payload(topic, payload):
         res.n_send_retries += 1
         pub.n_dropped -= 1  # not a drop: we retry until the subscriber takes it
-        if stop.is_set():
+        if stop.requested:
             return False
         pub.wait_writable(SEND_RETRY_MS / 1000)
     return True
@@ -92,7 +92,7 @@ def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopFlag, res: Liv
 def replay_live(
     source: str | Path | LogFile,
     pub: Publisher,
-    stop: StopFlag,
+    stop: StopSignal,
     *,
     rate: float = 1.0,
     fast: bool = False,
@@ -121,7 +121,7 @@ def replay_live(
     t_start_s = time.monotonic()
     start_ns = time.monotonic_ns() + LEAD_NS
     iteration = 0
-    while not stop.is_set():
+    while not stop.requested:
         base_ns = start_ns + iteration * round((span_ns + gap_ns) / rate)
         stamper = _Restamper(t0, base_ns, rate)
         for m in msgs:
@@ -133,7 +133,7 @@ def replay_live(
                 late = time.monotonic_ns() - due_ns
                 res.max_late_ns = max(res.max_late_ns, late)
                 late_sum += late
-            if stop.is_set():
+            if stop.requested:
                 break
             payload = m.payload
             if restamp:

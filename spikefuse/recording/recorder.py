@@ -4,14 +4,12 @@ Payloads are stored byte for byte; each is validated by the protocol decoder fir
 ones are counted in ``n_rejected`` and not stored). ``log_time`` is the receive time on
 CLOCK_MONOTONIC (the clock drivers stamp ``t_ns`` with), so ``log_time - publish_time`` is
 the bus latency. A chunk reaches the OS at least every ``flush_interval_s``; a stop
-request (SIGINT/SIGTERM through :class:`StopFlag`) finishes the file with its index.
+request (SIGINT/SIGTERM through :class:`~spikefuse.sdk.timing.StopSignal`) finishes the file with its index.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,44 +18,13 @@ from spikefuse.bus import SecurityConfig, Subscriber
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of, topic_of
 from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter
+from spikefuse.sdk.timing import StopSignal
 
 log = logging.getLogger(__name__)
 
 MAX_POLL_S = 0.1
 """Longest a recorder waits on its socket before re-checking the stop flag and flush."""
 MAX_DRAIN = 4096
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM (when installed as a context manager in the main thread) or by
-    :meth:`set` from code."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._old: dict[int, object] = {}
-
-    def set(self, *_: object) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout_s: float) -> bool:
-        """Sleep up to ``timeout_s``; True at once if a stop was requested."""
-        return self._event.wait(timeout_s)
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self.set)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        self._old.clear()
 
 
 @dataclass
@@ -181,13 +148,13 @@ class Recorder:
         for frames in self._sub.recv_frames(wait_s, MAX_DRAIN):
             self._store(writer, frames, time.monotonic_ns())
 
-    def run(self, stop: StopFlag, duration_s: float | None = None) -> RecordStats:
+    def run(self, stop: StopSignal, duration_s: float | None = None) -> RecordStats:
         """Record until ``stop`` is set (or ``duration_s`` passed); always finishes the
         current file with its summary."""
         writer = self._open_next()
         end_s = None if duration_s is None else time.monotonic() + duration_s
         try:
-            while not stop.is_set():
+            while not stop.requested:
                 now_s = time.monotonic()
                 if end_s is not None and now_s >= end_s:
                     break
