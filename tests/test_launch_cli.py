@@ -99,3 +99,6 @@ def test_recorder_and_top_in_a_launch(tmp_path):
     assert top.returncode == 0, top.stderr
     row = re.search(r"^sensor/imu\s+([\d.]+)\s+([\d.]+)", top.stdout, re.M)
     assert row and float(row.group(1)) > 50, top.stdout
+    # the driver's own row: events/s derived from its successive status counters
+    proc = re.search(r"^imu\s+ok\s+([\d.]+)", top.stdout, re.M)
+    assert proc and float(proc.group(1)) > 0, top.stdout

@@ -35,6 +35,7 @@ class TopicStats:
 class TopState:
     topics: dict[str, TopicStats] = field(default_factory=dict)
     status: dict[str, dict] = field(default_factory=dict)
+    _driver_prev: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, msg) -> None:
         from spikefuse.protocol import EventBatch, Status, topic_of
@@ -45,7 +46,22 @@ class TopState:
         if isinstance(msg, EventBatch):
             st.n_events += msg.n_events
         if isinstance(msg, Status):
-            self.status[msg.source] = msg.metrics
+            self.status[msg.source] = self._with_driver_rates(msg)
+
+    def _with_driver_rates(self, msg) -> dict:
+        """Drivers report counters (per-group ``n_events``, ``n_send_dropped``), not rates:
+        derive events/s from two successive status messages of the same source."""
+        m = msg.metrics
+        groups = m.get("groups")
+        if "rates" in m or not isinstance(groups, dict):
+            return m
+        total = sum(int(g.get("n_events", 0)) for g in groups.values() if isinstance(g, dict))
+        prev = self._driver_prev.get(msg.source)
+        self._driver_prev[msg.source] = (msg.t_ns, total)
+        rate = 0.0
+        if prev is not None and msg.t_ns > prev[0]:
+            rate = (total - prev[1]) * 1e9 / (msg.t_ns - prev[0])
+        return {**m, "rates": {"events_per_s": rate}, "drops": {"send": m.get("n_send_dropped", 0)}}
 
     def tick(self, dt_s: float) -> None:
         for st in self.topics.values():
