@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import zmq
 import zmq.asyncio
@@ -315,7 +315,20 @@ def _server_keys(security: SecurityConfig) -> tuple[bytes, bytes, set[bytes]]:
 # --------------------------------------------------------------------------- publisher
 
 
-class Publisher:
+class _Closes:
+    """``with`` support for the socket owners below: leaving the block closes."""
+
+    def close(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Publisher(_Closes):
     """Sends messages as ``[topic, payload]`` frames without ever blocking.
 
     ``bind=True`` (default) binds the endpoint; subscribers connect. When the high-water
@@ -422,12 +435,6 @@ class Publisher:
     def closed(self) -> bool:
         return self._sock.closed
 
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class AsyncPublisher(Publisher):
     """:class:`Publisher` for asyncio code: ``await pub.send(msg)`` (never blocks) and
@@ -460,7 +467,7 @@ class AsyncPublisher(Publisher):
         self.close()
 
 
-class RawSocket:
+class RawSocket(_Closes):
     """A bare PUB (XPUB) or SUB socket moving byte frames with no protocol at all: no
     encoding, decoding or checks. It is the transport floor that benchmarks compare the
     Publisher/Subscriber against, and lets tests inject arbitrary frames."""
@@ -523,12 +530,6 @@ class RawSocket:
 
     def close(self) -> None:
         self._owner.close(0)
-
-    def __enter__(self) -> RawSocket:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- queue
@@ -738,7 +739,7 @@ class _SubscriberCore:
         )
 
 
-class Subscriber(_SubscriberCore):
+class Subscriber(_SubscriberCore, _Closes):
     """Receives decoded messages from one or more endpoints (connects by default;
     ``bind=True`` for fan-in). Never raises on bad payloads: they are counted in
     ``stats.rejected``. ``topics`` are prefixes (``""`` = everything, ``"sensor/imu"``)."""
@@ -868,14 +869,8 @@ class Subscriber(_SubscriberCore):
     def closed(self) -> bool:
         return self._sock.closed
 
-    def __enter__(self) -> Subscriber:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncSubscriber(_SubscriberCore):
+class AsyncSubscriber(_SubscriberCore, _Closes):
     """:class:`Subscriber` for asyncio (``zmq.asyncio``): ``await sub.recv(timeout_s)``."""
 
     def __init__(
@@ -957,10 +952,4 @@ class AsyncSubscriber(_SubscriberCore):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-    def __enter__(self) -> AsyncSubscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
         self.close()
