@@ -26,7 +26,11 @@ def bar_position(t_s: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     f = rng.uniform(0.3, 0.7, 2)
     ph = rng.uniform(0, 2 * np.pi, 2)
-    return 7.5 + 3.0 * np.sin(2 * np.pi * f[0] * t_s + ph[0]) + 1.5 * np.sin(2 * np.pi * f[1] * t_s + ph[1])
+    return (
+        7.5
+        + 3.0 * np.sin(2 * np.pi * f[0] * t_s + ph[0])
+        + 1.5 * np.sin(2 * np.pi * f[1] * t_s + ph[1])
+    )
 
 
 def teacher(p: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -54,7 +58,16 @@ def write_log(path: Path, seed: int, duration_s: float = 4.0) -> Path:
         t_ns = t0_ns + k * 100_000
         ch, co, dts = dvs.encode(t_ns, frame, interval_ns)
         if ch.size:
-            b = EventBatch("cam", seqs["cam"], t_ns - interval_ns, "camera", 1 / DVS_THRESHOLD, ch, co, dt_ns=dts)
+            b = EventBatch(
+                "cam",
+                seqs["cam"],
+                t_ns - interval_ns,
+                "camera",
+                1 / DVS_THRESHOLD,
+                ch,
+                co,
+                dt_ns=dts,
+            )
             seqs["cam"] += 1
             msgs.append((t_ns, "sensor/cam", encode(b), b.seq))
     for i in range(int(duration_s * GYRO_HZ)):

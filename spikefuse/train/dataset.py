@@ -90,8 +90,8 @@ def load_recording(
     no target)."""
     log = open_log(path)
     cmd_t, cmd_v = _motor_track(log, target_topic, where)
-    state = {name: np.zeros(n, np.float64) for name, n in sizes.items()}
-    rows: dict[str, list[np.ndarray]] = {name: [v.copy()] for name, v in state.items()}
+    totals = {name: np.zeros(n, np.int64) for name, n in sizes.items()}  # counts so far
+    rows: dict[str, list[np.ndarray]] = {name: [np.zeros(n)] for name, n in sizes.items()}
     scales: dict[str, float] = {}
     t_list, pushes, which = [], [], []
     for t_ns, batch in core_batches(log):
@@ -109,8 +109,8 @@ def load_recording(
                 f"{path}: input '{name}' changes scale ({scales[name]} -> {batch.scale})",
                 f"inputs.{name}",
             )
-        np.add.at(state[name], batch.channels, batch.counts / batch.scale)
-        rows[name].append(state[name].copy())
+        np.add.at(totals[name], batch.channels, batch.counts.astype(np.int64))
+        rows[name].append(totals[name] / batch.scale)  # the engine's sent / k
         t_list.append(t_ns)
         pushes.append((name, t_ns, batch.channels, batch.counts))
         which.append(name)
