@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         f"ops vs dense: {ratios}\n"
         f"engine = rounding network: {rep['engine_check']['bit_exact']} "
         f"({rep['engine_check']['n_values']} values)\n"
-        f"train {rep['train_seconds']:.1f} s; report {args.config.parent / cfg.output.report}"
+        f"train {rep['train_seconds']:.1f} s; report {cfg.resolve_path(cfg.output.report)}"
     )
     return 0
