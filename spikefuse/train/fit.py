@@ -37,27 +37,62 @@ def gather(arch: Architecture, rec: Recording, idx: np.ndarray) -> Batch:
     return Batch(img, vec, rec.target[idx])
 
 
-def concat(batches: list[Batch]) -> Batch:
-    img = None if batches[0].img is None else np.concatenate([b.img for b in batches])
-    return Batch(
-        img, np.concatenate([b.vec for b in batches]), np.concatenate([b.y for b in batches])
+@dataclass
+class SampleSet:
+    """Samples (recording, index) of some recordings, gathered batch by batch (an image is
+    stored once per camera batch in its recording, not once per sample)."""
+
+    arch: Architecture
+    recs: list[Recording]
+    rec: np.ndarray
+    idx: np.ndarray
+
+    @classmethod
+    def every(cls, arch: Architecture, recs: list[Recording], every: int) -> SampleSet:
+        idx = [np.arange(0, r.n, every) for r in recs]
+        rec = [np.full(i.size, k) for k, i in enumerate(idx)]
+        return cls(arch, recs, np.concatenate(rec), np.concatenate(idx))
+
+    @property
+    def n(self) -> int:
+        return int(self.idx.size)
+
+    def take(self, sel: np.ndarray) -> Batch:
+        parts, where = [], []
+        for k in np.unique(self.rec[sel]):
+            pos = np.flatnonzero(self.rec[sel] == k)
+            parts.append(gather(self.arch, self.recs[int(k)], self.idx[sel[pos]]))
+            where.append(pos)
+        order = np.argsort(np.concatenate(where), kind="stable")
+        img = None if parts[0].img is None else np.concatenate([p.img for p in parts])[order]
+        return Batch(
+            img,
+            np.concatenate([p.vec for p in parts])[order],
+            np.concatenate([p.y for p in parts])[order],
+        )
+
+    def chunks(self, size: int = CHUNK):
+        for s in range(0, self.n, size):
+            yield self.take(np.arange(s, min(s + size, self.n)))
+
+
+def make_norm(train: SampleSet) -> Norm:
+    arch = train.arch
+    vec = np.concatenate(
+        [
+            np.concatenate([r.inputs[v].at(np.arange(r.n)) for v in arch.vector_inputs], axis=1)
+            if arch.vector_inputs
+            else np.zeros((r.n, 0))
+            for r in train.recs
+        ]
     )
+    y = np.concatenate([r.target for r in train.recs])
 
-
-def take(b: Batch, idx: np.ndarray) -> Batch:
-    return Batch(None if b.img is None else b.img[idx], b.vec[idx], b.y[idx])
-
-
-def subsample(arch: Architecture, recs: list[Recording], every: int) -> Batch:
-    return concat([gather(arch, r, np.arange(0, r.n, every)) for r in recs])
-
-
-def make_norm(train: Batch) -> Norm:
     def std(a):
         s = a.std(axis=0)
         return np.where(s > 1e-9, s, 1.0)
 
-    return Norm(train.vec.mean(axis=0), std(train.vec), train.y.mean(axis=0), std(train.y))
+    return Norm(vec.mean(axis=0), std(vec), y.mean(axis=0), std(y))
 
 
 @dataclass
@@ -98,8 +133,8 @@ class Trainer:
 
     def __post_init__(self):
         every = self.cfg.fit.sample_every
-        self.train_set = subsample(self.arch, self.train, every)
-        self.val_set = subsample(self.arch, self.val, every)
+        self.train_set = SampleSet.every(self.arch, self.train, every)
+        self.val_set = SampleSet.every(self.arch, self.val, every)
         self.norm = make_norm(self.train_set)
         self.params = init_params(self.arch, self.cfg.fit.seed)
         self.rng = np.random.default_rng(self.cfg.fit.seed)
@@ -149,8 +184,7 @@ class Trainer:
 
     def init_scales(self) -> np.ndarray:
         """k_l = INIT_LEVELS / std(a_l) on (up to 2048) training samples."""
-        idx = self.rng.permutation(self.train_set.y.shape[0])[:2048]
-        b = take(self.train_set, idx)
+        b = self.train_set.take(self.rng.permutation(self.train_set.n)[:2048])
         vals = forward(self.arch, self.norm, self.params, None, b.img, b.vec, False)
         stds = np.array([max(float(np.std(np.asarray(v))), 1e-6) for v in vals])
         return INIT_LEVELS / stds
@@ -169,20 +203,19 @@ class Trainer:
             upd, state = opt.update(g, state, params)
             return optax.apply_updates(params, upd), state, lv
 
-        n = self.train_set.y.shape[0]
+        n = self.train_set.n
         with Progress(fit.epochs, "train", enabled=progress) as bar:
             for epoch in range(fit.epochs):
                 order = self.rng.permutation(n)
                 losses = []
                 for s in range(0, n, fit.batch_size):
-                    b = take(self.train_set, order[s : s + fit.batch_size])
+                    b = self.train_set.take(order[s : s + fit.batch_size])
                     self.params, state, lv = step(self.params, state, b.img, b.vec, b.y)
                     losses.append(float(lv))
-                v = self.val_set
                 row = {
                     "epoch": epoch + 1,
                     "loss": float(np.mean(losses)),
-                    "val_loss": float(val_loss(self.params, None, v.img, v.vec, v.y)),
+                    "val_loss": self._mean_loss(val_loss, self.val_set),
                     "ops_ratio_estimate": self.ops_estimate(self.init_scales()),
                 }
                 self.history.append(row)
@@ -191,6 +224,12 @@ class Trainer:
                     f"ops {row['ops_ratio_estimate']:.3f}x dense"
                 )
                 bar.update(1)
+
+    def _mean_loss(self, loss, samples: SampleSet) -> float:
+        total = 0.0
+        for b in samples.chunks():
+            total += float(loss(self.params, None, b.img, b.vec, b.y)) * b.y.shape[0]
+        return total / samples.n
 
     def ops_estimate(self, scales, n_windows: int = 4) -> float:
         """Ops of the rounding network over a few validation windows, as a fraction of the
@@ -230,9 +269,9 @@ class Trainer:
         opt = optax.adam(conv.learning_rate)
         kappas = jnp.log(jnp.asarray(scales0))
         state = opt.init(kappas)
-        n = self.train_set.y.shape[0]
+        n = self.train_set.n
         for _ in range(conv.steps):
-            b = take(self.train_set, self.rng.integers(0, n, min(n, self.cfg.fit.batch_size)))
+            b = self.train_set.take(self.rng.integers(0, n, min(n, self.cfg.fit.batch_size)))
             wins = [((w.img, w.vec), d) for w, d in self.windows(self.train, conv.windows_per_step)]
             g = self._grad(kappas, lam, b.img, b.vec, b.y, wins)
             upd, state = opt.update(g, state, kappas)
