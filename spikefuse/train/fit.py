@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from spikefuse.recording.progress import Progress
 from spikefuse.train.config import TrainConfig
 from spikefuse.train.dataset import Recording
 from spikefuse.train.network import Architecture, Norm, forward, init_params, to_graph
+
+log = logging.getLogger(__name__)
 
 INIT_LEVELS = 16.0  # initial scale: a quantum is 1/16 of the node's standard deviation
 CHUNK = 1024  # samples per evaluation chunk
@@ -224,6 +227,7 @@ class Trainer:
                     f"ops {row['ops_ratio_estimate']:.3f}x dense"
                 )
                 bar.update(1)
+                log.info("epoch %d/%d: %s", epoch + 1, fit.epochs, bar.detail)
 
     def _mean_loss(self, loss, samples: SampleSet) -> float:
         total = 0.0
