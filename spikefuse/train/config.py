@@ -112,6 +112,7 @@ class FitSpec(StrictModel):
     epochs: int = Field(default=20, ge=1, le=100_000)
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW decoupled decay")
     sample_every: int = Field(default=1, ge=1, description="train on every n-th sample")
     seed: int = 0
 

@@ -195,8 +195,9 @@ class Trainer:
     # -- training ----------------------------------------------------------------------
     def fit(self, progress: bool | None = None) -> None:
         fit = self.cfg.fit
-        opt = optax.adam(fit.learning_rate)
+        opt = optax.adamw(fit.learning_rate, weight_decay=fit.weight_decay)
         state = opt.init(self.params)
+        best = (math.inf, self.params)
         loss = self._loss_fn(False)
         val_loss = jax.jit(loss)
 
@@ -222,12 +223,17 @@ class Trainer:
                     "ops_ratio_estimate": self.ops_estimate(self.init_scales()),
                 }
                 self.history.append(row)
+                if row["val_loss"] < best[0]:
+                    best = (row["val_loss"], self.params)
                 bar.detail = (
                     f"loss {row['loss']:.4f} val {row['val_loss']:.4f} "
                     f"ops {row['ops_ratio_estimate']:.3f}x dense"
                 )
                 bar.update(1)
                 log.info("epoch %d/%d: %s", epoch + 1, fit.epochs, bar.detail)
+        # keep the epoch with the lowest validation loss (early stopping)
+        self.best_val_loss, self.params = best
+        self.best_epoch = 1 + [h["val_loss"] for h in self.history].index(self.best_val_loss)
 
     def _mean_loss(self, loss, samples: SampleSet) -> float:
         total = 0.0
