@@ -58,6 +58,10 @@ class Architecture:
         self.image_input = net.image_input
         self.vector_inputs = list(net.vector_inputs)
         self.vec_sizes = [cfg.inputs[v].n for v in self.vector_inputs]
+        used = {net.image_input, *self.vector_inputs}
+        # inputs the network does not use stay graph inputs (no edges, no ops), so one core
+        # config serves this graph and a hand-built one that reads other streams
+        self.extra_inputs = {n: s.n for n, s in cfg.inputs.items() if n not in used}
         self.output_name = net.output_name
         self.n_out = n_out
         nodes: list[NodePlan] = []
@@ -216,6 +220,8 @@ def to_graph(
             arch.image_input, int(np.prod(arch.image_shape)), scale=input_scales[arch.image_input]
         )
     for v, n in zip(arch.vector_inputs, arch.vec_sizes, strict=True):
+        g.input(v, n, scale=input_scales[v])
+    for v, n in arch.extra_inputs.items():
         g.input(v, n, scale=input_scales[v])
     src: str | list[str] = arch.image_input or []
     for i, nd in enumerate(arch.nodes):

@@ -14,9 +14,8 @@ from spikefuse.train.dataset import Recording, load_recording
 
 
 def load_split(cfg: TrainConfig) -> tuple[list[Recording], list[Recording], dict[str, float]]:
-    net = cfg.network
-    used = ([net.image_input] if net.image_input else []) + net.vector_inputs
-    sizes = {name: cfg.inputs[name].n for name in used}
+    # every configured input is read (and becomes a graph input), used by the network or not
+    sizes = {name: spec.n for name, spec in cfg.inputs.items()}
     sets = []
     for which in ("train", "validation"):
         recs = [load_recording(p, sizes, cfg.target.topic) for p in cfg.recordings(which)]
