@@ -23,11 +23,23 @@ from spikefuse.encoding import round_half_away
 from spikefuse.engine import EngineBase
 from spikefuse.errors import ConfigError
 from spikefuse.graph import ResolvedGraph
-from spikefuse.protocol import EventBatch, Heartbeat, Message, MotorCommand, Status
+from spikefuse.protocol import (
+    MAX_CLOCK_SKEW_NS,
+    EventBatch,
+    Heartbeat,
+    Message,
+    MotorCommand,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
+INT32_MAX = 2**31 - 1
+MAX_EXACT = 2.0**53
+"""Largest converted input value (in counts) that float64 still holds exactly."""
+MAX_TOTAL = 2**62
+"""Largest heartbeat running total accepted (differences stay within int64)."""
 SendFn = Callable[[Message], bool]
 
 
@@ -73,8 +85,9 @@ class InputState:
             np.add.at(self._sent, np.concatenate(chs), np.concatenate(cos))
         return self._sent
 
-    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
-        """Counts at the graph input's scale (herding residual kept per channel)."""
+    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray] | None:
+        """Counts at the graph input's scale (herding residual kept per channel); None
+        (nothing changed) when the converted value is beyond what float64 holds exactly."""
         if batch.scale == self.scale:
             self._pending.append((batch.channels, batch.counts))
             if len(self._pending) >= self.FOLD_EVERY:
@@ -87,9 +100,15 @@ class InputState:
         if not self._target_synced:
             self.target[:] = sent
             self._target_synced = True
-        np.add.at(self.target, ch, co * (self.scale / batch.scale))
+        target = self.target.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.add.at(target, ch, co * (self.scale / batch.scale))
         touched = np.unique(ch)
-        n = round_half_away(self.target[touched] - sent[touched]).astype(np.int64)
+        if not (np.abs(target[touched]) <= MAX_EXACT).all():  # also catches inf and nan
+            return None
+        self.target = target
+        n = round_half_away(target[touched] - sent[touched]).astype(np.int64)
+        n = np.clip(n, -INT32_MAX, INT32_MAX)  # the engine saturates an input there anyway
         sent[touched] += n
         nz = n != 0
         return touched[nz].astype(np.int32), n[nz].astype(np.int32)
@@ -133,6 +152,7 @@ class FusionCore:
         self.engine = engine
         self.send = send
         self.start_ns = now_ns
+        self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self.inputs = self._make_inputs(now_ns)
         self._by_stream = {
             (st.cfg.sensor, st.cfg.input or st.name): st for st in self.inputs.values()
@@ -216,10 +236,30 @@ class FusionCore:
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
 
+    def _time_ok(self, msg: EventBatch | Heartbeat, now_ns: int) -> bool:
+        """Whether a message's time (``t_ns``, and ``t_ns + max(dt_ns)`` of a batch) lies
+        within ``MAX_CLOCK_SKEW_NS`` of this host's clock: on the same host directly, from
+        another host through both hosts' epoch offsets. Counted as ``bad_time`` if not."""
+        t_ns = msg.t_ns
+        t_end = t_ns
+        if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
+            t_end = t_ns + int(msg.dt_ns.max())
+        shift = 0
+        offset = msg.epoch_offset_ns if isinstance(msg, EventBatch) else 0
+        if offset and abs(t_ns - now_ns) > MAX_CLOCK_SKEW_NS:
+            shift = offset - self.epoch_offset_ns  # another host's monotonic clock
+        if max(abs(t_ns + shift - now_ns), abs(t_end + shift - now_ns)) <= MAX_CLOCK_SKEW_NS:
+            return True
+        self.drop("bad_time")
+        return False
+
     def handle(self, msg: Message, now_ns: int) -> None:
         if isinstance(msg, EventBatch):
-            self._on_batch(msg, now_ns)
+            if self._time_ok(msg, now_ns):
+                self._on_batch(msg, now_ns)
         elif isinstance(msg, Heartbeat):
+            if not self._time_ok(msg, now_ns):
+                return
             self.n_heartbeats += 1
             if msg.state != "failed":
                 for st in self.inputs.values():
@@ -267,7 +307,8 @@ class FusionCore:
             st = self._by_stream.get((hb.sensor, inp))
             if st is None or st.last_scale is None:
                 continue  # nothing received yet: the first batch carries the full value
-            if totals.size > st.size:
+            out_of_range = totals.size and (totals.max() > MAX_TOTAL or totals.min() < -MAX_TOTAL)
+            if totals.size > st.size or out_of_range:
                 self.drop("bad_totals")
                 continue
             diff = -st.received.copy()
@@ -275,7 +316,7 @@ class FusionCore:
             nz = np.flatnonzero(diff)
             if not nz.size:
                 continue
-            if np.abs(diff[nz]).max() > np.iinfo(np.int32).max:
+            if np.abs(diff[nz]).max() > INT32_MAX:
                 self.drop("bad_totals")
                 continue
             st.received += diff
@@ -329,7 +370,11 @@ class FusionCore:
         st.n_events += batch.n_events
         self.n_batches += 1
         self.n_events += batch.n_events
-        ch, co = st.convert(batch)
+        converted = st.convert(batch)
+        if converted is None:
+            self.drop("out_of_range")
+            return
+        ch, co = converted
         push_t = min(t_ns, now_ns)
         if push_t < self.engine.now:
             st.n_clamped += 1
