@@ -602,8 +602,10 @@ def _unpack(payload: bytes) -> Any:
         return msgpack.unpackb(payload)
     except ValueError as exc:  # msgpack's errors (ExtraData, FormatError, ...) are ValueErrors
         text = str(exc)
-        if "incomplete input" in text:
-            raise _bad("payload", "truncated msgpack data", R_TRUNCATED) from None
+        # a length beyond msgpack's limits (the payload's own size) cannot fit in the
+        # payload either: the data ends early (a header cut inside its first bytes)
+        if "incomplete input" in text or "exceeds max_" in text:
+            raise _bad("payload", f"truncated msgpack data ({text})", R_TRUNCATED) from None
         raise _bad(
             "payload", f"not valid msgpack: {text or type(exc).__name__}", R_MALFORMED
         ) from None

@@ -509,3 +509,17 @@ def test_encode_refuses_times_the_decoder_would_reject(msg, path):
     with pytest.raises(ProtocolError) as err:
         encode(msg)
     assert err.value.reason == "encode" and path in str(err.value)
+
+
+def test_payloads_cut_anywhere_count_as_truncated():
+    """Cut inside the first bytes too (the array header then claims more items than the
+    payload has bytes): ``truncated``, as the rejection table says."""
+    for msg in _samples():
+        payload = encode(msg)
+        cuts = set(range(1, min(len(payload), 64))) | set(
+            range(max(1, len(payload) - 64), len(payload))
+        )
+        for k in sorted(cuts):
+            with pytest.raises(ProtocolError) as err:
+                decode(payload[:k])
+            assert err.value.reason == "truncated", (k, msg, str(err.value))
