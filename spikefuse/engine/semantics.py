@@ -11,7 +11,6 @@ import numpy as np
 from spikefuse.builder.model import INT32_MAX, INT32_MIN
 from spikefuse.encoding import round_half_away as encoding_round
 
-
 ROUND_LIMIT = 2**62
 """Rounded magnitudes stop here (+-inf included), before any float -> int64 conversion could
 overflow; every send beyond it saturates at +-(2^31 - 1) like any other over-range send."""
