@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -103,17 +103,23 @@ def default_ipc_endpoint(run_dir: Path, name: str) -> str:
 
 
 class SecurityConfig(StrictModel):
-    """CurveZMQ settings of one socket.
+    """CurveZMQ settings of one process (every socket it opens takes the same block).
 
     Sender (publisher, CURVE client): ``secret_key_file`` (its own key pair, as written by
     ``spikefuse keygen``) and ``server_public_key_file`` (the receiver's public key).
-    Receiver (subscriber, CURVE server): ``secret_key_file`` and ``allowed_client_keys``
-    (the public key files of the senders it accepts). ``insecure: true`` explicitly allows
-    plaintext on a non-loopback tcp endpoint."""
+    Receiver (subscriber, CURVE server): ``secret_key_file`` (or ``server_secret_key_file``
+    when the process receives under another key pair than the one it sends with) and
+    ``allowed_client_keys`` (the public key files of the senders it accepts).
+    ``insecure: true`` explicitly allows plaintext on a non-loopback tcp endpoint."""
 
     insecure: bool = False
     secret_key_file: Path | None = None
     server_public_key_file: Path | None = None
+    server_secret_key_file: Path | None = None
+    """Key pair of the receiving side (default: ``secret_key_file``). A publisher talks to
+    every receiver with one server key, so the receivers of one system share this pair
+    (``spikefuse launch`` uses ``bus.key_secret``); senders stay told apart by their own
+    keys in ``allowed_client_keys``."""
     allowed_client_keys: list[Path] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -121,13 +127,31 @@ class SecurityConfig(StrictModel):
         has_keys = self.secret_key_file is not None
         if self.insecure and (has_keys or self.server_public_key_file or self.allowed_client_keys):
             raise ValueError("insecure: true cannot be combined with key files")
-        if not has_keys and (self.server_public_key_file or self.allowed_client_keys):
+        if not has_keys and (
+            self.server_public_key_file or self.allowed_client_keys or self.server_secret_key_file
+        ):
             raise ValueError("secret_key_file is required when key files are given")
         return self
 
     @property
     def uses_curve(self) -> bool:
         return self.secret_key_file is not None
+
+    def resolved(self, resolve: Callable[[Path], Path]) -> SecurityConfig:
+        """A copy with every key path passed through ``resolve`` (a config file's
+        ``resolve_path``: relative key paths follow the file that names them)."""
+
+        def one(p: Path | None) -> Path | None:
+            return None if p is None else resolve(p)
+
+        return self.model_copy(
+            update={
+                "secret_key_file": one(self.secret_key_file),
+                "server_public_key_file": one(self.server_public_key_file),
+                "server_secret_key_file": one(self.server_secret_key_file),
+                "allowed_client_keys": [resolve(p) for p in self.allowed_client_keys],
+            }
+        )
 
 
 class PublisherConfig(StrictModel):
@@ -300,7 +324,12 @@ def _apply_client_security(sock: zmq.Socket, security: SecurityConfig) -> None:
 
 
 def _server_keys(security: SecurityConfig) -> tuple[bytes, bytes, set[bytes]]:
-    public, secret = _load_key(security.secret_key_file, "security.secret_key_file", True)
+    if security.server_secret_key_file is not None:
+        public, secret = _load_key(
+            security.server_secret_key_file, "security.server_secret_key_file", True
+        )
+    else:
+        public, secret = _load_key(security.secret_key_file, "security.secret_key_file", True)
     if not security.allowed_client_keys:
         raise ConfigError(
             "a receiving socket with keys needs allowed_client_keys (the senders it accepts)",

@@ -20,7 +20,13 @@ from typing import TextIO
 import numpy as np
 from pydantic import Field, field_validator
 
-from spikefuse.bus import Publisher, Subscriber, default_ipc_endpoint, validate_endpoint
+from spikefuse.bus import (
+    Publisher,
+    SecurityConfig,
+    Subscriber,
+    default_ipc_endpoint,
+    validate_endpoint,
+)
 from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
@@ -45,6 +51,8 @@ class ActuatorConfig(FileConfig):
     safe_values: float | list[float] = 0.0
     deadman_ms: float = Field(100.0, gt=0.0, le=60_000.0)
     status_endpoint: str | None = None
+    security: SecurityConfig | None = None
+    """CurveZMQ for the command input (who may command) and the status output (see bus)."""
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     duration_s: float | None = Field(default=None, gt=0.0)
 
@@ -244,14 +252,21 @@ class ActuatorRunner:
 def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
     actuator = spec.factory(cfg)
     runner = ActuatorRunner(cfg, actuator)
+    security = None if cfg.security is None else cfg.security.resolved(cfg.resolve_path)
     try:
         with (
             StopSignal() as stop,
             Subscriber(
-                cfg.resolved_endpoint(), [f"motor/{cfg.name}"], max_queue=1000, name=cfg.name
+                cfg.resolved_endpoint(),
+                [f"motor/{cfg.name}"],
+                max_queue=1000,
+                name=cfg.name,
+                security=security,
             ) as sub,
         ):
-            status_pub = Publisher(cfg.status_endpoint) if cfg.status_endpoint else None
+            status_pub = None
+            if cfg.status_endpoint:
+                status_pub = Publisher(cfg.status_endpoint, security=security)
             try:
                 _loop(runner, sub, stop, status_pub)
             finally:

@@ -35,7 +35,12 @@ def load_graph(cfg: CoreConfig):
 def _bus_stats(sub: Subscriber):
     def stats() -> dict[str, object]:
         s = sub.stats
-        return {"rejected": s.rejected, "n_dropped": s.n_dropped, "n_coalesced": s.n_coalesced}
+        return {
+            "rejected": s.rejected,
+            "n_dropped": s.n_dropped,
+            "n_coalesced": s.n_coalesced,
+            "n_auth_denied": s.n_auth_denied,
+        }
 
     return stats
 
@@ -48,13 +53,15 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     topics = sorted({f"sensor/{i.sensor}" for i in cfg.inputs.values()})
     own_stop = stop is None
     stop = stop or StopSignal()
+    security = cfg.resolved_security()
     with (
         stop if own_stop else _nullctx(),
-        Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=cfg.security) as pub,
+        Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=security) as pub,
         Subscriber(
             endpoints,
             topics,
             hwm=cfg.hwm,
+            security=security,
             policy=cfg.queue_policy,
             max_queue=cfg.max_queue,
             name=cfg.name,

@@ -532,6 +532,7 @@ class FusionCore:
             },
             "drops": drops,
             "n_coalesced": int(bus.get("n_coalesced", 0)),
+            "n_auth_denied": int(bus.get("n_auth_denied", 0)),
             "latency_us": self._period_latency.summary(),
             "latency_total_us": self.latency.summary(),
             "totals": {
