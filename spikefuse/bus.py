@@ -34,7 +34,7 @@ import zmq.auth
 from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
-from spikefuse.config import StrictModel
+from spikefuse.config import StrictModel, load_model
 from spikefuse.errors import BusError, ConfigError
 from spikefuse.protocol import (
     Decoder,
@@ -187,6 +187,16 @@ def _pydantic_endpoint(v: str) -> str:
         return validate_endpoint(v)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+
+
+def load_security(path: str | Path | None) -> SecurityConfig | None:
+    """A ``SecurityConfig`` YAML file (``--security FILE`` of the command-line tools);
+    relative key paths in it follow the file."""
+    if path is None:
+        return None
+    path = Path(path)
+    cfg = load_model(SecurityConfig, path)
+    return cfg.resolved(lambda p: p if p.expanduser().is_absolute() else path.parent / p)
 
 
 def generate_keypair(key_dir: Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:

@@ -4,13 +4,13 @@ and one ``security:`` block in a launch file turns it on for the whole system.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from _core_util import LineReader, spawn, stop, write_yaml
 
 from spikefuse.bus import Publisher, SecurityConfig, Subscriber, generate_keypair
@@ -132,31 +132,42 @@ def _keygen(key_dir: Path, name: str) -> None:
     )
 
 
-@pytest.mark.slow
+def _count(sub: Subscriber, seconds: float) -> int:
+    n, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        n += len(sub.recv_many(0.1))
+    return n
+
+
 def test_one_security_block_keys_a_whole_launch(tmp_path):
-    """``security: {key_dir: keys}`` in the demo launch: every process gets its key files and
-    the allow-list; the system works end to end, and a publisher with no key reaches
-    nothing."""
+    """``security: {key_dir: ...}`` on the demo launch (set from the command line here): every
+    process gets its key pair, the receiving pair and the allow-list; the system works end
+    to end, a keyed listener hears the core and a plaintext one hears nothing."""
     key_dir = tmp_path / "keys"
-    for name in ("bus", "launch", "imu", "core", "motors"):
-        _keygen(key_dir, name)
-    demo = (REPO / "launch/demo.yaml").read_text()
-    lf = tmp_path / "secure.yaml"
-    lf.write_text(demo + f"security:\n  key_dir: {key_dir}\n")
     run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "spikefuse", "launch", str(REPO / "launch/demo.yaml")]
+    argv += ["--duration", "6", "--set", f"security.key_dir={key_dir}"]
+    env = {**os.environ, "SPIKEFUSE_RUN_DIR": str(run_dir)}
+    missing = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "security.key_dir" in missing.stderr and "spikefuse keygen bus" in missing.stderr
+    for name in ("bus", "launch", "imu", "camera", "core", "motors"):
+        _keygen(key_dir, name)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spikefuse", "launch", str(lf), "--duration", "6"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-        env={**__import__("os").environ, "SPIKEFUSE_RUN_DIR": str(run_dir)},
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     reader = LineReader(proc)
+    keyed = SecurityConfig(
+        secret_key_file=key_dir / "bus.key_secret", allowed_client_keys=[key_dir / "core.key"]
+    )
     try:
-        hit = reader.wait_for(lambda ln: ln.startswith("[core]") and "status" in ln, 20.0)
-        rogue = Publisher(f"ipc://{run_dir}/rogue.sock")
-        rogue.close()
+        assert reader.wait_for(lambda ln: "started motors" in ln, 30.0), reader.text()
+        with (
+            Subscriber(f"ipc://{run_dir}/core.sock", ["status/core"], security=keyed) as good,
+            Subscriber(f"ipc://{run_dir}/core.sock", ["status/core"]) as plain,
+        ):
+            assert good.recv(10.0) is not None, "a keyed listener hears nothing from the core"
+            assert _count(plain, 1.5) == 0, "a plaintext listener heard the keyed core"
         proc.wait(60)
     finally:
         if proc.poll() is None:
@@ -164,7 +175,6 @@ def test_one_security_block_keys_a_whole_launch(tmp_path):
             proc.wait()
     out = reader.text()
     assert proc.returncode == 0, out
-    assert hit is not None or "core 'core':" in out, out
     core_line = next(ln for ln in out.splitlines() if "core 'core':" in ln and "batches" in ln)
     n_batches = int(core_line.split("core 'core':")[1].split("batches")[0].split()[-1])
     assert n_batches > 100, core_line

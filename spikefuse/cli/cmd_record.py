@@ -38,10 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--flush-interval", type=float, default=1.0, help="seconds between chunk flushes"
     )
     p.add_argument("--hwm", type=int, default=1_000_000, help="receive high-water mark (messages)")
+    p.add_argument("--security", default=None, metavar="YAML", help="SecurityConfig YAML file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from spikefuse.bus import load_security
     from spikefuse.recording.recorder import Recorder
     from spikefuse.sdk.timing import StopSignal
 
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             args.topics,
             bind=args.bind,
             hwm=args.hwm,
+            security=load_security(args.security),
             split_size_bytes=args.split_size,
             split_duration_s=args.split_duration,
             flush_interval_s=args.flush_interval,

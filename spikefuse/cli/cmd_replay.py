@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=float, default=None, help="seconds after the first message")
     p.add_argument("--endpoint", help="bus endpoint to publish on (live)")
     p.add_argument("--connect", action="store_true", help="connect instead of bind (live)")
+    p.add_argument("--security", default=None, metavar="YAML", help="SecurityConfig YAML (live)")
     p.add_argument("--keep-time", action="store_true", help="live: send stored bytes unchanged")
     p.add_argument(
         "--wait-subscribers", type=int, default=0, help="live: wait for N subscribers first"
@@ -75,7 +76,7 @@ def _offline(args: argparse.Namespace, topics: list[str]) -> int:
 
 
 def _live(args: argparse.Namespace, topics: list[str]) -> int:
-    from spikefuse.bus import Publisher
+    from spikefuse.bus import Publisher, load_security
     from spikefuse.recording.live import replay_live
     from spikefuse.sdk.timing import StopSignal
 
@@ -83,7 +84,11 @@ def _live(args: argparse.Namespace, topics: list[str]) -> int:
         raise ConfigError("live replay needs --endpoint (or use --offline)")
     if args.map_input:
         raise ConfigError("--map-input applies to --offline replay only")
-    with StopSignal() as stop, Publisher(args.endpoint, bind=not args.connect) as pub:
+    security = load_security(args.security)
+    with (
+        StopSignal() as stop,
+        Publisher(args.endpoint, bind=not args.connect, security=security) as pub,
+    ):
         if args.wait_subscribers and not pub.wait_for_subscribers(args.wait_subscribers, 30.0):
             print("replay: no subscriber within 30 s, starting anyway", file=sys.stderr)
         res = replay_live(

@@ -3,6 +3,8 @@ that process's own model) and the topic wiring (every input topic has a producer
 
 from __future__ import annotations
 
+import json
+
 from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
 
@@ -10,6 +12,8 @@ from spikefuse.launch.model import LaunchFile, ProcessSpec
 def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
     """Load ``p``'s config the way the process will (overrides and run_dir included)."""
     sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
+    if cfg.security is not None and p.kind in ("driver", "core", "actuator"):
+        sets.insert(1, f"security={json.dumps(cfg.security_for(p.name))}")
     path = cfg.resolve_path(p.config) if p.config is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(
@@ -48,7 +52,25 @@ def check_wiring(cfg: LaunchFile) -> None:
             )
 
 
+def check_keys(cfg: LaunchFile) -> None:
+    """With ``security``, every key pair the launch hands out must exist."""
+    if cfg.security is None:
+        return
+    key_dir = cfg.resolve_path(cfg.security.key_dir)
+    missing = [n for n in cfg.key_names() if not (key_dir / f"{n}.key_secret").is_file()]
+    missing += [n for n in cfg.key_names() if not (key_dir / f"{n}.key").is_file()]
+    if missing:
+        names = sorted(set(missing))
+        raise ConfigError(
+            f"expected a key pair per name in {key_dir} (NAME.key and NAME.key_secret), "
+            f"missing {', '.join(names)}; make them with: "
+            + "; ".join(f"spikefuse keygen {n} --dir {key_dir}" for n in names),
+            cfg.where("security", "key_dir"),
+        )
+
+
 def check_launch(cfg: LaunchFile) -> None:
+    check_keys(cfg)
     for i, p in enumerate(cfg.processes):
         check_process_config(cfg, i, p)
     check_wiring(cfg)

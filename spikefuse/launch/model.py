@@ -19,10 +19,22 @@ Example (``launch/demo.yaml``)::
 Paths are resolved relative to the launch file. ``driver``/``core``/``actuator`` processes
 get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
 launch lives in one directory.
+
+CurveZMQ for the whole system, in one place::
+
+    security:
+      key_dir: keys/      # spikefuse keygen <name> --dir keys/  for every process name,
+                          # plus 'bus' (the receiving key) and 'launch' (its status output)
+
+Every driver, core, actuator and record process then gets ``security`` with its own key
+pair, the shared receiving pair ``bus`` and the allow-list of every process's public key
+(``--set security=...``; ``record`` gets ``--security FILE``). ``exec`` processes configure
+their own sockets.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -97,8 +109,21 @@ class ProcessSpec(StrictModel):
         return self
 
 
+KEYED_KINDS = ("driver", "core", "actuator", "record")
+BUS_KEY = "bus"
+LAUNCH_KEY = "launch"
+
+
+class LaunchSecurity(StrictModel):
+    """CurveZMQ for every process of the launch (see the module docstring)."""
+
+    key_dir: Path
+    """Folder of the key pairs (``spikefuse keygen``), relative to the launch file."""
+
+
 class LaunchFile(FileConfig):
     name: str = Field("launch", pattern=_NAME)
+    security: LaunchSecurity | None = None
     run_dir: Path = DEFAULT_RUN_DIR
     duration_s: float | None = Field(default=None, gt=0.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
@@ -133,9 +158,46 @@ class LaunchFile(FileConfig):
         sets = list(p.set)
         if p.kind in ("driver", "core", "actuator"):
             sets.insert(0, f"run_dir={self.resolve_path(self.run_dir)}")
+            security = self.security_for(p.name)
+            if security is not None:
+                sets.insert(1, f"security={json.dumps(security)}")
         for s in sets:
             argv += ["--set", s]
+        if p.kind == "record" and self.security is not None:
+            argv += ["--security", str(self.security_file(p.name))]
         return argv + list(p.args)
+
+    def key_names(self) -> list[str]:
+        """Every key pair the launch's ``security`` needs in ``key_dir``."""
+        keyed = [p.name for p in self.processes if p.kind in KEYED_KINDS]
+        return [BUS_KEY, LAUNCH_KEY, *keyed]
+
+    def security_for(self, name: str) -> dict[str, object] | None:
+        """The ``security`` block of process ``name`` (or of the launcher, ``launch``):
+        its own key pair to send with, the shared ``bus`` pair to receive with, and every
+        process of the launch as an allowed sender."""
+        if self.security is None:
+            return None
+        key_dir = self.resolve_path(self.security.key_dir)
+        senders = [n for n in self.key_names() if n != BUS_KEY]
+        return {
+            "secret_key_file": str(key_dir / f"{name}.key_secret"),
+            "server_public_key_file": str(key_dir / f"{BUS_KEY}.key"),
+            "server_secret_key_file": str(key_dir / f"{BUS_KEY}.key_secret"),
+            "allowed_client_keys": [str(key_dir / f"{n}.key") for n in senders],
+        }
+
+    def security_file(self, name: str) -> Path:
+        """Where the launcher writes the security YAML of a process that takes a file."""
+        return self.resolve_path(self.run_dir) / f"{name}.security.yaml"
+
+    def write_security_files(self) -> None:
+        """Write the security file of every ``record`` process (the others get --set)."""
+        for p in self.processes:
+            if p.kind == "record" and self.security is not None:
+                path = self.security_file(p.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.security_for(p.name)), encoding="utf-8")
 
 
 def _route_overrides(data: Any, overrides: list[str]) -> list[str]:

@@ -183,6 +183,7 @@ class Supervisor:
     def run(self, duration_s: float | None = None) -> int:
         duration_s = duration_s if duration_s is not None else self.launch.duration_s
         with self._signals():
+            self.launch.write_security_files()
             self._open_status()
             try:
                 return self._run(duration_s)
@@ -265,13 +266,16 @@ class Supervisor:
 
     # ---------------------------------------------------------------- status
     def _open_status(self) -> None:
-        from spikefuse.bus import Publisher, default_ipc_endpoint
+        from spikefuse.bus import Publisher, SecurityConfig, default_ipc_endpoint
         from spikefuse.errors import BusError, ConfigError
+        from spikefuse.launch.model import LAUNCH_KEY
 
         try:
             run_dir = self.launch.resolve_path(self.launch.run_dir)
+            block = self.launch.security_for(LAUNCH_KEY)
+            security = None if block is None else SecurityConfig.model_validate(block)
             self._status_pub = Publisher(
-                default_ipc_endpoint(run_dir, f"launch-{self.launch.name}")
+                default_ipc_endpoint(run_dir, f"launch-{self.launch.name}"), security=security
             )
         except (BusError, ConfigError) as exc:
             self.say(f"no status publisher: {exc}")
