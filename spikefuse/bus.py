@@ -40,6 +40,7 @@ from spikefuse.protocol import (
     Decoder,
     Encoder,
     EventBatch,
+    Heartbeat,
     Message,
     coalesce_many,
     stream_of,
@@ -575,12 +576,14 @@ class RawSocket(_Closes):
 
 
 class _Slot:
-    __slots__ = ("msg", "key", "extra")
+    __slots__ = ("msg", "key", "extra", "open")
 
     def __init__(self, msg: Message, key: str) -> None:
         self.msg: Message | None = msg
         self.key = key
         self.extra: list[EventBatch] | None = None
+        self.open = True
+        """later batches may still merge in (until a heartbeat of its sensor queues up)"""
 
     def resolve(self) -> Message:
         msg = self.msg
@@ -597,7 +600,9 @@ class InputQueue:
     of the same stream (same sensor, input and scale) is still queued is merged into it
     (counted in ``n_coalesced``); the merged batch sums counts per channel, so the
     integrated value of every channel is exactly preserved. Batches are not merged across
-    a scale change or a sequence number that does not advance (a restarted sender)."""
+    a scale change, a sequence number that does not advance (a restarted sender), or a
+    Heartbeat of their sensor: its totals count the batches sent before it, so a batch
+    sent after it must not be applied before it (the keyframe would undo it)."""
 
     def __init__(self, policy: Policy = "keep", max_queue: int = 10000) -> None:
         if policy not in ("keep", "coalesce"):
@@ -617,10 +622,12 @@ class InputQueue:
 
     def put(self, msg: Message) -> None:
         key = stream_of(msg)
+        if isinstance(msg, Heartbeat) and self.policy == "coalesce":
+            self._close_batches_of(msg.sensor)
         sq = self._streams.get(key)
         if sq is None:
             sq = self._streams[key] = deque()
-        elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq:
+        elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq and sq[-1].open:
             slot = sq[-1]
             last = slot.extra[-1] if slot.extra else slot.msg
             # never across a scale change or a sender restart (seq not advancing)
@@ -641,6 +648,12 @@ class InputQueue:
             old.msg = None
             old.extra = None
             self._n_live -= 1
+
+    def _close_batches_of(self, sensor: str) -> None:
+        prefix = f"sensor/{sensor}/"
+        for key, sq in self._streams.items():
+            if sq and key.startswith(prefix):
+                sq[-1].open = False
 
     def pop(self) -> Message | None:
         while self._order:

@@ -504,3 +504,18 @@ def test_bench_bus_smoke_reports_the_contract_fields():
         assert f[key] > 0, key
     assert f["n_pings"] == 50
     assert f["hop_p50_vs_floor"] == pytest.approx(f["hop_p50_us"] / f["floor_p50_us"])
+
+
+def test_coalesce_policy_never_moves_a_batch_before_its_sensors_heartbeat():
+    """The heartbeat's totals count the batches sent before it: a batch sent after it must
+    stay after it (merged into an earlier batch it would be applied first, and the keyframe
+    would then 'correct' it away until the next heartbeat)."""
+    q = InputQueue("coalesce", 100)
+    q.put(_batch(0, [0], [1]))
+    q.put(Heartbeat("imu", 0, 5, "ok"))
+    q.put(_batch(1, [0], [2]))
+    q.put(_batch(2, [0], [3]))  # merges with seq 1: both come after the heartbeat
+    got = q.pop_all()
+    assert [type(m).__name__ for m in got] == ["EventBatch", "Heartbeat", "EventBatch"]
+    assert got[0].counts.tolist() == [1] and got[2].counts.tolist() == [5]
+    assert q.n_coalesced == 1
