@@ -392,12 +392,14 @@ class Publisher(_Closes):
         self.n_sent = 0
         self.n_dropped = 0
         self.n_subscriptions = 0
+        self._live: dict[bytes, int] = {}  # topic prefix -> subscriptions currently held
         self._encoder = Encoder()
         try:
             sock = self._owner.sock = self._owner.ctx.socket(zmq.XPUB)
             sock.linger = self._linger_ms
             sock.sndhwm = hwm
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every unsubscription too (a peer leaving)
             if nodrop:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
             if security is not None and security.uses_curve:
@@ -453,8 +455,18 @@ class Publisher(_Closes):
                 frame = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return self.n_subscriptions
+            prefix = frame[1:]
             if frame[:1] == b"\x01":
                 self.n_subscriptions += 1
+                self._live[prefix] = self._live.get(prefix, 0) + 1
+            elif frame[:1] == b"\x00" and self._live.get(prefix, 0) > 0:
+                self._live[prefix] -= 1
+
+    def has_subscriber(self, topic: bytes) -> bool:
+        """Whether a subscription matching ``topic`` is held right now, as far as the
+        notices read so far tell (call :meth:`poll_subscriptions` first): a message sent
+        to a topic nobody holds reaches no one, which ZeroMQ does not count."""
+        return any(n > 0 and topic.startswith(p) for p, n in self._live.items())
 
     def wait_for_subscribers(self, n: int = 1, timeout_s: float = 5.0) -> bool:
         """Block until ``n`` subscriptions arrived (avoids losing the first messages to the

@@ -24,6 +24,7 @@ from spikefuse.bus import (
     Publisher,
     SecurityConfig,
     Subscriber,
+    SubscriberStats,
     default_ipc_endpoint,
     validate_endpoint,
 )
@@ -170,6 +171,9 @@ class ActuatorRunner:
         self.actuator = actuator
         self.deadman_ns = round(cfg.deadman_ms * 1e6)
         self.n_commands = 0
+        self.first_seq: int | None = None
+        """seq of the first command received: the core's commands before it never came
+        (published while this actuator was not yet subscribed)"""
         self.n_bad = 0
         self.n_deadman = 0
         self.tripped = False
@@ -187,6 +191,8 @@ class ActuatorRunner:
             self.actuator.apply(self.safe, safe=True, seq=-1, cause_t_ns=now_ns, t_ns=now_ns)
 
     def on_command(self, msg: MotorCommand, now_ns: int) -> None:
+        if self.first_seq is None:
+            self.first_seq = msg.seq
         if self.n_channels is None:
             self.n_channels = msg.values.size
             self.safe = self.cfg.safe_array(self.n_channels)
@@ -211,6 +217,18 @@ class ActuatorRunner:
             )
         self.actuator.apply(
             msg.values, safe=False, seq=msg.seq, cause_t_ns=msg.cause_t_ns, t_ns=now_ns
+        )
+
+    def summary(self, bus: SubscriberStats) -> str:
+        """Closing report: every command of the core's sequence accounted for (missed before
+        subscribing, lost on the way, dropped from a full queue, bad, applied)."""
+        missed = self.first_seq or 0
+        lost = bus.seq_gaps.get(f"motor/{self.cfg.name}", 0)
+        return (
+            f"actuator '{self.cfg.name}': {self.n_commands} commands applied, {self.n_bad} bad, "
+            f"{bus.n_dropped} dropped from a full queue, {lost} lost on the way (seq gaps), "
+            f"{missed} sent before it subscribed; {self.n_deadman} deadman trips\n"
+            f"  latency sensor -> command applied: {self.latency.describe()}"
         )
 
     def deadline_ns(self) -> int | None:
@@ -274,11 +292,7 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
                     status_pub.close()
             # leaving: the motors go to their safe values
             runner.go_safe(time.monotonic_ns(), "stopping")
-            print(
-                f"actuator '{cfg.name}': {runner.n_commands} commands, {runner.n_deadman} deadman "
-                f"trips, {runner.n_bad} bad, latency {runner.latency.summary()}",
-                flush=True,
-            )
+            print(runner.summary(sub.stats), flush=True)
     finally:
         actuator.close()
     return 0

@@ -45,12 +45,22 @@ def _bus_stats(sub: Subscriber):
     return stats
 
 
+def _listening(pub: Publisher):
+    def listening(topic: bytes) -> bool:
+        pub.poll_subscriptions()
+        return pub.has_subscriber(topic)
+
+    return listening
+
+
 def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM (or ``duration_s``); returns 0."""
     graph = load_graph(cfg)
     engine = Engine(graph)
     endpoints = sorted({cfg.sensor_endpoint(i) for i in cfg.inputs.values()})
-    topics = sorted({f"sensor/{i.sensor}" for i in cfg.inputs.values()})
+    sensors = {i.sensor for i in cfg.inputs.values()}
+    # the drivers' Status (sample counters) too, for the closing report
+    topics = sorted({f"{kind}/{s}" for s in sensors for kind in ("sensor", "status")})
     own_stop = stop is None
     stop = stop or StopSignal()
     security = cfg.resolved_security()
@@ -69,6 +79,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     ):
         core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
         core.bus_stats = _bus_stats(sub)
+        core.listening = _listening(pub)
         gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
         log.info(
             "core '%s': graph %s, inputs from %s, publishing on %s",

@@ -16,6 +16,7 @@ from itertools import count
 
 import numpy as np
 
+from spikefuse.core import report
 from spikefuse.core.config import CoreConfig, InputMap
 from spikefuse.core.motor import MotorChannel
 from spikefuse.core.stats import LatencyHistogram
@@ -74,6 +75,8 @@ class InputState:
         self.last_scale: float | None = None
         self.n_resyncs = 0
         self.n_resync_counts = 0
+        self.n_startup_resyncs = 0
+        self.n_startup_resync_counts = 0
 
     @property
     def sent(self) -> np.ndarray:
@@ -139,6 +142,8 @@ class InputState:
             "n_resets": self.n_resets,
             "n_resyncs": self.n_resyncs,
             "n_resync_counts": self.n_resync_counts,
+            "n_startup_resyncs": self.n_startup_resyncs,
+            "n_startup_resync_counts": self.n_startup_resync_counts,
             "n_stale": self.n_stale,
         }
 
@@ -178,6 +183,15 @@ class FusionCore:
         self.next_status_ns = now_ns + self.status_period_ns
         self._last_status = self._snapshot(now_ns)
         self.bus_stats: Callable[[], dict[str, object]] | None = None
+        self.listening: Callable[[bytes], bool] | None = None
+        """Whether anyone holds a subscription for a topic (the daemon's publisher)."""
+        self.n_unheard = {name: 0 for name in self.motors}
+        self.n_motor_dropped_by: dict[str, int] = {}
+        self.n_unheard_startup: dict[str, int] = {}
+        self._heard: set[str] = set()
+        self._sensors = {st.cfg.sensor for st in self.inputs.values()}
+        self.sensor_status: dict[str, tuple[Status, Status]] = {}
+        """sensor -> (first, last) Status its driver published (sample counters)"""
         self._route_outputs(ev, now_ns, now_ns, None)
 
     # ---------------------------------------------------------------- setup
@@ -267,6 +281,9 @@ class FusionCore:
                         st.last_seen_ns = max(st.last_seen_ns, now_ns)
             if msg.totals:
                 self._resync(msg, now_ns)
+        elif isinstance(msg, Status) and msg.source in self._sensors:
+            first = self.sensor_status.get(msg.source, (msg, msg))[0]
+            self.sensor_status[msg.source] = (first, msg)
         else:
             self.drop("unexpected_kind")
 
@@ -320,14 +337,23 @@ class FusionCore:
                 self.drop("bad_totals")
                 continue
             st.received += diff
+            n_counts = int(np.abs(diff[nz]).sum())
+            # the first keyframe of a stream catches up with the batches that went out
+            # before this subscription was complete: normal at start-up, counted apart
+            startup = st.n_resyncs == 0
             st.n_resyncs += 1
-            st.n_resync_counts += int(np.abs(diff[nz]).sum())
-            log.info(
-                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected",
+            st.n_resync_counts += n_counts
+            if startup:
+                st.n_startup_resyncs += 1
+                st.n_startup_resync_counts += n_counts
+            log.log(
+                logging.DEBUG if startup else logging.INFO,
+                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected%s",
                 st.name,
                 hb.sensor,
                 nz.size,
-                int(np.abs(diff[nz]).sum()),
+                n_counts,
+                " (start-up)" if startup else "",
             )
             fix = EventBatch(
                 hb.sensor,
@@ -487,11 +513,24 @@ class FusionCore:
         fresh, motor.fresh = motor.fresh, False
         if self.send(msg):
             self.n_motor_commands += 1
+            if self.listening is not None:
+                self._count_heard(name)
             if fresh:
                 self.latency.add(t_ns - motor.cause_t_ns)
                 self._period_latency.add(t_ns - motor.cause_t_ns)
         else:
             self.n_motor_dropped += 1
+            self.n_motor_dropped_by[name] = self.n_motor_dropped_by.get(name, 0) + 1
+
+    def _count_heard(self, name: str) -> None:
+        """Count a command sent while no actuator held ``motor/<name>``: before the first
+        one subscribed (start-up) or after the last one left. ZeroMQ drops those silently."""
+        if self.listening(b"motor/" + name.encode()):  # type: ignore[misc]
+            self._heard.add(name)
+            return
+        self.n_unheard[name] += 1
+        if name not in self._heard:
+            self.n_unheard_startup[name] = self.n_unheard_startup.get(name, 0) + 1
 
     # ---------------------------------------------------------------- status
     def _snapshot(self, now_ns: int) -> dict[str, object]:
@@ -543,7 +582,9 @@ class FusionCore:
                 "syn_ops": snap["syn_ops"],
             },
             "inputs": {n: st.metrics(now_ns) for n, st in self.inputs.items()},
-            "actuators": {n: m.metrics() for n, m in self.motors.items()},
+            "actuators": {
+                n: {**m.metrics(), "n_unheard": self.n_unheard[n]} for n, m in self.motors.items()
+            },
         }
         self._last_status = snap
         return metrics
@@ -556,15 +597,9 @@ class FusionCore:
         self.send(status)
         return status
 
-    def summary(self) -> str:
-        lat = self.latency.summary()
-        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())) or "none"
-        return (
-            f"core '{self.cfg.name}': {self.n_batches} batches, {self.n_events} events in, "
-            f"{self.n_motor_commands} motor commands, latency p50 {lat['p50_us']} us "
-            f"p99 {lat['p99_us']} us max {lat['max_us']} us, "
-            f"{self.engine.counters['syn_ops']} synaptic ops, drops: {drops}"
-        )
+    def summary(self, now_ns: int | None = None) -> str:
+        """The closing report (see :mod:`spikefuse.core.report`)."""
+        return report.summary(self, time.monotonic_ns() if now_ns is None else now_ns)
 
 
 def _monotonic_ns() -> int:
