@@ -519,3 +519,21 @@ def test_coalesce_policy_never_moves_a_batch_before_its_sensors_heartbeat():
     assert [type(m).__name__ for m in got] == ["EventBatch", "Heartbeat", "EventBatch"]
     assert got[0].counts.tolist() == [1] and got[2].counts.tolist() == [5]
     assert q.n_coalesced == 1
+
+
+def test_publisher_knows_whether_anyone_holds_a_topic(ep):
+    """What ZeroMQ drops silently (a message to a topic nobody subscribes) is countable."""
+    with Publisher(ep) as pub:
+        pub.poll_subscriptions()
+        assert not pub.has_subscriber(b"motor/m")
+        sub = Subscriber(ep, ["motor/m"])
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        assert pub.has_subscriber(b"motor/m") and not pub.has_subscriber(b"status/x")
+        sub.close()
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            pub.poll_subscriptions()
+            if not pub.has_subscriber(b"motor/m"):
+                break
+            pub.socket.poll(50)
+        assert not pub.has_subscriber(b"motor/m")

@@ -100,6 +100,17 @@ def hostile_payloads(now_ns: int) -> list[bytes]:
         values = np.array([F_MAX, -F_MAX, 0.0], "<f8").tobytes()
         out.append(msgpack.packb([1, 3, "evil", seq, t, t, values]))
         out.append(msgpack.packb([1, 4, "evil", seq, t, {"x": I64_MIN, "y": F_MAX}]))
+    # the core keeps its sensors' Status for its closing report: counters of every shape
+    for group in (
+        {"input": "z", "n_items": I64_MAX, "n_events": -1, "values_per_item": 3},
+        {"input": "z", "n_items": 0, "n_events": 0, "values_per_item": I64_MAX},
+        {"input": 5, "n_items": "many", "n_events": None, "values_per_item": 0},
+        {"input": "w", "n_items": 1, "n_events": F_MAX, "values_per_item": 2},
+        "not a map",
+    ):
+        for t in (now_ns, now_ns + 1):
+            out.append(msgpack.packb([1, 4, "evil", 0, t, {"groups": {"g": group}}]))
+    out.append(msgpack.packb([1, 4, "evil", 0, now_ns, {"groups": [1, 2]}]))
     return out
 
 
@@ -166,3 +177,5 @@ def test_hostile_values_never_stop_the_core_and_a_good_publisher_is_served(tmp_p
         evil.close()
         sub.close()
     assert rc == 0
+    out = proc.stdout.read()
+    assert "core 'core':" in out and "latency sensor -> motor command" in out, out
