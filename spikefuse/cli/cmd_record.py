@@ -23,7 +23,14 @@ def parse_size(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("record", help="record bus topics into an MCAP file")
-    p.add_argument("-o", "--output", required=True, help="output .mcap file")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output .mcap file; an existing file is never replaced: the recording "
+        "continues into the next free name FILE_001.mcap, FILE_002.mcap, ... (a restart "
+        "under launch keeps what the killed recorder wrote)",
+    )
     p.add_argument("--endpoint", action="append", required=True, help="bus endpoint (repeatable)")
     p.add_argument("--topics", nargs="*", default=None, help="topic prefixes (default: all)")
     p.add_argument("--bind", action="store_true", help="bind the endpoints (fan-in)")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         stats = rec.run(stop, args.duration)
     summary = {
         "files": stats.files,
+        "kept_existing": stats.kept,
         "n_messages": stats.n_messages,
         "n_events": stats.n_events,
         "n_rejected": stats.n_rejected,
