@@ -9,6 +9,7 @@ import re
 import sys
 
 from spikefuse.errors import ConfigError
+from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)[bB]?\s*$")
 _SIZE_FACTOR = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -42,7 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument(
-        "--flush-interval", type=float, default=1.0, help="seconds between chunk flushes"
+        "--flush-interval",
+        type=float,
+        default=DEFAULT_FLUSH_INTERVAL_S,
+        metavar="S",
+        help="hand the data to the OS at least every S seconds (default %(default)g): a "
+        "SIGKILL or crash loses at most about S seconds; 0.1 keeps the last 100 ms for a few "
+        "%% more recorder CPU and file size (docs/benchmarks.md, `spikefuse bench replay`)",
     )
     p.add_argument("--hwm", type=int, default=1_000_000, help="receive high-water mark (messages)")
     p.set_defaults(func=run)

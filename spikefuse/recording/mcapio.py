@@ -118,6 +118,13 @@ class LogWriter:
         if self.flush_interval_s is not None:
             self.maybe_flush()
 
+    @property
+    def flush_due_s(self) -> float | None:
+        """Monotonic time at which the next time-based flush is due (None: never)."""
+        if self.flush_interval_s is None:
+            return None
+        return self._last_flush_s + self.flush_interval_s
+
     def maybe_flush(self) -> bool:
         """Close the chunk in progress and flush to the OS if the flush interval is over."""
         if self.flush_interval_s is None:

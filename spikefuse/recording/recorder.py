@@ -3,7 +3,9 @@
 Payloads are stored byte for byte; each is validated by the protocol decoder first (bad
 ones are counted in ``n_rejected`` and not stored). ``log_time`` is the receive time on
 CLOCK_MONOTONIC (the clock drivers stamp ``t_ns`` with), so ``log_time - publish_time`` is
-the bus latency. A chunk reaches the OS at least every ``flush_interval_s``; a stop
+the bus latency. A chunk reaches the OS at least every ``flush_interval_s`` (default 1 s;
+``spikefuse record --flush-interval 0.1`` bounds what a SIGKILL loses to ~100 ms, at a
+cost measured by ``spikefuse bench replay``, see docs/benchmarks.md); a stop
 request (SIGINT/SIGTERM through :class:`~spikefuse.sdk.timing.StopSignal`) finishes the file with its index.
 
 A recorder never replaces a file: if ``out_path`` (or a split part) exists already, e.g.
@@ -200,7 +202,9 @@ class Recorder:
                 now_s = time.monotonic()
                 if end_s is not None and now_s >= end_s:
                     break
-                wait_s = min(MAX_POLL_S, self.flush_interval_s)
+                # wake up when the next flush is due: a SIGKILL loses at most about one
+                # flush interval of what arrived
+                wait_s = min(MAX_POLL_S, writer.flush_due_s - now_s)
                 if end_s is not None:
                     wait_s = min(wait_s, end_s - now_s)
                 self._drain(writer, max(0.001, wait_s))

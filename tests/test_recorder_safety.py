@@ -1,5 +1,6 @@
-"""A recorder killed and restarted under ``spikefuse launch`` keeps what it wrote (real
-processes: launcher, imu driver, recorder)."""
+"""What a killed recorder keeps: a restart under ``spikefuse launch`` never replaces what
+it wrote (real launcher, imu driver, recorder), and a SIGKILL loses at most about one flush
+interval (real recorder process, real ipc bus)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 from _core_util import LineReader, stop, wait_until, write_yaml
 
+from spikefuse.bus import Publisher
+from spikefuse.protocol import EventBatch, decode
 from spikefuse.recording.mcapio import LogWriter, open_log
 from spikefuse.recording.recorder import Recorder, split_path
 
@@ -103,3 +109,43 @@ def test_recorder_never_replaces_existing_files(tmp_path: Path) -> None:
     assert rec.stats.files == [str(split_path(out, 2))]
     assert [m.payload for m in open_log(out).messages] == [b"keep"]
     assert split_path(out, 1).read_bytes() == b"not even mcap"
+
+
+FLUSH_MARGIN_S = 0.4
+"""Scheduling slack on a loaded 2-core machine (load 4) on top of the flush interval."""
+
+
+@pytest.mark.parametrize("flush_s", [0.1, 1.0])
+def test_sigkill_loses_at_most_one_flush_interval(tmp_path: Path, flush_s: float) -> None:
+    ep = f"ipc://{tmp_path}/bus"
+    out = tmp_path / "k.mcap"
+    cmd = [sys.executable, "-m", "spikefuse", "--log-level", "WARNING", "record", "-o"]
+    cmd += [str(out), "--endpoint", ep, "--flush-interval", str(flush_s)]
+    period_s = 0.005
+    sent_s: list[float] = []
+    ch = np.array([0, 1], np.int32)
+    with Publisher(ep) as pub:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        try:
+            assert pub.wait_for_subscribers(1, timeout_s=30), "recorder did not subscribe"
+            t0 = time.monotonic()
+            for i in range(600):  # 3 s at 200 Hz, on deadlines
+                delay = t0 + i * period_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pub.send(EventBatch("imu", i, time.monotonic_ns(), "gyro", 100.0, ch, ch + 1))
+                sent_s.append(time.monotonic())
+            kill_s = time.monotonic()
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    got = [decode(m.payload).seq for m in open_log(out).messages]
+    assert got == list(range(len(got))), "a gap-free prefix"
+    bound_s = flush_s + FLUSH_MARGIN_S
+    n_old = sum(1 for t in sent_s if t < kill_s - bound_s)
+    lost_s = kill_s - sent_s[len(got) - 1] if got else float("inf")
+    assert len(got) >= n_old, (
+        f"{len(got)} of {len(sent_s)} kept: lost the last {lost_s:.3f} s, "
+        f"more than --flush-interval {flush_s} s + {FLUSH_MARGIN_S} s"
+    )
