@@ -374,7 +374,9 @@ def read_evt3(path: Path, imap: ImportMap, skips: Skips) -> list[GroupEncoder]:
         ev = np.concatenate([np.empty(0, EVENT_DTYPE), *iter_events(path)])
         ok = (ev["x"] < width) & (ev["y"] < height)
         if not ok.all():
-            Skips.add(skips.bad_messages, f"evt3: events outside {width}x{height}", int((~ok).sum()))
+            Skips.add(
+                skips.bad_messages, f"evt3: events outside {width}x{height}", int((~ok).sum())
+            )
             ev = ev[ok]
         enc.events(ev["t"].astype(np.int64) * 1000, ev["x"], ev["y"], ev["p"].astype(bool))
         encs.append(enc)
