@@ -49,8 +49,15 @@ BATCH_PERIOD_NS = 1_000_000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="per rate (default 3)")
-    p.add_argument("--idle-seconds", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=5.0,
+        help="how long the idle core is watched for its CPU use (default 5)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed of the benchmark graph and streams"
+    )
     p.add_argument(
         "--rt-priority",
         type=int,

@@ -45,9 +45,9 @@ GRAPH = Path(__file__).resolve().parents[1] / "configs" / "graphs" / "example.ya
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-batches", type=int, default=1000)
-    p.add_argument("--batch-events", type=int, default=2048)
-    p.add_argument("--graph", default=str(GRAPH))
+    p.add_argument("--n-batches", type=int, default=1000, help="batches in the synthetic log")
+    p.add_argument("--batch-events", type=int, default=2048, help="events per batch")
+    p.add_argument("--graph", default=str(GRAPH), help="graph of the offline replay")
     p.add_argument(
         "--flush-fast",
         type=float,

@@ -23,7 +23,14 @@ def parse_size(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("record", help="record bus topics into an MCAP file")
+    p = sub.add_parser(
+        "record",
+        help="record bus topics into an MCAP file",
+        description="Record bus messages (validated, stored byte for byte with their "
+        "receive time) into MCAP until SIGINT/SIGTERM or --duration; the file is then "
+        "finished with its index. A killed recorder's file stays readable up to its last "
+        "flush (spikefuse info / recover).",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -36,12 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topics", nargs="*", default=None, help="topic prefixes (default: all)")
     p.add_argument("--bind", action="store_true", help="bind the endpoints (fan-in)")
     p.add_argument(
-        "--split-size", type=parse_size, default=None, help="start a new file after SIZE"
+        "--split-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="start a new file FILE_NNN.mcap after SIZE (e.g. 64M, 1G)",
     )
     p.add_argument(
-        "--split-duration", type=float, default=None, help="start a new file every S seconds"
+        "--split-duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="start a new file FILE_NNN.mcap every S seconds",
     )
-    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument(
         "--flush-interval",
         type=float,
@@ -51,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SIGKILL or crash loses at most about S seconds; 0.1 keeps the last 100 ms for a few "
         "%% more recorder CPU and file size (docs/benchmarks.md, `spikefuse bench replay`)",
     )
-    p.add_argument("--hwm", type=int, default=1_000_000, help="receive high-water mark (messages)")
+    p.add_argument(
+        "--hwm", type=int, default=1_000_000, metavar="N", help="receive high-water mark (messages)"
+    )
     p.set_defaults(func=run)
 
 

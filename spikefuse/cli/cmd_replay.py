@@ -45,23 +45,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse an unfinished (truncated) log instead of replaying what is readable",
     )
     p.add_argument("--offline", action="store_true", help="run the engine directly (no bus)")
-    p.add_argument("--graph", help="graph file (.yaml/.npz) for --offline")
-    p.add_argument("-o", "--output", help="output .mcap for --offline")
-    p.add_argument("--map-input", action="append", metavar="OLD=NEW", help="rename an input")
+    p.add_argument("--graph", metavar="FILE", help="graph file (.yaml/.npz) for --offline")
+    p.add_argument("-o", "--output", metavar="OUT", help="output .mcap for --offline")
+    p.add_argument(
+        "--map-input",
+        action="append",
+        metavar="OLD=NEW",
+        help="--offline: feed the stream of input OLD to graph input NEW (repeatable)",
+    )
     p.add_argument("--no-inputs", action="store_true", help="--offline: do not copy inputs")
-    p.add_argument("--status-period", type=float, default=1.0, help="seconds between Status")
+    p.add_argument(
+        "--status-period",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="--offline: seconds of log time between Status messages",
+    )
     speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--rate", type=float, default=1.0, help="speed factor (live)")
-    speed.add_argument("--fast", action="store_true", help="as fast as possible (live)")
-    p.add_argument("--loop", action="store_true", help="repeat (live)")
-    p.add_argument("--topics", nargs="*", default=None, help="topic prefixes (default sensor/)")
-    p.add_argument("--start", type=float, default=None, help="seconds after the first message")
-    p.add_argument("--end", type=float, default=None, help="seconds after the first message")
-    p.add_argument("--endpoint", help="bus endpoint to publish on (live)")
-    p.add_argument("--connect", action="store_true", help="connect instead of bind (live)")
+    speed.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="live: speed factor (2 = twice as fast)",
+    )
+    speed.add_argument("--fast", action="store_true", help="live: as fast as subscribers take it")
+    p.add_argument("--loop", action="store_true", help="live: repeat until stopped")
+    p.add_argument(
+        "--topics",
+        nargs="*",
+        default=None,
+        metavar="PREFIX",
+        help="topic prefixes (default sensor/)",
+    )
+    p.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        metavar="S",
+        help="begin S seconds after the first message",
+    )
+    p.add_argument(
+        "--end", type=float, default=None, metavar="S", help="end S seconds after the first message"
+    )
+    p.add_argument("--endpoint", metavar="URL", help="live: bus endpoint to publish on (bound)")
+    p.add_argument(
+        "--connect", action="store_true", help="live: connect to --endpoint instead of binding it"
+    )
     p.add_argument("--keep-time", action="store_true", help="live: send stored bytes unchanged")
     p.add_argument(
-        "--wait-subscribers", type=int, default=0, help="live: wait for N subscribers first"
+        "--wait-subscribers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="live: wait (up to 30 s) for N subscribers first",
     )
     p.set_defaults(func=run)
 
