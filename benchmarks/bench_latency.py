@@ -89,10 +89,16 @@ def bench_graph(seed: int):
 
 
 def _spawn(argv: list[str], log: Path, rt_priority: int = 0) -> subprocess.Popen:
+    """Start a ``python -m spikefuse...`` child in the run directory: ``-m`` puts the
+    child's working directory first on ``sys.path``, so from a repository checkout the
+    child would import the uncompiled source tree instead of the installed package the
+    parent runs (issue 9)."""
     if rt_priority:
         argv = ["chrt", "--fifo", str(rt_priority), *argv]
     with log.open("w") as f:
-        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent
+        )
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -100,7 +100,9 @@ def _offline(batches: list[EventBatch], graph: str, d: Path) -> tuple[float, flo
 def _start_recorder(out: Path, ep: str, flush_s: float) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "spikefuse", "--log-level", "WARNING", "record", "-o"]
     cmd += [str(out), "--endpoint", ep, "--flush-interval", str(flush_s)]
-    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # cwd: out's folder (a temporary one), not the caller's: from a repository checkout
+    # ``-m`` would import the uncompiled source tree instead of the installed package
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=out.parent)
 
 
 def _stop_recorder(proc: subprocess.Popen) -> dict:
