@@ -34,3 +34,10 @@ def test_replay_recorder_child_runs_the_parents_package(in_a_checkout: Path) -> 
     batches = bench_replay.make_batches(50, 16)
     rate, lost, bytes_per_event, n_events = bench_replay._record(batches, in_a_checkout, 1.0, "t")
     assert lost == 0 and n_events == 50 * 16 and rate > 0
+
+
+def test_bus_children_run_the_parents_package(in_a_checkout: Path) -> None:
+    from spikefuse.benchmarks import bench_bus
+
+    ours, raw, _ = bench_bus._latency(in_a_checkout, 20, 8)
+    assert len(ours) == 20 and len(raw) == 20
