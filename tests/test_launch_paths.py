@@ -84,6 +84,31 @@ def test_driver_file_in_type_resolves_against_the_launch_file(tmp_path: Path) ->
     assert batches and {(b.sensor, b.input) for b in batches} == {("ramp", "level")}
 
 
+def test_children_import_the_installed_package_not_a_folder_next_to_the_launch_file(
+    tmp_path: Path,
+) -> None:
+    """A launch file in a source checkout: its processes run in its folder, where a
+    ``spikefuse`` folder must not shadow the installed package."""
+    lf, out = _robot(tmp_path, "drivers/ramp.py:RAMP")
+    trap = lf.parent / "spikefuse"
+    trap.mkdir()
+    (trap / "__init__.py").write_text('raise SystemExit("imported the folder next to it")\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikefuse", "launch", str(lf)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    reader = LineReader(proc)
+    try:
+        assert wait_until(lambda: _n_batches(out) >= 10, 60, 0.1), reader.text()
+    finally:
+        stop(proc, 30)
+    reader.wait_for(lambda ln: "summary:" in ln, 10)
+    assert "imported the folder next to it" not in reader.text()
+
+
 def test_missing_driver_file_names_the_type_line(tmp_path: Path) -> None:
     lf, _ = _robot(tmp_path, "drivers/nope.py:RAMP")
     r = _run(lf, tmp_path)

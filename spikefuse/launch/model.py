@@ -136,7 +136,9 @@ class LaunchFile(FileConfig):
         """The argv that starts process ``p``."""
         if p.kind == "exec":
             return list(p.args)
-        argv = [sys.executable, "-m", "spikefuse", p.kind]
+        # -P: children run in the launch file's folder; without it ``-m`` would import a
+        # ``spikefuse`` folder there (a source checkout) instead of the installed package
+        argv = [sys.executable, "-P", "-m", "spikefuse", p.kind]
         if p.type:
             argv.append(self.process_type(p))
         if p.config is not None:
