@@ -37,6 +37,10 @@ from spikefuse.sdk.timing import StopSignal
 
 log = logging.getLogger(__name__)
 
+DEADMAN_LAST_LOOK_S = 0.005
+"""When the deadman is due, how long the actuator still waits for a command that is on its
+way before applying the safe values."""
+
 
 class ActuatorConfig(FileConfig):
     """Common fields of every actuator kind."""
@@ -92,13 +96,22 @@ class ActuatorConfig(FileConfig):
 
 class Actuator:
     """Base of every kind: ``apply`` one set of values; ``service`` for periodic work
-    (e.g. reading device replies); ``close``."""
+    (e.g. reading device replies); ``close``. ``refresh``: the command repeats the cause
+    of the previous one (the core's periodic refresh of an unchanged output), so
+    ``t_ns - cause_t_ns`` is the age of that input, not a latency."""
 
     def __init__(self, cfg: ActuatorConfig):
         self.cfg = cfg
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         raise NotImplementedError
 
@@ -178,6 +191,8 @@ class ActuatorRunner:
         self.n_deadman = 0
         self.tripped = False
         self.last_cmd_ns = 0
+        self.max_gap_ns = 0
+        """longest time between two commands while armed (how close to the deadman)"""
         self.last_cause_ns: int | None = None
         self.latency = LatencyHistogram()
         self.n_channels = cfg.n_channels
@@ -206,8 +221,11 @@ class ActuatorRunner:
             )
             return
         self.n_commands += 1
+        if not self.tripped:
+            self.max_gap_ns = max(self.max_gap_ns, now_ns - self.last_cmd_ns)
         self.last_cmd_ns = now_ns
-        if msg.cause_t_ns != self.last_cause_ns:  # refreshes repeat the cause: not a latency
+        refresh = msg.cause_t_ns == self.last_cause_ns  # refreshes repeat the cause
+        if not refresh:  # (a refresh's t - cause is the input's age, not a latency)
             self.last_cause_ns = msg.cause_t_ns
             self.latency.add(now_ns - msg.cause_t_ns)
         if self.tripped:
@@ -216,7 +234,12 @@ class ActuatorRunner:
                 "%s: commands flowing (deadman armed, %g ms)", self.cfg.name, self.cfg.deadman_ms
             )
         self.actuator.apply(
-            msg.values, safe=False, seq=msg.seq, cause_t_ns=msg.cause_t_ns, t_ns=now_ns
+            msg.values,
+            safe=False,
+            seq=msg.seq,
+            cause_t_ns=msg.cause_t_ns,
+            t_ns=now_ns,
+            refresh=refresh,
         )
 
     def summary(self, bus: SubscriberStats) -> str:
@@ -261,6 +284,7 @@ class ActuatorRunner:
                 "n_commands": self.n_commands,
                 "n_bad": self.n_bad,
                 "n_deadman": self.n_deadman,
+                "max_gap_ms": self.max_gap_ns / 1e6,
                 "latency_us": self.latency.summary(),
                 **self.actuator.metrics(),
             },
@@ -318,6 +342,15 @@ def _loop(runner: ActuatorRunner, sub: Subscriber, stop: StopSignal, pub: Publis
             if isinstance(msg, MotorCommand):
                 runner.on_command(msg, time.monotonic_ns())
         now_ns = time.monotonic_ns()
+        dl = runner.deadline_ns()
+        if dl is not None and now_ns >= dl:
+            # a last look before tripping: this process may have woken up after a stall of
+            # its own, with the core's commands still in zmq's queues (I/O threads not yet
+            # scheduled on a loaded machine)
+            for msg in sub.recv_many(DEADMAN_LAST_LOOK_S):
+                if isinstance(msg, MotorCommand):
+                    runner.on_command(msg, time.monotonic_ns())
+            now_ns = time.monotonic_ns()
         runner.check(now_ns)
         runner.actuator.service(now_ns)
         if now_ns >= next_status_ns:

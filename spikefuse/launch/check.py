@@ -20,6 +20,8 @@ def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
             f"config file not found: expected an existing file, found {str(path)!r}",
             cfg.where(f"processes[{i}]", "config"),
         )
+    kind = _resolve_type(cfg, i, p)
+    field = "config" if p.config is not None else "set"
     try:
         if p.kind == "core":
             from spikefuse.core.config import load_core_config
@@ -28,15 +30,31 @@ def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
             core_cfg = load_core_config(path, sets)
             load_graph(core_cfg)
         elif p.kind == "actuator":
-            from spikefuse.actuators import load_actuator_config, resolve_actuator
+            from spikefuse.actuators import load_actuator_config
 
-            load_actuator_config(resolve_actuator(p.type), path, sets)
+            load_actuator_config(kind, path, sets)
         elif p.kind == "driver":
-            from spikefuse.sdk.registry import load_driver_config, resolve_kind
+            from spikefuse.sdk.registry import load_driver_config
 
-            load_driver_config(resolve_kind(p.type), path, sets)
+            load_driver_config(kind, path, sets)
     except ConfigError as exc:
-        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", "config")) from None
+        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", field)) from None
+
+
+def _resolve_type(cfg: LaunchFile, i: int, p: ProcessSpec) -> object:
+    """The driver spec / actuator kind named by ``p.type``; errors name the ``type`` line."""
+    try:
+        if p.kind == "actuator":
+            from spikefuse.actuators import resolve_actuator
+
+            return resolve_actuator(p.type)
+        if p.kind == "driver":
+            from spikefuse.sdk.registry import resolve_kind
+
+            return resolve_kind(cfg.process_type(p))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", "type")) from None
+    return None
 
 
 def check_wiring(cfg: LaunchFile) -> None:

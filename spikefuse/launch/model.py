@@ -16,7 +16,8 @@ Example (``launch/demo.yaml``)::
       - {name: core, kind: core, config: ../configs/core/demo.yaml,
          inputs: [sensor/imu], outputs: [motor/motors, status/core]}
 
-Paths are resolved relative to the launch file. ``driver``/``core``/``actuator`` processes
+Paths are resolved relative to the launch file, including a driver file named in ``type``
+(``type: my_driver.py:MY_DRIVER``). ``driver``/``core``/``actuator`` processes
 get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
 launch lives in one directory.
 
@@ -146,13 +147,25 @@ class LaunchFile(FileConfig):
         line = self._lines.get(field)
         return f"{self._source}:{line}: {field}" if line else f"{self._source}: {field}"
 
+    def process_type(self, p: ProcessSpec) -> str | None:
+        """``p.type`` with a driver file (``file.py:NAME``) made absolute against this launch
+        file's folder, like every other path in it."""
+        if p.type is None:
+            return None
+        head, sep, attr = p.type.rpartition(":")
+        if sep and head.endswith(".py"):
+            return f"{self.resolve_path(head)}:{attr}"
+        return p.type
+
     def command(self, p: ProcessSpec) -> list[str]:
         """The argv that starts process ``p``."""
         if p.kind == "exec":
             return list(p.args)
-        argv = [sys.executable, "-m", "spikefuse", p.kind]
+        # -P: children run in the launch file's folder; without it ``-m`` would import a
+        # ``spikefuse`` folder there (a source checkout) instead of the installed package
+        argv = [sys.executable, "-P", "-m", "spikefuse", p.kind]
         if p.type:
-            argv.append(p.type)
+            argv.append(self.process_type(p))
         if p.config is not None:
             argv += ["--config", str(self.resolve_path(p.config))]
         sets = list(p.set)

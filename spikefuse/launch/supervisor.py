@@ -319,4 +319,10 @@ class Supervisor:
             self.out.write(
                 f"  {c.name:<12} {c.spec.kind:<9} {c.state:<8} {c.n_restarts:>8}  {codes}\n"
             )
+        for c in self.children:
+            if c.spec.kind == "record" and c.n_restarts:
+                self.out.write(
+                    f"  {c.name}: restarted {c.n_restarts}x; nothing was overwritten: each "
+                    "start continued into a new file (its 'recording continues into' lines)\n"
+                )
         self.out.flush()
