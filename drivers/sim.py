@@ -256,7 +256,8 @@ class Loop:
                     self._apply(msg.values)
                 continue
             self.n_setpoints += 1
-            self._attribute(msg.cause_t_ns, now)
+            if self.cfg.clock == "realtime":  # lock-step: data time is not wall time
+                self._attribute(msg.cause_t_ns, now)
             if self.cfg.clock == "lockstep":
                 self.pending.append(msg)
                 self.acked_ns = max(self.acked_ns, msg.t_ns)
@@ -460,7 +461,11 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
     next_loop_status = 1_000_000_000
     while True:
         if cfg.clock == "lockstep":
-            if world.step_index % sync_steps == 0 and not loop.sync():
+            if cfg.controller == "teacher":  # nothing to wait for: as fast as it goes
+                ctx.service()
+                if ctx.stopping:
+                    break
+            elif world.step_index % sync_steps == 0 and not loop.sync():
                 break
         elif not loop.wait_step():
             break
