@@ -312,10 +312,15 @@ class Loop:
         """Lock-step: mark everything up to now as sent, wait for the answer, apply."""
         t_ns = self.anchor_ns + self.world.t_ns + 999  # after every phase of this step
         self.ctx.heartbeat(t_ns)
-        give_up = time.monotonic_ns() + round(self.cfg.lockstep_timeout_s * 1e9)
+        now = time.monotonic_ns()
+        give_up = now + round(self.cfg.lockstep_timeout_s * 1e9)
+        resend = now + 500_000_000
         while self.acked_ns < t_ns:
             if self.ctx.stopping:
                 return False
+            if time.monotonic_ns() > resend:  # a core that joined late missed it
+                resend += 500_000_000
+                self.ctx.heartbeat(t_ns)
             if time.monotonic_ns() > give_up:
                 raise ConfigError(
                     f"lock-step: no answer from the core for {self.cfg.lockstep_timeout_s} s "
@@ -469,6 +474,8 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
                 break
         elif not loop.wait_step():
             break
+        if ctx.past_duration(loop.anchor_ns + world.t_ns + STEP_NS + PHASE_NS["camera"]):
+            break
         loop.teacher()
         readings = world.step()
         yield from _items(loop, readings, dvs)
@@ -488,8 +495,10 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
 def _summary_line(loop: Loop) -> str:
     t = loop.world.truth
     lap = f"lap in {loop.lap_time_s:.2f} s" if loop.lap_time_s is not None else "no lap"
+    wall_s = (time.monotonic_ns() - loop.wall_start_ns) / 1e9
     return (
-        f"sim: {loop.cfg.clock} {loop.world.t_ns / 1e9:.2f} s simulated, {lap}, "
+        f"sim: {loop.world.t_ns / 1e9 / wall_s:.2f}x real time; "
+        f"{loop.cfg.clock} {loop.world.t_ns / 1e9:.2f} s simulated, {lap}, "
         f"progress {t.progress_m:.2f} m, collisions {t.collisions}, renderer "
         f"{loop.world.renderer}, {loop.n_setpoints} set-points, {loop.n_slips} slips"
     )
