@@ -114,7 +114,8 @@ class Track:
                 cross = (sx * (y - py) - sy * (x - px)) / self._seg_len[j]
                 best = (dist2, self.s[j] + f * self._seg_len[j], cross)
         assert best is not None
-        return float(best[1] % self.length_m), float(best[2])
+        s = float(best[1] % self.length_m)
+        return (0.0 if self.length_m - s < 1e-9 else s), float(best[2])
 
     def sample(self, step_m: float = 0.1) -> list[list[float]]:
         """The centre line every ``step_m`` as ``[[x, y], ...]`` (closed: first != last)."""
