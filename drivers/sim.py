@@ -31,6 +31,7 @@ the sensor whose sample caused it. Camera frames are DVS-encoded with the frame'
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -83,6 +84,8 @@ class ReportConfig(StrictModel):
     enabled: bool = True
     png: Path | None = None
     """the picture (relative paths: to the config file); null: none"""
+    json_path: Path | None = None
+    """the figures and the loop's final status as JSON (for ``spikefuse bench sim``)"""
     graph: Path | None = None
     """the core's graph, for the dense baselines (relative: to the config file)"""
     core: str = Field("core", min_length=1, max_length=128)
@@ -382,6 +385,11 @@ class Loop:
         if rep.png is not None:
             path = self.report.write_png(self.cfg.resolve_path(rep.png), loop_metrics)
             print(f"  picture: {path}", flush=True)
+        if rep.json_path is not None:
+            path = self.cfg.resolve_path(rep.json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figures = self.report.figures(loop_metrics)
+            path.write_text(json.dumps({"figures": figures, "loop": loop_metrics}, indent=1))
 
     def loop_status(self, done: bool) -> dict:
         w = self.world
