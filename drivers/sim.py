@@ -96,10 +96,10 @@ class ReportConfig(StrictModel):
 
 
 class SimDriverConfig(DriverConfig):
-    # 1 count = 0.02 rad/s (gyro), 0.5 m/s² (accel), 0.01 rad of wheel (628 ticks/turn);
+    # 1 count = 0.05 rad/s (gyro), 0.5 m/s² (accel), 0.01 rad of wheel (628 ticks/turn);
     # the rates are the world's (world.gyro.rate_hz, ...): every sample it gives is encoded
     default_groups = {
-        "gyro": {"scale": 50.0},
+        "gyro": {"scale": 20.0},
         "accel": {"scale": 2.0},
         "wheels": {"scale": 100.0},
         "camera": {"scale": 5.0},

@@ -28,7 +28,7 @@ from spikefuse.sim import model as M
 SPEED_MPS = 0.5
 KP = 1.6
 KD = 0.15
-GYRO_SCALE = 50.0
+GYRO_SCALE = 20.0
 ACCEL_SCALE = 2.0
 WHEELS_SCALE = 100.0
 CAMERA_SCALE = 5.0
