@@ -176,3 +176,14 @@ def test_world_config_error_type_is_config_error():
         from spikefuse.config import validate_data
 
         validate_data(WorldConfig, {"track": "moon"}, "x.yaml")
+
+
+def test_driving_into_an_obstacle_counts_collisions():
+    # start 0.6 m before the end of the lap (bottom straight, heading +x) and curve left
+    # into the box at (0, -0.55)
+    w = World(WorldConfig(renderer="numpy", start_s_m=Track("oval").length_m - 0.6))
+    w.set_wheels(8.0, 12.0)
+    for _ in range(4000):
+        w.step()
+    assert w.truth.collisions >= 1
+    assert abs(w.truth.cross_track_m) > 0.1

@@ -125,6 +125,7 @@ class World:
             mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"obstacle{i}")
             for i in range(len(self.track.spec.obstacles))
         }
+        self._obstacle_ids = np.array(sorted(self._obstacle_geoms), np.int32)
         self._touching: set[int] = set()
         self.schedules = {
             "gyro": _Schedule(cfg.gyro.rate_hz),
@@ -204,12 +205,13 @@ class World:
 
     def _check_contacts(self) -> None:
         d = self.data
-        if d.ncon == 0 and not self._touching:
+        geoms = d.contact.geom[: d.ncon] if d.ncon else None
+        hit = geoms is not None and np.isin(geoms, self._obstacle_ids).any()
+        if not hit:
+            self._touching = set()
             return
         now: set[int] = set()
-        for k in range(d.ncon):
-            c = d.contact[k]
-            g1, g2 = int(c.geom1), int(c.geom2)
+        for g1, g2 in geoms.tolist():
             if g1 in self._obstacle_geoms and g2 in self._robot_geoms:
                 now.add(g1)
             elif g2 in self._obstacle_geoms and g1 in self._robot_geoms:
