@@ -125,10 +125,10 @@ class RunReport:
             ev = f["events_per_s"].get(g)
             ratio = f"{ev / raw:.3f}" if ev is not None and raw else "-"
             lat = f["latency_us"].get(g) or {}
-            lines.append(
-                f"  {g:<8} {raw:>8.0f}/s {_num(ev, 1):>10} {ratio:>6}   "
-                f"{_num(lat.get('p50_us'), 0)} / {_num(lat.get('p99_us'), 0)} (n={lat.get('n', 0)})"
-            )
+            lat_text = "- (caused no command)"
+            if lat.get("n"):
+                lat_text = f"{lat['p50_us']:.0f} / {lat['p99_us']:.0f} (n={lat['n']})"
+            lines.append(f"  {g:<8} {raw:>8.0f}/s {_num(ev, 1):>10} {ratio:>6}   {lat_text}")
         for key in ("gyro", "camera"):
             r = f.get(f"ops_ratio_vs_dense_at_{key}_rate")
             lines.append(
