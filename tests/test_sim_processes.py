@@ -117,7 +117,7 @@ def _start(tmp: Path, *argv: str) -> subprocess.Popen:
 def test_killing_the_core_stops_the_wheels_within_the_deadman(tmp_path):
     cfg = REPO / "configs"
     procs = [
-        _start(tmp_path, "driver", "sim", "--config", str(cfg / "drivers/sim.yaml"),
+        _start(tmp_path, "driver", "sim", "--config", str(cfg / "drivers/sim_robot.yaml"),
                "--set", "world.renderer=numpy", "--set", "laps=null", "--set", "report.enabled=false"),
         _start(tmp_path, "core", "--config", str(cfg / "core/sim.yaml")),
         _start(tmp_path, "actuator", "sim", "--config", str(cfg / "actuators/sim.yaml")),
