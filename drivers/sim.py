@@ -217,6 +217,7 @@ class Loop:
         self.watchdog_tripped = False
         self.pending: list[MotorCommand] = []
         self.acked_ns = -1
+        self.last_cause_ns = -1
         self.status_seq = 0
         self.loop_seq = 0
         self.teacher_seq = 0
@@ -268,6 +269,9 @@ class Loop:
                 self._apply(msg.values)
 
     def _attribute(self, cause_ns: int, now_ns: int) -> None:
+        if cause_ns <= self.last_cause_ns:  # refreshes and repeats: not a new latency
+            return
+        self.last_cause_ns = cause_ns
         phase = (cause_ns - self.anchor_ns) % STEP_NS
         for g, p in PHASE_NS.items():
             if phase == p:
