@@ -218,6 +218,7 @@ class Loop:
         self.pending: list[MotorCommand] = []
         self.acked_ns = -1
         self.last_cause_ns = -1
+        self.sent_at: dict[int, int] = {}
         self.status_seq = 0
         self.loop_seq = 0
         self.teacher_seq = 0
@@ -269,14 +270,26 @@ class Loop:
                 self._apply(msg.values)
 
     def _attribute(self, cause_ns: int, now_ns: int) -> None:
+        """Latency of the stack: from the sample leaving the driver to the set-point it
+        caused arriving back (the world's own lateness, counted in slips, is not in it)."""
         if cause_ns <= self.last_cause_ns:  # refreshes and repeats: not a new latency
             return
         self.last_cause_ns = cause_ns
+        sent_ns = self.sent_at.get(cause_ns)
+        if sent_ns is None:
+            return
         phase = (cause_ns - self.anchor_ns) % STEP_NS
         for g, p in PHASE_NS.items():
             if phase == p:
-                self.latency[g].add(now_ns - cause_ns)
+                self.latency[g].add(now_ns - sent_ns)
                 return
+
+    def mark_sent(self, t_ns: int) -> None:
+        """Remember when the sample stamped ``t_ns`` left (the last 2 s are kept)."""
+        self.sent_at[t_ns] = time.monotonic_ns()
+        if len(self.sent_at) > 4000:
+            horizon = t_ns - 2_000_000_000
+            self.sent_at = {k: v for k, v in self.sent_at.items() if k >= horizon}
 
     def _apply(self, values: np.ndarray) -> None:
         if self.cfg.controller == "teacher":
@@ -444,8 +457,10 @@ def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
         if g == "camera":
             ch, co, _ = dvs.encode(t, r.values, STEP_NS)
             if ch.size:
+                loop.mark_sent(t)
                 yield Events(g, t, ch, co)
         else:
+            loop.mark_sent(t)
             yield Sample(g, t, r.values)
 
 

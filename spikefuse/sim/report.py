@@ -118,7 +118,9 @@ class RunReport:
             f"  task: lap completed {lap}; cross-track RMS {_num(f['cross_track_rms_m'], 4)} m; "
             f"collisions {f['collisions']}"
         )
-        lines.append("  sensor   raw rate   events/s  ratio   latency to wheels p50 / p99 (us)")
+        lines.append(
+            "  sensor   raw rate   events/s  ratio   sample sent -> set-point back p50 / p99 (us)"
+        )
         for g in SENSORS:
             rate = self.rates_hz.get(g, 0.0)
             raw = rate * (self.n_channels(g))
@@ -180,7 +182,7 @@ class RunReport:
             if h.size and h.sum():
                 ax.step(centers[: h.size], h, where="post", label=g)
         ax.set_xscale("log")
-        ax.set_xlabel("sensor sample -> wheel set-point (us)")
+        ax.set_xlabel("sample sent -> wheel set-point back (us)")
         ax.set_ylabel("count")
         ax.set_title("latency")
         ax.legend(fontsize=8)
