@@ -165,3 +165,26 @@ def test_killing_the_core_stops_the_wheels_within_the_deadman(tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
     assert procs[0].returncode == 0 and procs[2].returncode == 0
+
+
+def test_teacher_recording_holds_the_core_streams_and_the_teacher_commands(tmp_path):
+    r = _launch(
+        tmp_path,
+        "sim_teacher.yaml",
+        "robot.laps=null",
+        "robot.duration_s=2",
+        "robot.world.seed=5",
+        SIM_TEACHER_OUT="t5.mcap",
+    )
+    assert r.returncode == 0, r.stdout[-4000:]
+    path = tmp_path / "t5.mcap"
+    inputs = {m.input for m in _messages(path, "sensor/robot") if hasattr(m, "input")}
+    assert inputs == {"camera", "gyro", "accel", "wheels"}
+    teacher = _messages(path, "motor/teacher")
+    assert len(teacher) >= 150  # 100 Hz for 2 s of sim time
+    assert all(m.values.shape == (2,) and m.cause_t_ns == m.t_ns for m in teacher)
+    assert np.mean([m.values.mean() for m in teacher]) > 5.0  # driving forward (rad/s)
+    truth = [s.metrics for s in _messages(path, "status/sim")]
+    assert truth[-1]["progress_m"] > 0.5 and truth[-1]["collisions"] == 0
+    # randomised start: not the track's start point
+    assert (truth[0]["x_m"], truth[0]["y_m"]) != (0.0, -1.0)
