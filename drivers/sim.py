@@ -117,7 +117,9 @@ class SimDriverConfig(DriverConfig):
     """default ipc://<run_dir>/<setpoints>_setpoints.sock"""
     setpoint_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
     """realtime: no set-point message for this long stops the wheels"""
-    sync_ms: float = Field(5.0, ge=1.0, le=1000.0)
+    sync_ms: float = Field(10.0, ge=1.0, le=1000.0)
+    """lock-step: the world waits for the core's answer every this much sim time (the
+    set-points it brings apply then: a control period of 10 ms)"""
     lockstep_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     max_lag_ms: float = Field(50.0, gt=0.0, le=10_000.0)
     status_hz: float = Field(25.0, gt=0.0, le=1000.0)

@@ -83,11 +83,12 @@ class DriverContext:
         self._runner.send(msg)
 
     def heartbeat(self, t_ns: int) -> None:
-        """Flush every pending batch, then send a heartbeat (with the running totals) and a
-        status stamped ``t_ns``: a driver on a data clock (a lock-stepped simulator) marks
-        "everything up to ``t_ns`` is sent" with it."""
+        """Flush every pending batch, then send a heartbeat (with the running totals)
+        stamped ``t_ns``: a driver on a data clock (a lock-stepped simulator) marks
+        "everything up to ``t_ns`` is sent" with it. (The status goes out on the periodic
+        heartbeats only.)"""
         self._runner.flush_all()
-        self._runner._heartbeat(t_ns)
+        self._runner._heartbeat(t_ns, with_status=False)
 
     def stamp_heartbeats(self, clock: Callable[[], int]) -> None:
         """Stamp the periodic heartbeats with ``clock()`` instead of the monotonic time (a
@@ -393,7 +394,7 @@ class Runner:
         if not self.sender.send(msg):
             self.n_send_dropped += 1
 
-    def _heartbeat(self, now_ns: int, extra: str = "") -> None:
+    def _heartbeat(self, now_ns: int, extra: str = "", with_status: bool = True) -> None:
         state = self.health.state
         self._hb_state = state
         detail = self.health.detail if state != STATE_OK else ""
@@ -403,8 +404,9 @@ class Runner:
             Heartbeat(self.cfg.name, self.hb_seq, now_ns, state, detail[:4000], self._totals())
         )
         self.hb_seq += 1
-        self._send(Status(self.cfg.name, self.status_seq, now_ns, self.metrics()))
-        self.status_seq += 1
+        if with_status:
+            self._send(Status(self.cfg.name, self.status_seq, now_ns, self.metrics()))
+            self.status_seq += 1
         poll = getattr(self.sender, "poll_subscriptions", None)
         if poll is not None:
             poll()  # drain (un)subscription notices of the XPUB socket
