@@ -41,6 +41,8 @@ class RunReport:
     """(sim_t_s, x_m, y_m, cross_track_m)"""
     track_xy: list[list[float]] = field(default_factory=list)
     core: list[CoreSample] = field(default_factory=list)
+    camera_pixels: int = 64 * 48
+    n_bad_core_status: int = 0
     started: int | None = None
     """index in ``core`` of the first status after the world started"""
 
@@ -57,7 +59,8 @@ class RunReport:
                 {k: int(v.get("n_events", 0)) for k, v in inputs.items() if isinstance(v, dict)},
             )
         except (TypeError, ValueError, AttributeError):
-            return  # not a core status of the expected form: ignored
+            self.n_bad_core_status += 1  # not a core status of the expected form
+            return
         self.core.append(sample)
 
     def mark_start(self) -> None:
@@ -137,12 +140,14 @@ class RunReport:
                 f"  engine ops vs the graph run densely at the {key} rate "
                 f"({self.rates_hz[key]:g} Hz): {_num(r, 4)}"
             )
+        if self.n_bad_core_status:
+            lines.append(
+                f"  ({self.n_bad_core_status} core status messages of another form skipped)"
+            )
         return "\n".join(lines)
 
     def n_channels(self, g: str) -> int:
         return {"gyro": 3, "accel": 3, "wheels": 2}.get(g, self.camera_pixels)
-
-    camera_pixels: int = 64 * 48
 
     # ---------------------------------------------------------------- picture
     def write_png(self, path: Path, loop: dict) -> Path:
