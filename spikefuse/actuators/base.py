@@ -102,6 +102,8 @@ class Actuator:
 
     def __init__(self, cfg: ActuatorConfig):
         self.cfg = cfg
+        self.command: MotorCommand | None = None
+        """the command being applied (set by the runner before ``apply``; None for safe values)"""
 
     def apply(
         self,
@@ -152,6 +154,7 @@ def actuator_kinds() -> dict[str, ActuatorKind]:
     import spikefuse.actuators.console  # noqa: F401  (registers)
     import spikefuse.actuators.gimbal  # noqa: F401
     import spikefuse.actuators.serial_line  # noqa: F401
+    import spikefuse.actuators.sim  # noqa: F401
 
     return dict(_KINDS)
 
@@ -233,6 +236,7 @@ class ActuatorRunner:
             log.info(
                 "%s: commands flowing (deadman armed, %g ms)", self.cfg.name, self.cfg.deadman_ms
             )
+        self.actuator.command = msg
         self.actuator.apply(
             msg.values,
             safe=False,

@@ -99,6 +99,11 @@ class CoreConfig(FileConfig):
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)
+    clock: Literal["monotonic", "data"] = "monotonic"
+    """``data``: the core's clock is the time of the data it has received (lock-step
+    simulation): every message is processed and serviced at the latest time seen, motor
+    commands are stamped with it, and every heartbeat is answered with a command to each
+    actuator stamped at the heartbeat's time ("everything up to here is answered")."""
 
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 

@@ -13,7 +13,7 @@ import time
 
 from spikefuse.bus import Publisher, Subscriber
 from spikefuse.core.config import CoreConfig
-from spikefuse.core.fusion import FusionCore
+from spikefuse.core.fusion import FusionCore, data_time_ns
 from spikefuse.engine import Engine
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
@@ -77,6 +77,12 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
             name=cfg.name,
         ) as sub,
     ):
+        if cfg.clock == "data":
+            core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
+            if core is not None:
+                core.publish_status(core.data_now_ns)
+                print(core.summary(), flush=True)
+            return 0
         core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
         core.bus_stats = _bus_stats(sub)
         core.listening = _listening(pub)
@@ -116,6 +122,21 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
             core.handle(msg, time.monotonic_ns())
         if first is None or backlog:
             core.service(time.monotonic_ns())
+
+
+def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):
+    """``clock: data``: the core starts at the time of the first message it receives and
+    from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
+    core: FusionCore | None = None
+    while not stop.requested:
+        for msg in sub.recv_many(MAX_SLEEP_S):
+            t_ns = data_time_ns(msg)
+            if core is None:
+                core = FusionCore(cfg, graph, engine, t_ns, pub.send, data_clock=True)
+                core.bus_stats = _bus_stats(sub)
+                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t_ns)
+            core.on_data(msg, t_ns)
+    return core
 
 
 class _nullctx:

@@ -150,9 +150,17 @@ class InputState:
 
 class FusionCore:
     def __init__(
-        self, cfg: CoreConfig, graph: ResolvedGraph, engine: EngineBase, now_ns: int, send: SendFn
+        self,
+        cfg: CoreConfig,
+        graph: ResolvedGraph,
+        engine: EngineBase,
+        now_ns: int,
+        send: SendFn,
+        data_clock: bool = False,
     ):
         self.cfg = cfg
+        self.data_clock = data_clock
+        self.data_now_ns = now_ns
         self.graph = graph
         self.engine = engine
         self.send = send
@@ -503,12 +511,24 @@ class FusionCore:
     def degraded(self) -> bool:
         return any(st.stale for st in self.inputs.values())
 
+    # ---------------------------------------------------------------- data clock
+    def on_data(self, msg: Message, t_ns: int) -> None:
+        """``clock: data``: handle one message at the latest data time seen, do what is
+        due, and answer a heartbeat with a command to every actuator stamped at its time."""
+        self.data_now_ns = max(self.data_now_ns, t_ns)
+        now = self.data_now_ns
+        self.handle(msg, now)
+        self.service(now)
+        if isinstance(msg, Heartbeat):
+            for name, motor in self.motors.items():
+                self._publish_motor(name, motor, motor.commanded.copy(), now)
+
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
     ) -> None:
         seq = self._motor_seq[name]
         self._motor_seq[name] = seq + 1
-        t_ns = _monotonic_ns()
+        t_ns = now_ns if self.data_clock else _monotonic_ns()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
         if self.send(msg):
@@ -600,6 +620,14 @@ class FusionCore:
     def summary(self, now_ns: int | None = None) -> str:
         """The closing report (see :mod:`spikefuse.core.report`)."""
         return report.summary(self, time.monotonic_ns() if now_ns is None else now_ns)
+
+
+def data_time_ns(msg: Message) -> int:
+    """The data time of a message: a batch's last sample (``t_ns + max(dt_ns)``), else its
+    ``t_ns``."""
+    if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
+        return msg.t_ns + int(msg.dt_ns.max())
+    return int(getattr(msg, "t_ns", 0))
 
 
 def _monotonic_ns() -> int:

@@ -78,6 +78,9 @@ class ProcessSpec(StrictModel):
     backoff_max_s: float = Field(5.0, ge=0.0, le=3600.0)
     required: bool = True
     stop_timeout_s: float = Field(1.5, gt=0.0, le=600.0)
+    ends_launch: bool = False
+    """when this process finishes by itself (exit code 0), the whole launch stops (e.g. a
+    simulation that ends after a lap)"""
 
     @field_validator("inputs", "outputs")
     @classmethod

@@ -215,6 +215,10 @@ class Supervisor:
             if all(c.state in ("done", "failed") for c in self.children):
                 self.say("every process has finished")
                 break
+            ended = [c.name for c in self.children if c.state == "done" and c.spec.ends_launch]
+            if ended:
+                self.say(f"{ended[0]} finished: stopping the launch (ends_launch)")
+                break
             wake = [next_status_ns] + [
                 c.restart_at_ns for c in self.children if c.state == "backoff"
             ]
