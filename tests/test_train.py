@@ -56,7 +56,8 @@ def test_dataset_is_what_the_core_sees(tmp_path):
     np.testing.assert_allclose(cam * 10.0, np.round(cam * 10.0), atol=1e-9)
     assert np.abs(cam).max() > 0.5
     # a sample after every push from the first motor command on; targets held, never ahead
-    assert rec.n == len(rec.pushes) - rec.first
+    assert rec.n == len(rec.pushes) - rec.sample_push[0]
+    assert np.array_equal(rec.sample_push, np.arange(rec.sample_push[0], len(rec.pushes)))
     log = open_log(cfg.recordings("train")[0])
     cmd_t = np.array([m.publish_time_ns for m in log.select(["motor/wheels"])])
     k = np.searchsorted(cmd_t, rec.t_ns, side="right") - 1
@@ -115,7 +116,7 @@ def test_engine_equals_rounding_network_on_held_out_recording(trained):
     n_checked = 0
     for j, (name, t, ch, co) in enumerate(rec.pushes):
         eng.push(t, name, ch, co)
-        i = j - rec.first
+        i = j - int(rec.sample_push[0])
         if i < 0 or i % 7:
             continue
         want = _rounding_network(g, {n: tr.rows[tr.index[i]] for n, tr in rec.inputs.items()})

@@ -47,10 +47,11 @@ class Recording:
     t_ns: np.ndarray  # (N,) sample times
     inputs: dict[str, InputTrack]
     target: np.ndarray  # (N, n_out)
-    # every push of the recording (input, t_ns, channels, counts); sample i is taken after
-    # push first + i (the pushes before it come before the first motor command)
+    # every push of the recording (input, t_ns, channels, counts) and, per sample, the push
+    # it is taken after (pushes of inputs the network does not read make no sample)
     pushes: list[tuple[str, int, np.ndarray, np.ndarray]]
-    first: int
+    sample_push: np.ndarray
+    scales: dict[str, float]
 
     @property
     def n(self) -> int:
@@ -83,17 +84,23 @@ def _motor_track(log, topic: str, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_recording(
-    path: str | Path, sizes: dict[str, int], target_topic: str, where: str = "target.topic"
+    path: str | Path,
+    sizes: dict[str, int],
+    target_topic: str,
+    where: str = "target.topic",
+    sampled: set[str] | None = None,
 ) -> Recording:
     """Samples of ``path`` for the inputs ``sizes`` (name -> channels); other inputs are
-    ignored. Raises :class:`ConfigError` naming the problem (missing stream, bad channel,
-    no target)."""
+    ignored. Only pushes of ``sampled`` inputs (default: all) make samples and tracks; the
+    others are kept as pushes (an engine replays them) with their scale. Raises
+    :class:`ConfigError` naming the problem (missing stream, bad channel, no target)."""
     log = open_log(path)
     cmd_t, cmd_v = _motor_track(log, target_topic, where)
+    sampled = set(sizes) if sampled is None else set(sampled)
     totals = {name: np.zeros(n, np.int64) for name, n in sizes.items()}  # counts so far
     rows: dict[str, list[np.ndarray]] = {name: [np.zeros(n)] for name, n in sizes.items()}
     scales: dict[str, float] = {}
-    t_list, pushes, which = [], [], []
+    t_list, pushes, which, sample_push = [], [], [], []
     for t_ns, batch in core_batches(log):
         name = batch.input
         if name not in sizes:
@@ -109,32 +116,39 @@ def load_recording(
                 f"{path}: input '{name}' changes scale ({scales[name]} -> {batch.scale})",
                 f"inputs.{name}",
             )
+        pushes.append((name, t_ns, batch.channels, batch.counts))
+        if name not in sampled:
+            continue
         np.add.at(totals[name], batch.channels, batch.counts.astype(np.int64))
         rows[name].append(totals[name] / batch.scale)  # the engine's sent / k
         t_list.append(t_ns)
-        pushes.append((name, t_ns, batch.channels, batch.counts))
         which.append(name)
+        sample_push.append(len(pushes) - 1)
     missing = sorted(set(sizes) - set(scales))
     if missing:
         raise ConfigError(f"{path}: no events for inputs {missing}", "inputs")
-    return _assemble(Path(path), sizes, scales, rows, t_list, pushes, which, cmd_t, cmd_v)
-
-
-def _assemble(path, sizes, scales, rows, t_list, pushes, which, cmd_t, cmd_v) -> Recording:
     t = np.asarray(t_list, np.int64)
     k_cmd = np.searchsorted(cmd_t, t, side="right") - 1
     keep = k_cmd >= 0
     first = int(np.argmax(keep)) if keep.any() else t.size
+    tracks = _tracks(sampled, scales, rows, which, pushes, sample_push, first)
+    sp = np.asarray(sample_push, np.int64)[first:]
+    return Recording(Path(path), t[first:], tracks, cmd_v[k_cmd[first:]], pushes, sp, scales)
+
+
+def _tracks(sampled, scales, rows, which, pushes, sample_push, first) -> dict[str, InputTrack]:
     tracks = {}
-    for name in sizes:
+    for name in sorted(sampled):
         is_me = np.array([w == name for w in which], bool)
         index = np.cumsum(is_me)  # row after this input's batches so far
         spikes = [
-            (np.asarray(p[2], np.int64), np.abs(np.asarray(p[3], np.int64))) if m else None
-            for p, m in zip(pushes, is_me, strict=True)
+            (np.asarray(pushes[j][2], np.int64), np.abs(np.asarray(pushes[j][3], np.int64)))
+            if m
+            else None
+            for j, m in zip(sample_push, is_me, strict=True)
         ]
         tracks[name] = InputTrack(scales[name], np.stack(rows[name]), index[first:], spikes[first:])
-    return Recording(path, t[first:], tracks, cmd_v[k_cmd[first:]], pushes, first)
+    return tracks
 
 
 @dataclass

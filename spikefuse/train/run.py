@@ -14,11 +14,17 @@ from spikefuse.train.dataset import Recording, load_recording
 
 
 def load_split(cfg: TrainConfig) -> tuple[list[Recording], list[Recording], dict[str, float]]:
-    # every configured input is read (and becomes a graph input), used by the network or not
+    # every configured input is read (and becomes a graph input), used by the network or
+    # not; only the inputs the network reads make samples
     sizes = {name: spec.n for name, spec in cfg.inputs.items()}
+    net = cfg.network
+    sampled = {*([net.image_input] if net.image_input else []), *net.vector_inputs}
     sets = []
     for which in ("train", "validation"):
-        recs = [load_recording(p, sizes, cfg.target.topic) for p in cfg.recordings(which)]
+        recs = [
+            load_recording(p, sizes, cfg.target.topic, sampled=sampled)
+            for p in cfg.recordings(which)
+        ]
         for r in recs:
             if r.n < 2:
                 raise ConfigError(f"{r.path}: fewer than 2 samples after the first command", which)
@@ -28,10 +34,10 @@ def load_split(cfg: TrainConfig) -> tuple[list[Recording], list[Recording], dict
     if len(n_out) != 1:
         raise ConfigError(f"the target has different sizes across recordings: {n_out}", "target")
     for r in sets[0] + sets[1]:
-        for name, track in r.inputs.items():
-            if scales.setdefault(name, track.scale) != track.scale:
+        for name, scale in r.scales.items():
+            if scales.setdefault(name, scale) != scale:
                 raise ConfigError(
-                    f"{r.path}: input '{name}' has scale {track.scale}, others {scales[name]}",
+                    f"{r.path}: input '{name}' has scale {scale}, others {scales[name]}",
                     f"inputs.{name}",
                 )
     return sets[0], sets[1], scales

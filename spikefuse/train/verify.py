@@ -31,8 +31,7 @@ def verify(trainer: Trainer, graph: Graph, scales, rec: Recording) -> Verificati
     eng = Engine(graph)
     names = [nd.name for nd in trainer.arch.nodes]
     eng.start(int(rec.pushes[0][1]))
-    for name, t, ch, co in rec.pushes[: rec.first]:
-        eng.push(t, name, ch, co)
+    done = 0  # pushes applied so far
     mismatched = n_values = 0
     ops0 = None
     for s in range(0, rec.n, CHUNK):
@@ -40,8 +39,9 @@ def verify(trainer: Trainer, graph: Graph, scales, rec: Recording) -> Verificati
         b = gather(trainer.arch, rec, idx)
         vals = [np.asarray(v) for v in trainer.fwd_q(trainer.params, scales, b.img, b.vec)]
         for j, i in enumerate(idx.tolist()):
-            name, t, ch, co = rec.pushes[rec.first + i]
-            eng.push(t, name, ch, co)
+            for name, t, ch, co in rec.pushes[done : rec.sample_push[i] + 1]:
+                eng.push(t, name, ch, co)
+            done = int(rec.sample_push[i]) + 1
             if ops0 is None:
                 ops0 = eng.counters["syn_ops"]
             for v, node in zip(vals, names, strict=True):
