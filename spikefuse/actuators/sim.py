@@ -66,7 +66,14 @@ class SimActuator(Actuator):
         self.n_safe = 0
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         self.n_applied += 1
         self.n_safe += int(safe)
