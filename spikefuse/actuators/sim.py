@@ -57,7 +57,10 @@ class SimActuator(Actuator):
         super().__init__(cfg)
         self.cfg: SimActuatorConfig = cfg
         self.topic_name = f"{cfg.name}_setpoints"
-        self._pub = Publisher(cfg.resolved_setpoint_endpoint())
+        self._pub = Publisher(
+            cfg.resolved_setpoint_endpoint(),
+            security=None if cfg.security is None else cfg.security.resolved(cfg.resolve_path),
+        )
         self._seq = 0
         self._last: MotorCommand | None = None
         self._repeat_ns = round(cfg.repeat_ms * 1e6)
@@ -66,7 +69,14 @@ class SimActuator(Actuator):
         self.n_safe = 0
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         self.n_applied += 1
         self.n_safe += int(safe)
