@@ -22,6 +22,7 @@ OPTIONAL_EXTRAS = {
     "serial": "serial",
     "vqf": "attitude",
     "cv2": "camera",
+    "rerun": "view",
     "pyNN": "nest",
     "nest": "nest",
 }

@@ -7,8 +7,9 @@ from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
 
 
-def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
-    """Load ``p``'s config the way the process will (overrides and run_dir included)."""
+def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> object | None:
+    """Load ``p``'s config the way the process will (overrides and run_dir included);
+    returns it (None for record and exec processes)."""
     sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
     path = cfg.resolve_path(p.config) if p.config is not None else None
     if path is not None and not path.is_file():
@@ -23,16 +24,18 @@ def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
 
             core_cfg = load_core_config(path, sets)
             load_graph(core_cfg)
-        elif p.kind == "actuator":
+            return core_cfg
+        if p.kind == "actuator":
             from spikefuse.actuators import load_actuator_config, resolve_actuator
 
-            load_actuator_config(resolve_actuator(p.type), path, sets)
-        elif p.kind == "driver":
+            return load_actuator_config(resolve_actuator(p.type), path, sets)
+        if p.kind == "driver":
             from spikefuse.sdk.registry import load_driver_config, resolve_kind
 
-            load_driver_config(resolve_kind(p.type), path, sets)
+            return load_driver_config(resolve_kind(p.type), path, sets)
     except ConfigError as exc:
         raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", "config")) from None
+    return None
 
 
 def check_wiring(cfg: LaunchFile) -> None:
