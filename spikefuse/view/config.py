@@ -46,7 +46,8 @@ class ViewConfig(StrictModel):
     max_queue: int = Field(256, ge=1, le=1_000_000)
     """per stream: received messages waiting beyond this drop the oldest"""
     hwm: int = Field(100_000, ge=1)
-    max_trail: int = Field(5000, ge=2, le=1_000_000)
+    max_trail: int = Field(1000, ge=2, le=100_000)
+    """newest robot positions drawn as its trail"""
     server_memory_limit: str = Field("256MiB", pattern=r"^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|%)$")
     """data the viewer's server keeps for late browsers; the oldest goes first"""
     pose_source: str = "sim"

@@ -22,7 +22,7 @@ from spikefuse.protocol import Status
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.view.config import ViewConfig
 from spikefuse.view.server import RerunServer
-from spikefuse.view.state import ViewState
+from spikefuse.view.state import ViewState, world_bounds
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class View:
 
     def _images(self, now_ns: int) -> None:
         st = self.state
-        self.sink.layout(sorted(st.cameras), st.pose.pose is not None)
+        self.sink.layout(
+            sorted(st.cameras), st.pose.pose is not None, world_bounds(st.pose.track_xy)
+        )
         for key, cam in st.cameras.items():
             if cam.changed:
                 self.sink.camera(key, cam)
@@ -124,10 +126,10 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
 
     from spikefuse.view.sink import RerunSink
 
-    if cfg.nice:
-        os.nice(cfg.nice)  # the server child inherits it
     state_dir = cfg.run_dir / f"{cfg.name}-rerun"
     server = RerunServer(cfg.bind, cfg.web_port, cfg.grpc_port, cfg.server_memory_limit, state_dir)
+    if cfg.nice:
+        os.nice(cfg.nice)  # the server child inherits it
     with (
         StopSignal() as stop,
         server,

@@ -19,13 +19,15 @@ import numpy as np
 import rerun as rr
 import rerun.blueprint as rrb
 
-from spikefuse.view.state import CameraState, PoseTrack
+from spikefuse.view.state import Bounds, CameraState, PoseTrack
 
 TIMELINE = "time"
 PLOT_WINDOW_S = 20.0
 TRACK_RGB = (110, 110, 110)
 TRAIL_RGB = (80, 160, 255)
 ROBOT_RGB = (255, 200, 0)
+TRAIL_PERIOD_NS = 200_000_000
+"""the trail (up to ``max_trail`` points) is re-sent at most this often"""
 
 
 def _path(*parts: str) -> str:
@@ -44,15 +46,21 @@ def _recent() -> rrb.VisibleTimeRange:
     )
 
 
-def blueprint(cameras: list[str], with_pose: bool) -> rrb.Blueprint:
+def blueprint(cameras: list[str], with_pose: bool, bounds: Bounds | None = None) -> rrb.Blueprint:
     """One grid: per camera its integrated image and its events, the motor commands, the
-    event rates and, with a simulated robot, its pose on the track and its metrics."""
+    event rates and, with a simulated robot, its pose on the track (framed on the track)
+    and its metrics."""
     views: list[rrb.View] = []
     for key in cameras:
         views.append(rrb.Spatial2DView(origin=camera_path(key, "image"), name=f"{key} integrated"))
         views.append(rrb.Spatial2DView(origin=camera_path(key, "events"), name=f"{key} events"))
     if with_pose:
-        views.append(rrb.Spatial2DView(origin="/sim/world", name="robot on the track"))
+        frame = None
+        if bounds is not None:
+            frame = rrb.VisualBounds2D(x_range=bounds[:2], y_range=bounds[2:])
+        views.append(
+            rrb.Spatial2DView(origin="/sim/world", name="robot on the track", visual_bounds=frame)
+        )
     views.append(rrb.TimeSeriesView(origin="/motor", name="motor commands", time_ranges=_recent()))
     views.append(
         rrb.TimeSeriesView(origin="/rates", name="events/s per stream", time_ranges=_recent())
@@ -79,17 +87,18 @@ class RerunSink:
         self.t0_ns = t0_ns
         self.n = Counters()
         self._named: set[str] = set()
-        self._layout: tuple[tuple[str, ...], bool] | None = None
+        self._layout: tuple | None = None
+        self._trail_ns = 0
 
     def _at(self, t_ns: int) -> None:
         self.rec.set_time(TIMELINE, duration=(t_ns - self.t0_ns) / 1e9)
 
-    def layout(self, cameras: list[str], with_pose: bool) -> None:
-        """(Re)send the blueprint when the set of views changes."""
-        key = (tuple(cameras), with_pose)
+    def layout(self, cameras: list[str], with_pose: bool, bounds: Bounds | None = None) -> None:
+        """(Re)send the blueprint when the set of views (or the track) changes."""
+        key = (tuple(cameras), with_pose, bounds)
         if key != self._layout:
             self._layout = key
-            self.rec.send_blueprint(blueprint(cameras, with_pose), make_active=True)
+            self.rec.send_blueprint(blueprint(cameras, with_pose, bounds), make_active=True)
             self.n.blueprints += 1
 
     def camera(self, key: str, cam: CameraState) -> None:
@@ -126,9 +135,10 @@ class RerunSink:
             self.rec.log("sim/world/track", rr.LineStrips2D([closed], colors=[TRACK_RGB]))
             track.track_changed = False
         size = self._robot_size(track)
-        self.rec.log(
-            "sim/world/trail", rr.LineStrips2D([np.asarray(track.trail) * flip], colors=[TRAIL_RGB])
-        )
+        if track.t_ns - self._trail_ns >= TRAIL_PERIOD_NS and len(track.trail) > 1:
+            self._trail_ns = track.t_ns
+            trail = np.asarray(track.trail) * flip
+            self.rec.log("sim/world/trail", rr.LineStrips2D([trail], colors=[TRAIL_RGB]))
         self.rec.log("sim/world/robot", rr.Points2D([[x, -y]], radii=size, colors=[ROBOT_RGB]))
         heading = [[3 * size * np.cos(yaw), -3 * size * np.sin(yaw)]]
         self.rec.log(
@@ -145,4 +155,4 @@ class RerunSink:
         if track.track_xy is None:
             return 0.05
         extent = float(np.ptp(track.track_xy, axis=0).max())
-        return max(0.01 * extent, 1e-3)
+        return max(0.025 * extent, 1e-3)

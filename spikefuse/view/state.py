@@ -183,7 +183,7 @@ def parse_track(value: Any) -> np.ndarray | None:
 class PoseTrack:
     """Ground truth of a simulated robot from ``status/sim`` Status metrics."""
 
-    max_trail: int = 5000
+    max_trail: int = 1000
     track_xy: np.ndarray | None = None
     track_changed: bool = False
     pose: tuple[float, float, float] | None = None
@@ -220,6 +220,18 @@ class PoseTrack:
         self.fresh = True
 
 
+Bounds = tuple[float, float, float, float]
+
+
+def world_bounds(track_xy: np.ndarray | None) -> Bounds | None:
+    """(x0, x1, y0, y1) of the drawn track (y negated) with a 10 % margin."""
+    if track_xy is None:
+        return None
+    lo, hi = track_xy.min(axis=0), track_xy.max(axis=0)
+    pad = 0.1 * float(max(hi - lo)) + 1e-3
+    return (lo[0] - pad, hi[0] + pad, -hi[1] - pad, -lo[1] + pad)
+
+
 def stream_key(sensor: str, input_name: str) -> str:
     """How a sensor stream is named in the view (and in ``--camera``): ``sensor/input``."""
     return f"{sensor}/{input_name}"
@@ -232,7 +244,7 @@ class ViewState:
 
     layouts: dict[str, tuple[int, int]]
     pose_source: str = "sim"
-    max_trail: int = 5000
+    max_trail: int = 1000
     cameras: dict[str, CameraState] = field(default_factory=dict)
     rates: RateMeter = field(default_factory=RateMeter)
     motors: MotorTrace = field(default_factory=MotorTrace)
