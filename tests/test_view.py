@@ -291,3 +291,16 @@ def test_view_process_end_to_end_over_a_real_socket(tmp_path):
     assert "camera frames" in out and "Traceback" not in out
     assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
     assert os.path.exists(tmp_path / "view-rerun" / "rerun" / "analytics.json")
+
+
+def test_view_exits_with_an_error_when_its_server_dies(tmp_path):
+    proc, _ = start_view(tmp_path, "--endpoint", f"ipc://{tmp_path}/x.sock", "--port", "0",
+                         "--grpc-port", "0")  # fmt: skip
+    try:
+        psutil.Process(proc.pid).children()[0].kill()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert "the rerun server exited with code -9" in out and "Traceback" not in out

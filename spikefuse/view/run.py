@@ -144,15 +144,14 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
         out.write(f"  listening to {len(cfg.endpoints)} endpoint(s); Ctrl-C stops\n")
         out.flush()
         try:
-            _loop(cfg, view, sub, pub, stop, t0_ns, duration_s)
+            _loop(cfg, view, sub, pub, stop, server, t0_ns, duration_s)
         finally:
-            rec.flush(timeout_sec=1.0)
-            rec.disconnect()
+            _close_recording(rec, server)
         _report(view, sub, out, t0_ns)
     return 0
 
 
-def _loop(cfg, view: View, sub, pub, stop: StopSignal, t0_ns: int, duration_s) -> None:
+def _loop(cfg, view: View, sub, pub, stop: StopSignal, server, t0_ns: int, duration_s) -> None:
     end_ns = None if duration_s is None else t0_ns + round(duration_s * NS)
     status = Every(cfg.status_period_s, t0_ns)
     seq = 0
@@ -168,9 +167,20 @@ def _loop(cfg, view: View, sub, pub, stop: StopSignal, t0_ns: int, duration_s) -
         now_ns = time.monotonic_ns()
         view.step(msgs, now_ns)
         if status.due(now_ns):
+            server.check()
             metrics = view.metrics(sub, (now_ns - t0_ns) / NS)
             pub.send(Status(cfg.name, seq, now_ns, metrics))
             seq += 1
+
+
+def _close_recording(rec, server: RerunServer) -> None:
+    """Send what is still batched (if the server still runs), then disconnect."""
+    try:
+        if server.proc is not None and server.proc.poll() is None:
+            rec.flush(timeout_sec=1.0)
+    except RuntimeError as exc:  # rerun_bindings: the gRPC connection is gone
+        log.warning("the last data did not reach the rerun server: %s", exc)
+    rec.disconnect()
 
 
 def _report(view: View, sub: Subscriber, out: TextIO, t0_ns: int) -> None:

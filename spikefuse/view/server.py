@@ -118,11 +118,7 @@ class RerunServer:
         deadline = time.monotonic() + READY_TIMEOUT_S
         pending = [self.grpc_port, self.web_port]
         while pending:
-            if self.proc.poll() is not None:
-                raise BusError(
-                    f"the rerun server exited with code {self.proc.returncode} "
-                    f"(its log: {self.log_path})"
-                )
+            self.check()
             if time.monotonic() > deadline:
                 raise BusError(f"the rerun server did not listen within {READY_TIMEOUT_S} s")
             with (
@@ -132,6 +128,14 @@ class RerunServer:
                 pending.pop(0)
                 continue
             time.sleep(0.05)
+
+    def check(self) -> None:
+        """A server that exited is an error (the view is useless without it)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BusError(
+                f"the rerun server exited with code {self.proc.returncode} "
+                f"(its log: {self.log_path})"
+            )
 
     def close(self, timeout_s: float = 2.0) -> None:
         proc = self.proc
