@@ -25,7 +25,9 @@ from spikefuse.drivers.frames import MovingBar
 from spikefuse.launch import load_launch
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
 from spikefuse.sdk.config import DvsSettings
+from spikefuse.view.config import ViewConfig
 from spikefuse.view.from_launch import launch_view
+from spikefuse.view.run import Listeners
 from spikefuse.view.state import CameraState, MotorTrace, PoseTrack, ViewState, world_bounds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,8 +152,53 @@ def test_launch_file_gives_endpoints_and_camera_layouts(monkeypatch, tmp_path):
     lv = launch_view(load_launch(REPO / "launch" / "demo.yaml", ["camera.dvs.width=40"], False))
     assert lv.run_dir == tmp_path
     assert {k: (c.width, c.height) for k, c in lv.cameras.items()} == {"camera/camera": (40, 24)}
-    socks = {e.rsplit("/", 1)[1] for e in lv.endpoints}
-    assert socks == {"launch-demo.sock", "imu.sock", "camera.sock", "core.sock"}
+    assert {e.rsplit("/", 1)[1] for e in lv.endpoints} == {"launch-demo.sock", "core.sock"}
+    assert {e.rsplit("/", 1)[1] for e in lv.sensor_endpoints} == {"imu.sock", "camera.sock"}
+    assert lv.cores == ["core"]
+
+
+def test_sensors_are_connected_only_after_the_core_spoke(tmp_path):
+    """A driver waiting for its subscriber (the core) must not get the view instead."""
+    core_ep, sensor_ep = f"ipc://{tmp_path}/core.sock", f"ipc://{tmp_path}/robot.sock"
+    cfg = ViewConfig(
+        run_dir=tmp_path,
+        endpoints=[core_ep],
+        sensor_endpoints=[sensor_ep],
+        wait_for_status=["core"],
+    )
+    with Publisher(core_ep) as core, Publisher(sensor_ep) as sensor, Listeners(cfg, 0) as lis:
+        assert core.wait_for_subscribers(1, 30)
+        assert lis.recv(1) == [] and not sensor.wait_for_subscribers(1, 0.5)
+        core.send(Status("other", 0, 1, {}))
+        assert _recv_source(lis, "other") and len(lis.subs) == 1  # not the awaited source
+        assert not sensor.wait_for_subscribers(1, 0.5)
+        core.send(Status("core", 0, 1, {}))
+        assert _recv_source(lis, "core") and len(lis.subs) == 2
+        assert sensor.wait_for_subscribers(1, 30)
+
+
+def _recv_source(lis: Listeners, source: str) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(getattr(m, "source", None) == source for m in lis.recv(1)):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_sensors_are_connected_after_the_timeout_without_a_core(tmp_path):
+    cfg = ViewConfig(
+        run_dir=tmp_path,
+        endpoints=[f"ipc://{tmp_path}/core.sock"],
+        sensor_endpoints=[f"ipc://{tmp_path}/robot.sock"],
+        wait_for_status=["core"],
+        wait_for_status_timeout_s=5,
+    )
+    with Publisher(f"ipc://{tmp_path}/robot.sock") as sensor, Listeners(cfg, 0) as lis:
+        lis.recv(4_999_999_999)
+        assert len(lis.subs) == 1
+        lis.recv(5_000_000_000)
+        assert len(lis.subs) == 2 and sensor.wait_for_subscribers(1, 30)
 
 
 @pytest.mark.parametrize(

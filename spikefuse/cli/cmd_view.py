@@ -44,7 +44,8 @@ def build_config(args: argparse.Namespace):
         from spikefuse.view.from_launch import launch_view
 
         lv = launch_view(load_launch(args.launch, args.overrides, check_configs=False))
-        data.update(run_dir=lv.run_dir, cameras=dict(lv.cameras))
+        data.update(run_dir=lv.run_dir, cameras=dict(lv.cameras), wait_for_status=lv.cores)
+        data["sensor_endpoints"] = lv.sensor_endpoints
         data["endpoints"] = lv.endpoints + data["endpoints"]
     elif args.overrides:
         raise ConfigError("--set needs --launch", "--set")

@@ -30,6 +30,12 @@ class ViewConfig(StrictModel):
     name: str = Field("view", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
     run_dir: Path = DEFAULT_RUN_DIR
     endpoints: list[str] = Field(min_length=1)
+    sensor_endpoints: list[str] = Field(default_factory=list)
+    """connected only once every source in ``wait_for_status`` has sent a Status (or after
+    ``wait_for_status_timeout_s``): a driver waiting for its subscribers (the core) must
+    not count the view instead"""
+    wait_for_status: list[str] = Field(default_factory=list)
+    wait_for_status_timeout_s: float = Field(30.0, ge=0.0, le=3600.0)
     cameras: dict[str, CameraLayout] = Field(default_factory=dict)
     """stream ``sensor/input`` -> pixel layout (streams not listed: rates only)"""
     bind: str = LOOPBACK
@@ -54,7 +60,7 @@ class ViewConfig(StrictModel):
     nice: int = Field(10, ge=0, le=19)
     """added to the view's niceness (and its server's): the core gets the CPU first"""
 
-    @field_validator("endpoints")
+    @field_validator("endpoints", "sensor_endpoints")
     @classmethod
     def _endpoints(cls, v: list[str]) -> list[str]:
         out = []

@@ -22,6 +22,9 @@ VIEW_PROCESS = "view"
 class LaunchView:
     run_dir: Path
     endpoints: list[str] = field(default_factory=list)
+    sensor_endpoints: list[str] = field(default_factory=list)
+    """drivers' publishers: connected once the cores (``cores``) are up"""
+    cores: list[str] = field(default_factory=list)
     cameras: dict[str, CameraLayout] = field(default_factory=dict)
 
 
@@ -55,17 +58,24 @@ def _process_endpoints(launch: LaunchFile, run_dir: Path, p: ProcessSpec, cfg: o
 
 def launch_view(launch: LaunchFile) -> LaunchView:
     """Load every process's config the way the process will and collect what to
-    subscribe to (the launcher's own status socket included) and the DVS layouts."""
+    subscribe to (the launcher's own status socket included) and the DVS layouts. The
+    drivers' publishers are connected only after the cores sent their first Status: a
+    driver with ``wait_for_subscribers`` waits for the core, not for the view."""
     run_dir = launch.resolve_path(launch.run_dir)
     lv = LaunchView(run_dir, [default_ipc_endpoint(run_dir, f"launch-{launch.name}")])
     for i, p in enumerate(launch.processes):
         if p.name == VIEW_PROCESS:
             continue
         cfg = check_process_config(launch, i, p)
-        lv.endpoints += _process_endpoints(launch, run_dir, p, cfg)
         if isinstance(cfg, DriverConfig):
+            lv.sensor_endpoints += _process_endpoints(launch, run_dir, p, cfg)
             lv.cameras.update(driver_cameras(cfg))
+        else:
+            lv.endpoints += _process_endpoints(launch, run_dir, p, cfg)
+        if p.kind == "core":
+            lv.cores.append(cfg.name)  # type: ignore[union-attr]
     lv.endpoints = list(dict.fromkeys(lv.endpoints))
+    lv.sensor_endpoints = [e for e in dict.fromkeys(lv.sensor_endpoints) if e not in lv.endpoints]
     return lv
 
 

@@ -44,6 +44,50 @@ class Every:
         return True
 
 
+class Listeners:
+    """The view's subscribers: ``endpoints`` at once; ``sensor_endpoints`` once every
+    source in ``wait_for_status`` has sent a Status, or after the timeout (a driver that
+    waits for its subscribers then counts the core, not the view)."""
+
+    def __init__(self, cfg: ViewConfig, now_ns: int):
+        self.cfg = cfg
+        self.subs = [self._subscriber(cfg.endpoints)]
+        self.pending = list(cfg.sensor_endpoints)
+        self.waiting = set(cfg.wait_for_status)
+        self.deadline_ns = now_ns + round(cfg.wait_for_status_timeout_s * NS)
+
+    def _subscriber(self, endpoints: list[str]) -> Subscriber:
+        cfg = self.cfg
+        return Subscriber(endpoints, [""], hwm=cfg.hwm, max_queue=cfg.max_queue, name=cfg.name)
+
+    def recv(self, now_ns: int) -> list:
+        """Everything received since the last call (never waits)."""
+        msgs = [m for sub in self.subs for m in sub.recv_many(0)]
+        if self.pending:
+            self.waiting -= {m.source for m in msgs if isinstance(m, Status)}
+            if not self.waiting or now_ns >= self.deadline_ns:
+                if self.waiting:
+                    log.warning("no status from %s yet: connecting anyway", sorted(self.waiting))
+                self.subs.append(self._subscriber(self.pending))
+                self.pending = []
+        return msgs
+
+    def counts(self) -> tuple[int, int]:
+        """(dropped, rejected) messages over every subscriber."""
+        stats = [sub.stats for sub in self.subs]
+        return sum(s.n_dropped for s in stats), sum(s.n_rejected for s in stats)
+
+    def close(self) -> None:
+        for sub in self.subs:
+            sub.close()
+
+    def __enter__(self) -> Listeners:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class View:
     """State + sink + schedules; :meth:`step` handles messages and logs what is due."""
 
@@ -93,15 +137,15 @@ class View:
         if rates:
             self.sink.rates(now_ns, rates)
 
-    def metrics(self, sub: Subscriber, wall_s: float) -> dict[str, object]:
+    def metrics(self, listeners: Listeners, wall_s: float) -> dict[str, object]:
         """Counters; ``cpu_s`` is this process's CPU time (all threads) since start-up."""
         cpu_s = time.process_time() - self.cpu0_s
         st, n = self.state, self.sink.n
-        stats = sub.stats
+        n_dropped, n_rejected = listeners.counts()
         return {
             "n_messages": st.n_messages,
-            "n_dropped": stats.n_dropped,
-            "n_rejected": stats.n_rejected,
+            "n_dropped": n_dropped,
+            "n_rejected": n_rejected,
             "images_logged": n.images,
             "event_images_logged": n.event_images,
             "frames_per_camera": dict(n.per_camera),
@@ -133,7 +177,7 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
     with (
         StopSignal() as stop,
         server,
-        Subscriber(cfg.endpoints, [""], hwm=cfg.hwm, max_queue=cfg.max_queue, name=cfg.name) as sub,
+        Listeners(cfg, time.monotonic_ns()) as sub,
         Publisher(cfg.status_endpoint()) as pub,
     ):
         t0_ns = time.monotonic_ns()
@@ -141,7 +185,8 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
         rec.connect_grpc(server.grpc_url)
         view = View(cfg, RerunSink(rec, t0_ns), t0_ns, time.process_time())
         out.write(f"live view: {server.url}\n")
-        out.write(f"  listening to {len(cfg.endpoints)} endpoint(s); Ctrl-C stops\n")
+        n_endpoints = len(cfg.endpoints) + len(cfg.sensor_endpoints)
+        out.write(f"  listening to {n_endpoints} endpoint(s); Ctrl-C stops\n")
         out.flush()
         try:
             _loop(cfg, view, sub, pub, stop, server, t0_ns, duration_s)
@@ -151,7 +196,9 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
     return 0
 
 
-def _loop(cfg, view: View, sub, pub, stop: StopSignal, server, t0_ns: int, duration_s) -> None:
+def _loop(
+    cfg, view: View, sub: Listeners, pub, stop: StopSignal, server, t0_ns: int, duration_s
+) -> None:
     end_ns = None if duration_s is None else t0_ns + round(duration_s * NS)
     status = Every(cfg.status_period_s, t0_ns)
     seq = 0
@@ -163,8 +210,8 @@ def _loop(cfg, view: View, sub, pub, stop: StopSignal, server, t0_ns: int, durat
         # the logging rates, not the message rate (the socket buffers up to hwm meanwhile)
         if stop.wait(min(max(view.next_due_ns() - now_ns, 0) / NS, MAX_WAIT_S)):
             break
-        msgs = sub.recv_many(0)
         now_ns = time.monotonic_ns()
+        msgs = sub.recv(now_ns)
         view.step(msgs, now_ns)
         if status.due(now_ns):
             server.check()
@@ -183,7 +230,7 @@ def _close_recording(rec, server: RerunServer) -> None:
     rec.disconnect()
 
 
-def _report(view: View, sub: Subscriber, out: TextIO, t0_ns: int) -> None:
+def _report(view: View, sub: Listeners, out: TextIO, t0_ns: int) -> None:
     wall_s = (time.monotonic_ns() - t0_ns) / NS
     m = view.metrics(sub, wall_s)
     out.write(
