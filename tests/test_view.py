@@ -351,3 +351,47 @@ def test_view_exits_with_an_error_when_its_server_dies(tmp_path):
             proc.kill()
     assert proc.returncode == 1, out
     assert "the rerun server exited with code -9" in out and "Traceback" not in out
+
+
+def test_view_of_a_launch_with_curve_keys(tmp_path):
+    """A launch with ``security``: the view receives with the launch's shared receiving
+    pair (a plaintext subscriber would get nothing) and publishes its status with the
+    launcher's pair."""
+    from spikefuse.bus import SecurityConfig, generate_keypair
+
+    keys = tmp_path / "keys"
+    for name in ("bus", "launch"):
+        generate_keypair(keys, name)
+    launch = tmp_path / "secure.yaml"
+    launch.write_text(
+        f"run_dir: {tmp_path}\nsecurity: {{key_dir: keys}}\nprocesses:\n"
+        "  - {name: sim, kind: exec, args: [sleep, '1'], outputs: [status/sim]}\n",
+        encoding="utf-8",
+    )
+    sender = SecurityConfig(
+        secret_key_file=keys / "launch.key_secret", server_public_key_file=keys / "bus.key"
+    )
+    receiver = SecurityConfig(
+        secret_key_file=keys / "bus.key_secret", allowed_client_keys=[keys / "launch.key"]
+    )
+    ep = f"ipc://{tmp_path}/sim.sock"
+    with (
+        Publisher(ep, security=sender) as pub,
+        Subscriber(f"ipc://{tmp_path}/view.sock", ["status/view"], security=receiver) as sub,
+    ):
+        proc, _ = start_view(tmp_path, "--launch", str(launch), "--port", "0", "--grpc-port", "0")
+        try:
+            assert pub.wait_for_subscribers(1, 30)
+            k = [0]
+
+            def feed() -> None:
+                pub.send(_sim_status(k[0], time.monotonic_ns(), track_xy=[[0, 0], [1, 1]]))
+                k[0] += 1
+                time.sleep(0.01)
+
+            m = wait_status(sub, "view", lambda m: m["pose_logged"] >= 3, 120, feed)
+            assert m["n_rejected"] == 0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out

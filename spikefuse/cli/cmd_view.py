@@ -45,7 +45,7 @@ def build_config(args: argparse.Namespace):
 
         lv = launch_view(load_launch(args.launch, args.overrides, check_configs=False))
         data.update(run_dir=lv.run_dir, cameras=dict(lv.cameras), wait_for_status=lv.cores)
-        data["sensor_endpoints"] = lv.sensor_endpoints
+        data.update(sensor_endpoints=lv.sensor_endpoints, security=lv.security)
         data["endpoints"] = lv.endpoints + data["endpoints"]
     elif args.overrides:
         raise ConfigError("--set needs --launch", "--set")

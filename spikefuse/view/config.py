@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from spikefuse.bus import default_ipc_endpoint, validate_endpoint
+from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import StrictModel
 from spikefuse.errors import ConfigError
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
@@ -57,6 +57,9 @@ class ViewConfig(StrictModel):
     server_memory_limit: str = Field("256MiB", pattern=r"^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|%)$")
     """data the viewer's server keeps for late browsers; the oldest goes first"""
     pose_source: str = "sim"
+    security: SecurityConfig | None = None
+    """CurveZMQ of a launch with ``security``: the view receives with the launch's shared
+    receiving pair and publishes its status with the launcher's own pair"""
     nice: int = Field(10, ge=0, le=19)
     """added to the view's niceness (and its server's): the core gets the CPU first"""
 

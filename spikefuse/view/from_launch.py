@@ -10,7 +10,7 @@ from pathlib import Path
 from spikefuse.bus import default_ipc_endpoint
 from spikefuse.errors import ConfigError
 from spikefuse.launch.check import check_process_config
-from spikefuse.launch.model import LaunchFile, ProcessSpec
+from spikefuse.launch.model import LAUNCH_KEY, LaunchFile, ProcessSpec
 from spikefuse.sdk.config import DriverConfig, DvsSettings
 from spikefuse.view.config import CameraLayout
 from spikefuse.view.state import stream_key
@@ -25,6 +25,7 @@ class LaunchView:
     sensor_endpoints: list[str] = field(default_factory=list)
     """drivers' publishers: connected once the cores (``cores``) are up"""
     cores: list[str] = field(default_factory=list)
+    security: dict[str, object] | None = None
     cameras: dict[str, CameraLayout] = field(default_factory=dict)
 
 
@@ -63,6 +64,7 @@ def launch_view(launch: LaunchFile) -> LaunchView:
     driver with ``wait_for_subscribers`` waits for the core, not for the view."""
     run_dir = launch.resolve_path(launch.run_dir)
     lv = LaunchView(run_dir, [default_ipc_endpoint(run_dir, f"launch-{launch.name}")])
+    lv.security = launch.security_for(LAUNCH_KEY)  # the launcher's keys: the view is its child
     for i, p in enumerate(launch.processes):
         if p.name == VIEW_PROCESS:
             continue

@@ -58,7 +58,14 @@ class Listeners:
 
     def _subscriber(self, endpoints: list[str]) -> Subscriber:
         cfg = self.cfg
-        return Subscriber(endpoints, [""], hwm=cfg.hwm, max_queue=cfg.max_queue, name=cfg.name)
+        return Subscriber(
+            endpoints,
+            [""],
+            hwm=cfg.hwm,
+            max_queue=cfg.max_queue,
+            security=cfg.security,
+            name=cfg.name,
+        )
 
     def recv(self, now_ns: int) -> list:
         """Everything received since the last call (never waits)."""
@@ -178,7 +185,7 @@ def run_view(cfg: ViewConfig, duration_s: float | None = None, out: TextIO = sys
         StopSignal() as stop,
         server,
         Listeners(cfg, time.monotonic_ns()) as sub,
-        Publisher(cfg.status_endpoint()) as pub,
+        Publisher(cfg.status_endpoint(), security=cfg.security) as pub,
     ):
         t0_ns = time.monotonic_ns()
         rec = rr.RecordingStream("spikefuse", recording_id=str(uuid.uuid4()))
