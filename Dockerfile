@@ -1,7 +1,9 @@
-# spikefuse: the demo launch (synthetic IMU -> fusion core -> console actuator).
+# spikefuse: the main job (simulated robot -> fusion core -> sim actuator, one lap).
 #   docker build -t spikefuse .
-#   docker run --rm spikefuse                       # launch/demo.yaml --duration 10
+#   docker run --rm spikefuse                       # launch/sim.yaml (one lap, then stops)
 #   docker run --rm spikefuse launch/demo.yaml      # until stopped (docker stop = SIGTERM)
+# The final image carries the EGL/Mesa libraries for MuJoCo's headless renderer
+# (MUJOCO_GL=egl, CPU rendering through llvmpipe; no GPU needed).
 #
 # The examples that read real recordings (README "More to run", launch/imu_gimbal.yaml)
 # expect ../shared/data next to the repository, i.e. /opt/shared/data in the image. Mount
@@ -24,9 +26,9 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[sim]" \
     && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels spikefuse
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels "spikefuse[sim]"
 
 # ---- final image: the venv only (no compiler, no source tree, no wheels), run as a
 # non-root user
@@ -34,6 +36,11 @@ FROM python:3.11-slim
 
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+
+# runtime libraries only: EGL + Mesa (llvmpipe) for MuJoCo's renderer
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin spikefuse \
     && mkdir -p /run/spikefuse /opt/spikefuse \
@@ -48,4 +55,4 @@ USER spikefuse
 ENV SPIKEFUSE_RUN_DIR=/run/spikefuse
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["spikefuse", "launch"]
-CMD ["launch/demo.yaml", "--duration", "10"]
+CMD ["launch/sim.yaml", "--duration", "120"]

@@ -38,7 +38,7 @@ LAUNCH = REPO / "launch"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="oval", help="track name (oval, rounded_rect)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="world seed (robot.world.seed)")
     p.add_argument("--renderer", default="numpy", help="auto | mujoco | numpy")
     p.add_argument("--timeout", type=float, default=600.0, help="per launch, seconds")
 

@@ -6,7 +6,7 @@ process; its wheels follow the set-points that the ``sim`` actuator republishes
 (``motor/<setpoints>_setpoints`` on ``ipc://<run_dir>/<setpoints>_setpoints.sock``) after its
 deadman. Ground truth goes out as a ``Status`` on ``status/sim`` (``SIM_METRICS`` keys, plus
 ``track_xy`` in the first one and every ``track_every_s``); the loop's own figures (latency
-from each sensor's sample to the wheels, sample and event counts) as ``status/<name>.loop``.
+from each sensor's sample to the wheels, sample and event counts) as ``status/loop.<name>``.
 
 Clocks (``clock``):
 
@@ -440,7 +440,8 @@ class Loop:
             "latency_hist": {g: list(h.counts) for g, h in self.latency.items()},
         }
         t = self.anchor_ns + w.t_ns
-        self.ctx.publish(Status(f"{self.cfg.name}.loop", self.loop_seq, t, metrics))
+        # loop.<name>: a topic no subscriber of status/<name> or status/sim also matches
+        self.ctx.publish(Status(f"loop.{self.cfg.name}", self.loop_seq, t, metrics))
         self.loop_seq += 1
         return metrics
 
