@@ -11,9 +11,24 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("view", help="live view of a running launch in the browser (Rerun)")
+    p = sub.add_parser(
+        "view",
+        help="live view of a running launch in the browser (Rerun)",
+        description="Serve a live view of a running launch in the browser, offline, on "
+        "127.0.0.1: the camera integrated from its DVS events, the events, events/s per "
+        "stream, motor commands and a simulated robot on its track (status/sim). Prints the "
+        "URL to open. Exit 0 on SIGINT/SIGTERM or --duration, 1 if its server dies, 2 for a "
+        "bad option. See docs/liveview.md.",
+    )
     p.add_argument("--launch", type=Path, default=None, metavar="FILE", help="the launch file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the launch's --set overrides (with --launch), e.g. camera.dvs.width=64",
+    )
     p.add_argument("--run-dir", type=Path, default=None, help="without --launch: every *.sock")
     p.add_argument("--endpoint", action="append", default=[], help="extra endpoint (repeatable)")
     p.add_argument(
