@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from spikefuse.backends.spinnaker.config import SpinnakerConfig
 from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import FileConfig, StrictModel, load_model
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
@@ -98,6 +99,9 @@ class CoreConfig(FileConfig):
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)
+    backend: Literal["engine", "spinnaker"] = "engine"
+    spinnaker: SpinnakerConfig | None = None
+    """machine and mapping settings of ``backend: spinnaker`` (docs/spinnaker.md)"""
 
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 

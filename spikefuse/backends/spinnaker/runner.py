@@ -1,0 +1,208 @@
+"""``SpinnakerEngine``: the graph running on a SpiNNaker machine behind the engine API.
+
+:class:`~spikefuse.core.fusion.FusionCore` drives it exactly like the in-process engine:
+``push`` turns a bus batch into EIEIO spike packets for the input's injector pair
+(:mod:`.eieio`), and the live output spikes of every Output pair, received on the live
+connection's thread, come back as output events ``(t_ns, output, channel, sent/k)`` on the
+next ``push``/``advance``. While the board runs, ``next_deadline`` asks to be polled once a
+time step, so received spikes become MotorCommands within a step of arriving.
+
+On a virtual board the graph is compiled and mapped (cores, chips, per-node weight
+quantisation are logged) and ``start`` then fails with :class:`BackendError`: no board
+is reachable, so nothing can run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikefuse.backends.spinnaker.config import SpinnakerConfig
+from spikefuse.backends.spinnaker.eieio import InputKeys, batch_packets
+from spikefuse.backends.spinnaker.plan import compile_model
+from spikefuse.backends.spinnaker.toolchain import (
+    BackendError,
+    build_and_map,
+    node_reports,
+    placement_counts,
+    prepare,
+    toolchain_env,
+)
+from spikefuse.builder import Model
+from spikefuse.engine.base import EngineBase
+
+log = logging.getLogger(__name__)
+
+
+class SpinnakerEngine(EngineBase):
+    """See the module doc. ``close()`` stops the board and releases it."""
+
+    def __init__(self, graph, cfg: SpinnakerConfig | None, run_dir: Path, name: str = "core"):
+        if cfg is None:
+            from spikefuse.errors import ConfigError
+
+            raise ConfigError("backend 'spinnaker' needs a 'spinnaker:' section", "spinnaker")
+        self.cfg = cfg
+        self.work_dir = Path(cfg.work_dir or Path(run_dir) / f"spinnaker-{name}")
+        super().__init__(graph)
+
+    # -- EngineBase hooks ---------------------------------------------------------------
+    def _init_state(self, m: Model) -> None:
+        self.plan = compile_model(m, self.cfg.max_step_quanta)  # MappingError names the node
+        self.keys = InputKeys({n: int(m.node_size[m.index(n)]) for n in m.input_names})
+        self._sent_units = np.zeros(m.n_units, np.int64)
+        self._spikes = np.zeros(m.n_nodes, np.int64)
+        self._spikes_in = 0
+        self._received: deque[tuple[str, list[int]]] = deque()
+        self._out_events: list[tuple[int, int, int, float]] = []
+        self._label_output = {
+            label: (i, name, sign)
+            for i, name in enumerate(m.output_names)
+            for label, sign in zip(self.plan.pair(name), (1, -1), strict=True)
+        }
+        self._sim: Any = None
+        self._conn: Any = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._run_error: BaseException | None = None
+
+    def _start(self, t_ns: int) -> None:
+        env = prepare(self.cfg, self.work_dir)
+        with toolchain_env(env):
+            import pyNN.spiNNaker as sim
+
+            self._sim = sim
+            if self.cfg.virtual_board:
+                self._map_only(sim)
+            self._start_board(sim)
+
+    def _map_only(self, sim: Any) -> None:
+        t0 = time.perf_counter()
+        net = build_and_map(sim, self.plan, self.cfg, live=True)
+        try:
+            sim.run(self.cfg.timestep_ms)
+            cores, chips, total = placement_counts(self.plan)
+            for n in node_reports(self.plan, net, self.cfg.timestep_us):
+                log.info(
+                    "node '%s' (%s x%d): %d synapses, weight quantisation rmse %s, latency %.0f us",
+                    n.name,
+                    n.kind,
+                    n.size,
+                    n.n_synapses,
+                    "-" if n.weight_quantisation_rmse is None else f"{n.weight_quantisation_rmse:.3g}",
+                    n.latency_us,
+                )
+        finally:
+            sim.end()
+            self._sim = None
+        raise BackendError(
+            f"no SpiNNaker board reachable: the graph mapped onto {cores} cores of {chips} "
+            f"chip(s) of a virtual board ({total} cores with monitors) in "
+            f"{time.perf_counter() - t0:.1f} s, but a virtual board cannot run it; set "
+            "spinnaker.machine_host or spinnaker.spalloc_server"
+        )
+
+    def _start_board(self, sim: Any) -> None:
+        from spynnaker.pyNN.connections import SpynnakerLiveSpikesConnection
+
+        port = self.cfg.live_port
+        from spikefuse.backends.spinnaker.pynn import build_network
+
+        sim.setup(timestep=self.cfg.timestep_ms, time_scale_factor=self.cfg.time_scale_factor)
+        sim.set_number_of_neurons_per_core(sim.IF_curr_delta, self.cfg.neurons_per_core)
+        build_network(sim, self.plan, self.cfg.timestep_ms, live=True, notify_port=port)
+        self._conn = SpynnakerLiveSpikesConnection(
+            receive_labels=list(self._label_output),
+            send_labels=[lab for n in self.keys.sizes for lab in self.keys.labels(n)],
+            local_port=port,
+        )
+        for label in self._label_output:
+            self._conn.add_receive_callback(label, self._on_spikes)
+        first = next(iter(self.keys.sizes), None)
+        if first is not None:
+            self._conn.add_start_resume_callback(self.keys.labels(first)[0], self._on_start)
+        self._thread = threading.Thread(target=self._run, name="spinnaker-run", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.cfg.start_timeout_s) or self._run_error is not None:
+            why = self._run_error or f"not started within {self.cfg.start_timeout_s:.0f} s"
+            raise BackendError(f"SpiNNaker machine did not start: {why}")
+
+    def _run(self) -> None:
+        try:
+            self._sim.external_devices.run_forever()
+        except Exception as exc:  # noqa: BLE001  (thread boundary: start() raises it)
+            self._run_error = exc
+            self._started.set()
+
+    def _on_start(self, label: str, conn: Any) -> None:
+        self._started.set()
+
+    def _on_spikes(self, label: str, t_ms: int, atoms: list[int]) -> None:
+        self._received.append((label, list(atoms)))
+
+    def _push(self, t_ns: int, node: int, channels: np.ndarray, counts: np.ndarray) -> None:
+        m = self.model
+        name = m.node_names[node]
+        for label, msg in batch_packets(self.keys, name, channels, counts):
+            self._conn.send_eieio_message(msg, label)
+        off = int(m.node_off[node])
+        np.add.at(self._sent_units, off + channels.astype(np.int64), counts.astype(np.int64))
+        n = int(np.abs(counts).sum())
+        self._spikes[node] += n
+        self._spikes_in += n
+        self._drain(t_ns)
+
+    def _advance(self, t_ns: int) -> None:
+        self._drain(t_ns)
+
+    def _drain(self, t_ns: int) -> None:
+        m = self.model
+        while self._received:
+            label, atoms = self._received.popleft()
+            idx, name, sign = self._label_output[label]
+            node = int(m.output_nodes[idx])
+            off = int(m.node_off[node])
+            k = float(m.unit_scale[off])
+            for a in atoms:
+                self._sent_units[off + a] += sign
+                self._spikes[node] += 1
+                self._out_events.append((t_ns, idx, a, self._sent_units[off + a] / k))
+
+    def _take_outputs(self):
+        out, self._out_events = self._out_events, []
+        return out
+
+    def _next_deadline(self) -> int | None:
+        if self._thread is None:
+            return None
+        return self.now + round(self.cfg.timestep_ms * 1e6)
+
+    def _sent(self) -> np.ndarray:
+        return self._sent_units
+
+    def _counter_arrays(self):
+        return self._spikes, 0, 0, 0, self._spikes_in
+
+    def _integrator_y(self) -> np.ndarray:
+        return np.zeros(self.model.n_units)
+
+    def _residuals(self) -> np.ndarray:
+        return np.zeros(self.model.n_units)
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the run and release the machine (idempotent)."""
+        sim, self._sim = self._sim, None
+        if sim is not None and self._thread is not None:
+            sim.external_devices.request_stop()
+            self._thread.join(self.cfg.start_timeout_s)
+            sim.end()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
