@@ -85,7 +85,9 @@ def packets(
         raise ValueError("16-bit keys hold atoms below 65536")
     keys = np.repeat(np.asarray(channels, np.int64), np.abs(np.asarray(counts, np.int64)))
     typ, limit = (
-        (EIEIOType.KEY_16_BIT, MAX_KEYS_16) if key_bits == 16 else (EIEIOType.KEY_32_BIT, MAX_KEYS_32)
+        (EIEIOType.KEY_16_BIT, MAX_KEYS_16)
+        if key_bits == 16
+        else (EIEIOType.KEY_32_BIT, MAX_KEYS_32)
     )
     yield from _chunks(typ, limit, [KeyDataElement(int(k)) for k in keys])
 

@@ -177,7 +177,11 @@ def smooth_stream(
     stream = []
     for step in range(2, n_steps):
         for name, s in sent.items():
-            x = amplitude_quanta * np.sin(2 * np.pi * freq[name] * step / period_steps + phase[name]) - s
+            x = (
+                amplitude_quanta
+                * np.sin(2 * np.pi * freq[name] * step / period_steps + phase[name])
+                - s
+            )
             ch = np.flatnonzero(np.abs(x) > 0.5)
             if ch.size:
                 ct = np.sign(x[ch])

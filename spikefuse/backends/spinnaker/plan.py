@@ -42,7 +42,6 @@ from spikefuse.builder.model import (
     K_DENSE,
     K_INPUT,
     K_INTEGRATOR,
-    K_OUTPUT,
     K_PRODUCT,
     KIND_NAMES,
     Model,
@@ -112,13 +111,13 @@ class NetworkPlan:
 
 
 def compile_model(model: Model, max_step_quanta: float = 0.5) -> NetworkPlan:
-    """The spiking network of ``model``; :class:`MappingError` for the first node that
-    cannot map (every node is checked first, so the message lists all of them)."""
-    refusals = [r for i in range(model.n_nodes) if (r := _refusal(model, i))]
-    if refusals:
-        names = ", ".join(f"'{n}'" for n, _ in refusals)
-        detail = "; ".join(f"node '{n}': {why}" for n, why in refusals)
-        raise MappingError(f"{len(refusals)} node(s) cannot map to SpiNNaker ({names}): {detail}")
+    """The spiking network of ``model``; :class:`MappingError` listing every node that
+    cannot map, each with its reason."""
+    refused = refusals(model)
+    if refused:
+        names = ", ".join(f"'{n}'" for n in refused)
+        detail = "; ".join(f"node '{n}': {why}" for n, why in refused.items())
+        raise MappingError(f"{len(refused)} node(s) cannot map to SpiNNaker ({names}): {detail}")
     plan = NetworkPlan(model)
     incoming = _incoming_edges(model)
     for i, name in enumerate(model.node_names):
@@ -241,7 +240,9 @@ def _add_node(plan: NetworkPlan, model: Model, i: int, node: NodePlan, rows, max
         k_s = float(model.unit_scale[int(model.node_off[s])])
         conns = split_steps(pre, post, w * k_t / k_s, max_step)
         all_steps.append(conns[:, 2])
-        node.max_step_quanta = max(node.max_step_quanta, float(np.abs(w).max(initial=0)) * k_t / k_s)
+        node.max_step_quanta = max(
+            node.max_step_quanta, float(np.abs(w).max(initial=0)) * k_t / k_s
+        )
         spos, sneg = plan.pair(model.node_names[s])
         flip = conns * np.array([1.0, 1.0, -1.0, 1.0])
         # +: +r from src+, -r from src-; -: the mirror image
@@ -313,6 +314,19 @@ def mappable_part(graph: Graph) -> tuple[Graph, dict[str, str]]:
     return Graph(f"{graph.name}-mappable", kept), refused
 
 
+def with_probes(part: Graph, refused: dict[str, str]) -> Graph:
+    """``part`` plus an Output ``<node>_probe`` (at the node's scale) on every node whose
+    consumers were all refused: what the function check and the live output can observe."""
+    rg = part.resolve()
+    fed = {s for n in rg.nodes.values() for s in n.sources}
+    g = Graph(part.name, list(part.nodes.values()))
+    for name in rg.order:
+        node = rg.nodes[name]
+        if name not in fed and node.type not in ("output", "input"):
+            g.output(f"{name}_probe", name, scale=node.scale)
+    return g
+
+
 def describe(plan: NetworkPlan) -> str:
     lines = []
     for n in plan.nodes.values():
@@ -338,6 +352,7 @@ __all__ = [
     "ProjSpec",
     "compile_model",
     "mappable_part",
+    "with_probes",
     "refusals",
     "describe",
     "expected_overshoot",

@@ -95,7 +95,9 @@ class SpinnakerEngine(EngineBase):
                     n.kind,
                     n.size,
                     n.n_synapses,
-                    "-" if n.weight_quantisation_rmse is None else f"{n.weight_quantisation_rmse:.3g}",
+                    "-"
+                    if n.weight_quantisation_rmse is None
+                    else f"{n.weight_quantisation_rmse:.3g}",
                     n.latency_us,
                 )
         finally:

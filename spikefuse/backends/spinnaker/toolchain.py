@@ -166,7 +166,7 @@ def placement_counts(plan: NetworkPlan) -> tuple[int, int, int]:
 def node_reports(plan: NetworkPlan, net, timestep_us: float) -> list[NodeReport]:
     from spikefuse.backends.spinnaker.pynn import stored_weights
 
-    stored = stored_weights(net)
+    stored = stored_weights(net) if net is not None else {}
     lat = hops_latency_us(plan, timestep_us)
     out = []
     for n in plan.nodes.values():
@@ -192,7 +192,9 @@ def node_reports(plan: NetworkPlan, net, timestep_us: float) -> list[NodeReport]
     return out
 
 
-def map_virtual(model, cfg: SpinnakerConfig, graph_name: str) -> MappingReport:
+def map_virtual(
+    model, cfg: SpinnakerConfig, graph_name: str, read_weights_max_synapses: int = 10**9
+) -> MappingReport:
     """Compile and map ``model`` on a virtual board in this process (the toolchain's
     environment must already point at the work folder)."""
     import pyNN.spiNNaker as sim
@@ -204,7 +206,8 @@ def map_virtual(model, cfg: SpinnakerConfig, graph_name: str) -> MappingReport:
         sim.run(cfg.timestep_ms)
         map_s = time.perf_counter() - t0
         n_cores, n_chips, n_total = placement_counts(plan)
-        nodes = node_reports(plan, net, cfg.timestep_us)
+        read = plan.n_synapses <= read_weights_max_synapses
+        nodes = node_reports(plan, net if read else None, cfg.timestep_us)
     finally:
         sim.end()
     return MappingReport(
@@ -222,36 +225,51 @@ def map_virtual(model, cfg: SpinnakerConfig, graph_name: str) -> MappingReport:
 
 
 def map_in_child(
-    graph_path: Path, work_dir: Path, timeout_s: float = 300.0, timestep_ms: float = 1.0
-) -> MappingReport:
-    """Map the graph file on a virtual board in a fresh process, bounded by ``timeout_s``."""
+    graph_paths: list[Path],
+    work_dir: Path,
+    timeout_s: float = 300.0,
+    timestep_ms: float = 1.0,
+    read_weights_max_synapses: int = 10**9,
+) -> list[MappingReport]:
+    """Map graph files one after the other on a virtual board in one fresh process,
+    bounded by ``timeout_s``; one report per graph. Weights are read back (quantisation
+    error) for graphs of at most ``read_weights_max_synapses`` synapses."""
     cfg = SpinnakerConfig(virtual_board=True, timestep_ms=timestep_ms)
     env = {**os.environ, **prepare(cfg, work_dir)}
-    cmd = [sys.executable, "-m", __name__, str(graph_path), str(work_dir), str(timestep_ms)]
+    cmd = [
+        sys.executable,
+        "-m",
+        __name__,
+        str(work_dir),
+        str(timestep_ms),
+        str(read_weights_max_synapses),
+    ]
+    cmd += [str(p) for p in graph_paths]
     try:
         res = subprocess.run(
             cmd, cwd=work_dir, env=env, capture_output=True, text=True, timeout=timeout_s
         )
     except subprocess.TimeoutExpired:
-        raise BackendError(f"mapping {graph_path} did not finish within {timeout_s:.0f} s") from None
-    last = res.stdout.strip().splitlines()[-1:] if res.stdout.strip() else []
-    if res.returncode != 0 or not last or not last[0].startswith("{"):
+        raise BackendError(f"mapping did not finish within {timeout_s:.0f} s") from None
+    reports = [ln for ln in res.stdout.splitlines() if ln.startswith('{"graph"')]
+    if res.returncode != 0 or len(reports) != len(graph_paths):
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-        raise BackendError(f"mapping {graph_path} failed (exit {res.returncode}): {' | '.join(tail)}")
-    return MappingReport.from_json(last[0])
+        raise BackendError(f"mapping failed (exit {res.returncode}): {' | '.join(tail)}")
+    return [MappingReport.from_json(r) for r in reports]
 
 
 def _main(argv: list[str]) -> int:
     from spikefuse.builder import build
     from spikefuse.graph import Graph
 
-    graph_path, work_dir, timestep_ms = Path(argv[0]), Path(argv[1]), float(argv[2])
-    graph = Graph.load(graph_path)
+    work_dir, timestep_ms, max_read = Path(argv[0]), float(argv[1]), int(argv[2])
     cfg = SpinnakerConfig(virtual_board=True, timestep_ms=timestep_ms)
     with toolchain_env(prepare(cfg, work_dir)):
-        report = map_virtual(build(graph), cfg, graph.name)
-    sys.stdout.write(report.to_json() + "\n")
-    sys.stdout.flush()
+        for path in argv[3:]:
+            graph = Graph.load(path)
+            report = map_virtual(build(graph), cfg, graph.name, max_read)
+            sys.stdout.write(report.to_json() + "\n")
+            sys.stdout.flush()
     os._exit(0)  # the toolchain's non-daemon threads must not keep a finished child alive
 
 
