@@ -24,6 +24,8 @@ OPTIONAL_EXTRAS = {
     "cv2": "camera",
     "pyNN": "nest",
     "nest": "nest",
+    "spynnaker": "spinnaker",
+    "spinnman": "spinnaker",
 }
 
 

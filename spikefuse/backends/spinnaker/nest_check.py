@@ -10,6 +10,7 @@ sampled every time step, and compared with the engine's outputs ``hops`` steps e
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -68,7 +69,11 @@ def input_spike_times(
 
 @contextmanager
 def _quiet_stdout() -> Iterator[None]:
-    """NEST prints its banner and progress on fd 1."""
+    """NEST prints its banner and progress on fd 1; pyNN.nest warns on every IF_curr_delta
+    population that it ignores the initial v (set through the node collection instead)."""
+    pynn_log = logging.getLogger("PyNN")
+    level = pynn_log.level
+    pynn_log.setLevel(logging.ERROR)
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -76,6 +81,7 @@ def _quiet_stdout() -> Iterator[None]:
     try:
         yield
     finally:
+        pynn_log.setLevel(level)
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)

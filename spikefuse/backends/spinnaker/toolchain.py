@@ -116,8 +116,12 @@ class MappingReport:
 
     @property
     def weight_quantisation_rmse(self) -> float:
-        vals = [n.weight_quantisation_rmse for n in self.nodes if n.weight_quantisation_rmse]
-        return float(np.sqrt(np.mean(np.square(vals)))) if vals else 0.0
+        """Over every synapse of the graph, in thresholds (NaN if not read back)."""
+        read = [n for n in self.nodes if n.weight_quantisation_rmse is not None and n.n_synapses]
+        if not read:
+            return float("nan")
+        sq = sum(n.n_synapses * n.weight_quantisation_rmse**2 for n in read)
+        return float(np.sqrt(sq / sum(n.n_synapses for n in read)))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
