@@ -67,7 +67,7 @@ class PopSpec:
     node: str
     sign: int  # +1 / -1; 0 for a bias source
     size: int
-    kind: str  # "input" (live injection / spike array), "bias" (spike array), "neuron"
+    kind: str  # "input" (live injection / array), "bias" (array), "neuron", "integrator"
     v_reset: float = 0.0
     bias_times: list[list[int]] | None = None  # per neuron, in time steps (bias sources)
 
@@ -129,10 +129,14 @@ def compile_model(model: Model, max_step_quanta: float = 0.5) -> NetworkPlan:
             for sign, label in zip((1, -1), plan.pair(name), strict=True):
                 plan.pops[label] = PopSpec(label, name, sign, size, "input")
             continue
-        node.hops = 1 + max(plan.nodes[model.node_names[s]].hops for s, _, _ in incoming[i])
+        done = [plan.nodes[model.node_names[s]].hops for s, _, _ in incoming[i] if s < i]
+        node.hops = 1 + max(done, default=0)  # an Integrator's input may come later (a cycle)
         n_in = sum(int(model.node_size[s]) for s, _, _ in incoming[i])
         rows = [(s, *_edge_rows(model, s, i, e, off, n_in)) for s, e, off in incoming[i]]
-        _add_node(plan, model, i, node, rows, max_step_quanta)
+        if kind == K_INTEGRATOR:
+            _add_integrator(plan, model, i, node, rows, max_step_quanta)
+        else:
+            _add_node(plan, model, i, node, rows, max_step_quanta)
         if ACT_NAMES.get(int(model.node_act[i])) == "relu" and kind in (K_DENSE, K_CONV, K_ACT):
             node.approximation = "relu as identity (exact while the pre-activation is >= 0)"
     return plan
@@ -148,11 +152,6 @@ def _refusal(model: Model, i: int) -> tuple[str, str] | None:
     if kind == K_PRODUCT:
         return name, (
             "Product multiplies two spike-coded values; IF neurons only add weighted spikes"
-        )
-    if kind == K_INTEGRATOR:
-        return name, (
-            "Integrator needs a held input level integrated over time (a current that"
-            " persists between spikes); delta-synapse IF pairs only add steps"
         )
     if kind in (K_DENSE, K_CONV, K_ACT) and act not in ("identity", "relu"):
         return name, (
@@ -262,6 +261,82 @@ def _add_node(plan: NetworkPlan, model: Model, i: int, node: NodePlan, rows, max
     plan.projs += [ProjSpec(pos, neg, name, couple), ProjSpec(neg, pos, name, couple.copy())]
 
 
+def _add_integrator(plan, model, i, node: NodePlan, rows, max_step: float) -> None:
+    """``dy/dt = g*x - y/tau`` on a pair of current-based neurons (``IF_curr_exp``) whose
+    synaptic current, with tau_syn = 32768 ms, holds ``I = k*(g*x - y/tau)`` thresholds per
+    ms between spikes: a source spike steps it by ``k*g/k_s``, the pair's own spikes by
+    ``-+1/tau`` (the leak, as feedback), and the membrane integrates it. Jumps (the partner's
+    quantum, ``y0``) are current pulses: +c at one delay and -c one step later."""
+    name = node.name
+    off = int(model.node_off[i])
+    units = np.arange(node.size)
+    k = float(model.unit_scale[off])
+    g = model.int_gain[off : off + node.size]
+    inv_tau = model.int_inv_tau[off : off + node.size]
+    pos, neg = plan.pair(name)
+    for s, pre, post, w in rows:
+        k_s = float(model.unit_scale[int(model.node_off[s])])
+        cur = w * g[post] * k / k_s / 1000.0  # thresholds per ms per source quantum
+        node.max_step_quanta = max(node.max_step_quanta, float(np.abs(cur).max(initial=0.0)))
+        conns = np.column_stack([pre, post, cur, np.ones(pre.size)])
+        spos, sneg = plan.pair(model.node_names[s])
+        flip = conns * np.array([1.0, 1.0, -1.0, 1.0])
+        plan.projs += [
+            ProjSpec(spos, pos, name, conns),
+            ProjSpec(sneg, pos, name, flip),
+            ProjSpec(spos, neg, name, flip),
+            ProjSpec(sneg, neg, name, conns),
+        ]
+        node.n_synapses += 4 * pre.size
+    u = units.astype(np.float64)
+    leaky = inv_tau > 0
+    if leaky.any():
+        lk = np.column_stack([u[leaky], u[leaky], inv_tau[leaky] / 1000.0, np.ones(leaky.sum())])
+        neg_lk = lk * np.array([1.0, 1.0, -1.0, 1.0])
+        plan.projs += [
+            ProjSpec(pos, pos, name, neg_lk),
+            ProjSpec(pos, neg, name, lk),
+            ProjSpec(neg, neg, name, neg_lk),
+            ProjSpec(neg, pos, name, lk),
+        ]
+        node.n_synapses += 4 * int(leaky.sum())
+    for a, b in ((pos, neg), (neg, pos)):
+        plan.projs += [ProjSpec(a, b, name, p) for p in pulse(u, u, np.ones(node.size))]
+    y0 = model.int_y0[off : off + node.size] * k
+    _add_start_pulses(plan, name, y0, max_step)
+    for label in (pos, neg):
+        plan.pops[label] = PopSpec(label, name, 1 if label == pos else -1, node.size, "integrator")
+    node.approximation = (
+        "held input current decays with tau_syn 32768 ms; reset loses the overshoot"
+        " (rate error up to k*g*|x|*dt/2 quanta per quantum)"
+    )
+
+
+def pulse(pre: np.ndarray, post: np.ndarray, step: np.ndarray, delay: int = 1) -> list:
+    """Rows of a membrane jump of ``step`` thresholds on a current-based neuron: a current
+    of ``step`` per ms switched on at ``delay`` and off one step later (dt = 1 step)."""
+    on = np.column_stack([pre, post, step, np.full(pre.size, float(delay))])
+    off = np.column_stack([pre, post, -step, np.full(pre.size, float(delay + 1))])
+    return [on, off]
+
+
+def _add_start_pulses(plan, name, amount: np.ndarray, max_step: float) -> None:
+    units = np.flatnonzero(amount)
+    if not units.size:
+        return
+    n = np.maximum(1, np.ceil(np.abs(amount[units]) / max_step - 1e-12)).astype(np.int64)
+    label = f"{name}:y0"
+    plan.pops[label] = PopSpec(
+        label, name, 0, units.size, "bias", bias_times=[list(range(1, int(m) + 1)) for m in n]
+    )
+    idx = np.arange(units.size, dtype=np.float64)
+    step = amount[units] / n
+    pos, neg = plan.pair(name)
+    for target, sign in ((pos, 1.0), (neg, -1.0)):
+        plan.projs += [ProjSpec(label, target, name, p) for p in pulse(idx, units, sign * step)]
+    plan.nodes[name].n_synapses += 4 * units.size
+
+
 def _add_bias(plan, model, i, name, k_t, max_step, all_steps) -> None:
     """A bias b is k*b thresholds delivered once at start, as spikes of a source over the
     first steps (each below ``max_step``)."""
@@ -291,16 +366,17 @@ def refusals(model: Model) -> dict[str, str]:
     cannot map either."""
     out: dict[str, str] = {}
     inc = _incoming_edges(model)
-    for i, name in enumerate(model.node_names):  # index order is topological
-        r = _refusal(model, i)
-        if r is not None:
-            out[name] = r[1]
-            continue
-        blocked = [model.node_names[s] for s, _, _ in inc[i] if model.node_names[s] in out]
-        if blocked:
-            out[name] = f"fed by '{blocked[0]}', which cannot map"
-    # an Integrator's own input is a back edge: nodes after a refused one in a cycle are
-    # caught above because the Integrator itself is refused
+    changed = True
+    while changed:  # index order is topological except for the edges into Integrators
+        changed = False
+        for i, name in enumerate(model.node_names):
+            if name in out:
+                continue
+            r = _refusal(model, i)
+            blocked = [model.node_names[s] for s, _, _ in inc[i] if model.node_names[s] in out]
+            if r is not None or blocked:
+                out[name] = r[1] if r is not None else f"fed by '{blocked[0]}', which cannot map"
+                changed = True
     return out
 
 

@@ -44,6 +44,13 @@ def cell_params(v_reset: float) -> dict[str, float]:
     }
 
 
+def integrator_params() -> dict[str, float]:
+    """Current-based neuron whose synaptic current holds its level (tau_syn 32768 ms)."""
+    p = cell_params(0.0)
+    p.update(tau_syn_E=TAU_M_MS, tau_syn_I=TAU_M_MS)
+    return p
+
+
 def build_network(
     sim: Any,
     plan: NetworkPlan,
@@ -72,10 +79,12 @@ def build_network(
             model = sim.SpikeSourceArray(
                 spike_times=[[timestep_ms * (1 + t) for t in ts] for ts in spec.bias_times or []]
             )
+        elif spec.kind == "integrator":
+            model = sim.IF_curr_exp(**integrator_params())
         else:
             model = sim.IF_curr_delta(**cell_params(spec.v_reset))
         pop = sim.Population(spec.size, model, label=label)
-        if spec.kind == "neuron":
+        if spec.kind in ("neuron", "integrator"):
             if nest:  # pyNN.nest ignores initialize(v=...): NEST starts at -70 mV otherwise
                 pop.node_collection.set(V_m=V0)
             else:
