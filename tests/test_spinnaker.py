@@ -112,13 +112,14 @@ def test_eieio_packets_parse_back_with_spinnman_and_respect_limits():
     keys = InputKeys({"gyro": 3, "camera": 768})
     ch = np.array([0, 5, 700, 767, 12], np.int32)
     ct = np.array([3, -2, 1, -70, 100], np.int32)
-    for encoding in ("repeat", "payload"):
+    limits = {("repeat", 16): MAX_KEYS_16, ("repeat", 32): MAX_KEYS_32}
+    for encoding, bits in (("repeat", 16), ("repeat", 32), ("payload", 32)):
         got: dict[tuple[str, int, int], int] = {}
-        for label, msg in batch_packets(keys, "camera", ch, ct, encoding):
+        for label, msg in batch_packets(keys, "camera", ch, ct, encoding, bits):
             raw = msg.bytestring
             assert len(raw) <= 256
             elements = parse(raw)
-            limit = MAX_KEYS_32 if encoding == "repeat" else MAX_KEY_PAYLOADS_32
+            limit = limits.get((encoding, bits), MAX_KEY_PAYLOADS_32)
             assert len(elements) <= limit
             for atom, n in counts_of(elements).items():
                 name, channel, sign = keys.decode(label, atom)
@@ -127,6 +128,12 @@ def test_eieio_packets_parse_back_with_spinnman_and_respect_limits():
             ("camera", int(c), 1 if n > 0 else -1): abs(int(n)) for c, n in zip(ch, ct, strict=True)
         }
         assert got == want
+    # the limits are the live connection's own
+    from spinn_front_end_common.utilities.connections import live_event_connection as lec
+
+    assert lec._MAX_HALF_KEYS_PER_PACKET == MAX_KEYS_16
+    assert lec._MAX_FULL_KEYS_PER_PACKET == MAX_KEYS_32
+    assert lec._MAX_FULL_KEYS_PAYLOADS_PER_PACKET == MAX_KEY_PAYLOADS_32
     # 16-bit keys: 127 per packet
     sixteen = list(packets(np.arange(300), np.ones(300, np.int32), key_bits=16))
     assert [len(parse(m.bytestring)) for m in sixteen] == [MAX_KEYS_16, MAX_KEYS_16, 46]

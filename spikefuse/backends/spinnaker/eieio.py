@@ -2,9 +2,9 @@
 
 Key allocation: graph input ``x`` is two injector populations, ``x+`` and ``x-``; channel
 ``c`` with a positive count is atom ``c`` of ``x+``, with a negative count atom ``c`` of
-``x-``. Atom ids are the keys the live connection sends (the injector adds its routing
-base key on the board); :meth:`InputKeys.full_key` gives the routed key when the base keys
-of a mapping are known.
+``x-``. Atom ids travel as 16-bit keys (the injector adds its routing base key on the board, as
+for the live connection's ``send_spikes``); :meth:`InputKeys.full_key` gives the routed
+32-bit key when the base keys of a mapping are known.
 
 A count ``n`` is ``|n|`` spikes: either the key repeated ``|n|`` times (what an injector
 turns into ``|n|`` multicast spikes) or one key with a 32-bit payload ``|n|`` (half the
@@ -106,8 +106,14 @@ def batch_packets(
     channels: np.ndarray,
     counts: np.ndarray,
     encoding: Encoding = "repeat",
+    key_bits: Literal[16, 32] = 16,
 ) -> list[tuple[str, EIEIODataMessage]]:
-    """(injector label, message) pairs for one bus batch into input ``name``."""
+    """(injector label, message) pairs for one bus batch into input ``name``.
+
+    16-bit keys are atom ids (the injector adds its base key: what the live connection
+    sends for ``send_full_keys=False``); 32-bit keys and key+payload pairs are taken as
+    full routing keys by the injector, so they need the atoms mapped with
+    :meth:`InputKeys.full_key` first."""
     ch = np.asarray(channels, np.int64)
     ct = np.asarray(counts, np.int64)
     for c in ch[(ch < 0) | (ch >= keys.sizes.get(name, 0))][:1].tolist():
@@ -116,7 +122,7 @@ def batch_packets(
     for sign, label in zip((1, -1), keys.labels(name), strict=True):
         sel = ct * sign > 0
         if sel.any():
-            out += [(label, m) for m in packets(ch[sel], ct[sel], encoding)]
+            out += [(label, m) for m in packets(ch[sel], ct[sel], encoding, key_bits)]
     return out
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from spikefuse.backends.spinnaker.config import SpinnakerConfig
 from spikefuse.backends.spinnaker.eieio import InputKeys, batch_packets
-from spikefuse.backends.spinnaker.plan import compile_model
+from spikefuse.backends.spinnaker.plan import MappingError, compile_model
 from spikefuse.backends.spinnaker.toolchain import (
     BackendError,
     build_and_map,
@@ -56,6 +56,12 @@ class SpinnakerEngine(EngineBase):
     def _init_state(self, m: Model) -> None:
         self.plan = compile_model(m, self.cfg.max_step_quanta)  # MappingError names the node
         self.keys = InputKeys({n: int(m.node_size[m.index(n)]) for n in m.input_names})
+        for name, size in self.keys.sizes.items():
+            if size > 1 << 16:
+                raise MappingError(
+                    f"{size} channels: live injection sends 16-bit atom ids (at most 65536)",
+                    name,
+                )
         self._sent_units = np.zeros(m.n_units, np.int64)
         self._spikes = np.zeros(m.n_nodes, np.int64)
         self._spikes_in = 0
