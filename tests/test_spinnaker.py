@@ -273,6 +273,10 @@ def test_graphs_map_on_a_virtual_board(tmp_path):
     assert 0.0 <= demo["flow"].weight_quantisation_rmse < 1e-3
     assert demo["flow"].latency_us == 2000.0
     assert demo["edges"].kind == "conv2d"
+    # 0.1 ms time step (time-scale factor 10): latency per hop is 100 us of model time
+    (fine,) = map_in_child(paths[:1], tmp_path / "work01", timeout_s=300, timestep_ms=0.1)
+    assert fine.mapped_ok and fine.timestep_us == 100.0
+    assert {n.name: n.latency_us for n in fine.nodes}["tilt_probe"] == 200.0
     # the toolchain wrote into the backend's folder, not into a home directory
     assert (tmp_path / "work" / ".spynnaker.cfg").exists()
     assert "virtual_board = True" in cfg_text_of(tmp_path / "work")
