@@ -153,6 +153,32 @@ def test_key_allocation_round_trips_and_rejects_bad_channels():
         keys.key("c", 0, 1)
 
 
+def test_live_io_encodes_batches_and_decodes_live_output():
+    from spikefuse.backends.spinnaker.runner import LiveIO
+
+    g = Graph("live")
+    g.input("x", 3, scale=1.0)
+    g.dense("h", "x", 0.5 * np.eye(3), scale=2.0)
+    g.output("y", "h", scale=2.0)
+    model = build(g)
+    io = LiveIO(model, compile_model(model))
+    sent = io.encode(model.index("x"), np.array([0, 2], np.int32), np.array([3, -1], np.int32))
+    spikes = [(label, counts_of(parse(m.bytestring))) for label, m in sent]
+    assert spikes == [("x+", {0: 3}), ("x-", {2: 1})]
+    assert io.sent[model.units_of("x")].tolist() == [3, 0, -1] and io.spikes_in == 4
+    io.receive("y+", [0, 0, 1])  # what the live connection's callback hands over
+    io.receive("y-", [1])
+    io.drain(123)
+    assert io.take_events() == [
+        (123, 0, 0, 0.5),
+        (123, 0, 0, 1.0),
+        (123, 0, 1, 0.5),
+        (123, 0, 1, 0.0),
+    ]
+    assert io.sent[model.units_of("y")].tolist() == [2, 0, 0]
+    assert io.take_events() == []
+
+
 # ----------------------------------------------------------------------------- NEST
 
 
@@ -251,6 +277,8 @@ def _mlp(path: Path) -> Path:
     return g.save(path)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_graphs_map_on_a_virtual_board(tmp_path):
     paths = []
     for name in ("example.yaml", "demo.yaml", "attitude.yaml"):

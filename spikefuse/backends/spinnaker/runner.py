@@ -40,6 +40,65 @@ from spikefuse.engine.base import EngineBase
 log = logging.getLogger(__name__)
 
 
+class LiveIO:
+    """The host side of live I/O, without the toolchain: bus counts -> EIEIO packets for
+    the input injectors, live output spikes (received on the connection's thread) ->
+    output events ``(t_ns, output, channel, sent/k)``, and the counts behind both."""
+
+    def __init__(self, model: Model, plan):
+        self.model = model
+        self.keys = InputKeys({n: int(model.node_size[model.index(n)]) for n in model.input_names})
+        for name, size in self.keys.sizes.items():
+            if size > 1 << 16:
+                raise MappingError(
+                    f"{size} channels: live injection sends 16-bit atom ids (at most 65536)",
+                    name,
+                )
+        self.sent = np.zeros(model.n_units, np.int64)
+        self.spikes = np.zeros(model.n_nodes, np.int64)
+        self.spikes_in = 0
+        self._received: deque[tuple[str, list[int]]] = deque()  # append/popleft: thread-safe
+        self._events: list[tuple[int, int, int, float]] = []
+        self.output_labels = {
+            label: (i, sign)
+            for i, name in enumerate(model.output_names)
+            for label, sign in zip(plan.pair(name), (1, -1), strict=True)
+        }
+
+    def encode(self, node: int, channels: np.ndarray, counts: np.ndarray):
+        """(injector label, EIEIO message) pairs for a batch into input node ``node``."""
+        m = self.model
+        packets = batch_packets(self.keys, m.node_names[node], channels, counts)
+        off = int(m.node_off[node])
+        np.add.at(self.sent, off + channels.astype(np.int64), counts.astype(np.int64))
+        n = int(np.abs(counts).sum())
+        self.spikes[node] += n
+        self.spikes_in += n
+        return packets
+
+    def receive(self, label: str, atoms: list[int]) -> None:
+        """Live output spikes of one Output population (the connection's callback)."""
+        self._received.append((label, list(atoms)))
+
+    def drain(self, t_ns: int) -> None:
+        """Turn the received spikes into output events stamped ``t_ns``."""
+        m = self.model
+        while self._received:
+            label, atoms = self._received.popleft()
+            idx, sign = self.output_labels[label]
+            node = int(m.output_nodes[idx])
+            off = int(m.node_off[node])
+            k = float(m.unit_scale[off])
+            for a in atoms:
+                self.sent[off + a] += sign
+                self.spikes[node] += 1
+                self._events.append((t_ns, idx, a, self.sent[off + a] / k))
+
+    def take_events(self) -> list[tuple[int, int, int, float]]:
+        out, self._events = self._events, []
+        return out
+
+
 class SpinnakerEngine(EngineBase):
     """See the module doc. ``close()`` stops the board and releases it."""
 
@@ -55,23 +114,7 @@ class SpinnakerEngine(EngineBase):
     # -- EngineBase hooks ---------------------------------------------------------------
     def _init_state(self, m: Model) -> None:
         self.plan = compile_model(m, self.cfg.max_step_quanta)  # MappingError names the node
-        self.keys = InputKeys({n: int(m.node_size[m.index(n)]) for n in m.input_names})
-        for name, size in self.keys.sizes.items():
-            if size > 1 << 16:
-                raise MappingError(
-                    f"{size} channels: live injection sends 16-bit atom ids (at most 65536)",
-                    name,
-                )
-        self._sent_units = np.zeros(m.n_units, np.int64)
-        self._spikes = np.zeros(m.n_nodes, np.int64)
-        self._spikes_in = 0
-        self._received: deque[tuple[str, list[int]]] = deque()
-        self._out_events: list[tuple[int, int, int, float]] = []
-        self._label_output = {
-            label: (i, name, sign)
-            for i, name in enumerate(m.output_names)
-            for label, sign in zip(self.plan.pair(name), (1, -1), strict=True)
-        }
+        self.io = LiveIO(m, self.plan)
         self._sim: Any = None
         self._conn: Any = None
         self._thread: threading.Thread | None = None
@@ -126,15 +169,15 @@ class SpinnakerEngine(EngineBase):
         sim.set_number_of_neurons_per_core(sim.IF_curr_delta, self.cfg.neurons_per_core)
         build_network(sim, self.plan, self.cfg.timestep_ms, live=True, notify_port=port)
         self._conn = SpynnakerLiveSpikesConnection(
-            receive_labels=list(self._label_output),
-            send_labels=[lab for n in self.keys.sizes for lab in self.keys.labels(n)],
+            receive_labels=list(self.io.output_labels),
+            send_labels=[lab for n in self.io.keys.sizes for lab in self.io.keys.labels(n)],
             local_port=port,
         )
-        for label in self._label_output:
+        for label in self.io.output_labels:
             self._conn.add_receive_callback(label, self._on_spikes)
-        first = next(iter(self.keys.sizes), None)
+        first = next(iter(self.io.keys.sizes), None)
         if first is not None:
-            self._conn.add_start_resume_callback(self.keys.labels(first)[0], self._on_start)
+            self._conn.add_start_resume_callback(self.io.keys.labels(first)[0], self._on_start)
         self._thread = threading.Thread(target=self._run, name="spinnaker-run", daemon=True)
         self._thread.start()
         if not self._started.wait(self.cfg.start_timeout_s) or self._run_error is not None:
@@ -152,39 +195,18 @@ class SpinnakerEngine(EngineBase):
         self._started.set()
 
     def _on_spikes(self, label: str, t_ms: int, atoms: list[int]) -> None:
-        self._received.append((label, list(atoms)))
+        self.io.receive(label, atoms)
 
     def _push(self, t_ns: int, node: int, channels: np.ndarray, counts: np.ndarray) -> None:
-        m = self.model
-        name = m.node_names[node]
-        for label, msg in batch_packets(self.keys, name, channels, counts):
+        for label, msg in self.io.encode(node, channels, counts):
             self._conn.send_eieio_message(msg, label)
-        off = int(m.node_off[node])
-        np.add.at(self._sent_units, off + channels.astype(np.int64), counts.astype(np.int64))
-        n = int(np.abs(counts).sum())
-        self._spikes[node] += n
-        self._spikes_in += n
-        self._drain(t_ns)
+        self.io.drain(t_ns)
 
     def _advance(self, t_ns: int) -> None:
-        self._drain(t_ns)
-
-    def _drain(self, t_ns: int) -> None:
-        m = self.model
-        while self._received:
-            label, atoms = self._received.popleft()
-            idx, name, sign = self._label_output[label]
-            node = int(m.output_nodes[idx])
-            off = int(m.node_off[node])
-            k = float(m.unit_scale[off])
-            for a in atoms:
-                self._sent_units[off + a] += sign
-                self._spikes[node] += 1
-                self._out_events.append((t_ns, idx, a, self._sent_units[off + a] / k))
+        self.io.drain(t_ns)
 
     def _take_outputs(self):
-        out, self._out_events = self._out_events, []
-        return out
+        return self.io.take_events()
 
     def _next_deadline(self) -> int | None:
         if self._thread is None:
@@ -192,10 +214,10 @@ class SpinnakerEngine(EngineBase):
         return self.now + round(self.cfg.timestep_ms * 1e6)
 
     def _sent(self) -> np.ndarray:
-        return self._sent_units
+        return self.io.sent
 
     def _counter_arrays(self):
-        return self._spikes, 0, 0, 0, self._spikes_in
+        return self.io.spikes, 0, 0, 0, self.io.spikes_in
 
     def _integrator_y(self) -> np.ndarray:
         return np.zeros(self.model.n_units)
