@@ -352,6 +352,22 @@ def test_core_on_a_virtual_board_maps_then_says_no_board_is_reachable(tmp_path):
     assert (tmp_path / "spinnaker-core" / ".spynnaker.cfg").exists()
 
 
+def test_core_with_an_unreachable_board_fails_in_bounded_time(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a free local UDP port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    graph = small_graph(tmp_path / "g.npz")
+    spin = {"machine_host": "127.0.0.2", "live_port": port, "start_timeout_s": 120}
+    cfg = core_config(tmp_path, graph, backend="spinnaker", spinnaker=spin)
+    res = _core(cfg, timeout_s=240)  # loopback only: nothing answers on 127.0.0.2
+    assert res.returncode == 1
+    # (the toolchain prints its own warning summary at exit, after ours)
+    ours = [ln for ln in res.stderr.splitlines() if ln.startswith("spikefuse core: error:")]
+    assert len(ours) == 1 and "SpiNNaker board 127.0.0.2 did not start: " in ours[0], ours
+
+
 def test_core_refuses_unmappable_graph_and_bad_section(tmp_path):
     g = Graph("bad")
     g.input("x", 2, scale=1.0)

@@ -32,9 +32,8 @@ class SpinnakerConfig(StrictModel):
     """largest membrane step of one synapse, in thresholds; larger ones are split over delays"""
     neurons_per_core: int = Field(256, ge=1, le=256)
     live_port: int = Field(19999, ge=1024, le=65535)
-    """local UDP port of the live spike connection (injection and live output)"""
-    database_port: int = Field(19998, ge=1024, le=65535)
-    """local UDP port the toolchain notifies when its database is ready"""
+    """local UDP port of the live spike connection: injection, live output, and the
+    toolchain's notification that its database is ready"""
     start_timeout_s: float = Field(300.0, gt=0.0, le=3600.0)
     """mapping + loading must finish within this time"""
     work_dir: Path | None = None
@@ -59,6 +58,15 @@ class SpinnakerConfig(StrictModel):
         if self.spalloc_user is not None and self.spalloc_server is None:
             raise ValueError("spalloc_user needs spalloc_server")
         return self
+
+    @property
+    def machine(self) -> str:
+        """The machine in words, for messages."""
+        if self.virtual_board:
+            return "a virtual board"
+        if self.machine_host is not None:
+            return f"board {self.machine_host}"
+        return f"spalloc {self.spalloc_server}"
 
     @property
     def time_scale_factor(self) -> int:

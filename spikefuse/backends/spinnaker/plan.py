@@ -23,7 +23,12 @@ or on NEST (the functional check without a board). The rules:
 * **Time.** Every synapse has a delay of at least one time step: a node ``d`` hops from
   an input answers ``d`` steps later than the engine, which answers at once.
 
-Nodes that have no such form raise :class:`MappingError` naming the node and the reason.
+* **Integrator** (approximate): a current-based pair whose synaptic current holds the
+  input level between spikes (see :func:`_add_integrator`).
+* **relu** (approximate): mapped as identity; the node's report says so.
+
+Nodes that have no such form (Product; tanh, sigmoid, abs, clip) raise
+:class:`MappingError` naming the node and the reason.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ class SpinnakerEngine(EngineBase):
         self._thread.start()
         if not self._started.wait(self.cfg.start_timeout_s) or self._run_error is not None:
             why = self._run_error or f"not started within {self.cfg.start_timeout_s:.0f} s"
-            raise BackendError(f"SpiNNaker machine did not start: {why}")
+            raise BackendError(f"SpiNNaker {self.cfg.machine} did not start: {why}")
 
     def _run(self) -> None:
         try:
@@ -227,12 +227,20 @@ class SpinnakerEngine(EngineBase):
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the run and release the machine (idempotent)."""
+        """Stop the run and release the machine (idempotent; bounded by start_timeout_s)."""
+        from spinn_utilities.exceptions import SimulatorShutdownException
+
         sim, self._sim = self._sim, None
-        if sim is not None and self._thread is not None:
-            sim.external_devices.request_stop()
-            self._thread.join(self.cfg.start_timeout_s)
-            sim.end()
+        thread, self._thread = self._thread, None
+        if sim is not None:
+            try:
+                if thread is not None and thread.is_alive() and self._run_error is None:
+                    sim.external_devices.request_stop()
+                    thread.join(self.cfg.start_timeout_s)
+                if thread is None or not thread.is_alive():
+                    sim.end()  # a thread still inside the toolchain dies with the process
+            except SimulatorShutdownException:
+                pass  # the toolchain already ended itself after a failed run
         if self._conn is not None:
             self._conn.close()
             self._conn = None
