@@ -163,11 +163,7 @@ class SpinnakerEngine(EngineBase):
         from spynnaker.pyNN.connections import SpynnakerLiveSpikesConnection
 
         port = self.cfg.live_port
-        from spikefuse.backends.spinnaker.pynn import build_network
-
-        sim.setup(timestep=self.cfg.timestep_ms, time_scale_factor=self.cfg.time_scale_factor)
-        sim.set_number_of_neurons_per_core(sim.IF_curr_delta, self.cfg.neurons_per_core)
-        build_network(sim, self.plan, self.cfg.timestep_ms, live=True, notify_port=port)
+        build_and_map(sim, self.plan, self.cfg, live=True, notify_port=port)
         self._conn = SpynnakerLiveSpikesConnection(
             receive_labels=list(self.io.output_labels),
             send_labels=[lab for n in self.io.keys.sizes for lab in self.io.keys.labels(n)],

@@ -147,15 +147,17 @@ class MappingReport:
         return "\n".join(rows)
 
 
-def build_and_map(sim: Any, plan: NetworkPlan, cfg: SpinnakerConfig, live: bool):
-    """``sim.setup`` + the network + one time step of ``sim.run`` (which maps, and on a
-    board loads and runs). Returns the :class:`~.pynn.Network`."""
+def build_and_map(
+    sim: Any, plan: NetworkPlan, cfg: SpinnakerConfig, live: bool, notify_port: int | None = None
+):
+    """``sim.setup`` and the network (mapping happens at the first ``sim.run``). Returns
+    the :class:`~.pynn.Network`."""
     from spikefuse.backends.spinnaker.pynn import build_network
 
     sim.setup(timestep=cfg.timestep_ms, time_scale_factor=cfg.time_scale_factor)
-    sim.set_number_of_neurons_per_core(sim.IF_curr_delta, cfg.neurons_per_core)
-    net = build_network(sim, plan, cfg.timestep_ms, live=live)
-    return net
+    for cell in (sim.IF_curr_delta, sim.IF_curr_exp):
+        sim.set_number_of_neurons_per_core(cell, cfg.neurons_per_core)
+    return build_network(sim, plan, cfg.timestep_ms, live=live, notify_port=notify_port)
 
 
 def placement_counts(plan: NetworkPlan) -> tuple[int, int, int]:
