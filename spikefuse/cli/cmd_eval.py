@@ -1,6 +1,6 @@
 """``spikefuse eval attitude LOG [--json] [--preset NAME | --mapping FILE]``: score the
-event-driven attitude graph on a recorded IMU log against ground truth (BROAD form) or
-VQF, side by side with the same graph run densely, VQF and gyro-only integration. Logs with
+event-driven attitude graph on a recorded IMU log (layout detected from its columns)
+against ground truth (BROAD form) or VQF, side by side with the same graph run densely, VQF and gyro-only integration. Logs with
 a magnetometer also run the 9D graph (heading); ``--set with_mag=false`` skips it."""
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "attitude",
         help="attitude RMSE (inclination; heading with a magnetometer), ops vs dense/VQF",
     )
-    a.add_argument("log", type=Path, help="CSV / CSV.gz / NPZ log (BROAD columns by default)")
+    a.add_argument(
+        "log",
+        type=Path,
+        help="IMU table log (.csv, .csv.gz, .npz); its column layout is detected from the "
+        f"header ({', '.join(sorted(PRESETS))}); ground truth as in BROAD, else VQF is the "
+        "reference",
+    )
     a.add_argument("--json", action="store_true", help="print one JSON object")
     src = a.add_mutually_exclusive_group()
     src.add_argument(
-        "--preset", choices=sorted(PRESETS), help="column layout (default: from the file name)"
+        "--preset",
+        choices=sorted(PRESETS),
+        help="column layout to use instead of the one detected from the header",
     )
     src.add_argument("--mapping", type=Path, help="table mapping YAML (see configs/tables/)")
     a.add_argument("--graph", type=Path, help="run this graph file instead of generating one")
