@@ -39,6 +39,7 @@ from spikefuse.attitude.run import (
     run_vqf,
 )
 from spikefuse.attitude.status import InputFlags, check_inputs, trust_summary
+from spikefuse.attitude.suite import add_ratios
 from spikefuse.engine.dense import DenseExecutor
 from spikefuse.errors import LogFileError
 from spikefuse.graph import Graph
@@ -177,6 +178,7 @@ def evaluate_attitude(
         flags.append("gravity_norm_off")
     if out.get("mag_untrusted_frac", 0.0) > 0.5:
         flags.append("mag_untrusted")
+    add_ratios(out)
     out["input_flags"] = flags_in.as_dict()
     out["flags"] = flags
     out["degraded"] = bool(flags)
