@@ -342,6 +342,9 @@ def _field_state(p: AttitudeParams, up0: np.ndarray, mag0: np.ndarray) -> dict[s
         upd["mag_horizontal_uT"] = b_h
     n0 = (mag0 - np.dot(mag0, up0) * up0) / upd.get("mag_horizontal_uT", p.mag_horizontal_uT)
     upd["n0"] = tuple(float(v) for v in n0)
+    upd["mag0_uT"] = tuple(float(v) for v in mag0)
+    if "mag_vertical_uT" not in p.model_fields_set:
+        upd["mag_vertical_uT"] = float(np.dot(mag0, up0))
     return upd
 
 
