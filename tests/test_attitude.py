@@ -446,3 +446,16 @@ def test_gimbal_launch_file_validates(repo_root: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "3 processes" in res.stdout
+
+
+def test_gimbal_launch_driver_scales_are_the_graph_inputs(repo_root: Path) -> None:
+    """The demo's imu driver quantizes at the shipped graph's input scales (the core applies
+    counts as given, so a mismatch would silently scale the rates)."""
+    import yaml
+
+    launch = yaml.safe_load((repo_root / "launch" / "imu_gimbal.yaml").read_text())
+    imu = next(p for p in launch["processes"] if p["name"] == "imu")
+    sets = dict(s.split("=", 1) for s in imu["set"])
+    g = Graph.load(repo_root / "configs" / "graphs" / "attitude.yaml")
+    for name in ("gyro", "accel"):
+        assert float(sets[f"groups.{name}.scale"]) == pytest.approx(g.nodes[name].scale, rel=1e-12)

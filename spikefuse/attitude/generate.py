@@ -124,7 +124,7 @@ class AttitudeParams(StrictModel):
         default=0.12, ge=0, description="no renormalisation while ||v|^2 - 1| <= this"
     )
     gate_in: float = Field(default=3.0, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
-    gate_out: float = Field(default=8.0, gt=0, description="no trust beyond this")
+    gate_out: float = Field(default=200.0, gt=0, description="no trust beyond this")
     trust_levels: int = Field(default=5, ge=1, description="quantization levels of the trust 0..1")
     up0: tuple[float, float, float] = Field(
         default=(0.0, 0.0, 1.0), description="initial body-frame up"
