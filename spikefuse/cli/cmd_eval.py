@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--no-compare", action="store_true", help="skip dense/VQF/gyro-only baselines")
     a.add_argument(
+        "--no-dense",
+        action="store_true",
+        help="skip the frame-by-frame run of the graph (the slowest baseline): its op count "
+        "is fixed per sample, so ops_ratio_vs_dense is still given; dense_* RMSEs are not",
+    )
+    a.add_argument(
         "--plot",
         type=Path,
         metavar="FILE",
@@ -84,7 +90,9 @@ def run_attitude(args: argparse.Namespace) -> int:
     )
     data = apply_overrides({"rate_hz": table.rate_hz}, args.overrides)
     params = validate_data(AttitudeParams, data, "--set")
-    report = evaluate_attitude(table, params, graph=graph, compare=not args.no_compare)
+    report = evaluate_attitude(
+        table, params, graph=graph, compare=not args.no_compare, dense=not args.no_dense
+    )
     if args.json:
         json.dump(_finite(report.fields), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
@@ -115,7 +123,9 @@ def _run_suite(args: argparse.Namespace, logs: list[Path], mapping, graph) -> in
     def score(table) -> dict:
         data = apply_overrides({"rate_hz": table.rate_hz}, args.overrides)
         params = validate_data(AttitudeParams, data, "--set")
-        return evaluate_attitude(table, params, graph=graph, compare=not args.no_compare).fields
+        return evaluate_attitude(
+            table, params, graph=graph, compare=not args.no_compare, dense=not args.no_dense
+        ).fields
 
     rep = evaluate_logs(logs, lambda p: load_table(p, mapping=mapping, preset=args.preset), score)
     if args.json:
