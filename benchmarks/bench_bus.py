@@ -135,9 +135,14 @@ def _child_echo(mode: str, endpoint_in: str, endpoint_out: str) -> None:
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    """A child process; it exits when its stdin is closed (see :func:`_finish`)."""
+    """A child process; it exits when its stdin is closed (see :func:`_finish`). It runs
+    in the temporary directory: ``-m`` puts the working directory first on ``sys.path``, and
+    from a repository checkout that would be the uncompiled source tree, not the installed
+    package the parent runs."""
     return subprocess.Popen(
-        [sys.executable, "-m", "spikefuse.benchmarks.bench_bus", *args], stdin=subprocess.PIPE
+        [sys.executable, "-m", "spikefuse.benchmarks.bench_bus", *args],
+        stdin=subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
     )
 
 

@@ -29,7 +29,7 @@ SIZES = (784, 512, 256, 10)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller workload (a few seconds)")
     p.add_argument("--no-nest", action="store_true", help="skip the NEST comparison")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of weights and inputs")
     p.add_argument("--repeat", type=int, default=0, help="best-of-N repeats (default 5, quick 3)")
     p.add_argument(
         "--nest-rate-hz", type=float, default=50.0, help="input Poisson rate per channel"

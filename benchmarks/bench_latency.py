@@ -49,8 +49,15 @@ BATCH_PERIOD_NS = 1_000_000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="per rate (default 3)")
-    p.add_argument("--idle-seconds", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=5.0,
+        help="how long the idle core is watched for its CPU use (default 5)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed of the benchmark graph and streams"
+    )
     p.add_argument(
         "--rt-priority",
         type=int,
@@ -82,10 +89,16 @@ def bench_graph(seed: int):
 
 
 def _spawn(argv: list[str], log: Path, rt_priority: int = 0) -> subprocess.Popen:
+    """Start a ``python -m spikefuse...`` child in the run directory: ``-m`` puts the
+    child's working directory first on ``sys.path``, so from a repository checkout the
+    child would import the uncompiled source tree instead of the installed package the
+    parent runs (issue 9)."""
     if rt_priority:
         argv = ["chrt", "--fifo", str(rt_priority), *argv]
     with log.open("w") as f:
-        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent
+        )
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -11,5 +11,6 @@ KINDS = MappingProxyType(
         "imu": "spikefuse.drivers.imu:IMU",
         "camera": "spikefuse.drivers.camera:CAMERA",
         "event_camera": "spikefuse.drivers.event_camera:EVENT_CAMERA",
+        "sim": "spikefuse.drivers.sim:SIM",
     }
 )

@@ -10,13 +10,14 @@ little-endian 16-bit words whose 4 most significant bits give the type:
 0x4   VECT_12       12-bit mask: events at base_x + i for set bit i; base_x += 12
 0x5   VECT_8        8-bit mask: events at base_x + i; base_x += 8
 0x6   TIME_LOW      bits 0-11 of the 24-bit microsecond time base
-0x8   TIME_HIGH     bits 12-23 of the time base (a decrease is a 2**24 µs wrap)
+0x8   TIME_HIGH     bits 12-23 of the time base (a fall by > half its range: 2**24 µs wrap)
 0xA   EXT_TRIGGER   counted, not decoded further; 0x7/0xE/0xF (continued/others) skipped
 ====  ============  =====================================================================
 
 Decoding is vectorised per chunk (forward-filling the decoder state over word indices);
 the state carries across chunks, so a file is read in bounded memory. Events before the
-first TIME_HIGH and ADDR_Y words are dropped and counted (the state is unknown).
+first TIME_HIGH and ADDR_Y words are dropped and counted (the state is unknown). Decoded
+time never goes backwards (see :meth:`Evt3Decoder._time`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ ADDR_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8, TIME_LOW, TIME_HIGH, EXT_TRIGGER =
     0xA,
 )
 _WRAP_US = 1 << 24
+_HALF_LOW = 1 << 11
+"""A TIME_LOW falling by more than this (half the 12-bit range) is a left-out TIME_HIGH."""
+_HALF_HIGH = 1 << 11
+"""A TIME_HIGH falling by more than this (half its 12-bit range) is a 2**24 µs wrap."""
 
 
 @dataclass
@@ -111,6 +116,11 @@ class Evt3Decoder:
         self.n_triggers = 0
         self.n_dropped_no_state = 0
         self.n_words = 0
+        self.n_high_words = 0
+        self.t_max = -1
+        self.n_time_clamped = 0
+        """events whose decoded time was behind an earlier one and was raised to it"""
+        self._raw_t = np.empty(0, np.int64)
 
     def decode(self, words: np.ndarray) -> np.ndarray:
         w = np.asarray(words, dtype=np.uint16).astype(np.int64)
@@ -166,6 +176,7 @@ class Evt3Decoder:
         self.n_dropped_no_state += int(np.count_nonzero(~ok))
         out = np.empty(int(np.count_nonzero(ok)), EVENT_DTYPE)
         out["t"] = t_us[word_i[ok]]
+        self.n_time_clamped += int(np.count_nonzero(self._raw_t[word_i[ok]] < out["t"]))
         out["x"] = x[ok]
         out["y"] = y[word_i[ok]]
         out["p"] = p[ok]
@@ -181,12 +192,19 @@ class Evt3Decoder:
         return np.where(last >= 0, values[np.maximum(last, 0)], initial)
 
     def _time(self, kind: np.ndarray, payload: np.ndarray) -> np.ndarray:
-        """Microsecond time of every word (-1 before the first TIME_HIGH), unwrapped.
+        """Microsecond time of every word (-1 before the first TIME_HIGH), unwrapped and
+        never going backwards.
 
-        ``time = high << 12 | low``. A TIME_HIGH smaller than the previous one starts a new
-        2**24 µs epoch. A TIME_LOW smaller than the previous TIME_LOW with no TIME_HIGH in
-        between means the writer left the TIME_HIGH out (some tools do): the high part is
-        then advanced by one until the next explicit TIME_HIGH."""
+        ``time = high << 12 | low``; explicit TIME_HIGH words are trusted. A TIME_HIGH more
+        than half its range below the previous one starts a new 2**24 µs epoch. A TIME_LOW
+        below the previous TIME_LOW with no TIME_HIGH in between is taken as a left-out
+        TIME_HIGH (the high part advances by one until the next explicit TIME_HIGH) only
+        when it falls by more than half the 12-bit range, or when the writer has not shown
+        that it writes TIME_HIGH words (fewer than two so far: some tools write only the
+        first one; so in a stream's first 4096 µs, before its second TIME_HIGH, a stray
+        backward TIME_LOW still reads as one). Whatever is left, e.g. a stray TIME_LOW a few
+        µs back, is clamped to the latest event time emitted and counted in
+        ``n_time_clamped``. The result does not depend on how the words are chunked."""
         n = kind.size
         is_high = kind == TIME_HIGH
         is_low = kind == TIME_LOW
@@ -194,9 +212,35 @@ class Evt3Decoder:
         hi_vals = payload[hi_idx]
         prev_hi = np.concatenate(([self.time_high], hi_vals[:-1]))
         wrapped = np.zeros(n, np.int64)
-        wrapped[hi_idx] = (hi_vals < prev_hi) & (prev_hi >= 0)
+        wrapped[hi_idx] = (prev_hi - hi_vals > _HALF_HIGH) & (prev_hi >= 0)
         wrap_n = self.n_wraps + np.cumsum(wrapped)
-        # implicit high increments: a low that went backwards without a TIME_HIGH before it
+        since_hi = self._implicit_highs(is_high, is_low, payload, hi_idx)
+        high = self._fill(is_high, payload, self.time_high)
+        low = self._fill(is_low, payload, self.time_low)
+        t = np.where(high >= 0, ((high + since_hi) << 12) + low + wrap_n * _WRAP_US, -1)
+        self.time_high = int(high[-1])
+        self.time_low = int(low[-1])
+        self.n_wraps = int(wrap_n[-1])
+        self.implicit = int(since_hi[-1])
+        self.n_high_words += hi_idx.size
+        lo_idx = np.flatnonzero(is_low)
+        if hi_idx.size or lo_idx.size:
+            last_h = hi_idx[-1] if hi_idx.size else -1
+            last_l = lo_idx[-1] if lo_idx.size else -1
+            self.high_since_low = bool(last_h > last_l)
+        # never backwards: the running maximum over the words that carry events (a
+        # TIME_HIGH before its TIME_LOW is no event time), carried across chunks
+        carries = (kind == ADDR_X) | (kind == VECT_12) | (kind == VECT_8)
+        mono = np.maximum(np.maximum.accumulate(np.where(carries, t, -1)), self.t_max)
+        self._raw_t = t
+        self.t_max = int(mono[-1])
+        return np.where(t >= 0, np.maximum(mono, t), -1)
+
+    def _implicit_highs(
+        self, is_high: np.ndarray, is_low: np.ndarray, payload: np.ndarray, hi_idx: np.ndarray
+    ) -> np.ndarray:
+        """High increments inferred since the last explicit TIME_HIGH, at every word."""
+        n = is_high.size
         lo_idx = np.flatnonzero(is_low)
         lo_vals = payload[lo_idx]
         prev_lo = np.concatenate(([self.time_low], lo_vals[:-1]))
@@ -205,25 +249,16 @@ class Evt3Decoder:
         if lo_idx.size:
             no_high_between[0] = n_high_before[0] == 0 and not self.high_since_low
             no_high_between[1:] = n_high_before[1:] == n_high_before[:-1]
+        fall = prev_lo - lo_vals
+        writes_highs = self.n_high_words + n_high_before >= 2
+        wrap = (fall > _HALF_LOW) | ((fall > 0) & ~writes_highs)
         implicit = np.zeros(n, np.int64)
-        implicit[lo_idx] = (lo_vals < prev_lo) & no_high_between
+        implicit[lo_idx] = wrap & no_high_between
         cum_imp = np.cumsum(implicit)
         last_hi = _ffill(hi_idx, n)
-        since_hi = np.where(
+        return np.where(
             last_hi >= 0, cum_imp - cum_imp[np.maximum(last_hi, 0)], cum_imp + self.implicit
         )
-        high = self._fill(is_high, payload, self.time_high)
-        low = self._fill(is_low, payload, self.time_low)
-        t = np.where(high >= 0, ((high + since_hi) << 12) + low + wrap_n * _WRAP_US, -1)
-        self.time_high = int(high[-1])
-        self.time_low = int(low[-1])
-        self.n_wraps = int(wrap_n[-1])
-        self.implicit = int(since_hi[-1])
-        if hi_idx.size or lo_idx.size:
-            last_h = hi_idx[-1] if hi_idx.size else -1
-            last_l = lo_idx[-1] if lo_idx.size else -1
-            self.high_since_low = bool(last_h > last_l)
-        return t
 
 
 def iter_events(path: Path, chunk_words: int = 1 << 20) -> Iterator[np.ndarray]:

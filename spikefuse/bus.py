@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -34,12 +34,13 @@ import zmq.auth
 from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
-from spikefuse.config import StrictModel
+from spikefuse.config import StrictModel, load_model
 from spikefuse.errors import BusError, ConfigError
 from spikefuse.protocol import (
     Decoder,
     Encoder,
     EventBatch,
+    Heartbeat,
     Message,
     coalesce_many,
     stream_of,
@@ -103,17 +104,23 @@ def default_ipc_endpoint(run_dir: Path, name: str) -> str:
 
 
 class SecurityConfig(StrictModel):
-    """CurveZMQ settings of one socket.
+    """CurveZMQ settings of one process (every socket it opens takes the same block).
 
     Sender (publisher, CURVE client): ``secret_key_file`` (its own key pair, as written by
     ``spikefuse keygen``) and ``server_public_key_file`` (the receiver's public key).
-    Receiver (subscriber, CURVE server): ``secret_key_file`` and ``allowed_client_keys``
-    (the public key files of the senders it accepts). ``insecure: true`` explicitly allows
-    plaintext on a non-loopback tcp endpoint."""
+    Receiver (subscriber, CURVE server): ``secret_key_file`` (or ``server_secret_key_file``
+    when the process receives under another key pair than the one it sends with) and
+    ``allowed_client_keys`` (the public key files of the senders it accepts).
+    ``insecure: true`` explicitly allows plaintext on a non-loopback tcp endpoint."""
 
     insecure: bool = False
     secret_key_file: Path | None = None
     server_public_key_file: Path | None = None
+    server_secret_key_file: Path | None = None
+    """Key pair of the receiving side (default: ``secret_key_file``). A publisher talks to
+    every receiver with one server key, so the receivers of one system share this pair
+    (``spikefuse launch`` uses ``bus.key_secret``); senders stay told apart by their own
+    keys in ``allowed_client_keys``."""
     allowed_client_keys: list[Path] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -121,13 +128,31 @@ class SecurityConfig(StrictModel):
         has_keys = self.secret_key_file is not None
         if self.insecure and (has_keys or self.server_public_key_file or self.allowed_client_keys):
             raise ValueError("insecure: true cannot be combined with key files")
-        if not has_keys and (self.server_public_key_file or self.allowed_client_keys):
+        if not has_keys and (
+            self.server_public_key_file or self.allowed_client_keys or self.server_secret_key_file
+        ):
             raise ValueError("secret_key_file is required when key files are given")
         return self
 
     @property
     def uses_curve(self) -> bool:
         return self.secret_key_file is not None
+
+    def resolved(self, resolve: Callable[[Path], Path]) -> SecurityConfig:
+        """A copy with every key path passed through ``resolve`` (a config file's
+        ``resolve_path``: relative key paths follow the file that names them)."""
+
+        def one(p: Path | None) -> Path | None:
+            return None if p is None else resolve(p)
+
+        return self.model_copy(
+            update={
+                "secret_key_file": one(self.secret_key_file),
+                "server_public_key_file": one(self.server_public_key_file),
+                "server_secret_key_file": one(self.server_secret_key_file),
+                "allowed_client_keys": [resolve(p) for p in self.allowed_client_keys],
+            }
+        )
 
 
 class PublisherConfig(StrictModel):
@@ -163,6 +188,16 @@ def _pydantic_endpoint(v: str) -> str:
         return validate_endpoint(v)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+
+
+def load_security(path: str | Path | None) -> SecurityConfig | None:
+    """A ``SecurityConfig`` YAML file (``--security FILE`` of the command-line tools);
+    relative key paths in it follow the file."""
+    if path is None:
+        return None
+    path = Path(path)
+    cfg = load_model(SecurityConfig, path)
+    return cfg.resolved(lambda p: p if p.expanduser().is_absolute() else path.parent / p)
 
 
 def generate_keypair(key_dir: Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
@@ -300,7 +335,12 @@ def _apply_client_security(sock: zmq.Socket, security: SecurityConfig) -> None:
 
 
 def _server_keys(security: SecurityConfig) -> tuple[bytes, bytes, set[bytes]]:
-    public, secret = _load_key(security.secret_key_file, "security.secret_key_file", True)
+    if security.server_secret_key_file is not None:
+        public, secret = _load_key(
+            security.server_secret_key_file, "security.server_secret_key_file", True
+        )
+    else:
+        public, secret = _load_key(security.secret_key_file, "security.secret_key_file", True)
     if not security.allowed_client_keys:
         raise ConfigError(
             "a receiving socket with keys needs allowed_client_keys (the senders it accepts)",
@@ -352,12 +392,14 @@ class Publisher(_Closes):
         self.n_sent = 0
         self.n_dropped = 0
         self.n_subscriptions = 0
+        self._live: dict[bytes, int] = {}  # topic prefix -> subscriptions currently held
         self._encoder = Encoder()
         try:
             sock = self._owner.sock = self._owner.ctx.socket(zmq.XPUB)
             sock.linger = self._linger_ms
             sock.sndhwm = hwm
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every unsubscription too (a peer leaving)
             if nodrop:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
             if security is not None and security.uses_curve:
@@ -413,8 +455,18 @@ class Publisher(_Closes):
                 frame = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return self.n_subscriptions
+            prefix = frame[1:]
             if frame[:1] == b"\x01":
                 self.n_subscriptions += 1
+                self._live[prefix] = self._live.get(prefix, 0) + 1
+            elif frame[:1] == b"\x00" and self._live.get(prefix, 0) > 0:
+                self._live[prefix] -= 1
+
+    def has_subscriber(self, topic: bytes) -> bool:
+        """Whether a subscription matching ``topic`` is held right now, as far as the
+        notices read so far tell (call :meth:`poll_subscriptions` first): a message sent
+        to a topic nobody holds reaches no one, which ZeroMQ does not count."""
+        return any(n > 0 and topic.startswith(p) for p, n in self._live.items())
 
     def wait_for_subscribers(self, n: int = 1, timeout_s: float = 5.0) -> bool:
         """Block until ``n`` subscriptions arrived (avoids losing the first messages to the
@@ -536,12 +588,14 @@ class RawSocket(_Closes):
 
 
 class _Slot:
-    __slots__ = ("msg", "key", "extra")
+    __slots__ = ("msg", "key", "extra", "open")
 
     def __init__(self, msg: Message, key: str) -> None:
         self.msg: Message | None = msg
         self.key = key
         self.extra: list[EventBatch] | None = None
+        self.open = True
+        """later batches may still merge in (until a heartbeat of its sensor queues up)"""
 
     def resolve(self) -> Message:
         msg = self.msg
@@ -558,7 +612,9 @@ class InputQueue:
     of the same stream (same sensor, input and scale) is still queued is merged into it
     (counted in ``n_coalesced``); the merged batch sums counts per channel, so the
     integrated value of every channel is exactly preserved. Batches are not merged across
-    a scale change or a sequence number that does not advance (a restarted sender)."""
+    a scale change, a sequence number that does not advance (a restarted sender), or a
+    Heartbeat of their sensor: its totals count the batches sent before it, so a batch
+    sent after it must not be applied before it (the keyframe would undo it)."""
 
     def __init__(self, policy: Policy = "keep", max_queue: int = 10000) -> None:
         if policy not in ("keep", "coalesce"):
@@ -578,10 +634,12 @@ class InputQueue:
 
     def put(self, msg: Message) -> None:
         key = stream_of(msg)
+        if isinstance(msg, Heartbeat) and self.policy == "coalesce":
+            self._close_batches_of(msg.sensor)
         sq = self._streams.get(key)
         if sq is None:
             sq = self._streams[key] = deque()
-        elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq:
+        elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq and sq[-1].open:
             slot = sq[-1]
             last = slot.extra[-1] if slot.extra else slot.msg
             # never across a scale change or a sender restart (seq not advancing)
@@ -602,6 +660,12 @@ class InputQueue:
             old.msg = None
             old.extra = None
             self._n_live -= 1
+
+    def _close_batches_of(self, sensor: str) -> None:
+        prefix = f"sensor/{sensor}/"
+        for key, sq in self._streams.items():
+            if sq and key.startswith(prefix):
+                sq[-1].open = False
 
     def pop(self) -> Message | None:
         while self._order:

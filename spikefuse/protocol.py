@@ -49,6 +49,16 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 
+MAX_ABS_TIME_NS = 2**62
+"""Every time field (``t_ns``, ``cause_t_ns``, ``epoch_offset_ns``) lies in
+[-MAX_ABS_TIME_NS, MAX_ABS_TIME_NS] (±146 years): sums of a time, an offset and a
+per-event offset can then never overflow int64."""
+MAX_DT_NS = 86_400 * 10**9
+"""Largest per-event offset ``dt_ns`` (one day)."""
+MAX_CLOCK_SKEW_NS = 86_400 * 10**9
+"""A receiver acting on a message's time (the fusion core) accepts times within one day of
+its own clock and counts the rest (``bad_time``); see ``docs/protocol.md`` section 4."""
+
 MAX_NAME_LEN = 256
 """Longest sensor / actuator / input / source name accepted (characters)."""
 MAX_DETAIL_LEN = 4096
@@ -264,6 +274,10 @@ def _enc_int(v: Any, path: str, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int
     return v
 
 
+def _enc_time(v: Any, path: str) -> int:
+    return _enc_int(v, path, -MAX_ABS_TIME_NS, MAX_ABS_TIME_NS)
+
+
 def _enc_name(v: Any, path: str) -> str:
     if not isinstance(v, str) or not v or len(v) > MAX_NAME_LEN:
         raise _enc_err(path, f"expected a non-empty str of <= {MAX_NAME_LEN} chars, found {v!r}")
@@ -302,8 +316,8 @@ def _fields_event_batch(m: EventBatch) -> list[Any]:
         dta = _enc_array(m.dt_ns, _I8, "EventBatch.dt_ns")
         if len(dta) != len(ch):
             raise _enc_err("EventBatch.dt_ns", f"length {len(dta)} != channels length {len(ch)}")
-        if dta.size and int(dta.min()) < 0:
-            raise _enc_err("EventBatch.dt_ns", "negative offset")
+        if dta.size and (int(dta.min()) < 0 or int(dta.max()) > MAX_DT_NS):
+            raise _enc_err("EventBatch.dt_ns", f"offset outside [0, {MAX_DT_NS}]")
         dt = dta.tobytes()
     scale = float(m.scale)
     if not (math.isfinite(scale) and scale > 0):
@@ -311,8 +325,8 @@ def _fields_event_batch(m: EventBatch) -> list[Any]:
     return [
         _enc_name(m.sensor, "EventBatch.sensor"),
         _enc_int(m.seq, "EventBatch.seq", 0),
-        _enc_int(m.t_ns, "EventBatch.t_ns"),
-        _enc_int(m.epoch_offset_ns, "EventBatch.epoch_offset_ns"),
+        _enc_time(m.t_ns, "EventBatch.t_ns"),
+        _enc_time(m.epoch_offset_ns, "EventBatch.epoch_offset_ns"),
         _enc_name(m.input, "EventBatch.input"),
         scale,
         ch_raw,
@@ -339,7 +353,7 @@ def _fields_heartbeat(m: Heartbeat) -> list[Any]:
     return [
         _enc_name(m.sensor, "Heartbeat.sensor"),
         _enc_int(m.seq, "Heartbeat.seq", 0),
-        _enc_int(m.t_ns, "Heartbeat.t_ns"),
+        _enc_time(m.t_ns, "Heartbeat.t_ns"),
         m.state,
         m.detail,
         totals,
@@ -353,8 +367,8 @@ def _fields_motor(m: MotorCommand) -> list[Any]:
     return [
         _enc_name(m.actuator, "MotorCommand.actuator"),
         _enc_int(m.seq, "MotorCommand.seq", 0),
-        _enc_int(m.t_ns, "MotorCommand.t_ns"),
-        _enc_int(m.cause_t_ns, "MotorCommand.cause_t_ns"),
+        _enc_time(m.t_ns, "MotorCommand.t_ns"),
+        _enc_time(m.cause_t_ns, "MotorCommand.cause_t_ns"),
         values.tobytes(),
     ]
 
@@ -365,7 +379,7 @@ def _fields_status(m: Status) -> list[Any]:
     return [
         _enc_name(m.source, "Status.source"),
         _enc_int(m.seq, "Status.seq", 0),
-        _enc_int(m.t_ns, "Status.t_ns"),
+        _enc_time(m.t_ns, "Status.t_ns"),
         m.metrics,
     ]
 
@@ -443,6 +457,10 @@ def _int(v: Any, path: str, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
     return v
 
 
+def _time(v: Any, path: str) -> int:
+    return _int(v, path, -MAX_ABS_TIME_NS, MAX_ABS_TIME_NS)
+
+
 def _name(v: Any, path: str) -> str:
     if type(v) is not str:
         raise _bad(path, f"expected str, found {_type_name(v)}")
@@ -464,8 +482,8 @@ def _array(v: Any, dtype: np.dtype, path: str) -> np.ndarray:
 def _dec_event_batch(f: list[Any]) -> EventBatch:
     sensor = _name(f[0], "EventBatch.sensor")
     seq = _int(f[1], "EventBatch.seq", 0)
-    t_ns = _int(f[2], "EventBatch.t_ns")
-    epoch = _int(f[3], "EventBatch.epoch_offset_ns")
+    t_ns = _time(f[2], "EventBatch.t_ns")
+    epoch = _time(f[3], "EventBatch.epoch_offset_ns")
     inp = _name(f[4], "EventBatch.input")
     scale = f[5]
     if type(scale) is not float or not (math.isfinite(scale) and scale > 0):
@@ -487,15 +505,15 @@ def _dec_event_batch(f: list[Any]) -> EventBatch:
             raise _bad(
                 "EventBatch.dt_ns", f"length {len(dt)} != channels length {len(channels)}", R_LENGTH
             )
-        if _has_negative(f[8], _I8):
-            raise _bad("EventBatch.dt_ns", "negative offset")
+        if _has_negative(f[8], _I8) or (dt.size and int(dt.max()) > MAX_DT_NS):
+            raise _bad("EventBatch.dt_ns", f"offset outside [0, {MAX_DT_NS}]")
     return EventBatch(sensor, seq, t_ns, inp, scale, channels, counts, epoch, dt)
 
 
 def _dec_heartbeat(f: list[Any]) -> Heartbeat:
     sensor = _name(f[0], "Heartbeat.sensor")
     seq = _int(f[1], "Heartbeat.seq", 0)
-    t_ns = _int(f[2], "Heartbeat.t_ns")
+    t_ns = _time(f[2], "Heartbeat.t_ns")
     state = f[3]
     if state not in HEARTBEAT_STATES or type(state) is not str:
         raise _bad("Heartbeat.state", f"expected one of {HEARTBEAT_STATES}, found {state!r}")
@@ -519,8 +537,8 @@ def _dec_heartbeat(f: list[Any]) -> Heartbeat:
 def _dec_motor(f: list[Any]) -> MotorCommand:
     actuator = _name(f[0], "MotorCommand.actuator")
     seq = _int(f[1], "MotorCommand.seq", 0)
-    t_ns = _int(f[2], "MotorCommand.t_ns")
-    cause = _int(f[3], "MotorCommand.cause_t_ns")
+    t_ns = _time(f[2], "MotorCommand.t_ns")
+    cause = _time(f[3], "MotorCommand.cause_t_ns")
     values = _array(f[4], _F8, "MotorCommand.values")
     if not _all_finite(values):
         raise _bad("MotorCommand.values", "non-finite value")
@@ -549,7 +567,7 @@ def _check_metric(v: Any, path: str, depth: int) -> None:
 def _dec_status(f: list[Any]) -> Status:
     source = _name(f[0], "Status.source")
     seq = _int(f[1], "Status.seq", 0)
-    t_ns = _int(f[2], "Status.t_ns")
+    t_ns = _time(f[2], "Status.t_ns")
     metrics = f[3]
     if type(metrics) is not dict:
         raise _bad("Status.metrics", f"expected map, found {_type_name(metrics)}")
@@ -584,8 +602,10 @@ def _unpack(payload: bytes) -> Any:
         return msgpack.unpackb(payload)
     except ValueError as exc:  # msgpack's errors (ExtraData, FormatError, ...) are ValueErrors
         text = str(exc)
-        if "incomplete input" in text:
-            raise _bad("payload", "truncated msgpack data", R_TRUNCATED) from None
+        # a length beyond msgpack's limits (the payload's own size) cannot fit in the
+        # payload either: the data ends early (a header cut inside its first bytes)
+        if "incomplete input" in text or "exceeds max_" in text:
+            raise _bad("payload", f"truncated msgpack data ({text})", R_TRUNCATED) from None
         raise _bad(
             "payload", f"not valid msgpack: {text or type(exc).__name__}", R_MALFORMED
         ) from None

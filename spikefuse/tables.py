@@ -16,7 +16,8 @@ array) or ``key[i]``, column ``i`` of a 2-D array.
 
 :data:`PRESETS` holds the mappings of the shared recordings (``broad``, ``vqf``, ``xio``);
 ``configs/tables/*.yaml`` mirror them. :func:`load_table` reads a file with a mapping, a
-preset name, or (neither given) a preset guessed from the file name.
+preset name, or (neither given) the preset whose columns the file has (its CSV header or
+NPZ arrays, :func:`detect_preset`).
 
 Bad input raises :class:`~spikefuse.errors.LogFileError` (unreadable file, non-numeric
 cell, ragged row, non-monotonic time: naming ``file:line`` and the column) or
@@ -197,16 +198,33 @@ def load_mapping(path: str | Path, overrides: list[str] | None = None) -> TableM
     return load_model(TableMapping, path, overrides)
 
 
-def guess_preset(path: str | Path) -> str | None:
-    """The preset matching a shared recording's file name, or None."""
-    name = Path(path).name.lower()
-    if name.startswith("broad") or "broad" in Path(path).parent.name.lower():
-        return "broad"
-    if name.endswith(".npz") and ("imu_data" in name or Path(path).parent.name == "vqf"):
-        return "vqf"
-    if name == "sensor_data.csv" or Path(path).parent.name.lower() == "xio":
-        return "xio"
-    return None
+def detect_preset(path: str | Path) -> str | None:
+    """The preset whose columns the file has (CSV header cells, NPZ array columns), or
+    None; when several match, the one that reads the most columns."""
+    names = set(_column_names(Path(path)))
+    matches = [k for k, m in PRESETS.items() if set(m.columns()) <= names]
+    return max(matches, key=lambda k: len(PRESETS[k].columns()), default=None)
+
+
+def _column_names(path: Path) -> list[str]:
+    """What a mapping can name in ``path``: CSV header cells; NPZ 1-D keys and ``key[i]``."""
+    if not path.is_file():
+        raise LogFileError(f"{path}: file not found")
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                shapes = {k: z[k].shape for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise LogFileError(f"{path}: cannot read npz: {exc}") from None
+        names = [k for k, sh in shapes.items() if len(sh) == 1]
+        return names + [
+            f"{k}[{i}]" for k, sh in shapes.items() if len(sh) == 2 for i in range(sh[1])
+        ]
+    try:
+        with _open_text(path) as fh:
+            return [h.strip() for h in next(csv.reader([fh.readline()]), [])]
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise LogFileError(f"{path}: cannot read: {exc}") from None
 
 
 def load_table(
@@ -214,7 +232,7 @@ def load_table(
 ) -> Table:
     """Read ``path`` (``.csv``, ``.csv.gz``, ``.npz``) with ``mapping`` or ``preset``.
 
-    With neither, the preset is guessed from the file name (:func:`guess_preset`)."""
+    With neither, the preset is detected from the file's columns (:func:`detect_preset`)."""
     path = Path(path)
     mapping = _choose_mapping(path, mapping, preset)
     if not path.is_file():
@@ -268,11 +286,14 @@ def _choose_mapping(path: Path, mapping: TableMapping | None, preset: str | None
     if mapping is not None:
         return mapping
     if preset is None:
-        preset = guess_preset(path)
+        preset = detect_preset(path)
         if preset is None:
+            cols = _column_names(path)
+            shown = ", ".join(repr(c) for c in cols[:12]) + (", ..." if len(cols) > 12 else "")
             raise ConfigError(
-                f"cannot tell the table layout from the file name; give a preset "
-                f"({', '.join(sorted(PRESETS))}) or a mapping file",
+                f"its columns ({shown or 'none'}) match no known table layout: choose one with "
+                f"--preset NAME (known presets: {', '.join(sorted(PRESETS))}) or describe the "
+                "columns with --mapping FILE (a table mapping, see configs/tables/)",
                 str(path),
             )
     if preset not in PRESETS:
@@ -426,7 +447,7 @@ __all__ = [
     "ColumnGroup",
     "Table",
     "TableMapping",
-    "guess_preset",
+    "detect_preset",
     "load_aedat_imu",
     "load_mapping",
     "load_table",

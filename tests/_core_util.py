@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from spikefuse.errors import LogFileError
 from spikefuse.graph import Graph
+from spikefuse.recording.mcapio import open_log
 
 
 def small_graph(path: Path, n: int = 4, with_integrator: bool = False) -> Path:
@@ -135,3 +137,22 @@ def wait_until(pred, timeout_s: float, poll_s: float = 0.01):
 
 
 __all__ = ["os"]
+
+
+def wait_recorded(paths, n: int, timeout_s: float = 60.0) -> int:
+    """Wait until the recorder's files (finished or still open, read as they are on disk)
+    hold ``n`` messages: the recorder flushes every --flush-interval, so this synchronises
+    on its output instead of on a sleep. Returns the count reached."""
+    deadline = time.monotonic() + timeout_s
+    got = 0
+    while time.monotonic() < deadline:
+        got = 0
+        for p in paths():
+            try:
+                got += len(open_log(p).messages)
+            except LogFileError:
+                pass  # a file just created (no header yet)
+        if got >= n:
+            return got
+        time.sleep(0.05)
+    return got

@@ -323,3 +323,36 @@ def test_bad_heartbeat_totals_are_counted_not_applied(tmp_path):
     core.handle(Heartbeat("s", 1, 2 * MS, "ok", "", {"nope": np.ones(2, np.int64)}), 2 * MS)
     assert core.drops.get("bad_totals") == 1
     assert np.array_equal(core.engine.output_value("y"), [1.0, 0.0, 0.0, 0.0])
+
+
+def test_latency_report_is_the_bucket_that_holds_each_percentile():
+    rng = np.random.default_rng(3)
+    lat_ns = (rng.lognormal(7.5, 0.7, 5000) * 1000).astype(np.int64)
+    h = LatencyHistogram()
+    for v in lat_ns:
+        h.add(int(v))
+    for q in (50, 99):
+        lo, hi = h.range_us(q)
+        exact_us = np.percentile(lat_ns / 1000.0, q, method="inverted_cdf")
+        assert lo <= exact_us <= hi and hi / lo < 1.1, (q, lo, exact_us, hi)
+    text = h.describe()
+    assert text.startswith("p50 ") and ", p99 " in text and text.endswith("(n 5000)")
+    assert not any(
+        len(tok.split(".")[-1]) > 2 for tok in text.replace("-", " ").split() if "." in tok
+    )
+    assert LatencyHistogram().describe() == "no samples"
+
+
+def test_stream_rates_read_driver_counters_and_skip_anything_else():
+    from spikefuse.core.report import stream_rates
+
+    def st(t_s, groups):
+        return Status("imu", 0, int(t_s * 1e9), {"groups": groups})
+
+    g = {"input": "gyro", "values_per_item": 3, "n_items": 100, "n_events": 30}
+    g2 = {**g, "n_items": 1100, "n_events": 330}
+    bad = {"input": "x", "values_per_item": "3", "n_items": 1, "n_events": 1}
+    rates = stream_rates(st(1.0, {"gyro": g, "b": bad}), st(2.0, {"gyro": g2, "b": bad}))
+    assert rates == {"gyro": (1000.0, 3000.0, 300.0)}
+    assert stream_rates(st(2.0, {"gyro": g}), st(2.0, {"gyro": g2})) == {}
+    assert stream_rates(Status("imu", 0, 0, {}), Status("imu", 1, 5, {"groups": 7})) == {}

@@ -15,7 +15,7 @@ from _drivers_util import Received, collect, drain, run_in_thread, start_driver,
 
 from spikefuse.bus import Subscriber
 from spikefuse.drivers.event_camera import EVENT_CAMERA
-from spikefuse.drivers.evt3 import Evt3Decoder, iter_events, read_header
+from spikefuse.drivers.evt3 import TIME_LOW, Evt3Decoder, iter_events, read_header
 from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.sdk import load_driver_config
 
@@ -185,15 +185,15 @@ def _random_events(rng: np.random.Generator, n: int, t_span_us: int) -> np.ndarr
 
 def test_evt3_decoder_hand_assembled_words():
     words = [
-        0x8001,  # TIME_HIGH 1
-        0x6005,  # TIME_LOW 5 -> t = 4096 + 5
+        0x8FFF,  # TIME_HIGH 4095
+        0x6005,  # TIME_LOW 5 -> t = 4095 * 4096 + 5
         0x0011,  # ADDR_Y 17
         0x2803,  # ADDR_X x=3, ON
         0x3000 | 100,  # VECT_BASE_X 100, OFF
         0x4000 | 0b100000000101,  # VECT_12: x = 100, 102, 111
         0x5000 | 0b10000001,  # VECT_8: x = 112, 119
         0xA001,  # EXT_TRIGGER (counted, no event)
-        0x8000,  # TIME_HIGH 0 < 1: 24-bit wrap
+        0x8000,  # TIME_HIGH 0, more than half the range below 4095: 24-bit wrap
         0x6000,
         0x2001,  # x=1 OFF at t = 2**24
     ]
@@ -202,11 +202,44 @@ def test_evt3_decoder_hand_assembled_words():
     assert ev["x"].tolist() == [3, 100, 102, 111, 112, 119, 1]
     assert ev["p"].tolist() == [1, 0, 0, 0, 0, 0, 0]
     assert ev["y"].tolist() == [17] * 7
-    assert ev["t"].tolist() == [4101] * 6 + [1 << 24]
+    assert ev["t"].tolist() == [(0xFFF << 12) + 5] * 6 + [1 << 24]
     assert dec.n_triggers == 1
     dec2 = Evt3Decoder()
     assert dec2.decode(np.array([0x2001, 0x8000, 0x2002], np.uint16)).size == 0  # no y yet
     assert dec2.n_dropped_no_state == 2
+
+
+def test_evt3_stray_time_low_never_runs_time_backwards(tmp_path):
+    """A conformant stream (TIME_HIGH on every change) with stray TIME_LOW words a few µs
+    back: trusted TIME_HIGH words, no inferred 4096 µs jump, no time going backwards."""
+    rng = np.random.default_rng(3)
+    ev = _random_events(rng, 20_000, 500_000)  # 0.5 s, ~120 TIME_HIGH changes, one wrap
+    ev["t"] += (1 << 24) - 250_000
+    words = np.frombuffer(encode_evt3(ev), "<u2").astype(np.int64)
+    lows = np.flatnonzero((words >> 12) == TIME_LOW)[5::40]
+    # (before its second TIME_HIGH a stream has not shown that it writes them: a backward
+    # TIME_LOW there is read as a left-out TIME_HIGH, as some writers need)
+    second_high = np.flatnonzero((words >> 12) == 0x8)[1]
+    lows = lows[((words[lows] & 0xFFF) >= 16) & (lows > second_high)]
+    stray = 0x6000 | ((words[lows] & 0xFFF) - rng.integers(1, 16, lows.size))
+    # a stray word a few µs back, between the true TIME_LOW and the events it stamps
+    words = np.insert(words, lows + 1, stray).astype("<u2")
+    path = tmp_path / "stray.raw"
+    path.write_bytes(HEADER + words.tobytes())
+    for chunk in (3, 1000, 1 << 20):
+        dec = Evt3Decoder()
+        out = np.concatenate(
+            [dec.decode(c) for c in np.array_split(words, max(1, words.size // chunk))]
+        )
+        t = out["t"].astype(np.int64)
+        assert np.all(np.diff(t) >= 0), "time went backwards"
+        true_t = ev["t"].astype(np.int64)
+        # an event stamped by a stray word keeps the true time (the clamp) or is at most
+        # 15 µs early; none is 4096 µs late
+        assert np.all(t <= true_t) and np.all(true_t - t < 16)
+        assert dec.n_time_clamped > 0 and out.size == ev.size
+    t = np.concatenate(list(iter_events(path)))["t"].astype(np.int64)
+    assert abs((t[-1] - t[0]) - (int(ev["t"][-1]) - int(ev["t"][0]))) < 16
 
 
 def test_evt3_round_trip_across_wraps_and_any_chunking(tmp_path):

@@ -14,6 +14,8 @@ from spikefuse.engine.semantics import activate, round_half_away_array
 from spikefuse.graph import Graph
 from tests._randgraph import random_dynamic_graph, random_static_graph, random_stream
 
+INT32_MAX = 2**31 - 1
+
 ENGINES = [Engine, ReferenceEngine]
 
 
@@ -423,3 +425,56 @@ def test_push_many_validates_everything_first():
     with pytest.raises(ValueError, match="batch 0: unknown input"):
         eng.push_many([1], ["q"], [0, 1], [0], [1])
     np.testing.assert_array_equal(eng.output_value("y"), [0.0, 0.0])
+
+
+def _huge_integrator_start():
+    """Integrator with k = 1 starting at y0 = 9.3e18 (> 2^63 after rounding)."""
+    g = Graph()
+    g.input("x", 1, 1.0)
+    g.integrator("i", "x", gain=1.0, tau_s=None, y0=9.3e18, scale=1.0)
+    g.output("y", "i", scale=1.0)
+    return g, [], 10, "i", 1
+
+
+def _huge_output_scale():
+    """Input -> Output with Output scale 9.3e15 and 1000 counts: k*v = 9.3e18."""
+    g = Graph()
+    g.input("x", 1, 1.0)
+    g.output("y", "x", scale=9.3e15)
+    return g, [(5, [0], [1000])], 10, "y", 1
+
+
+def _integrator_crossing_at_1e20():
+    """k*y goes from 0 to 1e20 within the nanosecond of its first crossing."""
+    g = Graph()
+    g.input("x", 1, 1.0)
+    g.integrator("i", "x", gain=1e29, tau_s=None, scale=1.0)
+    g.output("y", "i", scale=1e-9)
+    return g, [(5, [0], [1])], 7, "i", 2
+
+
+@pytest.mark.parametrize(
+    "case", [_huge_integrator_start, _huge_output_scale, _integrator_crossing_at_1e20]
+)
+def test_send_beyond_int64_clips_to_int32_max_in_both_engines(case):
+    """A send whose k*v is beyond 2^63 (a huge scale, y0, or k*y) is the documented clip
+    to +(2^31 - 1) with one counted saturation per send, identically in the compiled
+    engine and the reference (no sign flip from an overflowing float -> int64)."""
+    g, stream, end, node, n_sends = case()
+    results = []
+    for cls in ENGINES:
+        eng = cls(g)
+        chunks = [eng.start(0)]
+        for t, ch, co in stream:
+            chunks.append(eng.push(t, "x", ch, co))
+        chunks.append(eng.advance(end))
+        results.append((np.concatenate(chunks), eng))
+    (a, ea), (b, eb) = results
+    assert a.tobytes() == b.tobytes()
+    assert ea.counters == eb.counters
+    assert ea.next_deadline() == eb.next_deadline()
+    k = g.nodes[node].scale
+    for eng in (ea, eb):
+        assert eng.node_value(node)[0] * k == n_sends * INT32_MAX
+        assert eng.counters["n_saturated"] >= n_sends
+    assert a.size and (a["value"] > 0).all(), a

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from spikefuse.errors import ProtocolError
 from spikefuse.protocol import (
+    MAX_DT_NS,
     PROTOCOL_VERSION,
     Decoder,
     Encoder,
@@ -29,6 +30,7 @@ from spikefuse.protocol import (
 )
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
+TIME = st.integers(-(2**62), 2**62)
 SEQ = st.integers(0, 2**63 - 1)
 NAME = st.text(min_size=1, max_size=40)
 
@@ -89,8 +91,8 @@ def test_arrays_are_zero_copy_little_endian():
     sensor=NAME,
     inp=NAME,
     seq=SEQ,
-    t_ns=INT64,
-    epoch=INT64,
+    t_ns=TIME,
+    epoch=TIME,
     scale=st.floats(min_value=1e-300, max_value=1e300),
     data=st.data(),
 )
@@ -104,7 +106,7 @@ def test_event_batch_round_trip_property(sensor, inp, seq, t_ns, epoch, scale, d
     dt = None
     if data.draw(st.booleans()):
         dt = np.array(
-            data.draw(st.lists(st.integers(0, 2**63 - 1), min_size=n, max_size=n)), np.int64
+            data.draw(st.lists(st.integers(0, MAX_DT_NS), min_size=n, max_size=n)), np.int64
         )
     msg = EventBatch(sensor, seq, t_ns, inp, scale, channels, counts, epoch, dt)
     assert decode(encode(msg)) == msg
@@ -123,7 +125,7 @@ METRIC = st.recursive(
 @given(
     source=NAME,
     seq=SEQ,
-    t_ns=INT64,
+    t_ns=TIME,
     metrics=st.dictionaries(st.text(max_size=8), METRIC, max_size=6),
     values=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=16),
     state=st.sampled_from(["ok", "degraded", "failed"]),
@@ -219,6 +221,39 @@ def _eb_fields(**over):
             "bad_field",
             "EventBatch.channels: negative",
         ),
+        # times: every sum of a time, an offset and dt_ns must stay within int64
+        (_raw(PROTOCOL_VERSION, 1, *_eb_fields(t_ns=2**62 + 1)), "bad_field", "EventBatch.t_ns"),
+        (_raw(PROTOCOL_VERSION, 1, *_eb_fields(t_ns=-(2**63))), "bad_field", "EventBatch.t_ns"),
+        (
+            _raw(PROTOCOL_VERSION, 1, *_eb_fields(epoch=2**63 - 1)),
+            "bad_field",
+            "EventBatch.epoch_offset_ns",
+        ),
+        (
+            _raw(
+                PROTOCOL_VERSION,
+                1,
+                *_eb_fields(t_ns=1, dt=np.array([0, 0, 0, 2**63 - 1], "<i8").tobytes()),
+            ),
+            "bad_field",
+            "EventBatch.dt_ns: offset outside",
+        ),
+        (
+            _raw(
+                PROTOCOL_VERSION,
+                1,
+                *_eb_fields(dt=np.array([MAX_DT_NS + 1, 0, 0, 0], "<i8").tobytes()),
+            ),
+            "bad_field",
+            "EventBatch.dt_ns: offset outside",
+        ),
+        (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2**63 - 1, "ok", "", None), "bad_field", "t_ns"),
+        (
+            _raw(PROTOCOL_VERSION, 3, "m", 1, 2, 2**63 - 1, np.zeros(1).tobytes()),
+            "bad_field",
+            "MotorCommand.cause_t_ns",
+        ),
+        (_raw(PROTOCOL_VERSION, 4, "e", 1, -(2**63), {}), "bad_field", "Status.t_ns"),
         (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "great", "", None), "bad_field", "Heartbeat.state"),
         (_raw(PROTOCOL_VERSION, 2, "imu", 1, 2, "ok", ""), "truncated", "Heartbeat"),
         (
@@ -452,3 +487,39 @@ def test_coalesce_refuses_different_streams():
     ):
         with pytest.raises(ValueError, match="different streams"):
             coalesce(a, other)
+
+
+@pytest.mark.parametrize(
+    "msg, path",
+    [
+        (
+            EventBatch("s", 0, 2**63 - 1, "x", 1.0, np.zeros(1, np.int32), np.ones(1, np.int32)),
+            "t_ns",
+        ),
+        (
+            EventBatch(
+                "s", 0, 1, "x", 1.0, np.zeros(1, np.int32), np.ones(1, np.int32), 0, [2**63 - 1]
+            ),
+            "dt_ns",
+        ),
+        (MotorCommand("m", 0, 1, 2**62 + 1, np.zeros(1)), "cause_t_ns"),
+    ],
+)
+def test_encode_refuses_times_the_decoder_would_reject(msg, path):
+    with pytest.raises(ProtocolError) as err:
+        encode(msg)
+    assert err.value.reason == "encode" and path in str(err.value)
+
+
+def test_payloads_cut_anywhere_count_as_truncated():
+    """Cut inside the first bytes too (the array header then claims more items than the
+    payload has bytes): ``truncated``, as the rejection table says."""
+    for msg in _samples():
+        payload = encode(msg)
+        cuts = set(range(1, min(len(payload), 64))) | set(
+            range(max(1, len(payload) - 64), len(payload))
+        )
+        for k in sorted(cuts):
+            with pytest.raises(ProtocolError) as err:
+                decode(payload[:k])
+            assert err.value.reason == "truncated", (k, msg, str(err.value))

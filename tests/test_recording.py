@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _core_util import wait_recorded
 from mcap.reader import make_reader
 
 from spikefuse.bus import Publisher
@@ -216,7 +217,7 @@ def test_split_by_size(tmp_path: Path) -> None:
                 if delay > 0:
                     time.sleep(delay)
                 pub.send(_batch(i, i))
-            time.sleep(0.3)  # let the recorder drain before it is stopped
+            assert wait_recorded(lambda: sorted(tmp_path.glob("part_*.mcap")), 400) == 400
         finally:
             err = _stop(proc, signal.SIGINT)
     assert proc.returncode == 0, err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _core_util import wait_recorded
 
 from spikefuse.bus import Publisher, Subscriber
 from spikefuse.encoding import SigmaDeltaEncoder
@@ -193,7 +194,7 @@ def test_round_trip_recorder_process_then_offline_and_live(tmp_path: Path) -> No
                 live = EventBatch(b.sensor, b.seq, due, b.input, b.scale, b.channels, b.counts)
                 sent.append(live)
                 assert pub.send(live)
-            time.sleep(0.3)  # the recorder drains what is in flight
+            assert wait_recorded(lambda: [rec_path], len(sent)) == len(sent)
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)

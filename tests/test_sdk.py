@@ -239,9 +239,13 @@ def test_heartbeats_follow_their_own_deadline(tmp_path):
     cfg = _cfg(tmp_path, "duration_s=0.8", "heartbeat_period_s=0.1", "groups.a.rate_hz=20")
     got = _run_threaded(RAMP, cfg)
     periodic = [h for h in got.heartbeats if h.detail != "stopped"]
-    assert 6 <= len(periodic) <= 10
+    assert 4 <= len(periodic) <= 10
     gaps = np.diff([h.t_ns for h in periodic]) / 1e9
-    assert np.all((gaps > 0.05) & (gaps < 0.2)), gaps
+    # on a 0.1 s grid of their own (not the 0.05 s sample period): a late heartbeat (a busy
+    # machine) shortens the next gap but never shifts the grid, so the median gap stays at
+    # the period; single gaps only get the margin of a loaded machine
+    assert 0.08 <= float(np.median(gaps)) <= 0.12, gaps
+    assert np.all((gaps > 0.0) & (gaps < 0.45)), gaps
     assert [h.seq for h in got.heartbeats] == list(range(len(got.heartbeats)))
 
 

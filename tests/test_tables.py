@@ -14,7 +14,7 @@ from spikefuse.tables import (
     PRESETS,
     ColumnGroup,
     TableMapping,
-    guess_preset,
+    detect_preset,
     load_mapping,
     load_table,
 )
@@ -57,7 +57,7 @@ def test_vqf_npz_no_time(shared_data: Path) -> None:
 
 def test_xio_units_and_jitter(shared_data: Path) -> None:
     path = shared_data / "xio" / "sensor_data.csv"
-    assert guess_preset(path) == "xio"
+    assert detect_preset(path) == "xio"
     t = load_table(path)
     assert len(t) == 13514
     dt_ms = np.diff(t.t_ns) / 1e6
@@ -167,5 +167,35 @@ def test_mapping_validation(tmp_path: Path) -> None:
         load_mapping(y)
     with pytest.raises(ConfigError, match="unknown table preset"):
         load_table(tmp_path / "x.csv", preset="nope")
-    with pytest.raises(ConfigError, match="cannot tell the table layout"):
+    with pytest.raises(LogFileError, match="x.csv: file not found"):
         load_table(tmp_path / "x.csv")
+
+
+def test_layout_detected_from_the_header_not_the_name(shared_data: Path, tmp_path: Path) -> None:
+    """A BROAD table renamed, an x-io table named like BROAD, the VQF arrays under another
+    name: each is read with the layout its columns have."""
+    import shutil
+
+    broad = shared_data / "broad" / "broad_02_undisturbed_slow_rotation.csv.gz"
+    renamed = tmp_path / "trial.csv"
+    with gzip.open(broad, "rb") as src, open(renamed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert detect_preset(renamed) == "broad"
+    assert "gt_quat" in load_table(renamed).extra
+    xio_like_broad = tmp_path / "broad" / "broad_99.csv"
+    xio_like_broad.parent.mkdir()
+    shutil.copy(shared_data / "xio" / "sensor_data.csv", xio_like_broad)
+    assert detect_preset(xio_like_broad) == "xio" and len(load_table(xio_like_broad)) == 13514
+    npz = tmp_path / "mine.npz"
+    shutil.copy(shared_data / "vqf" / "imu_data.npz", npz)
+    assert detect_preset(npz) == "vqf"
+
+
+def test_unknown_layout_names_preset_and_the_known_presets(tmp_path: Path) -> None:
+    junk = tmp_path / "broad_junk.csv"
+    junk.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ConfigError) as err:
+        load_table(junk)
+    msg = str(err.value)
+    assert str(junk) in msg and "'a', 'b', 'c'" in msg
+    assert "--preset NAME (known presets: broad, vqf, xio)" in msg and "--mapping FILE" in msg

@@ -20,7 +20,14 @@ from typing import TextIO
 import numpy as np
 from pydantic import Field, field_validator
 
-from spikefuse.bus import Publisher, Subscriber, default_ipc_endpoint, validate_endpoint
+from spikefuse.bus import (
+    Publisher,
+    SecurityConfig,
+    Subscriber,
+    SubscriberStats,
+    default_ipc_endpoint,
+    validate_endpoint,
+)
 from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
@@ -29,6 +36,10 @@ from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.sdk.timing import StopSignal
 
 log = logging.getLogger(__name__)
+
+DEADMAN_LAST_LOOK_S = 0.005
+"""When the deadman is due, how long the actuator still waits for a command that is on its
+way before applying the safe values."""
 
 
 class ActuatorConfig(FileConfig):
@@ -45,6 +56,8 @@ class ActuatorConfig(FileConfig):
     safe_values: float | list[float] = 0.0
     deadman_ms: float = Field(100.0, gt=0.0, le=60_000.0)
     status_endpoint: str | None = None
+    security: SecurityConfig | None = None
+    """CurveZMQ for the command input (who may command) and the status output (see bus)."""
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     duration_s: float | None = Field(default=None, gt=0.0)
 
@@ -83,13 +96,24 @@ class ActuatorConfig(FileConfig):
 
 class Actuator:
     """Base of every kind: ``apply`` one set of values; ``service`` for periodic work
-    (e.g. reading device replies); ``close``."""
+    (e.g. reading device replies); ``close``. ``refresh``: the command repeats the cause
+    of the previous one (the core's periodic refresh of an unchanged output), so
+    ``t_ns - cause_t_ns`` is the age of that input, not a latency."""
 
     def __init__(self, cfg: ActuatorConfig):
         self.cfg = cfg
+        self.command: MotorCommand | None = None
+        """the command being applied (set by the runner before ``apply``; None for safe values)"""
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         raise NotImplementedError
 
@@ -130,6 +154,7 @@ def actuator_kinds() -> dict[str, ActuatorKind]:
     import spikefuse.actuators.console  # noqa: F401  (registers)
     import spikefuse.actuators.gimbal  # noqa: F401
     import spikefuse.actuators.serial_line  # noqa: F401
+    import spikefuse.actuators.sim  # noqa: F401
 
     return dict(_KINDS)
 
@@ -162,10 +187,15 @@ class ActuatorRunner:
         self.actuator = actuator
         self.deadman_ns = round(cfg.deadman_ms * 1e6)
         self.n_commands = 0
+        self.first_seq: int | None = None
+        """seq of the first command received: the core's commands before it never came
+        (published while this actuator was not yet subscribed)"""
         self.n_bad = 0
         self.n_deadman = 0
         self.tripped = False
         self.last_cmd_ns = 0
+        self.max_gap_ns = 0
+        """longest time between two commands while armed (how close to the deadman)"""
         self.last_cause_ns: int | None = None
         self.latency = LatencyHistogram()
         self.n_channels = cfg.n_channels
@@ -179,6 +209,8 @@ class ActuatorRunner:
             self.actuator.apply(self.safe, safe=True, seq=-1, cause_t_ns=now_ns, t_ns=now_ns)
 
     def on_command(self, msg: MotorCommand, now_ns: int) -> None:
+        if self.first_seq is None:
+            self.first_seq = msg.seq
         if self.n_channels is None:
             self.n_channels = msg.values.size
             self.safe = self.cfg.safe_array(self.n_channels)
@@ -192,8 +224,11 @@ class ActuatorRunner:
             )
             return
         self.n_commands += 1
+        if not self.tripped:
+            self.max_gap_ns = max(self.max_gap_ns, now_ns - self.last_cmd_ns)
         self.last_cmd_ns = now_ns
-        if msg.cause_t_ns != self.last_cause_ns:  # refreshes repeat the cause: not a latency
+        refresh = msg.cause_t_ns == self.last_cause_ns  # refreshes repeat the cause
+        if not refresh:  # (a refresh's t - cause is the input's age, not a latency)
             self.last_cause_ns = msg.cause_t_ns
             self.latency.add(now_ns - msg.cause_t_ns)
         if self.tripped:
@@ -201,8 +236,26 @@ class ActuatorRunner:
             log.info(
                 "%s: commands flowing (deadman armed, %g ms)", self.cfg.name, self.cfg.deadman_ms
             )
+        self.actuator.command = msg
         self.actuator.apply(
-            msg.values, safe=False, seq=msg.seq, cause_t_ns=msg.cause_t_ns, t_ns=now_ns
+            msg.values,
+            safe=False,
+            seq=msg.seq,
+            cause_t_ns=msg.cause_t_ns,
+            t_ns=now_ns,
+            refresh=refresh,
+        )
+
+    def summary(self, bus: SubscriberStats) -> str:
+        """Closing report: every command of the core's sequence accounted for (missed before
+        subscribing, lost on the way, dropped from a full queue, bad, applied)."""
+        missed = self.first_seq or 0
+        lost = bus.seq_gaps.get(f"motor/{self.cfg.name}", 0)
+        return (
+            f"actuator '{self.cfg.name}': {self.n_commands} commands applied, {self.n_bad} bad, "
+            f"{bus.n_dropped} dropped from a full queue, {lost} lost on the way (seq gaps), "
+            f"{missed} sent before it subscribed; {self.n_deadman} deadman trips\n"
+            f"  latency sensor -> command applied: {self.latency.describe()}"
         )
 
     def deadline_ns(self) -> int | None:
@@ -235,6 +288,7 @@ class ActuatorRunner:
                 "n_commands": self.n_commands,
                 "n_bad": self.n_bad,
                 "n_deadman": self.n_deadman,
+                "max_gap_ms": self.max_gap_ns / 1e6,
                 "latency_us": self.latency.summary(),
                 **self.actuator.metrics(),
             },
@@ -244,14 +298,21 @@ class ActuatorRunner:
 def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
     actuator = spec.factory(cfg)
     runner = ActuatorRunner(cfg, actuator)
+    security = None if cfg.security is None else cfg.security.resolved(cfg.resolve_path)
     try:
         with (
             StopSignal() as stop,
             Subscriber(
-                cfg.resolved_endpoint(), [f"motor/{cfg.name}"], max_queue=1000, name=cfg.name
+                cfg.resolved_endpoint(),
+                [f"motor/{cfg.name}"],
+                max_queue=1000,
+                name=cfg.name,
+                security=security,
             ) as sub,
         ):
-            status_pub = Publisher(cfg.status_endpoint) if cfg.status_endpoint else None
+            status_pub = None
+            if cfg.status_endpoint:
+                status_pub = Publisher(cfg.status_endpoint, security=security)
             try:
                 _loop(runner, sub, stop, status_pub)
             finally:
@@ -259,11 +320,7 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
                     status_pub.close()
             # leaving: the motors go to their safe values
             runner.go_safe(time.monotonic_ns(), "stopping")
-            print(
-                f"actuator '{cfg.name}': {runner.n_commands} commands, {runner.n_deadman} deadman "
-                f"trips, {runner.n_bad} bad, latency {runner.latency.summary()}",
-                flush=True,
-            )
+            print(runner.summary(sub.stats), flush=True)
     finally:
         actuator.close()
     return 0
@@ -289,6 +346,15 @@ def _loop(runner: ActuatorRunner, sub: Subscriber, stop: StopSignal, pub: Publis
             if isinstance(msg, MotorCommand):
                 runner.on_command(msg, time.monotonic_ns())
         now_ns = time.monotonic_ns()
+        dl = runner.deadline_ns()
+        if dl is not None and now_ns >= dl:
+            # a last look before tripping: this process may have woken up after a stall of
+            # its own, with the core's commands still in zmq's queues (I/O threads not yet
+            # scheduled on a loaded machine)
+            for msg in sub.recv_many(DEADMAN_LAST_LOOK_S):
+                if isinstance(msg, MotorCommand):
+                    runner.on_command(msg, time.monotonic_ns())
+            now_ns = time.monotonic_ns()
         runner.check(now_ns)
         runner.actuator.service(now_ns)
         if now_ns >= next_status_ns:

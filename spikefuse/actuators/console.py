@@ -21,6 +21,15 @@ class ConsoleConfig(ActuatorConfig):
     """Most printed lines per second (0: print only safe-value changes)."""
 
 
+def command_timing(t_ns: int, cause_t_ns: int, refresh: bool) -> str:
+    """What a printed command line says about time: the latency from the causing input for
+    a new command; for a refresh (an unchanged command repeated), how long the output has
+    not changed, which is no latency."""
+    if refresh:
+        return f" (refresh: unchanged for {(t_ns - cause_t_ns) / 1e9:.1f} s)"
+    return f" latency {(t_ns - cause_t_ns) / 1e3:.0f} us"
+
+
 @register_actuator("console", ConsoleConfig)
 class ConsoleActuator(Actuator):
     """Prints motor commands and/or writes them to a CSV file."""
@@ -36,7 +45,14 @@ class ConsoleActuator(Actuator):
         self.last = None
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         self.n_applied += 1
         self.last = values
@@ -53,8 +69,8 @@ class ConsoleActuator(Actuator):
             if self._print_period_ns is not None:
                 self._next_print_ns = t_ns + self._print_period_ns
             shown = " ".join(f"{v:+.3f}" for v in values)
-            lat = f" latency {(t_ns - cause_t_ns) / 1e3:.0f} us" if not safe else ""
-            print(f"{self.cfg.name} {kind} [{shown}]{lat}", file=sys.stdout, flush=True)
+            when = "" if safe else command_timing(t_ns, cause_t_ns, refresh)
+            print(f"{self.cfg.name} {kind} [{shown}]{when}", file=sys.stdout, flush=True)
 
     def metrics(self) -> dict[str, object]:
         return {"n_applied": self.n_applied}

@@ -11,7 +11,10 @@ z up), so ``g = R^T e_z = (-sin pitch, cos pitch sin roll, cos pitch cos roll)``
     command = (-roll, -pitch)   # radians: outer (roll) axis on the body, inner pitch axis
 
 The platform ``R Rx(-roll) Ry(-pitch) = Rz(yaw)`` is then level. Each command is clamped
-to ``roll_limit_deg`` / ``pitch_limit_deg`` (counted as ``n_limited``). A vector shorter
+to ``roll_limit_deg`` / ``pitch_limit_deg`` (counted as ``n_limited``); a roll correction
+beyond the limit gets the limit nearest it modulo 360 deg, with ``roll_hysteresis_deg`` so a
+body near upside down does not throw the command between its limits on every atan2 wrap
+(:func:`levelling_command`). A vector shorter
 than ``min_norm`` (or not finite) has no defined tilt: the gimbal holds its safe angles
 and counts it (``n_undefined``). Safe values (start, deadman, stop) are ``safe_deg``.
 
@@ -29,13 +32,17 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from spikefuse.actuators.base import Actuator, ActuatorConfig, register_actuator
+from spikefuse.actuators.console import command_timing
 
 
 class GimbalConfig(ActuatorConfig):
     gravity_channels: tuple[int, int, int] = (0, 1, 2)
     """Motor channels holding g_x, g_y, g_z of the body-frame up vector."""
-    roll_limit_deg: float = Field(45.0, gt=0.0, le=180.0)
-    pitch_limit_deg: float = Field(45.0, gt=0.0, le=90.0)
+    roll_limit_deg: float = Field(60.0, gt=0.0, le=180.0)
+    pitch_limit_deg: float = Field(60.0, gt=0.0, le=90.0)
+    roll_hysteresis_deg: float = Field(10.0, ge=0.0, le=90.0)
+    """Near upside down a saturated roll command changes to the other limit only when that
+    one is nearer the needed correction by this much (no flipping on every atan2 wrap)."""
     safe_deg: tuple[float, float] = (0.0, 0.0)
     """(roll, pitch) command applied at start, on deadman and on stop."""
     min_norm: float = Field(0.1, gt=0.0)
@@ -59,15 +66,59 @@ def tilt_from_up(g: np.ndarray) -> tuple[float, float]:
     return math.atan2(gy, gz), math.atan2(-gx, math.hypot(gy, gz))
 
 
+def _off_rad(target: float, x: float) -> float:
+    """How far the command ``x`` is from ``target`` as an angle (0..pi)."""
+    return abs(math.remainder(target - x, 2.0 * math.pi))
+
+
 def levelling_command(
-    g: np.ndarray, roll_limit_rad: float = math.pi, pitch_limit_rad: float = math.pi / 2
+    g: np.ndarray,
+    roll_limit_rad: float = math.pi,
+    pitch_limit_rad: float = math.pi / 2,
+    previous_roll_rad: float = 0.0,
+    roll_hysteresis_rad: float = 0.0,
 ) -> tuple[float, float, bool]:
     """(roll_cmd, pitch_cmd, limited): the command ``(-roll, -pitch)`` that cancels the
-    tilt, clamped to the limits."""
+    tilt, clamped to the limits.
+
+    Roll is an angle: a correction beyond the limit gets the limit nearest it (modulo
+    360 deg). Near upside down (correction about +-180 deg, where ``atan2`` flips sign)
+    both limits are almost equally far; the command keeps the limit it has
+    (``previous_roll_rad``) until the other one is nearer by ``roll_hysteresis_rad``, so
+    it swings over once, not on every flip."""
     roll, pitch = tilt_from_up(g)
-    r = min(max(-roll, -roll_limit_rad), roll_limit_rad)
+    c = -roll
+    best = min(max(c, -roll_limit_rad), roll_limit_rad)  # c in [-pi, pi]: nearest reachable
+    near = previous_roll_rad + math.remainder(c - previous_roll_rad, 2.0 * math.pi)
+    near = min(max(near, -roll_limit_rad), roll_limit_rad)  # continuing from the last command
+    r = best
+    if near != best and _off_rad(c, best) + roll_hysteresis_rad >= _off_rad(c, near):
+        r = near
     p = min(max(-pitch, -pitch_limit_rad), pitch_limit_rad)
-    return r, p, (r != -roll or p != -pitch)
+    return r, p, (_off_rad(c, r) > 1e-12 or p != -pitch)
+
+
+def levelling_series(
+    up: np.ndarray,
+    roll_limit_rad: float,
+    pitch_limit_rad: float,
+    roll_hysteresis_rad: float = 0.0,
+    min_norm: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(roll_cmd, pitch_cmd) in radians that a gimbal gives for a sequence of body-frame up
+    vectors ``(N, 3)``, one after the other as :class:`GimbalActuator` does (starting from
+    its safe roll 0); vectors without a defined tilt give NaN."""
+    u = np.asarray(up, dtype=np.float64)
+    out = np.full((u.shape[0], 2), np.nan)
+    prev = 0.0
+    norms = np.linalg.norm(u, axis=1)
+    for i in np.flatnonzero(np.isfinite(norms) & (norms >= min_norm)).tolist():
+        r, p, _ = levelling_command(
+            u[i], roll_limit_rad, pitch_limit_rad, prev, roll_hysteresis_rad
+        )
+        out[i] = r, p
+        prev = r
+    return out[:, 0], out[:, 1]
 
 
 @register_actuator("gimbal", GimbalConfig)
@@ -100,12 +151,21 @@ class GimbalActuator(Actuator):
         if not np.all(np.isfinite(g)) or float(np.linalg.norm(g)) < self.cfg.min_norm:
             self.n_undefined += 1
             return *self._safe, False, "undefined"
-        r, p, limited = levelling_command(g, *self._limits)
+        r, p, limited = levelling_command(
+            g, *self._limits, self.angles_rad[0], math.radians(self.cfg.roll_hysteresis_deg)
+        )
         self.n_limited += int(limited)
         return r, p, limited, "cmd"
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         self.n_applied += 1
         if safe:
@@ -120,7 +180,7 @@ class GimbalActuator(Actuator):
         if changed or (due and kind != "safe"):
             if self._print_period_ns is not None:
                 self._next_print_ns = t_ns + self._print_period_ns
-            lat = f" latency {(t_ns - cause_t_ns) / 1e3:.0f} us" if kind == "cmd" else ""
+            lat = command_timing(t_ns, cause_t_ns, refresh) if kind == "cmd" else ""
             lim = " LIMITED" if limited else ""
             print(
                 f"{self.cfg.name} {kind} roll {roll:+.4f} rad ({math.degrees(roll):+.2f} deg) "
@@ -144,4 +204,10 @@ class GimbalActuator(Actuator):
             self._csv = None
 
 
-__all__ = ["GimbalActuator", "GimbalConfig", "levelling_command", "tilt_from_up"]
+__all__ = [
+    "GimbalActuator",
+    "GimbalConfig",
+    "levelling_command",
+    "levelling_series",
+    "tilt_from_up",
+]

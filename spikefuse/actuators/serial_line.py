@@ -82,7 +82,14 @@ class SerialActuator(Actuator):
         self.last_ack_seq = -1
 
     def apply(
-        self, values: np.ndarray, *, safe: bool, seq: int, cause_t_ns: int, t_ns: int
+        self,
+        values: np.ndarray,
+        *,
+        safe: bool,
+        seq: int,
+        cause_t_ns: int,
+        t_ns: int,
+        refresh: bool = False,
     ) -> None:
         vals = [f"{float(v):.6g}" for v in values]
         line = format_line("SAFE", vals) if safe else format_line("SET", [str(seq), *vals])

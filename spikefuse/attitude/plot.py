@@ -3,8 +3,8 @@ recorded log, drawn over time against the ground truth (BROAD form) and VQF.
 
 Panels: (1) inclination, i.e. the tilt of the IMU's z axis from the vertical, estimated by
 the graph, by VQF 6D and from the ground truth; (2) the BROAD inclination error of the graph
-and of VQF (scored samples shaded); (3) the levelling command a 2-axis gimbal would get from
-the graph's estimate and from the truth (``spikefuse.actuators.gimbal`` convention); (4)
+and of VQF (scored samples shaded); (3) the levelling command the 2-axis ``gimbal`` actuator gives
+(limits and roll continuity included) from the graph's estimate and from the truth; (4)
 change-events/s into the graph and synaptic ops/s against the motion (|gyro|), per bin.
 
 The graph is run exactly as ``spikefuse eval`` runs it (same generated graph, full rate),
@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,18 +158,30 @@ def _panel_error(ax, s: AttitudeSeries) -> None:
     ax.legend(fontsize=6, loc="upper right")
 
 
-def _break_wraps(deg: np.ndarray) -> np.ndarray:
-    """NaN at +-180 deg wraps so a line does not jump across the panel."""
-    out = np.array(deg, dtype=np.float64)
-    out[1:][np.abs(np.diff(out)) > 180.0] = np.nan
-    return out
+def gimbal_command_deg(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The commands (deg) the ``gimbal`` actuator, at its default settings, gives for a
+    sequence of up vectors: clamped, no +-180 deg wraps (roll hysteresis included)."""
+    from spikefuse.actuators.gimbal import GimbalConfig, levelling_series
+
+    f = GimbalConfig.model_fields
+    lim = (math.radians(f["roll_limit_deg"].default), math.radians(f["pitch_limit_deg"].default))
+    hyst = math.radians(f["roll_hysteresis_deg"].default)
+    r, p = levelling_series(up, *lim, hyst, f["min_norm"].default)
+    return np.degrees(r), np.degrees(p)
 
 
 def _panel_gimbal(ax, s: AttitudeSeries) -> None:
-    ax.set_title("2-axis gimbal levelling command (-roll, -pitch)", fontsize=8)
-    r, p = (_break_wraps(v) for v in levelling_deg(s.up_event))
+    from spikefuse.actuators.gimbal import GimbalConfig
+
+    f = GimbalConfig.model_fields
+    ax.set_title(
+        "2-axis gimbal command (-roll, -pitch) as the gimbal actuator gives it (limits "
+        f"+-{f['roll_limit_deg'].default:g} / +-{f['pitch_limit_deg'].default:g} deg)",
+        fontsize=8,
+    )
+    r, p = gimbal_command_deg(s.up_event)
     if s.q_truth is not None:
-        rt, pt = (_break_wraps(v) for v in levelling_deg(up_from_quat(s.q_truth)))
+        rt, pt = gimbal_command_deg(up_from_quat(s.q_truth))
         ax.plot(s.t_s, rt, "k", lw=1.4, alpha=0.5, label="-roll truth")
         ax.plot(s.t_s, pt, "0.5", lw=1.4, alpha=0.5, label="-pitch truth")
     ax.plot(s.t_s, r, "C0", lw=0.8, label="-roll events")
@@ -250,4 +263,11 @@ def plot_attitude(
     return out
 
 
-__all__ = ["AttitudeSeries", "attitude_series", "levelling_deg", "plot_attitude", "tilt_deg"]
+__all__ = [
+    "AttitudeSeries",
+    "attitude_series",
+    "gimbal_command_deg",
+    "levelling_deg",
+    "plot_attitude",
+    "tilt_deg",
+]

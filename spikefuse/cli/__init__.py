@@ -43,7 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("cmd_"):
             module = importlib.import_module(f"{__name__}.{info.name}")
             module.register(sub)
+    _describe(sub)
     return parser
+
+
+def _describe(sub: argparse._SubParsersAction) -> None:
+    """A subcommand without a description of its own shows its one-line help on top of its
+    ``--help`` (nested subcommands too)."""
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        if p.description is None and helps.get(name):
+            h = helps[name]
+            p.description = h[0].upper() + h[1:] + ("" if h.endswith(".") else ".")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _describe(action)
 
 
 def main(argv: list[str] | None = None) -> int:

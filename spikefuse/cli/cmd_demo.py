@@ -12,7 +12,10 @@ import time
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="in-process demo: synthetic multi-rate stream through the demo graph"
+        "demo",
+        help="in-process demo: synthetic multi-rate stream through the demo graph",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="stream length (s)")
     p.set_defaults(func=run)

@@ -15,8 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "driver",
         help="run a sensor driver (publishes change-events)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a sensor driver: it publishes the sensor's sigma-delta "
+        "change-events, heartbeats and status on its endpoint until its source ends or "
+        "SIGINT/SIGTERM (exit 0; 2 for an invalid config). KIND is a built-in kind, "
+        "package.module:attr or path/to/file.py:attr naming a DriverSpec "
+        "(docs/writing-a-driver.md).",
     )
     p.add_argument(
         "kind",

@@ -97,8 +97,7 @@ def _endpoints(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.bus import SecurityConfig, Subscriber
-    from spikefuse.config import load_model
+    from spikefuse.bus import Subscriber, load_security
     from spikefuse.errors import ConfigError
     from spikefuse.sdk.timing import StopSignal
 
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count: expected >= 1, found {args.count}")
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s: expected > 0, found {args.duration_s}")
-    security = load_model(SecurityConfig, args.security) if args.security else None
+    security = load_security(args.security)
     endpoints = _endpoints(args)
     n_shown = 0
     deadline_s = None if args.duration_s is None else time.monotonic() + args.duration_s

@@ -1,8 +1,9 @@
 """``spikefuse eval attitude LOG|DIR... [--json] [--preset NAME | --mapping FILE]``: score
-the event-driven attitude graph on a recorded IMU log against ground truth (BROAD form) or
-VQF, side by side with the same graph run densely, VQF and gyro-only integration. Logs with
-a magnetometer also run the 9D graph (heading); ``--set with_mag=false`` skips it. With a
-folder or several files: one row per log and the median / worst ratio to VQF."""
+the event-driven attitude graph on a recorded IMU log (layout detected from its columns)
+against ground truth (BROAD form) or VQF, side by side with the same graph run densely, VQF
+and gyro-only integration. Logs with a magnetometer also run the 9D graph (heading);
+``--set with_mag=false`` skips it. With a folder or several files: one row per log and the
+median / worst ratio to VQF."""
 
 from __future__ import annotations
 
@@ -31,13 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "log",
         type=Path,
         nargs="+",
-        help="CSV / CSV.gz / NPZ log (BROAD columns by default), or a folder of them / several "
-        "files: one row per log plus the median and worst ratio to VQF",
+        help="IMU table log (.csv, .csv.gz, .npz), or a folder of them / several files (one "
+        "row per log plus the median and worst ratio to VQF); the column layout is detected "
+        f"from the header ({', '.join(sorted(PRESETS))}); ground truth as in BROAD, else VQF "
+        "is the reference",
     )
     a.add_argument("--json", action="store_true", help="print one JSON object")
     src = a.add_mutually_exclusive_group()
     src.add_argument(
-        "--preset", choices=sorted(PRESETS), help="column layout (default: from the file name)"
+        "--preset",
+        choices=sorted(PRESETS),
+        help="column layout to use instead of the one detected from the header",
     )
     src.add_argument("--mapping", type=Path, help="table mapping YAML (see configs/tables/)")
     a.add_argument("--graph", type=Path, help="run this graph file instead of generating one")

@@ -11,8 +11,8 @@ from spikefuse.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a log with JSON channels (opens in Foxglove)")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("file", help="the .mcap log to export")
+    p.add_argument("-o", "--output", required=True, help="output .mcap with JSON channels")
     p.add_argument("--json", action="store_true", help="JSON message encoding (the only one)")
     p.set_defaults(func=run)
 

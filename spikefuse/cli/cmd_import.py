@@ -1,5 +1,5 @@
-"""``spikefuse import SRC -o OUT.mcap --map CONFIG``: ROS bags, PX4 ULog, AEDAT4, CSV/NPZ
-tables -> spikefuse EventBatch streams in MCAP."""
+"""``spikefuse import SRC -o OUT.mcap --map CONFIG``: ROS bags, PX4 ULog, AEDAT4, Prophesee
+EVT3, CSV/NPZ tables -> spikefuse EventBatch streams in MCAP."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import a robot log (ROS bag, ULog, AEDAT4, CSV/NPZ)")
-    p.add_argument("source", help="bag file/directory, .ulg, .aedat4, .csv[.gz], .npz")
+    p = sub.add_parser("import", help="import a robot log (ROS bag, ULog, AEDAT4, EVT3, CSV/NPZ)")
+    p.add_argument("source", help="bag file/directory, .ulg, .aedat4, .raw (EVT3), .csv[.gz], .npz")
     p.add_argument("-o", "--output", required=True, help="output .mcap")
     p.add_argument("--map", required=True, help="import map YAML (configs/import/*.yaml)")
     p.add_argument(

@@ -8,8 +8,13 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarize an MCAP log")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "info",
+        help="summarize an MCAP log",
+        description="Topics, message and event counts, rates, duration, sequence gaps, and "
+        "whether the file was finished (indexed) or is a recorder's unfinished file.",
+    )
+    p.add_argument("file", help="the .mcap log (finished or not)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -10,10 +10,26 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("launch", help="start and supervise the processes of a launch file")
-    p.add_argument("file", type=Path, help="launch file (YAML)")
+    p = sub.add_parser(
+        "launch",
+        help="start and supervise the processes of a launch file",
+        description="Start the processes of a launch file (drivers, core, actuators, recorder, "
+        "any command), print their output prefixed [name], restart them by their restart "
+        "policy, and stop them all (reverse order) on SIGINT/SIGTERM, --duration or a "
+        "required process failing for good; a summary table ends the run. Paths in the file "
+        "are relative to it. Exit 0, 1 if a required process failed, 2 for an invalid file.",
+    )
+    p.add_argument("file", type=Path, help="launch file (YAML), e.g. launch/demo.yaml")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the launch file (e.g. duration_s=5) or, as PROCESS.KEY=VALUE, one "
+        "process's config (e.g. imu.groups.gyro.rate_hz=500); YAML values; repeatable",
+    )
     p.set_defaults(func=run)
 
 

@@ -11,16 +11,29 @@ import argparse
 from pathlib import Path
 
 from spikefuse.errors import ConfigError
+from spikefuse.tables import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "plot", help="plot a recording (.mcap) or the attitude estimate on an IMU table log"
+        "plot",
+        help="plot a recording (.mcap) or the attitude estimate on an IMU table log",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("file")
+    p.add_argument(
+        "file",
+        help="a .mcap recording, or an IMU table log (.csv, .csv.gz, .npz) whose column "
+        "layout is detected from its header",
+    )
     p.add_argument("-o", "--output", required=True, help="report.png or report.html")
-    p.add_argument("--preset", help="table layout of an IMU log (broad, vqf, xio)")
-    p.add_argument("--mapping", help="table mapping YAML of an IMU log")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="IMU log: column layout to use instead of the one detected from the header",
+    )
+    src.add_argument("--mapping", help="IMU log: table mapping YAML (see configs/tables/)")
     p.set_defaults(func=run)
 
 

@@ -7,8 +7,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recover", help="write an indexed copy of an unfinished MCAP log")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("input", help="the unfinished (or finished) .mcap log")
+    p.add_argument("-o", "--output", required=True, help="the indexed copy to write (.mcap)")
     p.set_defaults(func=run)
 
 

@@ -13,13 +13,23 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "validate", help="check a launch/config/graph file without starting anything"
+        "validate",
+        help="check a launch/config/graph file without starting anything",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the YAML (or .npz graph) file to check")
     p.add_argument(
         "--kind", default=None, help="launch | core | graph | actuator:<kind> | driver:<kind>"
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (dotted key, YAML value); repeatable",
+    )
     p.set_defaults(func=run)
 
 

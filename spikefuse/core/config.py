@@ -90,6 +90,7 @@ class CoreConfig(FileConfig):
     endpoint: str | None = None
     """Where MotorCommand and Status are published (bound); default ipc://<run_dir>/<name>.sock"""
     security: SecurityConfig | None = None
+    """CurveZMQ for the inputs (who may send to the core) and the output (see bus)."""
     inputs: dict[str, InputMap] = Field(min_length=1)
     actuators: dict[str, ActuatorMap] = Field(default_factory=dict)
     refresh_hz: float = Field(20.0, gt=0.0, le=10_000.0)
@@ -98,8 +99,18 @@ class CoreConfig(FileConfig):
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)
+    clock: Literal["monotonic", "data"] = "monotonic"
+    """``data``: the core's clock is the time of the data it has received (lock-step
+    simulation): every message is processed and serviced at the latest time seen, motor
+    commands are stamped with it, and every heartbeat is answered with a command to each
+    actuator stamped at the heartbeat's time ("everything up to here is answered")."""
 
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
+
+    def resolved_security(self) -> SecurityConfig | None:
+        """``security`` with its key paths relative to this file; every socket of the core
+        (inputs and output) uses it."""
+        return None if self.security is None else self.security.resolved(self.resolve_path)
 
     def graph_path(self) -> Path:
         return self.resolve_path(self.graph)

@@ -13,7 +13,7 @@ import time
 
 from spikefuse.bus import Publisher, Subscriber
 from spikefuse.core.config import CoreConfig
-from spikefuse.core.fusion import FusionCore
+from spikefuse.core.fusion import FusionCore, data_time_ns
 from spikefuse.engine import Engine
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
@@ -35,9 +35,22 @@ def load_graph(cfg: CoreConfig):
 def _bus_stats(sub: Subscriber):
     def stats() -> dict[str, object]:
         s = sub.stats
-        return {"rejected": s.rejected, "n_dropped": s.n_dropped, "n_coalesced": s.n_coalesced}
+        return {
+            "rejected": s.rejected,
+            "n_dropped": s.n_dropped,
+            "n_coalesced": s.n_coalesced,
+            "n_auth_denied": s.n_auth_denied,
+        }
 
     return stats
+
+
+def _listening(pub: Publisher):
+    def listening(topic: bytes) -> bool:
+        pub.poll_subscriptions()
+        return pub.has_subscriber(topic)
+
+    return listening
 
 
 def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
@@ -45,23 +58,34 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     graph = load_graph(cfg)
     engine = Engine(graph)
     endpoints = sorted({cfg.sensor_endpoint(i) for i in cfg.inputs.values()})
-    topics = sorted({f"sensor/{i.sensor}" for i in cfg.inputs.values()})
+    sensors = {i.sensor for i in cfg.inputs.values()}
+    # the drivers' Status (sample counters) too, for the closing report
+    topics = sorted({f"{kind}/{s}" for s in sensors for kind in ("sensor", "status")})
     own_stop = stop is None
     stop = stop or StopSignal()
+    security = cfg.resolved_security()
     with (
         stop if own_stop else _nullctx(),
-        Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=cfg.security) as pub,
+        Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=security) as pub,
         Subscriber(
             endpoints,
             topics,
             hwm=cfg.hwm,
+            security=security,
             policy=cfg.queue_policy,
             max_queue=cfg.max_queue,
             name=cfg.name,
         ) as sub,
     ):
+        if cfg.clock == "data":
+            core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
+            if core is not None:
+                core.publish_status(core.data_now_ns)
+                print(core.summary(), flush=True)
+            return 0
         core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
         core.bus_stats = _bus_stats(sub)
+        core.listening = _listening(pub)
         gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
         log.info(
             "core '%s': graph %s, inputs from %s, publishing on %s",
@@ -98,6 +122,21 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
             core.handle(msg, time.monotonic_ns())
         if first is None or backlog:
             core.service(time.monotonic_ns())
+
+
+def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):
+    """``clock: data``: the core starts at the time of the first message it receives and
+    from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
+    core: FusionCore | None = None
+    while not stop.requested:
+        for msg in sub.recv_many(MAX_SLEEP_S):
+            t_ns = data_time_ns(msg)
+            if core is None:
+                core = FusionCore(cfg, graph, engine, t_ns, pub.send, data_clock=True)
+                core.bus_stats = _bus_stats(sub)
+                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t_ns)
+            core.on_data(msg, t_ns)
+    return core
 
 
 class _nullctx:

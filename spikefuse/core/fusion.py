@@ -16,6 +16,7 @@ from itertools import count
 
 import numpy as np
 
+from spikefuse.core import report
 from spikefuse.core.config import CoreConfig, InputMap
 from spikefuse.core.motor import MotorChannel
 from spikefuse.core.stats import LatencyHistogram
@@ -23,11 +24,23 @@ from spikefuse.encoding import round_half_away
 from spikefuse.engine import EngineBase
 from spikefuse.errors import ConfigError
 from spikefuse.graph import ResolvedGraph
-from spikefuse.protocol import EventBatch, Heartbeat, Message, MotorCommand, Status
+from spikefuse.protocol import (
+    MAX_CLOCK_SKEW_NS,
+    EventBatch,
+    Heartbeat,
+    Message,
+    MotorCommand,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
+INT32_MAX = 2**31 - 1
+MAX_EXACT = 2.0**53
+"""Largest converted input value (in counts) that float64 still holds exactly."""
+MAX_TOTAL = 2**62
+"""Largest heartbeat running total accepted (differences stay within int64)."""
 SendFn = Callable[[Message], bool]
 
 
@@ -62,6 +75,8 @@ class InputState:
         self.last_scale: float | None = None
         self.n_resyncs = 0
         self.n_resync_counts = 0
+        self.n_startup_resyncs = 0
+        self.n_startup_resync_counts = 0
 
     @property
     def sent(self) -> np.ndarray:
@@ -73,8 +88,9 @@ class InputState:
             np.add.at(self._sent, np.concatenate(chs), np.concatenate(cos))
         return self._sent
 
-    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
-        """Counts at the graph input's scale (herding residual kept per channel)."""
+    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray] | None:
+        """Counts at the graph input's scale (herding residual kept per channel); None
+        (nothing changed) when the converted value is beyond what float64 holds exactly."""
         if batch.scale == self.scale:
             self._pending.append((batch.channels, batch.counts))
             if len(self._pending) >= self.FOLD_EVERY:
@@ -87,9 +103,15 @@ class InputState:
         if not self._target_synced:
             self.target[:] = sent
             self._target_synced = True
-        np.add.at(self.target, ch, co * (self.scale / batch.scale))
+        target = self.target.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.add.at(target, ch, co * (self.scale / batch.scale))
         touched = np.unique(ch)
-        n = round_half_away(self.target[touched] - sent[touched]).astype(np.int64)
+        if not (np.abs(target[touched]) <= MAX_EXACT).all():  # also catches inf and nan
+            return None
+        self.target = target
+        n = round_half_away(target[touched] - sent[touched]).astype(np.int64)
+        n = np.clip(n, -INT32_MAX, INT32_MAX)  # the engine saturates an input there anyway
         sent[touched] += n
         nz = n != 0
         return touched[nz].astype(np.int32), n[nz].astype(np.int32)
@@ -120,19 +142,30 @@ class InputState:
             "n_resets": self.n_resets,
             "n_resyncs": self.n_resyncs,
             "n_resync_counts": self.n_resync_counts,
+            "n_startup_resyncs": self.n_startup_resyncs,
+            "n_startup_resync_counts": self.n_startup_resync_counts,
             "n_stale": self.n_stale,
         }
 
 
 class FusionCore:
     def __init__(
-        self, cfg: CoreConfig, graph: ResolvedGraph, engine: EngineBase, now_ns: int, send: SendFn
+        self,
+        cfg: CoreConfig,
+        graph: ResolvedGraph,
+        engine: EngineBase,
+        now_ns: int,
+        send: SendFn,
+        data_clock: bool = False,
     ):
         self.cfg = cfg
+        self.data_clock = data_clock
+        self.data_now_ns = now_ns
         self.graph = graph
         self.engine = engine
         self.send = send
         self.start_ns = now_ns
+        self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self.inputs = self._make_inputs(now_ns)
         self._by_stream = {
             (st.cfg.sensor, st.cfg.input or st.name): st for st in self.inputs.values()
@@ -158,6 +191,15 @@ class FusionCore:
         self.next_status_ns = now_ns + self.status_period_ns
         self._last_status = self._snapshot(now_ns)
         self.bus_stats: Callable[[], dict[str, object]] | None = None
+        self.listening: Callable[[bytes], bool] | None = None
+        """Whether anyone holds a subscription for a topic (the daemon's publisher)."""
+        self.n_unheard = {name: 0 for name in self.motors}
+        self.n_motor_dropped_by: dict[str, int] = {}
+        self.n_unheard_startup: dict[str, int] = {}
+        self._heard: set[str] = set()
+        self._sensors = {st.cfg.sensor for st in self.inputs.values()}
+        self.sensor_status: dict[str, tuple[Status, Status]] = {}
+        """sensor -> (first, last) Status its driver published (sample counters)"""
         self._route_outputs(ev, now_ns, now_ns, None)
 
     # ---------------------------------------------------------------- setup
@@ -216,10 +258,30 @@ class FusionCore:
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
 
+    def _time_ok(self, msg: EventBatch | Heartbeat, now_ns: int) -> bool:
+        """Whether a message's time (``t_ns``, and ``t_ns + max(dt_ns)`` of a batch) lies
+        within ``MAX_CLOCK_SKEW_NS`` of this host's clock: on the same host directly, from
+        another host through both hosts' epoch offsets. Counted as ``bad_time`` if not."""
+        t_ns = msg.t_ns
+        t_end = t_ns
+        if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
+            t_end = t_ns + int(msg.dt_ns.max())
+        shift = 0
+        offset = msg.epoch_offset_ns if isinstance(msg, EventBatch) else 0
+        if offset and abs(t_ns - now_ns) > MAX_CLOCK_SKEW_NS:
+            shift = offset - self.epoch_offset_ns  # another host's monotonic clock
+        if max(abs(t_ns + shift - now_ns), abs(t_end + shift - now_ns)) <= MAX_CLOCK_SKEW_NS:
+            return True
+        self.drop("bad_time")
+        return False
+
     def handle(self, msg: Message, now_ns: int) -> None:
         if isinstance(msg, EventBatch):
-            self._on_batch(msg, now_ns)
+            if self._time_ok(msg, now_ns):
+                self._on_batch(msg, now_ns)
         elif isinstance(msg, Heartbeat):
+            if not self._time_ok(msg, now_ns):
+                return
             self.n_heartbeats += 1
             if msg.state != "failed":
                 for st in self.inputs.values():
@@ -227,6 +289,9 @@ class FusionCore:
                         st.last_seen_ns = max(st.last_seen_ns, now_ns)
             if msg.totals:
                 self._resync(msg, now_ns)
+        elif isinstance(msg, Status) and msg.source in self._sensors:
+            first = self.sensor_status.get(msg.source, (msg, msg))[0]
+            self.sensor_status[msg.source] = (first, msg)
         else:
             self.drop("unexpected_kind")
 
@@ -267,7 +332,8 @@ class FusionCore:
             st = self._by_stream.get((hb.sensor, inp))
             if st is None or st.last_scale is None:
                 continue  # nothing received yet: the first batch carries the full value
-            if totals.size > st.size:
+            out_of_range = totals.size and (totals.max() > MAX_TOTAL or totals.min() < -MAX_TOTAL)
+            if totals.size > st.size or out_of_range:
                 self.drop("bad_totals")
                 continue
             diff = -st.received.copy()
@@ -275,18 +341,27 @@ class FusionCore:
             nz = np.flatnonzero(diff)
             if not nz.size:
                 continue
-            if np.abs(diff[nz]).max() > np.iinfo(np.int32).max:
+            if np.abs(diff[nz]).max() > INT32_MAX:
                 self.drop("bad_totals")
                 continue
             st.received += diff
+            n_counts = int(np.abs(diff[nz]).sum())
+            # the first keyframe of a stream catches up with the batches that went out
+            # before this subscription was complete: normal at start-up, counted apart
+            startup = st.n_resyncs == 0
             st.n_resyncs += 1
-            st.n_resync_counts += int(np.abs(diff[nz]).sum())
-            log.info(
-                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected",
+            st.n_resync_counts += n_counts
+            if startup:
+                st.n_startup_resyncs += 1
+                st.n_startup_resync_counts += n_counts
+            log.log(
+                logging.DEBUG if startup else logging.INFO,
+                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected%s",
                 st.name,
                 hb.sensor,
                 nz.size,
-                int(np.abs(diff[nz]).sum()),
+                n_counts,
+                " (start-up)" if startup else "",
             )
             fix = EventBatch(
                 hb.sensor,
@@ -329,7 +404,11 @@ class FusionCore:
         st.n_events += batch.n_events
         self.n_batches += 1
         self.n_events += batch.n_events
-        ch, co = st.convert(batch)
+        converted = st.convert(batch)
+        if converted is None:
+            self.drop("out_of_range")
+            return
+        ch, co = converted
         push_t = min(t_ns, now_ns)
         if push_t < self.engine.now:
             st.n_clamped += 1
@@ -432,21 +511,46 @@ class FusionCore:
     def degraded(self) -> bool:
         return any(st.stale for st in self.inputs.values())
 
+    # ---------------------------------------------------------------- data clock
+    def on_data(self, msg: Message, t_ns: int) -> None:
+        """``clock: data``: handle one message at the latest data time seen, do what is
+        due, and answer a heartbeat with a command to every actuator stamped at its time."""
+        self.data_now_ns = max(self.data_now_ns, t_ns)
+        now = self.data_now_ns
+        self.handle(msg, now)
+        self.service(now)
+        if isinstance(msg, Heartbeat):
+            for name, motor in self.motors.items():
+                self._publish_motor(name, motor, motor.commanded.copy(), now)
+
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
     ) -> None:
         seq = self._motor_seq[name]
         self._motor_seq[name] = seq + 1
-        t_ns = _monotonic_ns()
+        t_ns = now_ns if self.data_clock else _monotonic_ns()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
         if self.send(msg):
             self.n_motor_commands += 1
+            if self.listening is not None:
+                self._count_heard(name)
             if fresh:
                 self.latency.add(t_ns - motor.cause_t_ns)
                 self._period_latency.add(t_ns - motor.cause_t_ns)
         else:
             self.n_motor_dropped += 1
+            self.n_motor_dropped_by[name] = self.n_motor_dropped_by.get(name, 0) + 1
+
+    def _count_heard(self, name: str) -> None:
+        """Count a command sent while no actuator held ``motor/<name>``: before the first
+        one subscribed (start-up) or after the last one left. ZeroMQ drops those silently."""
+        if self.listening(b"motor/" + name.encode()):  # type: ignore[misc]
+            self._heard.add(name)
+            return
+        self.n_unheard[name] += 1
+        if name not in self._heard:
+            self.n_unheard_startup[name] = self.n_unheard_startup.get(name, 0) + 1
 
     # ---------------------------------------------------------------- status
     def _snapshot(self, now_ns: int) -> dict[str, object]:
@@ -487,6 +591,7 @@ class FusionCore:
             },
             "drops": drops,
             "n_coalesced": int(bus.get("n_coalesced", 0)),
+            "n_auth_denied": int(bus.get("n_auth_denied", 0)),
             "latency_us": self._period_latency.summary(),
             "latency_total_us": self.latency.summary(),
             "totals": {
@@ -497,7 +602,9 @@ class FusionCore:
                 "syn_ops": snap["syn_ops"],
             },
             "inputs": {n: st.metrics(now_ns) for n, st in self.inputs.items()},
-            "actuators": {n: m.metrics() for n, m in self.motors.items()},
+            "actuators": {
+                n: {**m.metrics(), "n_unheard": self.n_unheard[n]} for n, m in self.motors.items()
+            },
         }
         self._last_status = snap
         return metrics
@@ -510,15 +617,17 @@ class FusionCore:
         self.send(status)
         return status
 
-    def summary(self) -> str:
-        lat = self.latency.summary()
-        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())) or "none"
-        return (
-            f"core '{self.cfg.name}': {self.n_batches} batches, {self.n_events} events in, "
-            f"{self.n_motor_commands} motor commands, latency p50 {lat['p50_us']} us "
-            f"p99 {lat['p99_us']} us max {lat['max_us']} us, "
-            f"{self.engine.counters['syn_ops']} synaptic ops, drops: {drops}"
-        )
+    def summary(self, now_ns: int | None = None) -> str:
+        """The closing report (see :mod:`spikefuse.core.report`)."""
+        return report.summary(self, time.monotonic_ns() if now_ns is None else now_ns)
+
+
+def data_time_ns(msg: Message) -> int:
+    """The data time of a message: a batch's last sample (``t_ns + max(dt_ns)``), else its
+    ``t_ns``."""
+    if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
+        return msg.t_ns + int(msg.dt_ns.max())
+    return int(getattr(msg, "t_ns", 0))
 
 
 def _monotonic_ns() -> int:

@@ -34,8 +34,17 @@ cdef enum:
     I32_MIN = -2147483647
 
 
+cdef f64 ROUND_LIMIT = 4611686018427387904.0  # 2^62: semantics.ROUND_LIMIT
+
+
 cdef inline i64 round_half_away(f64 x) noexcept nogil:
+    # |x| >= 2^62 (and +-inf) returns +-2^62 before the float -> int64 conversion, which
+    # would overflow (a sign flip) near 2^63; every send then saturates at +-(2^31 - 1).
     # NaN maps to 0 (the engine never produces NaN from finite inputs)
+    if x >= ROUND_LIMIT:
+        return <i64>ROUND_LIMIT
+    if x <= -ROUND_LIMIT:
+        return -<i64>ROUND_LIMIT
     if x >= 0.0:
         return <i64>floor(x + 0.5)
     if x < 0.0:

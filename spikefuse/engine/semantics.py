@@ -11,15 +11,27 @@ import numpy as np
 from spikefuse.builder.model import INT32_MAX, INT32_MIN
 from spikefuse.encoding import round_half_away as encoding_round
 
+ROUND_LIMIT = 2**62
+"""Rounded magnitudes stop here (+-inf included), before any float -> int64 conversion could
+overflow; every send beyond it saturates at +-(2^31 - 1) like any other over-range send."""
+
 
 def round_half_away(x: float) -> int:
-    """Round half away from zero: the single rounding rule of spikefuse."""
+    """Round half away from zero: the single rounding rule of spikefuse (magnitudes capped
+    at :data:`ROUND_LIMIT`; NaN -> 0)."""
+    if x >= ROUND_LIMIT:
+        return ROUND_LIMIT
+    if x <= -ROUND_LIMIT:
+        return -ROUND_LIMIT
+    if x != x:
+        return 0
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 
 def round_half_away_array(x: np.ndarray) -> np.ndarray:
     """Vectorised :func:`round_half_away` (the encoders' rule) as int64."""
-    return encoding_round(x).astype(np.int64)
+    clipped = np.clip(np.nan_to_num(np.asarray(x, np.float64)), -ROUND_LIMIT, ROUND_LIMIT)
+    return encoding_round(clipped).astype(np.int64)
 
 
 def saturate(n: int) -> tuple[int, bool]:

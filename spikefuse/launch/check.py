@@ -3,6 +3,8 @@ that process's own model) and the topic wiring (every input topic has a producer
 
 from __future__ import annotations
 
+import json
+
 from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
 
@@ -10,12 +12,16 @@ from spikefuse.launch.model import LaunchFile, ProcessSpec
 def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
     """Load ``p``'s config the way the process will (overrides and run_dir included)."""
     sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
+    if cfg.security is not None and p.kind in ("driver", "core", "actuator"):
+        sets.insert(1, f"security={json.dumps(cfg.security_for(p.name))}")
     path = cfg.resolve_path(p.config) if p.config is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(
             f"config file not found: expected an existing file, found {str(path)!r}",
             cfg.where(f"processes[{i}]", "config"),
         )
+    kind = _resolve_type(cfg, i, p)
+    field = "config" if p.config is not None else "set"
     try:
         if p.kind == "core":
             from spikefuse.core.config import load_core_config
@@ -24,15 +30,31 @@ def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
             core_cfg = load_core_config(path, sets)
             load_graph(core_cfg)
         elif p.kind == "actuator":
-            from spikefuse.actuators import load_actuator_config, resolve_actuator
+            from spikefuse.actuators import load_actuator_config
 
-            load_actuator_config(resolve_actuator(p.type), path, sets)
+            load_actuator_config(kind, path, sets)
         elif p.kind == "driver":
-            from spikefuse.sdk.registry import load_driver_config, resolve_kind
+            from spikefuse.sdk.registry import load_driver_config
 
-            load_driver_config(resolve_kind(p.type), path, sets)
+            load_driver_config(kind, path, sets)
     except ConfigError as exc:
-        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", "config")) from None
+        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", field)) from None
+
+
+def _resolve_type(cfg: LaunchFile, i: int, p: ProcessSpec) -> object:
+    """The driver spec / actuator kind named by ``p.type``; errors name the ``type`` line."""
+    try:
+        if p.kind == "actuator":
+            from spikefuse.actuators import resolve_actuator
+
+            return resolve_actuator(p.type)
+        if p.kind == "driver":
+            from spikefuse.sdk.registry import resolve_kind
+
+            return resolve_kind(cfg.process_type(p))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", "type")) from None
+    return None
 
 
 def check_wiring(cfg: LaunchFile) -> None:
@@ -48,7 +70,25 @@ def check_wiring(cfg: LaunchFile) -> None:
             )
 
 
+def check_keys(cfg: LaunchFile) -> None:
+    """With ``security``, every key pair the launch hands out must exist."""
+    if cfg.security is None:
+        return
+    key_dir = cfg.resolve_path(cfg.security.key_dir)
+    missing = [n for n in cfg.key_names() if not (key_dir / f"{n}.key_secret").is_file()]
+    missing += [n for n in cfg.key_names() if not (key_dir / f"{n}.key").is_file()]
+    if missing:
+        names = sorted(set(missing))
+        raise ConfigError(
+            f"expected a key pair per name in {key_dir} (NAME.key and NAME.key_secret), "
+            f"missing {', '.join(names)}; make them with: "
+            + "; ".join(f"spikefuse keygen {n} --dir {key_dir}" for n in names),
+            cfg.where("security", "key_dir"),
+        )
+
+
 def check_launch(cfg: LaunchFile) -> None:
+    check_keys(cfg)
     for i, p in enumerate(cfg.processes):
         check_process_config(cfg, i, p)
     check_wiring(cfg)

@@ -16,13 +16,26 @@ Example (``launch/demo.yaml``)::
       - {name: core, kind: core, config: ../configs/core/demo.yaml,
          inputs: [sensor/imu], outputs: [motor/motors, status/core]}
 
-Paths are resolved relative to the launch file. ``driver``/``core``/``actuator`` processes
+Paths are resolved relative to the launch file, including a driver file named in ``type``
+(``type: my_driver.py:MY_DRIVER``). ``driver``/``core``/``actuator`` processes
 get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
 launch lives in one directory.
+
+CurveZMQ for the whole system, in one place::
+
+    security:
+      key_dir: keys/      # spikefuse keygen <name> --dir keys/  for every process name,
+                          # plus 'bus' (the receiving key) and 'launch' (its status output)
+
+Every driver, core, actuator and record process then gets ``security`` with its own key
+pair, the shared receiving pair ``bus`` and the allow-list of every process's public key
+(``--set security=...``; ``record`` gets ``--security FILE``). ``exec`` processes configure
+their own sockets.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -65,6 +78,9 @@ class ProcessSpec(StrictModel):
     backoff_max_s: float = Field(5.0, ge=0.0, le=3600.0)
     required: bool = True
     stop_timeout_s: float = Field(1.5, gt=0.0, le=600.0)
+    ends_launch: bool = False
+    """when this process finishes by itself (exit code 0), the whole launch stops (e.g. a
+    simulation that ends after a lap)"""
 
     @field_validator("inputs", "outputs")
     @classmethod
@@ -97,8 +113,21 @@ class ProcessSpec(StrictModel):
         return self
 
 
+KEYED_KINDS = ("driver", "core", "actuator", "record")
+BUS_KEY = "bus"
+LAUNCH_KEY = "launch"
+
+
+class LaunchSecurity(StrictModel):
+    """CurveZMQ for every process of the launch (see the module docstring)."""
+
+    key_dir: Path
+    """Folder of the key pairs (``spikefuse keygen``), relative to the launch file."""
+
+
 class LaunchFile(FileConfig):
     name: str = Field("launch", pattern=_NAME)
+    security: LaunchSecurity | None = None
     run_dir: Path = DEFAULT_RUN_DIR
     duration_s: float | None = Field(default=None, gt=0.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
@@ -121,21 +150,70 @@ class LaunchFile(FileConfig):
         line = self._lines.get(field)
         return f"{self._source}:{line}: {field}" if line else f"{self._source}: {field}"
 
+    def process_type(self, p: ProcessSpec) -> str | None:
+        """``p.type`` with a driver file (``file.py:NAME``) made absolute against this launch
+        file's folder, like every other path in it."""
+        if p.type is None:
+            return None
+        head, sep, attr = p.type.rpartition(":")
+        if sep and head.endswith(".py"):
+            return f"{self.resolve_path(head)}:{attr}"
+        return p.type
+
     def command(self, p: ProcessSpec) -> list[str]:
         """The argv that starts process ``p``."""
         if p.kind == "exec":
             return list(p.args)
-        argv = [sys.executable, "-m", "spikefuse", p.kind]
+        # -P: children run in the launch file's folder; without it ``-m`` would import a
+        # ``spikefuse`` folder there (a source checkout) instead of the installed package
+        argv = [sys.executable, "-P", "-m", "spikefuse", p.kind]
         if p.type:
-            argv.append(p.type)
+            argv.append(self.process_type(p))
         if p.config is not None:
             argv += ["--config", str(self.resolve_path(p.config))]
         sets = list(p.set)
         if p.kind in ("driver", "core", "actuator"):
             sets.insert(0, f"run_dir={self.resolve_path(self.run_dir)}")
+            security = self.security_for(p.name)
+            if security is not None:
+                sets.insert(1, f"security={json.dumps(security)}")
         for s in sets:
             argv += ["--set", s]
+        if p.kind == "record" and self.security is not None:
+            argv += ["--security", str(self.security_file(p.name))]
         return argv + list(p.args)
+
+    def key_names(self) -> list[str]:
+        """Every key pair the launch's ``security`` needs in ``key_dir``."""
+        keyed = [p.name for p in self.processes if p.kind in KEYED_KINDS]
+        return [BUS_KEY, LAUNCH_KEY, *keyed]
+
+    def security_for(self, name: str) -> dict[str, object] | None:
+        """The ``security`` block of process ``name`` (or of the launcher, ``launch``):
+        its own key pair to send with, the shared ``bus`` pair to receive with, and every
+        process of the launch as an allowed sender."""
+        if self.security is None:
+            return None
+        key_dir = self.resolve_path(self.security.key_dir)
+        senders = [n for n in self.key_names() if n != BUS_KEY]
+        return {
+            "secret_key_file": str(key_dir / f"{name}.key_secret"),
+            "server_public_key_file": str(key_dir / f"{BUS_KEY}.key"),
+            "server_secret_key_file": str(key_dir / f"{BUS_KEY}.key_secret"),
+            "allowed_client_keys": [str(key_dir / f"{n}.key") for n in senders],
+        }
+
+    def security_file(self, name: str) -> Path:
+        """Where the launcher writes the security YAML of a process that takes a file."""
+        return self.resolve_path(self.run_dir) / f"{name}.security.yaml"
+
+    def write_security_files(self) -> None:
+        """Write the security file of every ``record`` process (the others get --set)."""
+        for p in self.processes:
+            if p.kind == "record" and self.security is not None:
+                path = self.security_file(p.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.security_for(p.name)), encoding="utf-8")
 
 
 def _route_overrides(data: Any, overrides: list[str]) -> list[str]:

@@ -183,6 +183,7 @@ class Supervisor:
     def run(self, duration_s: float | None = None) -> int:
         duration_s = duration_s if duration_s is not None else self.launch.duration_s
         with self._signals():
+            self.launch.write_security_files()
             self._open_status()
             try:
                 return self._run(duration_s)
@@ -213,6 +214,10 @@ class Supervisor:
                 next_status_ns = now + period_ns
             if all(c.state in ("done", "failed") for c in self.children):
                 self.say("every process has finished")
+                break
+            ended = [c.name for c in self.children if c.state == "done" and c.spec.ends_launch]
+            if ended:
+                self.say(f"{ended[0]} finished: stopping the launch (ends_launch)")
                 break
             wake = [next_status_ns] + [
                 c.restart_at_ns for c in self.children if c.state == "backoff"
@@ -265,13 +270,16 @@ class Supervisor:
 
     # ---------------------------------------------------------------- status
     def _open_status(self) -> None:
-        from spikefuse.bus import Publisher, default_ipc_endpoint
+        from spikefuse.bus import Publisher, SecurityConfig, default_ipc_endpoint
         from spikefuse.errors import BusError, ConfigError
+        from spikefuse.launch.model import LAUNCH_KEY
 
         try:
             run_dir = self.launch.resolve_path(self.launch.run_dir)
+            block = self.launch.security_for(LAUNCH_KEY)
+            security = None if block is None else SecurityConfig.model_validate(block)
             self._status_pub = Publisher(
-                default_ipc_endpoint(run_dir, f"launch-{self.launch.name}")
+                default_ipc_endpoint(run_dir, f"launch-{self.launch.name}"), security=security
             )
         except (BusError, ConfigError) as exc:
             self.say(f"no status publisher: {exc}")
@@ -315,4 +323,10 @@ class Supervisor:
             self.out.write(
                 f"  {c.name:<12} {c.spec.kind:<9} {c.state:<8} {c.n_restarts:>8}  {codes}\n"
             )
+        for c in self.children:
+            if c.spec.kind == "record" and c.n_restarts:
+                self.out.write(
+                    f"  {c.name}: restarted {c.n_restarts}x; nothing was overwritten: each "
+                    "start continued into a new file (its 'recording continues into' lines)\n"
+                )
         self.out.flush()

@@ -58,7 +58,8 @@ class LogWriter:
     when ``flush_interval_s`` of monotonic time passed since the last flush (checked on
     every write and by :meth:`maybe_flush`, which an idle recorder calls from its loop).
     ``flush_interval_s=None`` disables time-based flushing (offline tools: output then
-    depends only on the data, so it is byte-identical across runs)."""
+    depends only on the data, so it is byte-identical across runs). ``exclusive=True``
+    refuses to replace an existing file (:class:`LogFileError`)."""
 
     def __init__(
         self,
@@ -67,10 +68,15 @@ class LogWriter:
         metadata: dict[str, str] | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         flush_interval_s: float | None = DEFAULT_FLUSH_INTERVAL_S,
+        exclusive: bool = False,
     ) -> None:
         self.path = Path(path)
         try:
-            self._fh: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            # exclusive: never replace an existing file (the recorder: a restart must not
+            # destroy what the previous run wrote)
+            self._fh: BinaryIO = open(self.path, "xb" if exclusive else "wb")  # noqa: SIM115
+        except FileExistsError:
+            raise LogFileError(f"{self.path}: exists already (not replaced)") from None
         except OSError as exc:
             raise LogFileError(f"{self.path}: cannot create: {exc.strerror}") from None
         self._writer = Writer(self._fh, chunk_size=chunk_bytes, compression=CompressionType.ZSTD)
@@ -111,6 +117,13 @@ class LogWriter:
         self.n_messages += 1
         if self.flush_interval_s is not None:
             self.maybe_flush()
+
+    @property
+    def flush_due_s(self) -> float | None:
+        """Monotonic time at which the next time-based flush is due (None: never)."""
+        if self.flush_interval_s is None:
+            return None
+        return self._last_flush_s + self.flush_interval_s
 
     def maybe_flush(self) -> bool:
         """Close the chunk in progress and flush to the OS if the flush interval is over."""
@@ -234,6 +247,16 @@ def open_log(path: str | Path) -> LogFile:
             except (McapError, struct.error, ValueError, EOFError, KeyError):
                 fh.seek(0)  # a damaged index: fall back to scanning the records
         return _scan(path, fh, size)
+
+
+def is_finished(path: str | Path) -> bool:
+    """True if ``path`` ends with a footer pointing at a summary (a cleanly closed file);
+    reads only the last bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return _has_summary(fh, fh.seek(0, io.SEEK_END))
+    except OSError:
+        return False
 
 
 def _has_summary(fh: BinaryIO, size: int) -> bool:

@@ -3,8 +3,15 @@
 Payloads are stored byte for byte; each is validated by the protocol decoder first (bad
 ones are counted in ``n_rejected`` and not stored). ``log_time`` is the receive time on
 CLOCK_MONOTONIC (the clock drivers stamp ``t_ns`` with), so ``log_time - publish_time`` is
-the bus latency. A chunk reaches the OS at least every ``flush_interval_s``; a stop
+the bus latency. A chunk reaches the OS at least every ``flush_interval_s`` (default 1 s;
+``spikefuse record --flush-interval 0.1`` bounds what a SIGKILL loses to ~100 ms, at a
+cost measured by ``spikefuse bench replay``, see docs/benchmarks.md); a stop
 request (SIGINT/SIGTERM through :class:`~spikefuse.sdk.timing.StopSignal`) finishes the file with its index.
+
+A recorder never replaces a file: if ``out_path`` (or a split part) exists already, e.g.
+written by a recorder that was killed and restarted under ``spikefuse launch``, it is kept
+as it is and the recording continues into the next free part name (:func:`split_path`),
+with a warning that names both files.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikefuse.bus import SecurityConfig, Subscriber
-from spikefuse.errors import ConfigError
+from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of, topic_of
-from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter
+from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter, is_finished
 from spikefuse.sdk.timing import StopSignal
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ class RecordStats:
     n_bytes_in: int = 0
     seq_gaps: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    """existing files found at the output names: left untouched, recording continued after"""
 
     @property
     def n_seq_missing(self) -> int:
@@ -83,22 +92,57 @@ class Recorder:
         self.endpoints = self._sub.endpoints
         self._writer: LogWriter | None = None
         self._file_start_s = 0.0
+        self._index = 0
 
     # ------------------------------------------------------------------ files
+    def _candidate(self) -> Path:
+        if self.split or self._index > 0:
+            return split_path(self.out_path, self._index)
+        return self.out_path
+
+    def _create(self, meta: dict[str, str]) -> LogWriter:
+        """A writer on the next output name that does not exist yet (never replaces one)."""
+        while True:
+            path = self._candidate()
+            self._index += 1
+            if path.exists():
+                self._keep(path)
+                continue
+            meta["split_index"] = str(self._index - 1)
+            try:
+                return LogWriter(
+                    path, metadata=meta, flush_interval_s=self.flush_interval_s, exclusive=True
+                )
+            except LogFileError:
+                if not path.exists():  # not a race with another writer: a real error
+                    raise
+                self._keep(path)
+
+    def _keep(self, path: Path) -> None:
+        state = (
+            "finished"
+            if is_finished(path)
+            else "unfinished (its recorder was killed?); `spikefuse recover` indexes it"
+        )
+        self.stats.kept.append(str(path))
+        log.warning("%s exists already, %s: kept as it is, not replaced", path, state)
+
     def _open_next(self) -> LogWriter:
-        index = len(self.stats.files)
-        path = split_path(self.out_path, index) if self.split else self.out_path
         meta = {
             "tool": "spikefuse record",
             "protocol_version": str(PROTOCOL_VERSION),
             "log_time_clock": "CLOCK_MONOTONIC",
             "realtime_minus_monotonic_ns": str(time.time_ns() - time.monotonic_ns()),
-            "split_index": str(index),
         }
-        self._writer = LogWriter(path, metadata=meta, flush_interval_s=self.flush_interval_s)
+        n_kept = len(self.stats.kept)
+        self._writer = self._create(meta)
         self._file_start_s = time.monotonic()
+        path = self._writer.path
         self.stats.files.append(str(path))
-        log.info("recording to %s", path)
+        if len(self.stats.kept) > n_kept:
+            log.warning("recording continues into %s (nothing was overwritten)", path)
+        else:
+            log.info("recording to %s", path)
         return self._writer
 
     def _maybe_split(self, writer: LogWriter) -> LogWriter:
@@ -158,7 +202,9 @@ class Recorder:
                 now_s = time.monotonic()
                 if end_s is not None and now_s >= end_s:
                     break
-                wait_s = min(MAX_POLL_S, self.flush_interval_s)
+                # wake up when the next flush is due: a SIGKILL loses at most about one
+                # flush interval of what arrived
+                wait_s = min(MAX_POLL_S, writer.flush_due_s - now_s)
                 if end_s is not None:
                     wait_s = min(wait_s, end_s - now_s)
                 self._drain(writer, max(0.001, wait_s))

@@ -77,6 +77,24 @@ class DriverContext:
         """Send due heartbeats and batches (call it in a loop that never waits)."""
         self._runner.service(time.monotonic_ns())
 
+    def publish(self, msg: Message) -> None:
+        """Send a message of the driver's own on its publisher (e.g. a simulator's ground
+        truth as a ``Status``, or a teacher's ``MotorCommand``); drops are counted."""
+        self._runner.send(msg)
+
+    def heartbeat(self, t_ns: int) -> None:
+        """Flush every pending batch, then send a heartbeat (with the running totals)
+        stamped ``t_ns``: a driver on a data clock (a lock-stepped simulator) marks
+        "everything up to ``t_ns`` is sent" with it. (The status goes out on the periodic
+        heartbeats only.)"""
+        self._runner.flush_all()
+        self._runner._heartbeat(t_ns, with_status=False)
+
+    def stamp_heartbeats(self, clock: Callable[[], int]) -> None:
+        """Stamp the periodic heartbeats with ``clock()`` instead of the monotonic time (a
+        driver on a data clock: its heartbeats then never run ahead of its samples)."""
+        self._runner.heartbeat_clock = clock
+
     def bad_reading(self, group: str, detail: str) -> None:
         """Count (and log, rate-limited) a reading the driver had to drop, e.g. a corrupt
         image file: it shows in ``Status.metrics.groups.<group>.n_bad_items``."""
@@ -222,6 +240,7 @@ class Runner:
         self.n_send_dropped = 0
         self.n_source_restarts = 0
         self._hb_state: str | None = None
+        self.heartbeat_clock: Callable[[], int] | None = None
         self._last_bad_log_s = -1e18
 
     # ------------------------------------------------------------------ main loop
@@ -253,12 +272,12 @@ class Runner:
             return not self.wait_until(time.monotonic_ns() + round(backoff_s * NS_PER_S))
 
     def _finish(self) -> None:
-        for s in self.streams.values():
-            s.flush(self._send)
+        self.flush_all()
         detail = "stopped"
         if self.stop.signum is not None:
             detail = f"stopped by signal {self.stop.signum}"
-        self._heartbeat(time.monotonic_ns(), extra=detail)
+        t_ns = time.monotonic_ns() if self.heartbeat_clock is None else self.heartbeat_clock()
+        self._heartbeat(t_ns, extra=detail)
 
     # ------------------------------------------------------------------ items
     def handle(self, item: Item) -> None:
@@ -346,7 +365,7 @@ class Runner:
             if d is not None and now_ns >= d:
                 s.flush(self._send)
         if now_ns >= self.next_hb_ns or self.health.state != self._hb_state:
-            self._heartbeat(now_ns)
+            self._heartbeat(now_ns if self.heartbeat_clock is None else self.heartbeat_clock())
             self.next_hb_ns += self.hb_period_ns
             if self.next_hb_ns <= now_ns:  # late (a long blocking read): back on the grid
                 behind = (now_ns - self.next_hb_ns) // self.hb_period_ns + 1
@@ -364,11 +383,18 @@ class Runner:
             self.stop.wait(max(0, wake_ns - now_ns) / NS_PER_S)
 
     # ------------------------------------------------------------------ output
+    def flush_all(self) -> None:
+        for s in self.streams.values():
+            s.flush(self._send)
+
+    def send(self, msg: Message) -> None:
+        self._send(msg)
+
     def _send(self, msg: Message) -> None:
         if not self.sender.send(msg):
             self.n_send_dropped += 1
 
-    def _heartbeat(self, now_ns: int, extra: str = "") -> None:
+    def _heartbeat(self, now_ns: int, extra: str = "", with_status: bool = True) -> None:
         state = self.health.state
         self._hb_state = state
         detail = self.health.detail if state != STATE_OK else ""
@@ -378,8 +404,9 @@ class Runner:
             Heartbeat(self.cfg.name, self.hb_seq, now_ns, state, detail[:4000], self._totals())
         )
         self.hb_seq += 1
-        self._send(Status(self.cfg.name, self.status_seq, now_ns, self.metrics()))
-        self.status_seq += 1
+        if with_status:
+            self._send(Status(self.cfg.name, self.status_seq, now_ns, self.metrics()))
+            self.status_seq += 1
         poll = getattr(self.sender, "poll_subscriptions", None)
         if poll is not None:
             poll()  # drain (un)subscription notices of the XPUB socket

@@ -172,8 +172,14 @@ class GroupStream:
     def n_skipped_nonfinite(self) -> int:
         return self.encoder.n_skipped_nonfinite if self.encoder is not None else 0
 
-    def metrics(self) -> dict[str, int]:
+    def metrics(self) -> dict[str, int | str]:
+        enc = self.encoder
+        width = getattr(enc, "n_channels", None) or getattr(enc, "width", 0) * getattr(
+            enc, "height", 0
+        )
         m = {
+            "input": self.input,
+            "values_per_item": int(width),  # channels of a sample, pixels of a frame
             "n_items": self.n_items,
             "n_batches": self.n_batches,
             "n_events": self.n_events,

@@ -1,8 +1,9 @@
 """The ``--map`` config of ``spikefuse import`` (YAML, loaded through ``load_model``)::
 
-    format: ros              # ros | ulog | aedat | table | auto (from the file name)
+    format: ros              # ros | ulog | aedat | evt3 | table | auto (from the file name)
     streams:
-      - topic: /imu/data     # ROS topic | ULog message | aedat: imu/events | table: table
+      - topic: /imu/data     # ROS topic | ULog message | aedat: imu/events | evt3: events
+                             # | table: table
         sensor: imu          # -> bus topic sensor/imu
         groups:              # group -> graph input and scale (counts per unit)
           gyro:  {input: gyro, scale: 200.0}
@@ -12,7 +13,7 @@ Groups per source message: sensor_msgs/Imu gyro, accel, orientation;
 nav_msgs/Odometry position, velocity, angular_velocity; sensor_msgs/NavSatFix fix
 (lat deg, lon deg, alt m); sensor_msgs/Image frame (DVS emulation, ``dvs:``);
 ULog sensor_combined gyro, accel, mag (µT); vehicle_attitude q; actuator_outputs output;
-AEDAT imu: gyro, accel (SI); AEDAT events: events; tables: their mapping's groups.
+AEDAT imu: gyro, accel (SI); AEDAT and EVT3 events: events; tables: their mapping's groups.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from spikefuse.config import StrictModel, load_model
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
 
-Format = Literal["auto", "ros", "ulog", "aedat", "table"]
+Format = Literal["auto", "ros", "ulog", "aedat", "evt3", "table"]
 
 
 class GroupMap(StrictModel):
@@ -56,6 +57,10 @@ class StreamMap(StrictModel):
     """native events: one batch per window"""
     multi_id: int = Field(0, ge=0)
     """ULog: which instance of the message"""
+    width: int | None = Field(default=None, ge=1, le=65536)
+    """EVT3: sensor width in pixels when the file's header gives none"""
+    height: int | None = Field(default=None, ge=1, le=65536)
+    """EVT3: sensor height in pixels when the file's header gives none"""
 
 
 class ImportMap(StrictModel):

@@ -11,11 +11,24 @@ from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.protocol import encode, topic_of
 from spikefuse.recording.importers.config import ImportMap
 from spikefuse.recording.importers.emit import GroupEncoder, merged
-from spikefuse.recording.importers.sources import Skips, read_aedat, read_ros, read_table, read_ulog
+from spikefuse.recording.importers.sources import (
+    Skips,
+    read_aedat,
+    read_evt3,
+    read_ros,
+    read_table,
+    read_ulog,
+)
 from spikefuse.recording.mcapio import LogWriter
 from spikefuse.recording.progress import Progress
 
-READERS = {"ros": read_ros, "ulog": read_ulog, "aedat": read_aedat, "table": read_table}
+READERS = {
+    "ros": read_ros,
+    "ulog": read_ulog,
+    "aedat": read_aedat,
+    "evt3": read_evt3,
+    "table": read_table,
+}
 
 
 @dataclass
@@ -50,6 +63,8 @@ def detect_format(path: Path) -> str:
         return "ulog"
     if name.endswith(".aedat4"):
         return "aedat"
+    if name.endswith(".raw"):
+        return "evt3"  # Prophesee .raw; its header is checked to say EVT3
     if name.endswith((".csv", ".csv.gz", ".npz")):
         return "table"
     raise ConfigError(f"cannot tell the format of {path} from its name: set format: in the map")

@@ -342,6 +342,47 @@ def read_aedat(path: Path, imap: ImportMap, skips: Skips) -> list[GroupEncoder]:
     return encs
 
 
+# --------------------------------------------------------------------------- EVT3
+
+
+def read_evt3(path: Path, imap: ImportMap, skips: Skips) -> list[GroupEncoder]:
+    """A Prophesee EVT 3.0 ``.raw`` file, decoded by the event-camera driver's decoder."""
+    from spikefuse.drivers.evt3 import EVENT_DTYPE, iter_events, read_header
+
+    header = read_header(path)
+    encs: list[GroupEncoder] = []
+    for i, sm in enumerate(imap.streams):
+        if sm.topic != "events":
+            raise ConfigError(
+                f"stream {sm.topic!r} is not in an EVT3 file (map name: events)",
+                _where(imap, i, "topic"),
+            )
+        _check_groups(imap, i, sm, ["events"], "EVT3 events")
+        width = sm.width or header.width
+        height = sm.height or header.height
+        if width is None or height is None:
+            raise ConfigError(
+                f"{path}: the EVT3 header gives no geometry: set width and height",
+                _where(imap, i, "width"),
+            )
+        gm = sm.groups["events"]
+        if not gm.enabled:
+            continue
+        enc = NativeEvents(
+            sm.sensor, "events", gm.input or "events", gm.scale, width, round(sm.window_ms * 1e6)
+        )
+        ev = np.concatenate([np.empty(0, EVENT_DTYPE), *iter_events(path)])
+        ok = (ev["x"] < width) & (ev["y"] < height)
+        if not ok.all():
+            Skips.add(
+                skips.bad_messages, f"evt3: events outside {width}x{height}", int((~ok).sum())
+            )
+            ev = ev[ok]
+        enc.events(ev["t"].astype(np.int64) * 1000, ev["x"], ev["y"], ev["p"].astype(bool))
+        encs.append(enc)
+    return encs
+
+
 # --------------------------------------------------------------------------- tables
 
 

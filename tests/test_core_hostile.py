@@ -1,0 +1,181 @@
+"""Decoded-but-hostile input against the real ``spikefuse core`` in a child process.
+
+Every message here has valid framing and decodes field by field (or is rejected by the
+decoder with a counted reason); the values are extreme: int64 and int32 bounds in every
+integer field, the float64 extremes in every float field, per-event offsets that overflow
+``t_ns + dt_ns``, totals that overflow on subtraction. The core must keep running, keep
+serving a good publisher exactly, and count what it refused."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import msgpack
+import numpy as np
+from _core_util import spawn, stop, write_yaml
+
+from spikefuse.bus import Publisher, Subscriber
+from spikefuse.graph import Graph
+from spikefuse.protocol import EventBatch, MotorCommand, Status
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+F_MAX = float(np.finfo(np.float64).max)
+F_TINY = 5e-324  # smallest subnormal > 0
+INTS64 = [I64_MIN, I64_MIN + 1, -(2**62), -1, 0, 1, 2**62, 2**62 + 1, I64_MAX - 1, I64_MAX]
+DAY_NS = 86_400 * 10**9
+SCALES = [F_TINY, 1e-300, 1.0, 1e300, F_MAX]
+
+
+def _graph(path):
+    """x (good, 2 channels) -> y; z (hostile, 2 channels) -> dense -> yz; w (hostile, with a
+    reorder window) -> yw."""
+    g = Graph("hostile")
+    g.input("x", 2, scale=1.0)
+    g.dense("h", "x", np.eye(2), scale=1.0)
+    g.output("y", "h", scale=1.0)
+    g.input("z", 2, scale=100.0)
+    g.dense("hz", "z", np.array([[1e9, 1.0], [-1e9, 1.0]]), scale=100.0)
+    g.output("yz", "hz", scale=100.0)
+    g.input("w", 2, scale=100.0)
+    g.output("yw", "w", scale=100.0)
+    return g.save(path)
+
+
+def _eb(sensor, seq, t_ns, epoch, inp, scale, ch, co, dt=None) -> bytes:
+    dt_raw = None if dt is None else np.asarray(dt, "<i8").tobytes()
+    return msgpack.packb(
+        [
+            1,
+            1,
+            sensor,
+            seq,
+            t_ns,
+            epoch,
+            inp,
+            scale,
+            np.asarray(ch, "<i4").tobytes(),
+            np.asarray(co, "<i4").tobytes(),
+            dt_raw,
+        ]
+    )
+
+
+def _hb(sensor, seq, t_ns, totals) -> bytes:
+    raw = None if totals is None else {k: np.asarray(v, "<i8").tobytes() for k, v in totals.items()}
+    return msgpack.packb([1, 2, sensor, seq, t_ns, "ok", "", raw])
+
+
+def hostile_payloads(now_ns: int) -> list[bytes]:
+    """Extreme values in every numeric field of every message kind."""
+    out = []
+    seqs = itertools.count(1)
+    for sensor, inp in (("evil", "z"), ("evil", "w")):
+        for t in INTS64 + [now_ns, now_ns - 2 * DAY_NS, now_ns + 2 * DAY_NS]:
+            for dt in (None, [0, I64_MAX], [I64_MAX, 1], [1, 0]):
+                out.append(_eb(sensor, next(seqs), t, 0, inp, 100.0, [0, 1], [1, -1], dt))
+        for epoch in (I64_MIN, -(2**62), 2**62, I64_MAX):
+            for t in (now_ns, 2**62, -(2**62)):
+                out.append(_eb(sensor, next(seqs), t, epoch, inp, 100.0, [0], [1]))
+        for scale in SCALES:
+            for co in ([I32_MAX, I32_MAX], [I32_MIN, I32_MIN], [1, -1]):
+                out.append(_eb(sensor, next(seqs), now_ns, 0, inp, scale, [0, 1], co))
+        for ch in ([I32_MAX], [2], [0, 1, 0, 1]):
+            co = [I32_MAX] * len(ch)
+            out.append(_eb(sensor, next(seqs), now_ns, 0, inp, 100.0, ch, co))
+        for seq in (I64_MAX, 0, I64_MAX, 1):
+            out.append(_eb(sensor, seq, now_ns, 0, inp, 100.0, [0], [1]))
+    for t in INTS64 + [now_ns, now_ns + 2 * DAY_NS]:
+        for totals in (
+            None,
+            {"z": [I64_MAX, I64_MIN]},
+            {"z": [I64_MIN, I64_MAX], "w": [I64_MAX, 0]},
+            {"z": [0, 0], "w": [I32_MAX, I32_MIN]},
+            {"z": np.full(4096, I64_MAX)},
+            {"nope": [1]},
+        ):
+            out.append(_hb("evil", next(seqs), t, totals))
+    for seq, t in itertools.product((0, I64_MAX), INTS64):
+        values = np.array([F_MAX, -F_MAX, 0.0], "<f8").tobytes()
+        out.append(msgpack.packb([1, 3, "evil", seq, t, t, values]))
+        out.append(msgpack.packb([1, 4, "evil", seq, t, {"x": I64_MIN, "y": F_MAX}]))
+    # the core keeps its sensors' Status for its closing report: counters of every shape
+    for group in (
+        {"input": "z", "n_items": I64_MAX, "n_events": -1, "values_per_item": 3},
+        {"input": "z", "n_items": 0, "n_events": 0, "values_per_item": I64_MAX},
+        {"input": 5, "n_items": "many", "n_events": None, "values_per_item": 0},
+        {"input": "w", "n_items": 1, "n_events": F_MAX, "values_per_item": 2},
+        "not a map",
+    ):
+        for t in (now_ns, now_ns + 1):
+            out.append(msgpack.packb([1, 4, "evil", 0, t, {"groups": {"g": group}}]))
+    out.append(msgpack.packb([1, 4, "evil", 0, now_ns, {"groups": [1, 2]}]))
+    return out
+
+
+def _good(seq: int, counts) -> EventBatch:
+    co = np.asarray(counts, np.int32)
+    return EventBatch("sens", seq, time.monotonic_ns(), "x", 1.0, np.arange(2, dtype=np.int32), co)
+
+
+def test_hostile_values_never_stop_the_core_and_a_good_publisher_is_served(tmp_path):
+    graph = _graph(tmp_path / "g.npz")
+    inputs = {
+        "x": {"sensor": "sens", "timeout_s": 30.0},
+        "z": {"sensor": "evil", "timeout_s": 30.0},
+        "w": {"sensor": "evil", "timeout_s": 30.0, "reorder_window_ms": 5.0},
+    }
+    actuators = {
+        "motors": {"output": "y"},
+        "mz": {"output": "yz"},
+        "mw": {"output": "yw", "min_interval_ms": 1.0, "max_rate_per_s": 1e300},
+    }
+    data = {"name": "core", "graph": str(graph), "run_dir": str(tmp_path)}
+    data.update(inputs=inputs, actuators=actuators, status_period_s=0.2)
+    cfg = write_yaml(tmp_path / "core.yaml", data)
+    good = Publisher(f"ipc://{tmp_path}/sens.sock")
+    evil = Publisher(f"ipc://{tmp_path}/evil.sock", hwm=1_000_000)
+    proc = spawn("core", "--config", str(cfg))
+    sub = Subscriber(f"ipc://{tmp_path}/core.sock", ["motor/motors", "status/"])
+    try:
+        assert good.wait_for_subscribers(1, 20.0) and evil.wait_for_subscribers(1, 20.0)
+        payloads = hostile_payloads(time.monotonic_ns())
+        total = np.zeros(2, np.int64)
+        for i, payload in enumerate(payloads):
+            evil.socket.send_multipart([b"sensor/evil", payload])
+            if i % 10 == 0:  # the good stream goes on in between
+                counts = [1 + i % 3, -(i % 2)]
+                total += counts
+                assert good.send(_good(i // 10, counts))
+        final = [5, -7]
+        total += final
+        assert good.send(_good(len(payloads) // 10 + 1, final))
+        expected = total.astype(np.float64)
+        last, status = None, None
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            m = sub.recv(0.5)
+            if isinstance(m, MotorCommand):
+                last = m
+            elif isinstance(m, Status) and m.source == "core":
+                status = m
+                if m.metrics["totals"]["n_batches"] and last is not None:
+                    if np.array_equal(last.values, expected):
+                        break
+        assert proc.poll() is None, f"core exited {proc.returncode}:\n{proc.stdout.read()}"
+        assert last is not None
+        np.testing.assert_array_equal(last.values, expected)
+        drops = status.metrics["drops"]
+        assert drops.get("bad_time", 0) > 0, drops
+        assert drops.get("rejected_bad_field", 0) > 0, drops
+        # the good stream was never disturbed
+        assert status.metrics["inputs"]["x"]["n_out_of_order"] == 0
+    finally:
+        rc = stop(proc)
+        good.close()
+        evil.close()
+        sub.close()
+    assert rc == 0
+    out = proc.stdout.read()
+    assert "core 'core':" in out and "latency sensor -> motor command" in out, out
