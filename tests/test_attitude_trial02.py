@@ -11,6 +11,10 @@ import pytest
 from spikefuse.attitude.evaluate import evaluate_attitude
 from spikefuse.tables import load_aedat_imu, load_table
 
+# the trial-02 fixture runs the whole 186 s log through every estimator, including the 9D
+# graph evaluated frame by frame in Python (~2 min alone on a busy 2-core machine)
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def trial02(shared_data: Path) -> dict:
