@@ -935,6 +935,12 @@ class Subscriber(_SubscriberCore, _Closes):
         self._drain(self._sock)
         return self.queue.pop_all()
 
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Drop topic subscriptions (the publisher sees it: a clean leave, after which
+        :meth:`recv_many` still returns what was already on its way)."""
+        for t in topics:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, t.encode())
+
     def close(self) -> None:
         self._owner.close(SUB_LINGER_MS)
 
