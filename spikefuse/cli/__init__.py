@@ -25,6 +25,8 @@ OPTIONAL_EXTRAS = {
     "rerun": "view",
     "pyNN": "nest",
     "nest": "nest",
+    "jax": "train",
+    "optax": "train",
     "spynnaker": "spinnaker",
     "spinnman": "spinnaker",
 }
