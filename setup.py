@@ -1,5 +1,7 @@
 """Build the private Cython engine. Compiler directives are set here, once."""
 
+import runpy
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
@@ -13,6 +15,9 @@ DIRECTIVES = {
     "nonecheck": False,
     "embedsignature": True,
 }
+
+# The engine's node/edge/activation numbering is generated from the builder's single source.
+runpy.run_path("spikefuse/graph/kinds.py")["write_pxi"]("spikefuse/engine/_kinds.pxi")
 
 # -ffp-contract=off keeps a*b+c unfused so results match the NumPy reference bit-for-bit
 # where the operation order is the same.

@@ -24,6 +24,8 @@ from spikefuse.graph import Graph
 
 DESCRIPTION = "engine synaptic ops/s vs roofline and numpy; sigma-delta vs dense ops; NEST peer"
 SIZES = (784, 512, 256, 10)
+V_REST_MV = -65.0
+"""resting and initial membrane of the NEST peer's neurons"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,9 +205,13 @@ def nest_peer(
             src = sim.Population(n_in, sim.SpikeSourceArray(spike_times=[list(t) for t in trains]))
             pops = [src]
             for w, _ in layers:
-                pops.append(
-                    sim.Population(w.shape[1], sim.IF_curr_exp(tau_refrac=0.1, v_thresh=-50.0))
-                )
+                cell = sim.IF_curr_exp(tau_refrac=0.1, v_rest=V_REST_MV, v_thresh=-50.0)
+                pop = sim.Population(w.shape[1], cell)
+                # pyNN.nest ignores initialize(v=...); V_m is set natively. (Checked: for
+                # IF_curr_exp it already equals v_rest; NEST's -70 mV default shows with
+                # IF_curr_delta. Set explicitly so the start does not depend on the model.)
+                pop.node_collection.set(V_m=V_REST_MV)
+                pops.append(pop)
             for i, (w, _) in enumerate(layers):
                 sim.Projection(
                     pops[i],

@@ -69,6 +69,10 @@ def _pooled_percentiles(hists: dict) -> tuple[float, float]:
     return (float(upper[np.searchsorted(cum, 0.5)]), float(upper[np.searchsorted(cum, 0.99)]))
 
 
+HAND_BUILT = ["core.graph=../graphs/sim_line.yaml", "robot.report.graph=../graphs/sim_line.yaml"]
+LEARNED_REPORT = REPO / "configs/graphs/sim_learned_report.json"
+
+
 def run(args: argparse.Namespace) -> BenchResult:
     world = [
         f"robot.world.track={args.track}",
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> BenchResult:
     ]
     with tempfile.TemporaryDirectory(prefix="spikefuse-bench-sim-") as d:
         tmp = Path(d)
-        rt = _run("sim.yaml", tmp, "realtime", world, args.timeout)
+        rt = _run("sim.yaml", tmp, "realtime", [*world, *HAND_BUILT], args.timeout)
+        learned = _run("sim.yaml", tmp, "learned", world, args.timeout)  # the default graph
         teacher_sets = [
             *world,
             f"robot.world.renderer={args.renderer}",
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         "realtime_slips": loop["n_slips"],
         "latency_us_by_sensor": {g: v for g, v in f["latency_us"].items() if v.get("n")},
         "events_per_s": f["events_per_s"],
+        **_learned_fields(learned["figures"], teacher["figures"]["cross_track_rms_m"]),
     }
     res = BenchResult("sim: closed loop on the simulated robot (one lap, real processes)")
     res.fields = fields
@@ -125,6 +131,15 @@ def run(args: argparse.Namespace) -> BenchResult:
             fields["ops_ratio_vs_dense_at_gyro_rate"])  # fmt: skip
     res.add("engine ops vs dense at 60 Hz (camera)", f.get("engine_ops"), "-",
             fields["ops_ratio_vs_dense_at_camera_rate"])  # fmt: skip
+    lf = learned["figures"]
+    res.add("learned: lap completed (collisions)",
+            f"{fields['learned_lap_completed']} ({lf['collisions']})", "-", "-")  # fmt: skip
+    res.add("learned: cross-track RMS (m) vs teacher", fields["learned_cross_track_rms_m"], tr,
+            fields["learned_vs_teacher_cross_track_ratio"])  # fmt: skip
+    res.add("learned: engine ops vs dense at 1 kHz (gyro)", lf.get("engine_ops"), "-",
+            fields["learned_ops_ratio_vs_dense_at_gyro_rate"])  # fmt: skip
+    res.add("learned: engine ops vs dense at 60 Hz (camera)", lf.get("engine_ops"), "-",
+            fields["learned_ops_ratio_vs_dense_at_camera_rate"])  # fmt: skip
     res.add("sensor -> wheel latency p50 (us)", p50, "-", "-")
     res.add("sensor -> wheel latency p99 (us)", p99, "-", "-")
     res.add("lock-step sim time / wall time", ls["loop"]["sim_t_s"], ls["loop"]["wall_s"],
@@ -136,3 +151,19 @@ def run(args: argparse.Namespace) -> BenchResult:
         "lock-step >= 5x"
     )
     return res
+
+
+def _learned_fields(lf: dict, teacher_rms: float) -> dict:
+    """The learned controller (configs/graphs/sim_learned.npz, launch/sim.yaml's default);
+    ``train_seconds`` is the shipped graph's training time from its report."""
+    rep = json.loads(LEARNED_REPORT.read_text())
+    return {
+        "learned_lap_completed": bool(lf["lap_completed"]),
+        "learned_cross_track_rms_m": lf["cross_track_rms_m"],
+        "learned_ops_ratio_vs_dense_at_camera_rate": lf.get("ops_ratio_vs_dense_at_camera_rate"),
+        "learned_ops_ratio_vs_dense_at_gyro_rate": lf.get("ops_ratio_vs_dense_at_gyro_rate"),
+        "learned_vs_teacher_cross_track_ratio": (
+            lf["cross_track_rms_m"] / teacher_rms if teacher_rms else None
+        ),
+        "train_seconds": rep["train_seconds"],
+    }

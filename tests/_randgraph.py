@@ -7,8 +7,11 @@ import numpy as np
 from spikefuse.graph import Graph
 
 
-def random_static_graph(rng: np.random.Generator, conv: bool = True, product: bool = True) -> Graph:
-    """Input -> Dense(act) -> [Conv] -> Activation -> [Product] -> Output, random sizes/scales."""
+def random_static_graph(
+    rng: np.random.Generator, conv: bool = True, product: bool = True, pool: bool = False
+) -> Graph:
+    """Input -> Dense(act) -> [Conv] -> [AvgPool] -> Activation -> [Product] -> Output, random
+    sizes/scales."""
     g = Graph("rand")
     n_in = int(rng.integers(2, 10))
     g.input("x", n_in, scale=float(rng.uniform(5, 60)))
@@ -47,6 +50,8 @@ def random_static_graph(rng: np.random.Generator, conv: bool = True, product: bo
         )
         last = "c1"
         size = g.resolve().nodes["c1"].size
+    if pool:
+        last, size = _random_pool(rng, g, last, h)
     g.activation("a1", last, fn=str(rng.choice(acts)), scale=float(rng.uniform(5, 60)))
     last = "a1"
     if product:
@@ -55,6 +60,22 @@ def random_static_graph(rng: np.random.Generator, conv: bool = True, product: bo
         last = "p1"
     g.output("y", last, scale=float(rng.uniform(5, 200)))
     return g
+
+
+def _random_pool(rng: np.random.Generator, g: Graph, last: str, h: int) -> tuple[str, int]:
+    """An AvgPool2d (random kernel, stride, padding) on a random C×H×W image of ``last``."""
+    c, hh, ww = int(rng.integers(1, 3)), int(rng.integers(2, 6)), int(rng.integers(2, 7))
+    src = g.resolve().nodes[last]
+    g.dense(
+        "d_img", last, rng.normal(0, 1, (src.size, c * hh * ww)), scale=float(rng.uniform(5, 60))
+    )
+    kernel = (int(rng.integers(1, hh + 1)), int(rng.integers(1, ww + 1)))
+    stride = None if rng.random() < 0.5 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    padding = (int(rng.integers(0, kernel[0])), int(rng.integers(0, kernel[1])))
+    g.avgpool2d(
+        "pool", "d_img", (c, hh, ww), kernel, stride, padding, scale=float(rng.uniform(5, 60))
+    )
+    return "pool", g.resolve().nodes["pool"].size
 
 
 def random_dynamic_graph(rng: np.random.Generator) -> Graph:

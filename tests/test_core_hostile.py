@@ -14,10 +14,16 @@ import time
 import msgpack
 import numpy as np
 from _core_util import spawn, stop, write_yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spikefuse.bus import Publisher, Subscriber
+from spikefuse.core.config import load_core_config
+from spikefuse.core.daemon import load_graph
+from spikefuse.core.fusion import FusionCore
+from spikefuse.engine import Engine
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, MotorCommand, Status
+from spikefuse.protocol import Decoder, Encoder, EventBatch, MotorCommand, Status
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -179,3 +185,72 @@ def test_hostile_values_never_stop_the_core_and_a_good_publisher_is_served(tmp_p
     assert rc == 0
     out = proc.stdout.read()
     assert "core 'core':" in out and "latency sensor -> motor command" in out, out
+
+
+FUZZ_NOW_NS = 10**15  # a fixed core clock (11.6 days): the strategy must not depend on time
+_EXTREME_INTS = st.sampled_from(INTS64 + [2**31 - 1, -(2**31), 86_400 * 10**9, 0, 1])
+_EXTREME_FLOATS = st.sampled_from(SCALES + [-1.0, 0.0, float("inf"), float("nan"), 1e-9])
+
+
+@st.composite
+def _hostile_payload(draw, now_ns: int) -> bytes:
+    """Valid framing, any kind, every numeric field from the extremes (or near now)."""
+    t = draw(st.one_of(_EXTREME_INTS, st.integers(now_ns - 2 * DAY_NS, now_ns + 2 * DAY_NS)))
+    seq = draw(_EXTREME_INTS)
+    kind = draw(st.sampled_from([1, 1, 1, 2, 3, 4]))
+    if kind == 1:
+        n = draw(st.integers(0, 4))
+        ch = draw(st.lists(st.sampled_from([0, 0, 1, I32_MAX]), min_size=n, max_size=n))
+        co = draw(st.lists(st.sampled_from([I32_MIN, -1, 1, I32_MAX]), min_size=n, max_size=n))
+        offsets = st.sampled_from([0, 1, DAY_NS, DAY_NS + 1, I64_MAX])
+        dt = draw(st.one_of(st.none(), st.lists(offsets, min_size=n, max_size=n)))
+        inp = draw(st.sampled_from(["z", "w", "x"]))
+        scale = draw(st.one_of(st.just(100.0), _EXTREME_FLOATS))
+        return _eb("evil", seq, t, draw(_EXTREME_INTS), inp, scale, ch, co, dt)
+    if kind == 2:
+        vals = draw(st.lists(_EXTREME_INTS, min_size=0, max_size=3))
+        return _hb("evil", seq, t, draw(st.sampled_from([None, {"z": vals}, {"w": vals}])))
+    if kind == 3:
+        values = np.array(draw(st.lists(_EXTREME_FLOATS, max_size=3)), "<f8").tobytes()
+        return msgpack.packb([1, 3, "evil", seq, t, draw(_EXTREME_INTS), values])
+    group = {"input": "z", "n_items": draw(_EXTREME_INTS), "n_events": draw(_EXTREME_INTS)}
+    group["values_per_item"] = draw(_EXTREME_INTS)
+    return msgpack.packb([1, 4, "evil", seq, t, {"groups": {"g": group}}])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fusion_core_survives_random_extreme_sequences_in_process(tmp_path_factory, data):
+    """The same space, randomised, through the core's own code path in-process (decoder,
+    FusionCore, engine, and the encoder of everything it sends): nothing raises."""
+    tmp = tmp_path_factory.mktemp("h")
+    graph = _graph(tmp / "g.npz")
+    cfg = load_core_config(
+        write_yaml(
+            tmp / "core.yaml",
+            {
+                "graph": str(graph),
+                "run_dir": str(tmp),
+                "inputs": {
+                    "x": {"sensor": "sens"},
+                    "z": {"sensor": "evil"},
+                    "w": {"sensor": "evil", "reorder_window_ms": 5.0},
+                },
+                "actuators": {"motors": {"output": "y"}, "mz": {"output": "yz"}},
+                "status_period_s": 0.001,
+            },
+        )
+    )
+    g = load_graph(cfg)
+    enc = Encoder()
+    now = FUZZ_NOW_NS
+    core = FusionCore(cfg, g, Engine(g), now, lambda m: bool(enc.encode(m)))
+    dec = Decoder("fuzz")
+    for payload in data.draw(st.lists(_hostile_payload(FUZZ_NOW_NS), min_size=1, max_size=12)):
+        msg = dec.decode(payload)
+        now += 1_000_000
+        if msg is not None:
+            core.handle(msg, now)
+        core.service(now)
+    core.service(now + 10**9)
+    assert "core 'core':" in core.summary(now + 10**9)

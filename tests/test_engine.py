@@ -235,10 +235,10 @@ def _run(engine_cls, g, stream, advance_to):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), dynamic=st.booleans())
-def test_cython_agrees_with_reference(seed, dynamic):
+@given(seed=st.integers(0, 2**32 - 1), dynamic=st.booleans(), pool=st.booleans())
+def test_cython_agrees_with_reference(seed, dynamic, pool):
     rng = np.random.default_rng(seed)
-    g = random_dynamic_graph(rng) if dynamic else random_static_graph(rng)
+    g = random_dynamic_graph(rng) if dynamic else random_static_graph(rng, pool=pool)
     stream = random_stream(rng, g.nodes["x"].size, int(rng.integers(1, 40)))
     end = stream[-1][0] + 200_000_000
     a, ea = _run(Engine, g, stream, end)

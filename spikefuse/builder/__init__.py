@@ -11,12 +11,14 @@ from spikefuse.builder import (  # noqa: F401  (registration side effects)
     lower_elementwise,
     lower_input,
     lower_integrator,
+    lower_pool,
 )
 from spikefuse.builder.model import (
     ACT_CODES,
     KIND_NAMES,
     BuildContext,
     Model,
+    kind_of,
     lowerer_for,
 )
 from spikefuse.graph.graph import Graph, ResolvedGraph
@@ -55,6 +57,7 @@ def build(graph: Graph | ResolvedGraph | Model) -> Model:
     )
     for i, nm in enumerate(names):
         node = rg.nodes[nm]
+        ctx.kind[i] = kind_of(node)
         lowerer_for(node)(ctx, i, node)
     edge_ptr = np.zeros(n + 1, np.int64)
     flat = []

@@ -4,9 +4,6 @@ from spikefuse.builder.model import (
     E_ELEM,
     E_PROD_A,
     E_PROD_B,
-    K_ACT,
-    K_OUTPUT,
-    K_PRODUCT,
     BuildContext,
     lowers,
 )
@@ -21,7 +18,6 @@ def _fan_one(ctx: BuildContext, sources: list[str]) -> None:
 
 @lowers(Activation)
 def lower_activation(ctx: BuildContext, i: int, node: Activation) -> None:
-    ctx.kind[i] = K_ACT
     ctx.set_activation(i, node)
     ctx.connect(i, node.sources, E_ELEM)
     _fan_one(ctx, node.sources)
@@ -29,14 +25,12 @@ def lower_activation(ctx: BuildContext, i: int, node: Activation) -> None:
 
 @lowers(Output)
 def lower_output(ctx: BuildContext, i: int, node: Output) -> None:
-    ctx.kind[i] = K_OUTPUT
     ctx.connect(i, node.sources, E_ELEM)
     _fan_one(ctx, node.sources)
 
 
 @lowers(Product)
 def lower_product(ctx: BuildContext, i: int, node: Product) -> None:
-    ctx.kind[i] = K_PRODUCT
     ctx.connect(i, _src_list(node.a), E_PROD_A)
     ctx.connect(i, _src_list(node.b), E_PROD_B)
     _fan_one(ctx, node.sources)

@@ -1,12 +1,11 @@
 import numpy as np
 
-from spikefuse.builder.model import E_ELEM, K_INTEGRATOR, BuildContext, lowers
+from spikefuse.builder.model import E_ELEM, BuildContext, lowers
 from spikefuse.graph.nodes import Integrator
 
 
 @lowers(Integrator)
 def lower_integrator(ctx: BuildContext, i: int, node: Integrator) -> None:
-    ctx.kind[i] = K_INTEGRATOR
     u = ctx.units(i)
     n = node.size
     ctx.int_gain[u] = np.broadcast_to(np.asarray(node.gain, np.float64), (n,))

@@ -9,15 +9,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikefuse.graph.kinds import ACTIVATIONS, NODE_KINDS, edge_kind, node_kind
 from spikefuse.graph.nodes import Node
 
-# node kinds
-K_INPUT, K_DENSE, K_CONV, K_ACT, K_PRODUCT, K_INTEGRATOR, K_OUTPUT = range(7)
-KIND_NAMES = ("input", "dense", "conv2d", "activation", "product", "integrator", "output")
-# edge kinds
-E_DENSE, E_CONV, E_ELEM, E_PROD_A, E_PROD_B = range(5)
-# activation codes
-ACT_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "abs": 4, "clip": 5}
+# the numbering lives in spikefuse.graph.kinds (the compiled engine's enums are generated
+# from it); these names are the builder's and the reference engine's view of it
+KIND_NAMES = NODE_KINDS
+K_INPUT = node_kind("input")
+K_DENSE = node_kind("dense")
+K_CONV = node_kind("conv2d")
+K_ACT = node_kind("activation")
+K_PRODUCT = node_kind("product")
+K_INTEGRATOR = node_kind("integrator")
+K_OUTPUT = node_kind("output")
+K_POOL = node_kind("avgpool2d")
+E_DENSE = edge_kind("dense")
+E_CONV = edge_kind("conv")
+E_ELEM = edge_kind("elem")
+E_PROD_A = edge_kind("prod_a")
+E_PROD_B = edge_kind("prod_b")
+E_POOL = edge_kind("pool")
+ACT_CODES = {name: i for i, name in enumerate(ACTIVATIONS)}
 
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31 - 1)  # symmetric saturation range
@@ -86,6 +98,11 @@ def lowers(node_type: type) -> Callable[[LowerFn], LowerFn]:
     return deco
 
 
+def kind_of(node: Node) -> int:
+    """The node's kind code: the index of its ``type`` name in :data:`NODE_KINDS`."""
+    return node_kind(node.type)
+
+
 def lowerer_for(node: Node) -> LowerFn:
     try:
         return _LOWERERS[type(node)]
@@ -132,6 +149,15 @@ class BuildContext:
             s = self.index[src]
             self.edges[s].append((kind, target, in_off))
             in_off += int(self.size[s])
+
+    def add_fanout(self, sources: list[str], per_input_unit: np.ndarray) -> None:
+        """Add the ops one spike of each (concatenated) input unit costs into this node."""
+        in_off = 0
+        for src in sources:
+            u = self.units(self.index[src])
+            n = u.stop - u.start
+            self.unit_fanout[u] += per_input_unit[in_off : in_off + n]
+            in_off += n
 
     def set_activation(self, i: int, node: Node) -> None:
         name = getattr(node, "activation", "identity")

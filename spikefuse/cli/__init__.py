@@ -22,8 +22,13 @@ OPTIONAL_EXTRAS = {
     "serial": "serial",
     "vqf": "attitude",
     "cv2": "camera",
+    "rerun": "view",
     "pyNN": "nest",
     "nest": "nest",
+    "jax": "train",
+    "optax": "train",
+    "spynnaker": "spinnaker",
+    "spinnman": "spinnaker",
 }
 
 

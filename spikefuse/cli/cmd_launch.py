@@ -1,5 +1,6 @@
 """``spikefuse launch FILE [--duration S] [--set key=value ...]``.
 
+``--view [PORT]`` adds a ``spikefuse view`` process (see ``docs/liveview.md``).
 ``--set duration_s=5`` changes the launch file; ``--set <process>.<key>=<value>`` is passed
 to that process (e.g. ``--set imu.groups.gyro.rate_hz=500``)."""
 
@@ -30,6 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="change the launch file (e.g. duration_s=5) or, as PROCESS.KEY=VALUE, one "
         "process's config (e.g. imu.groups.gyro.rate_hz=500); YAML values; repeatable",
     )
+    p.add_argument(
+        "--view",
+        nargs="?",
+        type=int,
+        const=9090,
+        default=None,
+        metavar="PORT",
+        help="also serve a live view in the browser on 127.0.0.1:PORT (default 9090)",
+    )
     p.set_defaults(func=run)
 
 
@@ -40,4 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f"--duration: expected a number > 0, found {args.duration}")
     launch = load_launch(args.file, args.overrides)
+    if args.view is not None:
+        from spikefuse.view.from_launch import add_view_process
+
+        add_view_process(launch, args.file, args.overrides, args.view)
     return Supervisor(launch).run(args.duration)

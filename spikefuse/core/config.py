@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from spikefuse.backends.spinnaker.config import SpinnakerConfig
 from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import FileConfig, StrictModel, load_model
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
@@ -99,6 +100,9 @@ class CoreConfig(FileConfig):
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)
+    backend: Literal["engine", "spinnaker"] = "engine"
+    spinnaker: SpinnakerConfig | None = None
+    """machine and mapping settings of ``backend: spinnaker`` (docs/spinnaker.md)"""
     clock: Literal["monotonic", "data"] = "monotonic"
     """``data``: the core's clock is the time of the data it has received (lock-step
     simulation): every message is processed and serviced at the latest time seen, motor

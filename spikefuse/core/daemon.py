@@ -11,10 +11,10 @@ import gc
 import logging
 import time
 
+from spikefuse.backends import select_engine, session
 from spikefuse.bus import Publisher, Subscriber
 from spikefuse.core.config import CoreConfig
 from spikefuse.core.fusion import FusionCore, data_time_ns
-from spikefuse.engine import Engine
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
 from spikefuse.sdk.timing import StopSignal
@@ -56,7 +56,7 @@ def _listening(pub: Publisher):
 def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     """Run the daemon until SIGINT/SIGTERM (or ``duration_s``); returns 0."""
     graph = load_graph(cfg)
-    engine = Engine(graph)
+    engine = select_engine(cfg, graph)
     endpoints = sorted({cfg.sensor_endpoint(i) for i in cfg.inputs.values()})
     sensors = {i.sensor for i in cfg.inputs.values()}
     # the drivers' Status (sample counters) too, for the closing report
@@ -66,6 +66,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
     security = cfg.resolved_security()
     with (
         stop if own_stop else _nullctx(),
+        session(engine),
         Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=security) as pub,
         Subscriber(
             endpoints,

@@ -71,6 +71,7 @@ cdef class Core:
     cdef int record(self, i64 t, i32 output, i32 channel, f64 value) except -1 nogil
     cdef int emit(self, i64 s, i64 i, i64 n, i64 t) except -1 nogil
     cdef void conv_spike(self, i64 tgt, i64 r, f64 d) noexcept nogil
+    cdef void pool_spike(self, i64 tgt, i64 r, f64 d) noexcept nogil
     cdef void mark(self, i64 node, i64 j) noexcept nogil
     cdef f64 value(self, i64 node, i64 j) noexcept nogil
     cdef int send(self, i64 node, i64 j, f64 v, i64 t) except -1 nogil

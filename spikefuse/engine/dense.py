@@ -5,9 +5,10 @@ This is "the frame-based way" that the event-driven engines are compared against
 integrators advance exactly (linear ramp without leak, exponential with one), then sets the
 new input values and recomputes every non-integrator node in topological order.
 
-Ops are counted as the weights/elements evaluated per step: Dense ``n_in*n_out``, Conv2d
-``C_out*H_out*W_out*C_in*kh*kw``, Activation/Product/Integrator/Output ``n``; Input nodes
-cost nothing (the sample is given). ``ops_per_step`` is fixed for a graph, ``counters``
+Each node computes its own frame-based value (:meth:`spikefuse.graph.nodes.Node.dense`). Ops
+are counted as the weights/elements evaluated per step (:meth:`Node.dense_ops`): Dense
+``n_in*n_out``, Conv2d ``C_out*H_out*W_out*C_in*kh*kw``, AvgPool2d ``C*H_out*W_out*kh*kw``,
+Activation/Product/Integrator/Output ``n``; Input nodes cost nothing (the sample is given). ``ops_per_step`` is fixed for a graph, ``counters``
 accumulates it.
 """
 
@@ -19,33 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from spikefuse.graph.graph import Graph, ResolvedGraph
-from spikefuse.graph.nodes import (
-    Activation,
-    Conv2d,
-    Dense,
-    Input,
-    Integrator,
-    Node,
-    Output,
-    Product,
-)
-
-
-def apply_activation(name: str, z: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
-    """The activations of :mod:`spikefuse.graph.nodes`, vectorised."""
-    if name == "identity":
-        return z
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "sigmoid":
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
-    if name == "abs":
-        return np.abs(z)
-    if name == "clip":
-        return np.clip(z, lo, hi)
-    raise ValueError(f"unknown activation '{name}'")
+from spikefuse.graph.nodes import Input, Integrator, Node, Output, apply_activation
 
 
 def _per_unit(v: float | list[float] | None, n: int, default: float) -> np.ndarray:
@@ -54,34 +29,9 @@ def _per_unit(v: float | list[float] | None, n: int, default: float) -> np.ndarr
     return np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy()
 
 
-def _conv2d(node: Conv2d, x: np.ndarray) -> np.ndarray:
-    c, h, w = node.in_shape
-    k = node.kernels
-    co, _, kh, kw = k.shape
-    (sy, sx), (py, px) = node.stride, node.padding
-    ho, wo = node.out_hw
-    xp = np.pad(x.reshape(c, h, w), ((0, 0), (py, py), (px, px)))
-    cols = np.empty((c, kh, kw, ho, wo))
-    for ky in range(kh):
-        for kx in range(kw):
-            cols[:, ky, kx] = xp[:, ky : ky + sy * ho : sy, kx : kx + sx * wo : sx]
-    out = np.tensordot(k, cols, axes=([1, 2, 3], [0, 1, 2]))  # (co, ho, wo)
-    if node.bias is not None:
-        out += node.bias[:, None, None]
-    return out.reshape(co * ho * wo)
-
-
 def node_ops(node: Node) -> int:
     """Weights/elements evaluated when ``node`` is recomputed once (see module doc)."""
-    if isinstance(node, Input):
-        return 0
-    if isinstance(node, Dense):
-        return node.n_in * node.size
-    if isinstance(node, Conv2d):
-        co, ho, wo = node.out_shape
-        _, ci, kh, kw = node.kernels.shape
-        return co * ho * wo * ci * kh * kw
-    return node.size
+    return node.dense_ops()
 
 
 class DenseExecutor:
@@ -159,24 +109,8 @@ class DenseExecutor:
             nd = self.nodes[n]
             if isinstance(nd, Input):
                 continue
-            if isinstance(nd, Dense):
-                z = self._gather(nd.sources) @ nd.weights
-                if nd.bias is not None:
-                    z = z + nd.bias
-                self.values[n] = apply_activation(nd.activation, z, nd.lo, nd.hi)
-            elif isinstance(nd, Conv2d):
-                z = _conv2d(nd, self._gather(nd.sources))
-                self.values[n] = apply_activation(nd.activation, z, nd.lo, nd.hi)
-            elif isinstance(nd, Activation):
-                self.values[n] = apply_activation(
-                    nd.activation, self._gather(nd.sources), nd.lo, nd.hi
-                )
-            elif isinstance(nd, Product):
-                self.values[n] = self._gather(_src(nd.a)) * self._gather(_src(nd.b))
-            elif isinstance(nd, Output):
-                self.values[n] = self._gather(nd.sources).copy()
-            else:  # pragma: no cover - every node type is handled above
-                raise TypeError(f"node '{n}': unsupported type {type(nd).__name__}")
+            ports = {f: self._gather(srcs) for f, srcs in nd.source_fields().items()}
+            self.values[n] = nd.dense(ports)
 
     # -- reading --------------------------------------------------------------------------
     def node_value(self, name: str) -> np.ndarray:
@@ -192,10 +126,6 @@ class DenseExecutor:
     @property
     def counters(self) -> dict[str, int]:
         return {"syn_ops": self.syn_ops, "n_steps": self.n_steps, "ops_per_step": self.ops_per_step}
-
-
-def _src(s: str | list[str]) -> list[str]:
-    return [s] if isinstance(s, str) else list(s)
 
 
 __all__ = ["DenseExecutor", "apply_activation", "node_ops"]

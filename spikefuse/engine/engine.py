@@ -5,10 +5,32 @@ from __future__ import annotations
 import numpy as np
 
 from spikefuse.builder import Model
+from spikefuse.engine import _engine
 from spikefuse.engine._engine import Core
 from spikefuse.engine.base import OUTPUT_DTYPE, EngineBase
+from spikefuse.errors import EngineError
+from spikefuse.graph import kinds
 
 assert OUTPUT_DTYPE.itemsize == 24, "OutEvent layout must match OUTPUT_DTYPE"
+
+
+def check_numbering(compiled=_engine) -> None:
+    """The compiled enums are generated from :mod:`spikefuse.graph.kinds` at build time; a
+    build older than the numbering (a new node type without a rebuild) is refused here."""
+    for what, attr, want in (
+        ("node kinds", "COMPILED_NODE_KINDS", kinds.NODE_KINDS),
+        ("edge kinds", "COMPILED_EDGE_KINDS", kinds.EDGE_KINDS),
+        ("activations", "COMPILED_ACTIVATIONS", kinds.ACTIVATIONS),
+    ):
+        got = getattr(compiled, attr, None)
+        if got != want:
+            raise EngineError(
+                f"the compiled engine's {what} {got} differ from spikefuse.graph.kinds {want}: "
+                "rebuild it (pip install -e . or pip install .)"
+            )
+
+
+check_numbering()
 
 
 class Engine(EngineBase):

@@ -14,12 +14,14 @@ from spikefuse.builder.model import (
     E_CONV,
     E_DENSE,
     E_ELEM,
+    E_POOL,
     E_PROD_A,
     K_CONV,
     K_DENSE,
     K_INPUT,
     K_INTEGRATOR,
     K_OUTPUT,
+    K_POOL,
     K_PRODUCT,
     Model,
 )
@@ -32,6 +34,8 @@ from spikefuse.engine.semantics import (
     round_half_away,
     saturate,
 )
+
+ACCUMULATING = frozenset((K_DENSE, K_CONV, K_POOL))  # value = h(acc), as accumulates() in C
 
 
 class ReferenceEngine(EngineBase):
@@ -88,6 +92,8 @@ class ReferenceEngine(EngineBase):
                 self.node_dirty[tgt] = True
             elif kind == E_CONV:
                 self._conv_spike(tgt, r, n / k)
+            elif kind == E_POOL:
+                self._pool_spike(tgt, r, n / k)
             else:
                 j = toff + r
                 if kind == E_ELEM:
@@ -130,10 +136,35 @@ class ReferenceEngine(EngineBase):
                     self.acc[j] += m.weights[wp + ((o * ci + c) * kh + ky) * kw + kx] * d
                     self._mark(tgt, j)
 
+    def _pool_spike(self, tgt: int, r: int, d: float) -> None:
+        m = self.model
+        _, _, kh, kw, h, w, ho, wo, sy, sx, py, px = (int(v) for v in m.node_conv[tgt])
+        c, rem = divmod(r, h * w)
+        y, x = divmod(rem, w)
+        toff = int(m.node_off[tgt])
+        wt = m.weights[int(m.node_wptr[tgt])]
+        for ky in range(kh):
+            ny = y + py - ky
+            if ny < 0 or ny % sy:
+                continue
+            oy = ny // sy
+            if oy >= ho:
+                continue
+            for kx in range(kw):
+                nx = x + px - kx
+                if nx < 0 or nx % sx:
+                    continue
+                ox = nx // sx
+                if ox >= wo:
+                    continue
+                j = toff + (c * ho + oy) * wo + ox
+                self.acc[j] += wt * d
+                self._mark(tgt, j)
+
     def _value(self, node: int, j: int) -> float:
         m = self.model
         kind = m.node_kind[node]
-        if kind == K_DENSE or kind == K_CONV:
+        if kind in ACCUMULATING:
             return activate(int(m.node_act[node]), self.acc[j], m.node_lo[node], m.node_hi[node])
         if kind == K_PRODUCT:
             return self.xa[j] * self.xb[j]

@@ -22,6 +22,7 @@ from spikefuse.graph.nodes import (
     NODE_TYPES,
     Activation,
     AnyNode,
+    AvgPool2d,
     Conv2d,
     Dense,
     Input,
@@ -149,6 +150,18 @@ class Graph:
             hi=hi,
         )
 
+    def avgpool2d(self, name, source, in_shape, kernel, stride=None, padding=(0, 0), scale=100.0):
+        return self._make(
+            AvgPool2d,
+            name=name,
+            source=source,
+            in_shape=in_shape,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            scale=scale,
+        )
+
     def activation(self, name, source, fn="relu", scale=100.0, lo=None, hi=None) -> str:
         return self._make(
             Activation, name=name, source=source, activation=fn, scale=scale, lo=lo, hi=hi
@@ -175,9 +188,7 @@ class Graph:
         order = _topo_order(nodes)
         # sizes known without looking at sources (so cycles through integrators resolve);
         # the others are resolved from their sources, iterating to a fixed point
-        sizes: dict[str, int] = {
-            n: nodes[n].size for n in order if isinstance(nodes[n], (Input, Dense, Conv2d))
-        }
+        sizes: dict[str, int] = {n: nodes[n].size for n in order if nodes[n].fixed_size}
         resolved: dict[str, Node] = {}
         pending = list(order)
         while pending:
@@ -311,44 +322,16 @@ def _check_sources(nodes: dict[str, Node]) -> None:
 
 
 def _resolve_node(node: Node, sizes: dict[str, int], resolved: dict[str, Node]) -> bool:
-    """Check ``node`` against its sources' sizes and record it; False while a source's size
-    is still unknown."""
-    name = node.name
-    if isinstance(node, Input):
-        resolved[name] = node
-    elif isinstance(node, Product):
-        sa = _sum_sizes(_src_list(node.a), sizes)
-        sb = _sum_sizes(_src_list(node.b), sizes)
-        if sa is None or sb is None:
-            return False
-        if sa != sb:
-            raise GraphError(f"inputs a ({sa}) and b ({sb}) have different sizes", name, "b")
-        if node.n is not None and node.n != sa:
-            raise GraphError(f"size {node.n} does not match inputs ({sa})", name, "size")
-        resolved[name] = node.model_copy(update={"n": sa})
-    else:
-        total = _sum_sizes(node.sources, sizes)
+    """Check ``node`` against its sources' sizes (the node type's size rule) and record it;
+    False while a source's size is still unknown."""
+    port_sizes = {}
+    for field, srcs in node.source_fields().items():
+        total = _sum_sizes(srcs, sizes)
         if total is None:
             return False
-        if isinstance(node, (Dense, Conv2d)):
-            if node.n_in != total:
-                field = "weights" if isinstance(node, Dense) else "in_shape"
-                raise GraphError(
-                    f"expects {node.n_in} inputs but its sources give {total}", name, field
-                )
-            resolved[name] = node
-        else:
-            if node.n is not None and node.n != total:
-                raise GraphError(
-                    f"size {node.n} does not match its sources ({total})", name, "size"
-                )
-            if isinstance(node, Integrator):
-                for f in ("gain", "tau_s", "y0"):
-                    v = getattr(node, f)
-                    if v is not None and not np.isscalar(v) and len(v) != total:
-                        raise GraphError(f"has {len(v)} values for {total} units", name, f)
-            resolved[name] = node.model_copy(update={"n": total})
-    sizes[name] = resolved[name].size
+        port_sizes[field] = total
+    resolved[node.name] = node.resolve_size(port_sizes)
+    sizes[node.name] = resolved[node.name].size
     return True
 
 
@@ -357,9 +340,7 @@ def _src_list(src: str | list[str]) -> list[str]:
 
 
 def _source_fields(node: Node) -> list[tuple[str, str]]:
-    if isinstance(node, Product):
-        return [("a", s) for s in _src_list(node.a)] + [("b", s) for s in _src_list(node.b)]
-    return [("source", s) for s in node.sources]
+    return [(field, s) for field, srcs in node.source_fields().items() for s in srcs]
 
 
 def _sum_sizes(srcs: list[str], sizes: dict[str, int]) -> int | None:

@@ -9,8 +9,9 @@ from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
 
 
-def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
-    """Load ``p``'s config the way the process will (overrides and run_dir included)."""
+def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> object | None:
+    """Load ``p``'s config the way the process will (overrides and run_dir included);
+    returns it (None for record and exec processes)."""
     sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
     if cfg.security is not None and p.kind in ("driver", "core", "actuator"):
         sets.insert(1, f"security={json.dumps(cfg.security_for(p.name))}")
@@ -29,16 +30,18 @@ def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> None:
 
             core_cfg = load_core_config(path, sets)
             load_graph(core_cfg)
-        elif p.kind == "actuator":
+            return core_cfg
+        if p.kind == "actuator":
             from spikefuse.actuators import load_actuator_config
 
-            load_actuator_config(kind, path, sets)
-        elif p.kind == "driver":
+            return load_actuator_config(kind, path, sets)
+        if p.kind == "driver":
             from spikefuse.sdk.registry import load_driver_config
 
-            load_driver_config(kind, path, sets)
+            return load_driver_config(kind, path, sets)
     except ConfigError as exc:
         raise ConfigError(f"{exc}", cfg.where(f"processes[{i}]", field)) from None
+    return None
 
 
 def _resolve_type(cfg: LaunchFile, i: int, p: ProcessSpec) -> object:

@@ -195,6 +195,13 @@ def _decoded_batches(
     return items
 
 
+def core_batches(log_file: LogFile) -> list[tuple[int, EventBatch]]:
+    """The log's EventBatches as a core applies them: ``(apply_time_ns, batch)`` in
+    application order, heartbeat resyncs included (what training reads as its inputs)."""
+    items = _decoded_batches(log_file.select(["sensor/"]), OfflineResult())
+    return [(t, batch) for t, _, batch, _ in items]
+
+
 def _count_received(received: dict, batch: EventBatch) -> None:
     key = (batch.sensor, batch.input)
     tot = received.get(key, (np.zeros(0, np.int64), batch.scale))[0]

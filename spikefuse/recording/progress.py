@@ -25,6 +25,7 @@ class Progress:
             enabled = bool(isatty and isatty())
         self.enabled = enabled
         self.done = 0
+        self.detail = ""  # shown after the counts (e.g. a loss)
         self._t0_s = time.monotonic()
         self._last_draw_s = -1.0
         self.n_draws = 0
@@ -47,6 +48,7 @@ class Progress:
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
         self.stream.write(
             f"\r{self.label} [{bar}] {frac * 100:5.1f}% {self.done}/{self.total} {rate:,.0f}/s"
+            + (f" {self.detail}" if self.detail else "")
         )
         self.stream.flush()
 

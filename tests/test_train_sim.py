@@ -1,0 +1,49 @@
+"""The shipped learned controller (configs/graphs/sim_learned.npz, trained by
+``spikefuse train configs/train/sim_teacher.yaml`` from teacher recordings) drives the
+seeded lock-step course in-process, and ``launch/sim.yaml`` runs it by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spikefuse.config import load_yaml
+from spikefuse.graph import Graph
+from spikefuse.launch import load_launch
+from spikefuse.train.closedloop import drive_lap
+
+REPO = Path(__file__).resolve().parents[1]
+LEARNED = REPO / "configs/graphs/sim_learned.npz"
+
+
+def test_learned_graph_completes_the_seeded_course_without_collision():
+    g = Graph.load(LEARNED)
+    r = drive_lap(g, seed=0, max_s=60.0)
+    assert r["lap_completed"], r
+    assert r["collisions"] == 0, r
+    assert r["cross_track_rms_m"] < 0.15, r  # on the line (the track's half width is larger)
+    # the engine did much less than the same network run at the gyro rate
+    assert r["ops_ratio_vs_dense_at_gyro_rate"] < 0.1, r
+
+
+def test_learned_graph_ships_with_its_report():
+    rep = json.loads((REPO / "configs/graphs/sim_learned_report.json").read_text())
+    assert rep["engine_check"]["bit_exact"] and rep["engine_check"]["n_mismatched"] == 0
+    assert rep["lambda"] == load_yaml(REPO / "configs/train/sim_teacher.yaml")["convert"]["pick"]
+    assert Graph.load(LEARNED).resolve().nodes["wheels_out"].size == 2
+
+
+def test_sim_launch_runs_the_learned_graph_and_set_switches_to_the_hand_built_one():
+    def graphs(overrides):
+        cfg = load_launch(REPO / "launch/sim.yaml", overrides)
+        procs = {p.name: p for p in cfg.processes}
+        return [s for s in procs["core"].set if s.startswith("graph=")], [
+            s for s in procs["robot"].set if s.startswith("report.graph=")
+        ]
+
+    core, robot = graphs([])
+    assert core[-1].endswith("sim_learned.npz") and robot[-1].endswith("sim_learned.npz")
+    core, robot = graphs(
+        ["core.graph=../graphs/sim_line.yaml", "robot.report.graph=../graphs/sim_line.yaml"]
+    )
+    assert core[-1].endswith("sim_line.yaml") and robot[-1].endswith("sim_line.yaml")
