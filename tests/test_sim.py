@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from _system import require_egl
 
 from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder
 from spikefuse.engine import Engine
@@ -155,6 +156,7 @@ def test_auto_renderer_falls_back_to_numpy_and_names_the_packages():
 def test_mujoco_renderer_with_egl():
     """The full path (Debian libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1): MuJoCo's
     offscreen frames through EGL, with the line where the NumPy renderer sees it."""
+    require_egl()
     code = (
         "import numpy as np; from spikefuse.sim.world import World;"
         "from spikefuse.sim.config import WorldConfig;"
