@@ -587,13 +587,19 @@ class RawSocket(_Closes):
 # --------------------------------------------------------------------------- queue
 
 
+FOLD_EVERY = 64
+"""A coalescing slot folds its merged batches into one every this many (bounded memory)."""
+
+
 class _Slot:
-    __slots__ = ("msg", "key", "extra", "open")
+    __slots__ = ("msg", "key", "extra", "open", "last_seq")
 
     def __init__(self, msg: Message, key: str) -> None:
         self.msg: Message | None = msg
         self.key = key
         self.extra: list[EventBatch] | None = None
+        self.last_seq = msg.seq
+        """seq of the newest batch merged in (a restarted sender's lower seq never merges)"""
         self.open = True
         """later batches may still merge in (until a heartbeat of its sensor queues up)"""
 
@@ -641,13 +647,16 @@ class InputQueue:
             sq = self._streams[key] = deque()
         elif self.policy == "coalesce" and isinstance(msg, EventBatch) and sq and sq[-1].open:
             slot = sq[-1]
-            last = slot.extra[-1] if slot.extra else slot.msg
+            last = slot.msg
             # never across a scale change or a sender restart (seq not advancing)
-            if isinstance(last, EventBatch) and last.scale == msg.scale and msg.seq > last.seq:
+            if isinstance(last, EventBatch) and last.scale == msg.scale and msg.seq > slot.last_seq:
                 if slot.extra is None:
                     slot.extra = [msg]
                 else:
                     slot.extra.append(msg)
+                slot.last_seq = msg.seq
+                if len(slot.extra) >= FOLD_EVERY:  # a consumer far behind: memory stays bounded
+                    slot.msg, slot.extra = slot.resolve(), None
                 self.n_coalesced += 1
                 return
         slot = _Slot(msg, key)
@@ -925,6 +934,12 @@ class Subscriber(_SubscriberCore, _Closes):
             self.queue.put(first)
         self._drain(self._sock)
         return self.queue.pop_all()
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Drop topic subscriptions (the publisher sees it: a clean leave, after which
+        :meth:`recv_many` still returns what was already on its way)."""
+        for t in topics:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, t.encode())
 
     def close(self) -> None:
         self._owner.close(SUB_LINGER_MS)

@@ -78,8 +78,9 @@ def _random_pool(rng: np.random.Generator, g: Graph, last: str, h: int) -> tuple
     return "pool", g.resolve().nodes["pool"].size
 
 
-def random_dynamic_graph(rng: np.random.Generator) -> Graph:
-    """A graph with integrators in a feedback loop (leaky and not)."""
+def random_dynamic_graph(rng: np.random.Generator, rate_limited: bool = False) -> Graph:
+    """A graph with integrators in a feedback loop (leaky and not); ``rate_limited`` sets a
+    ``max_crossing_rate_hz`` low enough (5..60/s) that crossings get deferred."""
     g = Graph("dyn")
     n = int(rng.integers(1, 5))
     g.input("x", n, scale=float(rng.uniform(5, 50)))
@@ -99,6 +100,7 @@ def random_dynamic_graph(rng: np.random.Generator) -> Graph:
         tau_s=tau,
         y0=rng.normal(0, 0.5, n).tolist(),
         scale=float(rng.uniform(10, 50)),
+        max_crossing_rate_hz=float(rng.uniform(5, 60)) if rate_limited else 1e6,
     )
     g.product("p", "i1", "mix", scale=float(rng.uniform(10, 50)))
     g.output("y", ["i1", "p"], scale=float(rng.uniform(10, 100)))

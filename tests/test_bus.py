@@ -537,3 +537,24 @@ def test_publisher_knows_whether_anyone_holds_a_topic(ep):
                 break
             pub.socket.poll(50)
         assert not pub.has_subscriber(b"motor/m")
+
+
+def test_coalescing_a_consumer_far_behind_keeps_memory_bounded():
+    """100,000 batches of one stream behind a consumer that does not read: one queued
+    batch whose per-channel sums are exact, not a list of every merged batch."""
+    q = InputQueue("coalesce", 10)
+    rng = np.random.default_rng(5)
+    total = np.zeros(8, np.int64)
+    for seq in range(100_000):
+        ch = rng.integers(0, 8, 3)
+        co = rng.integers(-3, 4, 3)
+        np.add.at(total, ch, co)
+        q.put(_batch(seq, ch, co))
+    slot = q._order[0]
+    assert len(q) == 1 and (slot.extra is None or len(slot.extra) < 64)
+    q.put(_batch(3, [0], [1]))  # a restarted sender (seq back) is never merged
+    first, restarted = q.pop_all()
+    got = np.zeros(8, np.int64)
+    np.add.at(got, first.channels, first.counts)
+    assert got.tolist() == total.tolist() and first.seq == 0
+    assert restarted.seq == 3

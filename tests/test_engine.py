@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from spikefuse.builder import build
 from spikefuse.engine import Engine, ReferenceEngine
 from spikefuse.engine.semantics import activate, round_half_away_array
+from spikefuse.errors import GraphError
 from spikefuse.graph import Graph
 from tests._randgraph import random_dynamic_graph, random_static_graph, random_stream
 
@@ -235,11 +236,21 @@ def _run(engine_cls, g, stream, advance_to):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), dynamic=st.booleans(), pool=st.booleans())
-def test_cython_agrees_with_reference(seed, dynamic, pool):
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dynamic=st.booleans(),
+    pool=st.booleans(),
+    limited=st.booleans(),
+    max_count=st.sampled_from([5, INT32_MAX]),
+)
+def test_cython_agrees_with_reference(seed, dynamic, pool, limited, max_count):
     rng = np.random.default_rng(seed)
-    g = random_dynamic_graph(rng) if dynamic else random_static_graph(rng, pool=pool)
-    stream = random_stream(rng, g.nodes["x"].size, int(rng.integers(1, 40)))
+    if dynamic:
+        g = random_dynamic_graph(rng, rate_limited=limited)
+    else:
+        g = random_static_graph(rng, pool=pool)
+    n_batches = int(rng.integers(1, 40))
+    stream = random_stream(rng, g.nodes["x"].size, n_batches, max_count=max_count)
     end = stream[-1][0] + 200_000_000
     a, ea = _run(Engine, g, stream, end)
     b, eb = _run(ReferenceEngine, g, stream, end)
@@ -448,7 +459,7 @@ def _integrator_crossing_at_1e20():
     """k*y goes from 0 to 1e20 within the nanosecond of its first crossing."""
     g = Graph()
     g.input("x", 1, 1.0)
-    g.integrator("i", "x", gain=1e29, tau_s=None, scale=1.0)
+    g.integrator("i", "x", gain=1e29, tau_s=None, scale=1.0, max_crossing_rate_hz=1e9)
     g.output("y", "i", scale=1e-9)
     return g, [(5, [0], [1])], 7, "i", 2
 
@@ -478,3 +489,61 @@ def test_send_beyond_int64_clips_to_int32_max_in_both_engines(case):
         assert eng.node_value(node)[0] * k == n_sends * INT32_MAX
         assert eng.counters["n_saturated"] >= n_sends
     assert a.size and (a["value"] > 0).all(), a
+
+
+def _hostile_integrator_graph(rate_hz: float = 1e6) -> Graph:
+    """Issue 9: a protocol-valid maximal input (2^31 - 1 counts at scale 100) into an
+    Integrator with k = 100 asks for ~2.1e9 crossings per second of engine time."""
+    g = Graph("hostile")
+    g.input("x", 1, 100.0)
+    g.integrator("i", "x", gain=1.0, tau_s=None, scale=100.0, max_crossing_rate_hz=rate_hz)
+    g.output("y", "i", scale=100.0)
+    return g
+
+
+def test_hostile_integrator_rate_is_bounded_and_counted():
+    """The compiled engine over 1 s of engine time: at most max_crossing_rate_hz (1e6)
+    crossings, every deferred one counted as saturation, the value still tracked."""
+    eng = Engine(_hostile_integrator_graph())
+    eng.start(0)
+    ev = [eng.push(0, "x", [0], [INT32_MAX])]
+    ev.append(eng.advance(1_000_000_000))
+    out = np.concatenate(ev)
+    c = eng.counters
+    assert c["n_crossings"] <= 1_000_001
+    assert out.size <= 1_000_002
+    assert c["n_crossings"] > 900_000  # the gap is the bound, not a stall
+    assert c["n_saturated"] >= c["n_crossings"] - 1
+    # k*slope = 2.147e9 levels/s, sent every 1 us: the residual stays under 2148 levels
+    y = eng.integrator_state("i")[0]
+    assert abs(100.0 * y - eng.node_value("i")[0] * 100.0) <= 2148.0
+    assert np.all(np.diff(out["t_ns"][out["t_ns"] > 0]) >= 1000)
+
+
+@pytest.mark.parametrize(("rate_hz", "end_ns"), [(1e6, 20_000_000), (1e4, 1_000_000_000)])
+def test_hostile_integrator_same_in_both_engines(rate_hz, end_ns):
+    """The same hostile case (the default rate for 20 ms, a 1e4/s rate for the whole
+    second: the reference is slow), bit-identical in Engine and ReferenceEngine."""
+    runs = []
+    for cls in ENGINES:
+        eng = cls(_hostile_integrator_graph(rate_hz))
+        chunks = [eng.start(0), eng.push(0, "x", [0], [INT32_MAX])]
+        chunks.append(eng.push(7_000_000, "x", [0], [-5]))
+        chunks.append(eng.advance(end_ns))
+        runs.append((np.concatenate(chunks), eng))
+    (a, ea), (b, eb) = runs
+    assert a.tobytes() == b.tobytes()
+    assert ea.counters == eb.counters
+    assert ea.next_deadline() == eb.next_deadline()
+    n_max = rate_hz * end_ns / 1e9 + 1
+    assert 0.75 * n_max <= ea.counters["n_crossings"] <= n_max
+    assert a.size <= n_max + 1
+    assert ea.counters["n_saturated"] >= ea.counters["n_crossings"] - 2
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, 2e9, float("inf"), float("nan")])
+def test_bad_max_crossing_rate_names_the_field(rate):
+    g = Graph()
+    g.input("x", 1, 1.0)
+    with pytest.raises(GraphError, match="max_crossing_rate_hz"):
+        g.integrator("i", "x", max_crossing_rate_hz=rate)

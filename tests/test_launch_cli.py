@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _core_util import write_yaml
+from _core_util import wait_until, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,13 +84,16 @@ def test_recorder_and_top_in_a_launch(tmp_path):
         },
     )
     launch = subprocess.Popen(
-        [sys.executable, "-m", "spikefuse", "launch", str(lf), "--duration", "5"],
+        [sys.executable, "-m", "spikefuse", "launch", str(lf), "--duration", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # top starts once the driver is up (start-up takes seconds on a loaded machine) and
+    # watches long enough for two of the driver's 1 s status messages
+    assert wait_until(lambda: (run / "imu.sock").exists(), 60.0, 0.05)
     top = _run(
-        "top", "--endpoint", f"ipc://{run}/imu.sock", "--once", "--duration", "3.5", timeout=60
+        "top", "--endpoint", f"ipc://{run}/imu.sock", "--once", "--duration", "4.5", timeout=60
     )
     out, _ = launch.communicate(timeout=60)
     assert launch.returncode == 0, out

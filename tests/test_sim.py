@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from _system import require_egl
 
 from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder
 from spikefuse.engine import Engine
@@ -155,6 +156,7 @@ def test_auto_renderer_falls_back_to_numpy_and_names_the_packages():
 def test_mujoco_renderer_with_egl():
     """The full path (Debian libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1): MuJoCo's
     offscreen frames through EGL, with the line where the NumPy renderer sees it."""
+    require_egl()
     code = (
         "import numpy as np; from spikefuse.sim.world import World;"
         "from spikefuse.sim.config import WorldConfig;"
@@ -187,3 +189,27 @@ def test_driving_into_an_obstacle_counts_collisions():
         w.step()
     assert w.truth.collisions >= 1
     assert abs(w.truth.cross_track_m) > 0.1
+
+
+def test_progress_counts_only_on_the_track():
+    # driving on the line gains progress; turning off the track (inwards) and circling
+    # there gains nothing, so no lap can be "completed" off the track
+    w = World(WorldConfig(renderer="numpy", seed=3))
+
+    def drive(left: float, right: float, s: float) -> None:
+        w.set_wheels(left, right)
+        end_ns = w.t_ns + round(s * 1e9)
+        while w.t_ns < end_ns:
+            w.step()
+
+    drive(10.0, 10.0, 1.0)
+    on_track = w.truth.progress_m
+    assert 0.1 < on_track < 0.6
+    while not 1.2 < w.truth.yaw_rad < 1.9:  # turn left, towards the inside of the oval
+        drive(-4.0, 4.0, 0.01)
+    drive(10.0, 10.0, 3.0)
+    assert abs(w.truth.cross_track_m) > w.cfg.on_track_m
+    progress_when_off = w.truth.progress_m
+    drive(4.0, 12.0, 20.0)  # circles off the track
+    assert abs(w.truth.cross_track_m) > w.cfg.on_track_m
+    assert w.truth.progress_m == progress_when_off and w.truth.lap == 0

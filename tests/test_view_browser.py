@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import websocket
 import yaml
+from _system import require_chromium
 from PIL import Image
 
 from spikefuse.bus import Subscriber
@@ -107,9 +107,7 @@ class Browser:
     """Headless Chromium opening ``url``, driven over the DevTools protocol."""
 
     def __init__(self, profile: Path, url: str):
-        exe = shutil.which("chromium")
-        if exe is None:
-            pytest.fail("Debian package 'chromium' is required for the live-view browser test")
+        exe = require_chromium()
         self.proc = subprocess.Popen(
             [
                 exe,
@@ -175,6 +173,7 @@ def shows_data(img: np.ndarray) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_browser_shows_camera_events_and_robot_offline(tmp_path):
+    require_chromium()
     launch = write_launch(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "spikefuse", "launch", str(launch), "--view", "0"],

@@ -41,6 +41,9 @@ DEADMAN_LAST_LOOK_S = 0.005
 """When the deadman is due, how long the actuator still waits for a command that is on its
 way before applying the safe values."""
 
+DRAIN_NS = 100_000_000
+"""Longest a stopping actuator counts commands still on their way (after its safe values)."""
+
 
 class ActuatorConfig(FileConfig):
     """Common fields of every actuator kind."""
@@ -191,6 +194,7 @@ class ActuatorRunner:
         """seq of the first command received: the core's commands before it never came
         (published while this actuator was not yet subscribed)"""
         self.n_bad = 0
+        self.n_after_stop = 0
         self.n_deadman = 0
         self.tripped = False
         self.last_cmd_ns = 0
@@ -254,7 +258,8 @@ class ActuatorRunner:
         return (
             f"actuator '{self.cfg.name}': {self.n_commands} commands applied, {self.n_bad} bad, "
             f"{bus.n_dropped} dropped from a full queue, {lost} lost on the way (seq gaps), "
-            f"{missed} sent before it subscribed; {self.n_deadman} deadman trips\n"
+            f"{missed} sent before it subscribed, {self.n_after_stop} arrived after it stopped "
+            f"(not applied); {self.n_deadman} deadman trips\n"
             f"  latency sensor -> command applied: {self.latency.describe()}"
         )
 
@@ -320,6 +325,12 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
                     status_pub.close()
             # leaving: the motors go to their safe values
             runner.go_safe(time.monotonic_ns(), "stopping")
+            # leave cleanly (the core stops counting it as listening), then count what was
+            # still on its way: never applied
+            sub.unsubscribe([f"motor/{cfg.name}"])
+            drain_end_ns = time.monotonic_ns() + DRAIN_NS
+            while time.monotonic_ns() < drain_end_ns and (late := sub.recv_many(0.02)):
+                runner.n_after_stop += sum(isinstance(m, MotorCommand) for m in late)
             print(runner.summary(sub.stats), flush=True)
     finally:
         actuator.close()

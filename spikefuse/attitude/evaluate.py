@@ -39,6 +39,7 @@ from spikefuse.attitude.run import (
     run_vqf,
 )
 from spikefuse.attitude.status import InputFlags, check_inputs, trust_summary
+from spikefuse.attitude.suite import add_ratios
 from spikefuse.engine.dense import DenseExecutor
 from spikefuse.errors import LogFileError
 from spikefuse.graph import Graph
@@ -116,6 +117,7 @@ def evaluate_attitude(
     params: AttitudeParams | None = None,
     graph: Graph | None = None,
     compare: bool = True,
+    dense: bool = True,
 ) -> AttitudeReport:
     """Run every estimator on ``table`` and score it (see module docstring)."""
     if "gyro" not in table.groups or "accel" not in table.groups:
@@ -165,7 +167,7 @@ def evaluate_attitude(
             heading[key] = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
         out["mag_untrusted_frac"] = float(np.mean(ev9.outputs["mag_trust"][:, 0] <= 0.0))
     if compare:
-        _compare(out, results, heading, g, g9, table, inputs)
+        _compare(out, results, heading, g, g9, table, inputs, dense)
     _score(out, results, mask, gt)
     _score_heading(out, heading, mask, gt)
     trust = ev.outputs.get("accel_trust")
@@ -177,6 +179,7 @@ def evaluate_attitude(
         flags.append("gravity_norm_off")
     if out.get("mag_untrusted_frac", 0.0) > 0.5:
         flags.append("mag_untrusted")
+    add_ratios(out)
     out["input_flags"] = flags_in.as_dict()
     out["flags"] = flags
     out["degraded"] = bool(flags)
@@ -268,8 +271,9 @@ def _compare(
     g9: Graph | None,
     table: Table,
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    dense: bool = True,
 ) -> None:
-    """Baselines: the graph dense per sample, VQF (6D; 9D for heading), gyro only. The
+    """Baselines: the graph dense per sample (its op count only, without ``dense``), VQF (6D; 9D for heading), gyro only. The
     dense run is of the 9D graph when there is one (its gravity part is exactly the dense
     6D graph); the 6D dense op count is the 6D graph's fixed ops per step."""
     gyro, accel, mag = inputs
@@ -277,15 +281,20 @@ def _compare(
     gd = g9 if g9 is not None else g
     use_mag = g9 is not None
     read = ["gravity", "north"] if use_mag else ["gravity"]
-    t0 = time.perf_counter()
-    dense_out, dense_ops = run_dense(gd, t_ns, _streams(table, None, None, use_mag, *inputs), read)
-    out["dense_wall_s"] = time.perf_counter() - t0
-    results["dense"] = quat_from_up(dense_out["gravity"])
+    if dense:
+        t0 = time.perf_counter()
+        st = _streams(table, None, None, use_mag, *inputs)
+        dense_out, dense_ops = run_dense(gd, t_ns, st, read)
+        out["dense_wall_s"] = time.perf_counter() - t0
+        results["dense"] = quat_from_up(dense_out["gravity"])
+    else:  # the dense op count is fixed per sample: no need to run it for the ratio
+        dense_ops = DenseExecutor(gd).ops_per_step * len(table)
     ops_g = dense_ops if gd is g else DenseExecutor(g).ops_per_step * len(table)
     out["dense_ops_per_s"] = ops_g / duration_s
     out["ops_ratio_vs_dense"] = out["ops_per_s"] / out["dense_ops_per_s"]
     if use_mag:
-        heading["dense"] = quat_from_up_and_mag(dense_out["gravity"], dense_out["north"])
+        if dense:
+            heading["dense"] = quat_from_up_and_mag(dense_out["gravity"], dense_out["north"])
         out["dense_ops_per_s_9d"] = dense_ops / duration_s
         out["ops_ratio_vs_dense_9d"] = out["ops_per_s_9d"] / out["dense_ops_per_s_9d"]
     _run_vqf_all(results, heading, t_ns, gyro, accel, mag if use_mag else None)
@@ -340,6 +349,9 @@ def _field_state(p: AttitudeParams, up0: np.ndarray, mag0: np.ndarray) -> dict[s
         upd["mag_horizontal_uT"] = b_h
     n0 = (mag0 - np.dot(mag0, up0) * up0) / upd.get("mag_horizontal_uT", p.mag_horizontal_uT)
     upd["n0"] = tuple(float(v) for v in n0)
+    upd["mag0_uT"] = tuple(float(v) for v in mag0)
+    if "mag_vertical_uT" not in p.model_fields_set:
+        upd["mag_vertical_uT"] = float(np.dot(mag0, up0))
     return upd
 
 

@@ -1,82 +1,84 @@
 """Generate the event-driven attitude (gravity-tracking) graph.
 
-Structure (a complementary, Mahony-style tracker of the "up" direction ``g`` in the body
-frame; ``g`` is what a resting accelerometer reads, divided by standard gravity)::
+Structure: the body-frame "up" direction ``g`` (what a resting accelerometer reads, over
+standard gravity) is a **second-order low-pass of the specific force in an inertial frame**,
+kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma-delta graph::
 
-    dg/dt = g x w  +  K * ( t * a/g0  +  (1 - t) * g_q  -  g )
+    dh/dt = h x w + K ( t a/g0 + (1 - t) h_q - h ) + lam (1 - |h|^2) h_q     (stage 1)
+    dg/dt = g x w + K ( h - g )                    + lam (1 - |g|^2) g_q     (stage 2)
 
-* ``g`` is three 1-unit Integrator nodes ``g_x, g_y, g_z``. ``g x w`` (a body-frame
-  vector of a fixed earth direction turns with ``-w x g``) is, per axis c, a Product
-  ``Pg_c = w * [g_a, g_b, 0]`` whose b-side is a plain source list (a permutation costs
-  nothing; the constant ``zero`` node fills the slot of w_c), summed with signs by the
-  1-output Dense ``gd_c``. Each product unit therefore feeds exactly one Dense (one
-  synaptic op per spike), and a gyro spike costs three;
-* the correction pulls ``g`` to the accelerometer direction with gain ``K = 1/tau_acc_s``.
-  The ``- K g`` term is the integrator's own leak (``tau_s = tau_acc_s``), so it acts on the
-  continuous state, exactly, between events. This is what makes the loop settle: with a
-  pure integrator and quantized feedback the state would chatter between two levels
-  forever (a limit cycle); with the leak it approaches a fixed point and stops crossing
-  levels, so a still IMU costs no work;
-* normalisation: ``a/g0`` has unit length when only gravity acts. The accelerometer is
-  trusted by ``t = clip((e_out - e)/(e_out - e_in), 0, 1)`` with ``e = | |a|^2/g0^2 - 1 |``
-  (Product ``a*a``, Dense with ``abs``, Dense with ``clip``): full trust within ``e_in``,
-  none beyond ``e_out``. The untrusted share ``1 - t`` holds ``g`` at its own (quantized)
-  value, so with a dead or saturated accelerometer (``t = 0``) the graph becomes a pure
-  gyro integrator instead of pulling ``g`` to zero. ``-w x g`` preserves the norm and the
-  correction pulls towards the unit sphere, so ``|g| ~ 1`` without a division node;
-* Output nodes: ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g``
-  into roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
+* a body-frame vector of a fixed earth direction turns with ``v x w``; a tracker that turns
+  with the gyro and relaxes towards a measurement with rate ``K`` is therefore a first-order
+  low-pass of that measurement *in the earth frame*. Linear acceleration (translation,
+  tapping, vibration) has a bounded integral (velocity), so it averages out of the earth-frame
+  low-pass while gravity does not; two stages (critically damped, ``K = 1/tau_acc_s`` each)
+  attenuate a 1 Hz shake 40 dB/decade instead of 20. Without the second stage the fast
+  translation trial scored 6x VQF instead of 2x;
+* each of ``h``, ``g`` is three 1-unit Integrator nodes; ``v x w`` is, per axis c, a Product
+  ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero`` node fills the slot of w_c) summed
+  with signs by the 1-output Dense ``{v}d_c``; the ``- K v`` term is the Integrator's own
+  leak (exact between events; it makes the loop settle, so a still IMU costs no work);
+* the renormalising feedback ``lam (1 - |v|^2) v_q`` (Product ``vv = v*v``, Dense
+  ``hold_v``, Products ``Qv_c = hold_v * v_c``) keeps ``|v|`` on the unit sphere where the
+  explicit, event-held rotation would let it drift at high rates (the fast-translation trial
+  left the sphere entirely without it). The same node holds ``h`` where the accelerometer is
+  not trusted: ``hold_h = K (1 - t) + lam (1 - |h|^2)``;
+* the accelerometer trust ``t = clip((e_out - e)/(e_out - e_in), 0, 1)``,
+  ``e = | |a|^2/g0^2 - 1 |`` (Product ``a*a``, Dense with ``abs``, Dense with ``clip``) only
+  rejects extreme readings (taps of many g); a narrow gate rectifies the linear acceleration
+  of a fast translation (it drops one sign of it) and was worse than none;
+* outputs ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g`` into
+  roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
+
+Gyro bias: VQF estimates it at rest and in motion; here it cannot be applied. The gyro's
+sigma-delta quantum (``q_w``, ~3 deg/s) is ~10x the bias (~0.25 deg/s): at rest the encoder
+sends nothing, so the graph sees (correctly) no rotation and does not drift; in motion the
+bias is in the quantized rate, but subtracting an estimate smaller than half a quantum from
+a value already on the quantum grid rounds it away (tried: a Mahony integral ``db/dt ~ g x
+(h - g)`` learns it, improves the *dense* run of the graph by 20 % and the event run not at
+all). It would need a rate resolution finer than the bias, ~5x the work.
 
 With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
-second vector is tracked with the same complementary structure: ``n``, the horizontal part
-of the body-frame magnetic field (magnetic north), in units of the horizontal field ``B_h``::
+second vector is tracked with the same structure: ``n``, the horizontal part of the
+body-frame magnetic field (magnetic north), in units of the horizontal field ``B_h``::
 
-    dn/dt = n x w  +  K_m * ( t_m * (mag/B_h - (mag.g/B_h) g)  +  (1 - t_m) * n_q  -  n )
+    dn/dt = n x w + K_m ( t_m (mf/B_h - (mf.g/B_h) g) + (1 - t_m) n_q - n ) + lam (1 - |n|^2) n_q
 
-* only the horizontal part carries heading; the vertical field (2-3 times larger at
-  mid-latitudes) would triple the work of rotating the vector for nothing. It is removed
-  with the tracked ``g``: ``Pmg = mag * g``, Dense ``mv`` (``s = mag.g/B_h``),
-  ``st = t_m s``, ``Pv_c = st * g_c`` (1-unit products, one op per crossing of ``g_c``);
-* the trust ``t_m`` comes from ``| |mag|^2/B0^2 - 1 |`` (``B0`` = field magnitude) as the
-  accelerometer's does: a magnet or ferrous object nearby changes ``|B|``, then ``n``
-  follows the gyro alone. It is on/off (``mag_trust_levels = 1``), switching at 10 % of
-  the norm (VQF's magnetic disturbance threshold), beyond the few per cent an
-  uncalibrated field norm varies with orientation: a graded trust would only toggle with
-  the magnetometer noise;
-* outputs ``north`` (``n``) and ``mag_trust``; a consumer gets the full attitude from ``g``
-  and ``n`` (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
-* scales, counted in heading: in units of ``B_h`` every n-side quantum (``Pn`` = ``q_w``,
-  ``nd`` = ``K_m eps_tilt``, output ``eps_out``) is the same heading resolution as its
-  g-side counterpart in tilt. The magnetometer quantum is ``eps_tilt B_h`` rounded up to
-  a whole multiple of at least ``4 sigma_mag`` (so ``K_m mag/B_h`` lies on the grid of
-  ``nd``); the vertical-field chain runs at that same resolution (finer would only pass
-  on its noise);
-* ``B0``, ``B_h`` and the initial ``n`` are local: ``spikefuse eval`` takes them from the
-  first magnetometer sample, as it takes the initial "up" from the first accelerometer
-  one; the shipped graph assumes 50 µT and 20 µT (regenerate with ``--set`` for a site).
+* the magnetometer is first smoothed in the body frame by a leaky Integrator ``mf``
+  (``tau_mag_filter_s``): each input spike costs one op, and at rest the Integrator's
+  hysteresis keeps ``mf`` still under the sensor noise, so the rest of the field path does
+  no work (the raw field made the 9D graph cost ~1000 ops/s at rest). The filter lags a
+  turning field by ``w tau``, which is why it is short;
+* only the horizontal part carries heading; the vertical field is removed with the tracked
+  ``g``: ``Pmg = mf * g``, Dense ``mv`` (``s = mf.g/B_h``), ``st = t_m s``,
+  ``Pv_c = st * g_c``;
+* magnetic disturbance rejection on the field's norm AND its dip: ``mgate`` holds
+  ``| |B|^2/B0^2 - 1 | / mag_norm_th`` and ``| mf.g - B_v | / (B_h mag_dip_th_rad)``; each
+  switches its own on/off trust (``mtn``, ``mtd``) and ``t_m = mtn * mtd``; then ``n``
+  follows the gyro alone;
+* outputs ``north`` (``n``) and ``mag_trust``; the full attitude comes from ``g`` and ``n``
+  (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
+* ``B0``, ``B_h``, ``B_v`` and the initial ``n`` and ``mf`` are local: ``spikefuse eval``
+  takes them from the first magnetometer sample, as it takes the initial "up" from the
+  first accelerometer one; the shipped graph assumes 50 uT and 20 uT (regenerate with
+  ``--set`` for a site).
 
-Scales are chosen from first principles (:class:`AttitudeParams`), not fitted to a log:
+Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s``, the gate) were chosen
+by :mod:`spikefuse.attitude.tune` on all shared BROAD trials at once (one parameter set,
+checked leave-one-trial-out):
 
-* ``K = 1/tau_acc_s`` with ``tau_acc_s = 1`` s (Mahony's proportional gain of 1 rad/s);
-* tilt budget ``eps_tilt = 0.05`` rad: roughly the tilt that everyday linear acceleration
-  (~0.5 m/s²) puts on the accelerometer direction, so quantizing the correction finer buys
-  nothing during motion; the errors it leaves average out through the 1/K low-pass;
-* gyro quantum ``q_w = K eps_tilt`` (at least ``4 sigma_w``, ``sigma_w`` = noise density ×
-  sqrt(rate), rounded up to a multiple of ``K eps_tilt``): quantizing a slowly varying
-  rate is at worst a bias of ``q_w/2``, which the correction holds to a tilt error of
-  ``q_w/(2K) = eps_tilt/2``; and a still gyro sends nothing;
-* accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``): a tilt of
-  ``eps_tilt`` moves a component by at most ``g0 eps_tilt``;
-* ``g`` and its output: quantum ``eps_out`` (0.5 degrees, ~0.14 degrees rms);
-* every term summed into ``gd_c`` (``Pg`` on the grid ``q_w``, ``K Qa/g0`` and ``K Qg`` on
-  ``K eps_tilt``) lies on the grid ``K eps_tilt``, which is the quantum of ``gd``: the sum
-  is exact, so ``gd`` never sits at a rounding tie. (At a tie, round-half-away toggles a
-  node on every recompute; inside the integrator loop that became a burst of ~10^6
-  spikes in one sample during development.)
-
-Why the leak: with a pure integrator and quantized feedback the state would chatter
-between two levels forever; with the correction written as a leak towards a fixed point
-the state settles and stops crossing levels, so a still IMU costs no work.
+* tilt budget ``eps_tilt``, rounded to a whole number of output quanta ``eps_out``;
+* gyro quantum ``q_w = K eps_tilt`` (at least ``4 sigma_w``): quantizing a slowly varying
+  rate is at worst a bias of ``q_w/2``, which the correction holds to ``eps_tilt/2``;
+* accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``);
+* ``h``, ``g`` and their outputs: quantum ``eps_out`` (1 degree);
+* every term summed into ``hd_c`` lies on the grid ``K eps_tilt`` and every term summed into
+  ``gd_c`` on ``K eps_out`` (``q_w`` is a multiple of both): the sums are exact, so they never
+  sit at a rounding tie (at a tie, round-half-away toggles a node on every recompute; inside
+  the integrator loop that became a burst of ~10^6 spikes in one sample during
+  development). The same holds for ``nd_c`` on ``K_m eps_m`` (``eps_m`` ~ ``eps_tilt``);
+* ``gd`` is the costliest node (its spikes follow ``d(g x w)/dt`` at the quantum
+  ``K eps_out``): ``eps_out`` is the knob that trades accuracy for work.
 """
 
 from __future__ import annotations
@@ -114,9 +116,15 @@ class AttitudeParams(StrictModel):
         default=1.0, gt=0, description="accelerometer correction time constant"
     )
     eps_tilt_rad: float = Field(default=0.05, gt=0, description="quantization tilt budget")
-    eps_out_rad: float = Field(default=math.radians(0.5), gt=0, description="output resolution")
-    gate_in: float = Field(default=0.1, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
-    gate_out: float = Field(default=0.5, gt=0, description="no trust beyond this")
+    eps_out_rad: float = Field(default=math.radians(1.0), gt=0, description="output resolution")
+    renorm_gain_per_s: float = Field(
+        default=2.0, ge=0, description="pull of |g| back onto the unit sphere, 1/s"
+    )
+    renorm_deadband: float = Field(
+        default=0.12, ge=0, description="no renormalisation while ||v|^2 - 1| <= this"
+    )
+    gate_in: float = Field(default=3.0, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
+    gate_out: float = Field(default=200.0, gt=0, description="no trust beyond this")
     trust_levels: int = Field(default=5, ge=1, description="quantization levels of the trust 0..1")
     up0: tuple[float, float, float] = Field(
         default=(0.0, 0.0, 1.0), description="initial body-frame up"
@@ -130,15 +138,34 @@ class AttitudeParams(StrictModel):
         gt=0,
         description="horizontal field B_h (mid-latitudes 15-25 uT): the unit of m",
     )
-    mag_gate_in: float = Field(
-        default=0.15, ge=0, description="full trust while ||B|^2/mag_field^2-1| <= this"
+    mag_vertical_uT: float | None = Field(
+        default=None,
+        description="vertical field B.up (negative where the field points down); "
+        "None: -sqrt(mag_field^2 - mag_horizontal^2)",
     )
-    mag_gate_out: float = Field(default=0.25, gt=0, description="no magnetometer trust beyond this")
+    mag0_uT: tuple[float, float, float] | None = Field(
+        default=None,
+        description="initial body-frame field (start of the smoothing integrator); "
+        "None: n0 B_h + up0 B_v",
+    )
+    mag_norm_th: float = Field(
+        default=0.2, gt=0, description="disturbed when ||B|^2/B0^2 - 1| reaches this (10 % norm)"
+    )
+    mag_dip_th_rad: float = Field(
+        default=math.radians(10.0), gt=0, description="disturbed when the dip is this far off"
+    )
+    mag_gate_in: float = Field(
+        default=0.9, ge=0, description="full trust while norm + dip measure <= this"
+    )
+    mag_gate_out: float = Field(default=1.1, gt=0, description="no magnetometer trust beyond this")
+    tau_mag_filter_s: float = Field(
+        default=0.04, gt=0, description="smoothing of the magnetometer before the tracker"
+    )
     mag_trust_levels: int = Field(
         default=1, ge=1, description="levels of the magnetometer trust (1: on/off at the midpoint)"
     )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
-    tau_mag_s: float = Field(default=1.0, gt=0, description="magnetometer correction time constant")
+    tau_mag_s: float = Field(default=3.0, gt=0, description="magnetometer correction time constant")
     n0: tuple[float, float, float] = Field(
         default=(0.0, 1.0, 0.0),
         description="initial body-frame horizontal field (north), units of mag_horizontal_uT",
@@ -148,11 +175,31 @@ class AttitudeParams(StrictModel):
     def _check_gate(self) -> AttitudeParams:
         if not self.gate_out > self.gate_in:
             raise ValueError(f"gate_out ({self.gate_out}) must exceed gate_in ({self.gate_in})")
+        if self.with_mag and self.mag_horizontal_uT > self.mag_field_uT:
+            raise ValueError(
+                f"mag_field_uT ({self.mag_field_uT}) must be at least mag_horizontal_uT "
+                f"({self.mag_horizontal_uT})"
+            )
         if not self.mag_gate_out > self.mag_gate_in:
             raise ValueError(
                 f"mag_gate_out ({self.mag_gate_out}) must exceed mag_gate_in ({self.mag_gate_in})"
             )
         return self
+
+    @property
+    def b_vertical_uT(self) -> float:
+        """The vertical field B.up (set, or from the field and its horizontal part)."""
+        if self.mag_vertical_uT is not None:
+            return self.mag_vertical_uT
+        return -math.sqrt(max(self.mag_field_uT**2 - self.mag_horizontal_uT**2, 0.0))
+
+    @property
+    def mag_start_uT(self) -> list[float]:
+        """The initial body-frame field (set, or ``n0 B_h + up0 B_v``)."""
+        if self.mag0_uT is not None:
+            return list(self.mag0_uT)
+        n0, up0 = np.asarray(self.n0), np.asarray(self.up0)
+        return list(n0 * self.mag_horizontal_uT + up0 * self.b_vertical_uT)
 
     def scales(self) -> dict[str, float]:
         """Scale (counts per unit) of every node, from the settings."""
@@ -162,46 +209,59 @@ class AttitudeParams(StrictModel):
         # q_w is a whole multiple of K eps, so every term summed into "gd" lies on the grid
         # K*eps (= the quantum of "gd"): the sum is exact and never sits at a rounding tie
         # (a tie would toggle the node on every recompute: in a loop, a burst of spikes)
-        step = k_corr * self.eps_tilt_rad
+        # eps_tilt rounded to a whole number of output quanta: K eps_out (the grid of the
+        # second stage) then divides K eps_tilt (the grid of the first)
+        eps = self.eps_out_rad * max(1, round(self.eps_tilt_rad / self.eps_out_rad))
+        step = k_corr * eps
         q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
-        q_a = max(G0_M_S2 * self.eps_tilt_rad, 4.0 * sigma_a)
+        q_a = G0_M_S2 * eps * math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9)
         s = {
             "gyro": 1.0 / q_w,
             "accel": 1.0 / q_a,
             "g": 1.0 / self.eps_out_rad,
             "Pg": 1.0 / q_w,  # |g| ~ 1, so w*g has the rate's quantum
             "a2": 1.0 / (2.0 * G0_M_S2 * q_a),  # d(a^2) = 2 a da
-            "gate": 1.0 / (2.0 * self.eps_tilt_rad),  # a2/g0^2 lies on the grid 2 eps: exact
+            "gate": 1.0 / (2.0 * eps),  # a2/g0^2 lies on the grid 2 eps: exact
             "trust": float(self.trust_levels),
             "Qa": 1.0 / q_a,  # the equilibrium t*a/g0 then resolves eps_tilt
-            "Qg": 1.0 / self.eps_tilt_rad,
-            "gd": 1.0 / step,  # lossless sum (see q_w)
+            "vv": 1.0 / self.eps_out_rad,
+            "Qh": 1.0 / step,  # on the grid of hd
+            "hd": 1.0 / step,  # lossless sum (see q_w)
+            "h": 1.0 / self.eps_out_rad,
+            "Ph": 1.0 / q_w,
+            "Qg": 1.0 / (k_corr * self.eps_out_rad),  # K h_c is on this grid
+            "gd": 1.0 / (k_corr * self.eps_out_rad),
         }
         if self.with_mag:
             # m is in units of the horizontal field B_h, so the heading resolution of every
             # m-side quantum equals the tilt resolution of its g-side counterpart
-            step_m = self.eps_tilt_rad / self.tau_mag_s
+            # the heading-side eps: close to eps_tilt, with the gyro quantum q_w a whole
+            # multiple of the grid K_m eps_m of "nd" (exact sums there too)
+            k_m = 1.0 / self.tau_mag_s
+            eps_m = q_w / (k_m * max(1, round(q_w / (k_m * self.eps_tilt_rad))))
+            step_m = k_m * eps_m
             b_h = self.mag_horizontal_uT
-            q_mag = self.eps_tilt_rad * b_h  # eps_tilt of heading at B_h ...
-            q_mag *= math.ceil(4.0 * self.mag_noise_uT / q_mag - 1e-9)  # ... >= 4 sigma
+            q_mf = eps_m * b_h  # eps_m of heading at B_h
+            q_mag = q_mf * math.ceil(4.0 * self.mag_noise_uT / q_mf - 1e-9)  # >= 4 sigma
             s.update(
                 {
                     "mag": 1.0 / q_mag,
-                    # |B|^2/B0^2 - 1 on the grid 2 eps_tilt (exact sum into the gate), the
-                    # resolution of the accelerometer gate and the width of the switch
-                    "b2": 1.0 / (self.mag_field_uT**2 * 2.0 * self.eps_tilt_rad),
-                    "mgate": 1.0 / (2.0 * self.eps_tilt_rad),
+                    # the smoothed field: its noise is far below q_mf, so K_m mf/B_h lies
+                    # on the grid of nd at a resolution of eps_tilt of heading
+                    "mf": 1.0 / q_mf,
+                    # |B|^2/B0^2 - 1 on the grid 2 eps_tilt
+                    "b2": 1.0 / (self.mag_field_uT**2 * 2.0 * eps_m),
+                    "mgate": 20.0,  # 5 % of the thresholds
                     "mtrust": float(self.mag_trust_levels),
-                    "Qmag": 1.0 / q_mag,
-                    # the measured vertical field s g = (mag.g/B_h) g, removed from mag/B_h,
-                    # at the magnetometer's own resolution (finer would only pass on its
-                    # noise; coarser would add error): |g| ~ 1, so every node of the chain
-                    # mag.g -> s -> t_m s -> t_m s g_c has the quantum q_mag (/B_h)
-                    "Pmg": 1.0 / q_mag,
-                    "mv": b_h / q_mag,
-                    "st": b_h / q_mag,
-                    "Pv": b_h / q_mag,
-                    "Qn": 1.0 / self.eps_tilt_rad,
+                    "Qmag": 1.0 / q_mf,
+                    # the measured vertical field s g = (mf.g/B_h) g, removed from mf/B_h,
+                    # at the smoothed field's resolution: |g| ~ 1, so every node of the
+                    # chain mf.g -> s -> t_m s -> t_m s g_c has the quantum q_mf (/B_h)
+                    "Pmg": 1.0 / q_mf,
+                    "mv": b_h / q_mf,
+                    "st": b_h / q_mf,
+                    "Pv": b_h / q_mf,
+                    "Qn": 1.0 / step_m,
                     "n": 1.0 / self.eps_out_rad,
                     "Pn": 1.0 / q_w,
                     "nd": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
@@ -248,7 +308,7 @@ def _add_tracker(
 def _add_trust(
     g: Graph,
     sensor: str,
-    names: tuple[str, str, str, str],
+    names: tuple[str, str, str, str | None],
     ref: float,
     gate_in: float,
     gate_out: float,
@@ -274,46 +334,92 @@ def _add_trust(
         hi=1.0,
         scale=scales[trust],
     )
-    # 1 - t at the same scale: exactly the complement of the quantized trust
-    g.dense(untrust, trust, [[-1.0]], bias=[1.0], scale=scales[trust])
+    if untrust is not None:  # 1 - t at the same scale: the complement of the quantized trust
+        g.dense(untrust, trust, [[-1.0]], bias=[1.0], scale=scales[trust])
 
 
 def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None:
     """The body-frame horizontal magnetic field ``n`` (magnetic north, units of ``B_h``), the
-    same complementary structure as ``g`` (see the module docstring). The measured
-    horizontal part is ``mag/B_h - (mag.g/B_h) g``: Product ``Pmg = mag*g``, Dense ``mv``
-    (the vertical field), ``st = t_m mv`` and per axis ``Pv_c = st * g_c``."""
+    same complementary structure as ``g`` (see the module docstring). The magnetometer is
+    first smoothed by a leaky Integrator ``mf`` (one op per input spike; at rest its
+    hysteresis keeps it still under the sensor noise). The measured horizontal part is
+    ``mf/B_h - (mf.g/B_h) g``: Product ``Pmg = mf*g``, Dense ``mv`` (the vertical field),
+    ``st = t_m mv`` and per axis ``Pv_c = st * g_c``. The trust ``t_m`` is off when the
+    field's norm or its dip (vertical part) leaves the reference."""
     km = 1.0 / p.tau_mag_s
     b_h = p.mag_horizontal_uT
     g.input("mag", 3, scale=s["mag"])
-    _add_trust(
-        g,
-        "mag",
-        ("b2", "mgate", "mtrust", "muntrust"),
-        p.mag_field_uT,
-        p.mag_gate_in,
-        p.mag_gate_out,
-        s,
-    )
+    tf = p.tau_mag_filter_s
+    g.integrator("mf", "mag", gain=1.0 / tf, tau_s=tf, y0=p.mag_start_uT, scale=s["mf"])
     g_comp = [f"g_{a}" for a in AXES]
-    g.product("Pmg", "mag", g_comp, scale=s["Pmg"])  # mag_c g_c
-    g.dense("mv", "Pmg", np.full((3, 1), 1.0 / b_h), scale=s["mv"])  # mag.g / B_h
-    g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mag.g / B_h
+    g.product("Pmg", "mf", g_comp, scale=s["Pmg"])  # mf_c g_c
+    g.dense("mv", "Pmg", np.full((3, 1), 1.0 / b_h), scale=s["mv"])  # mf.g / B_h
+    # disturbance measure, 1 at the thresholds: norm | |B|^2/B0^2 - 1 | / th_norm and dip
+    # | mf.g - B_v | / (B0 cos(dip) th_dip) (a dip change of th_dip moves mf.g by that much)
+    b0 = p.mag_field_uT
+    g.product("b2", "mf", "mf", scale=s["b2"])
+    cos_dip = max(b_h / b0, 0.1)
+    w = np.zeros((4, 2))
+    w[:3, 0] = 1.0 / (b0**2 * p.mag_norm_th)
+    w[3, 1] = b_h / (b0 * cos_dip * p.mag_dip_th_rad)
+    bias = [-1.0 / p.mag_norm_th, -p.b_vertical_uT / (b0 * cos_dip * p.mag_dip_th_rad)]
+    g.dense("mgate", ["b2", "mv"], w, bias=bias, activation="abs", scale=s["mgate"])
+    # on/off per criterion; the trust is the product (both must hold)
+    span = p.mag_gate_out - p.mag_gate_in
+    for name, col in (("mtn", 0), ("mtd", 1)):
+        w = np.zeros((2, 1))
+        w[col, 0] = -1.0 / span
+        g.dense(
+            name,
+            "mgate",
+            w,
+            bias=[p.mag_gate_out / span],
+            activation="clip",
+            lo=0.0,
+            hi=1.0,
+            scale=s["mtrust"],
+        )
+    g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
+    _add_hold(g, "n", "mtrust", km, p, s)
+    g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mf.g / B_h
     corr = []
     for c, axis in enumerate(AXES):
         sel = [ZERO] * 3
         sel[c] = "mtrust"
-        g.product(f"Qmag_{axis}", sel, "mag", scale=s["Qmag"])  # (.., t_m mag_c, ..)
-        g.product(f"Pv_{axis}", "st", g_comp[c], scale=s["Pv"])  # t_m (mag.g/B_h) g_c
-        g.product(f"Qn_{axis}", "muntrust", f"n_{axis}", scale=s["Qn"])  # (1 - t_m) n_c
+        g.product(f"Qmag_{axis}", sel, "mf", scale=s["Qmag"])  # (.., t_m mf_c, ..)
+        g.product(f"Pv_{axis}", "st", g_comp[c], scale=s["Pv"])  # t_m (mf.g/B_h) g_c
         w = np.zeros((5, 1))
         w[c, 0] = km / b_h
         w[3, 0] = -km
-        w[4, 0] = km
+        w[4, 0] = 1.0  # Qn_c: hold and renormalisation
         corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
     comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr)
     g.output("north", comp, scale=s["n"])
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
+
+
+def _add_hold(g: Graph, v: str, trust: str | None, k: float, p: AttitudeParams, s: dict) -> None:
+    """``Q{v}_c = h v_c`` with the hold + renormalisation gain
+    ``h = K (1 - t) + lam dz(1 - |v|^2)`` (``t`` = 0 without a trust): the term holds ``v``
+    where its input is not trusted and pulls ``|v|`` back onto the unit sphere. ``dz`` is a
+    dead band of ``+-renorm_deadband`` (two relu units): within it the feedback is exactly
+    zero, so a still IMU does not keep the loop through ``|v|^2`` ticking."""
+    comp = [f"{v}_{a}" for a in AXES]
+    lam, d = p.renorm_gain_per_s, p.renorm_deadband
+    g.product(f"{v}{v}", comp, comp, scale=s["vv"])
+    g.dense(
+        f"dz_{v}",
+        f"{v}{v}",
+        np.array([[-1.0, 1.0]] * 3),
+        bias=[1.0 - d, -1.0 - d],
+        activation="relu",
+        scale=s["vv"],
+    )
+    srcs = ([trust] if trust else []) + [f"dz_{v}"]
+    w = ([[-k]] if trust else []) + [[lam], [-lam]]
+    g.dense(f"hold_{v}", srcs, np.array(w), bias=[k if trust else 0.0], scale=s[f"Q{v}"])
+    for c, axis in enumerate(AXES):
+        g.product(f"Q{v}_{axis}", f"hold_{v}", comp[c], scale=s[f"Q{v}"])
 
 
 def build_attitude_graph(params: AttitudeParams | None = None, name: str = "attitude") -> Graph:
@@ -325,18 +431,24 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
     g.input("gyro", 3, scale=s["gyro"])
     g.input("accel", 3, scale=s["accel"])
     # accelerometer trust: e = | |a|^2/g0^2 - 1 |, t = clip((e_out - e)/(e_out - e_in), 0, 1)
-    _add_trust(g, "accel", ("a2", "gate", "trust", "untrust"), G0_M_S2, p.gate_in, p.gate_out, s)
+    _add_trust(g, "accel", ("a2", "gate", "trust", None), G0_M_S2, p.gate_in, p.gate_out, s)
     # a constant 0 (zero weight and bias: it never spikes) to fill unused product slots
     g.dense(ZERO, "trust", [[0.0]], bias=[0.0], scale=1.0)
+    # stage 1: h, the accelerometer low-passed in the (rotating) body frame
+    _add_hold(g, "h", "trust", k, p, s)
     corr = []
     for c, axis in enumerate(AXES):
         sel = [ZERO] * 3
         sel[c] = "trust"
         g.product(f"Qa_{axis}", sel, "accel", scale=s["Qa"])  # (.., t a_c, ..)
-        g.product(f"Qg_{axis}", "untrust", f"g_{axis}", scale=s["Qg"])  # (1 - t) g_c
         w_a = np.zeros((3, 1))
         w_a[c, 0] = k / G0_M_S2
-        corr.append(([f"Qa_{axis}", f"Qg_{axis}"], np.vstack([w_a, [[k]]])))
+        corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr)
+    # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
+    # an inertial frame), kept on the unit sphere
+    _add_hold(g, "g", None, k, p, s)
+    corr = [([h[c], f"Qg_{axis}"], np.array([[k], [1.0]])) for c, axis in enumerate(AXES)]
     comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr)
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])

@@ -95,15 +95,22 @@ def run_events(
     dues = [streams[n].due for n in names]
     for i in range(t_ns.shape[0]):
         t = int(t_ns[i])
+        pushed = False
         for j, n in enumerate(names):
             if dues[j][i]:
                 ch, ct = encs[n].encode(vals[j][i])
                 if ch.size:
                     ev = eng.push(t, n, ch, ct)
-                    ops = -1
+                    pushed = True
                     if ev.size:
                         chunks.append(ev)
-        if ops < 0:  # work happens only inside push (crossings due are fired there)
+        deadline = eng.next_deadline()
+        if not pushed and deadline is not None and deadline <= t:
+            ev = eng.advance(t)  # crossings due without input: their work belongs here
+            pushed = True
+            if ev.size:
+                chunks.append(ev)
+        if pushed:  # work happens only inside push/advance
             ops = eng.counters["syn_ops"]
         syn_ops[i] = ops
     ev = eng.advance(int(t_ns[-1]))

@@ -53,6 +53,7 @@ def build(graph: Graph | ResolvedGraph | Model) -> Model:
         int_gain=np.zeros(n_units, np.float64),
         int_inv_tau=np.zeros(n_units, np.float64),
         int_y0=np.zeros(n_units, np.float64),
+        int_min_gap_ns=np.zeros(n_units, np.int64),
         edges=[[] for _ in range(n)],
     )
     for i, nm in enumerate(names):
@@ -89,6 +90,7 @@ def build(graph: Graph | ResolvedGraph | Model) -> Model:
         int_gain=ctx.int_gain,
         int_inv_tau=ctx.int_inv_tau,
         int_y0=ctx.int_y0,
+        int_min_gap_ns=ctx.int_min_gap_ns,
         input_names=inputs,
         input_nodes=np.array([ctx.index[x] for x in inputs], np.int32),
         output_names=outputs,

@@ -60,6 +60,7 @@ class Model:
     int_gain: np.ndarray  # float64[n_units] (integrators only; else 0)
     int_inv_tau: np.ndarray  # float64[n_units] 1/tau, 0 for no leak
     int_y0: np.ndarray  # float64[n_units]
+    int_min_gap_ns: np.ndarray  # int64[n_units] least time between two crossings of a unit
     input_names: list[str] = field(default_factory=list)
     input_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     output_names: list[str] = field(default_factory=list)
@@ -130,6 +131,7 @@ class BuildContext:
     int_gain: np.ndarray
     int_inv_tau: np.ndarray
     int_y0: np.ndarray
+    int_min_gap_ns: np.ndarray
     weight_blocks: list[np.ndarray] = field(default_factory=list)
     n_weights: int = 0
     # edges collected per sending node: (kind, target, in_off)

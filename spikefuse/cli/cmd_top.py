@@ -58,7 +58,7 @@ class TopState:
         total = sum(int(g.get("n_events", 0)) for g in groups.values() if isinstance(g, dict))
         prev = self._driver_prev.get(msg.source)
         self._driver_prev[msg.source] = (msg.t_ns, total)
-        rate = 0.0
+        rate = None  # shown as '-' until a second status gives a rate
         if prev is not None and msg.t_ns > prev[0]:
             rate = (total - prev[1]) * 1e9 / (msg.t_ns - prev[0])
         return {**m, "rates": {"events_per_s": rate}, "drops": {"send": m.get("n_send_dropped", 0)}}
@@ -68,6 +68,10 @@ class TopState:
             st.msgs_per_s = (st.n_msgs - st.prev_msgs) / dt_s
             st.events_per_s = (st.n_events - st.prev_events) / dt_s
             st.prev_msgs, st.prev_events = st.n_msgs, st.n_events
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def render(state: TopState, gaps: dict[str, int]) -> str:
@@ -93,7 +97,7 @@ def render(state: TopState, gaps: dict[str, int]) -> str:
         drops = sum(v for v in (m.get("drops") or {}).values() if isinstance(v, int))
         out.append(
             f"{source:<16} {str(m.get('state', '-')):<9} "
-            f"{(m.get('rates') or {}).get('events_per_s', 0):>10.1f} {drops:>7} "
+            f"{_num((m.get('rates') or {}).get('events_per_s', 0)):>10} {drops:>7} "
             f"{lat.get('p50_us', 0):>8.0f} {lat.get('p99_us', 0):>8.0f} "
             f"{m.get('engine_ops_per_s', 0):>10.0f} {restarts.get(source, '-'):>8}"
         )

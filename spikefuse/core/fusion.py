@@ -561,6 +561,7 @@ class FusionCore:
             "n_events": self.n_events,
             "n_motor": self.n_motor_commands,
             "syn_ops": c["syn_ops"],
+            "n_saturated": c["n_saturated"],
             "spikes": dict(c["spikes"]),
         }
 
@@ -600,6 +601,7 @@ class FusionCore:
                 "n_heartbeats": self.n_heartbeats,
                 "n_motor_commands": self.n_motor_commands,
                 "syn_ops": snap["syn_ops"],
+                "n_saturated": snap["n_saturated"],  # clipped sends and deferred crossings
             },
             "inputs": {n: st.metrics(now_ns) for n, st in self.inputs.items()},
             "actuators": {

@@ -37,6 +37,7 @@ cdef class Core:
     cdef i64[::1] fanout
     cdef f64[::1] gain
     cdef f64[::1] inv_tau
+    cdef i64[::1] min_gap  # least ns between two crossings of a unit (max_crossing_rate_hz)
     cdef i32[::1] node_of_unit
     # --- state ---
     cdef public i64 now
@@ -49,6 +50,8 @@ cdef class Core:
     cdef i64[::1] t_last
     cdef i64[::1] direction
     cdef i64[::1] last_dir
+    cdef i64[::1] t_fire  # time of the unit's last crossing (NEVER_FIRED before the first)
+    cdef u8[::1] deferred  # its scheduled crossing was pushed back by min_gap
     cdef f64[::1] plo  # dense/conv pre-filter: no level crossing while plo < acc < phi
     cdef f64[::1] phi
     cdef u8[::1] node_dirty

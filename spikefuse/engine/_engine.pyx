@@ -25,6 +25,7 @@ cdef enum:
 
 
 cdef f64 ROUND_LIMIT = 4611686018427387904.0  # 2^62: semantics.ROUND_LIMIT
+cdef i64 NEVER_FIRED = -4611686018427387904  # -2^62: semantics.NEVER_FIRED
 
 
 cdef inline i64 round_half_away(f64 x) noexcept nogil:
@@ -110,6 +111,7 @@ cdef class Core:
         self.fanout = np.ascontiguousarray(m.unit_fanout, np.int64)
         self.gain = np.ascontiguousarray(m.int_gain, np.float64)
         self.inv_tau = np.ascontiguousarray(m.int_inv_tau, np.float64)
+        self.min_gap = np.ascontiguousarray(m.int_min_gap_ns, np.int64)
         self.node_of_unit = np.repeat(np.arange(m.n_nodes, dtype=np.int32), m.node_size)
         n = self.n_units
         self.now = 0
@@ -122,6 +124,8 @@ cdef class Core:
         self.t_last = np.zeros(n, np.int64)
         self.direction = np.zeros(n, np.int64)
         self.last_dir = np.zeros(n, np.int64)
+        self.t_fire = np.full(n, NEVER_FIRED, np.int64)
+        self.deferred = np.zeros(n, np.uint8)
         self.plo = np.full(n, np.inf)
         self.phi = np.full(n, -np.inf)
         self.node_dirty = np.zeros(m.n_nodes, np.uint8)
@@ -449,7 +453,12 @@ cdef class Core:
         if delay <= 0:
             delay = 1
         self.direction[u] = direction
-        self.heap_set(u, t + delay)
+        # at most one crossing per min_gap: a sooner one waits (semantics.rate_limited)
+        self.deferred[u] = t + delay < self.t_fire[u] + self.min_gap[u]
+        if self.deferred[u]:
+            self.heap_set(u, self.t_fire[u] + self.min_gap[u])
+        else:
+            self.heap_set(u, t + delay)
 
     cdef int fire_due(self, i64 t_end) except -1 nogil:
         cdef i64 tc, u, node, n
@@ -471,8 +480,11 @@ cdef class Core:
                 elif n < I32_MIN:
                     n = I32_MIN
                     self.n_saturated += 1
+                elif self.deferred[u]:
+                    self.n_saturated += 1
                 self.sent[u] += n
                 self.last_dir[u] = 1 if n > 0 else -1
+                self.t_fire[u] = tc
                 self.n_crossings += 1
                 self.emit(node, u - self.node_off[node], n, tc)
                 self.schedule(u, tc)

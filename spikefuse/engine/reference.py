@@ -27,10 +27,12 @@ from spikefuse.builder.model import (
 )
 from spikefuse.engine.base import EngineBase
 from spikefuse.engine.semantics import (
+    NEVER_FIRED,
     NO_CROSSING,
     activate,
     integrator_state,
     next_crossing,
+    rate_limited,
     round_half_away,
     saturate,
 )
@@ -53,6 +55,8 @@ class ReferenceEngine(EngineBase):
         self.last_dir = np.zeros(n_units, np.int64)
         self.version = np.zeros(n_units, np.int64)
         self.sched = np.full(n_units, NO_CROSSING, np.int64)
+        self.t_fire = np.full(n_units, NEVER_FIRED, np.int64)
+        self.deferred = np.zeros(n_units, bool)
         self.heap: list[tuple[int, int, int]] = []
         self.node_dirty = np.zeros(m.n_nodes, bool)
         self.unit_dirty = np.zeros(n_units, bool)
@@ -236,7 +240,7 @@ class ReferenceEngine(EngineBase):
         if delay == NO_CROSSING:
             self.sched[u] = NO_CROSSING
             return
-        tc = t + delay
+        tc, self.deferred[u] = rate_limited(t + delay, int(self.t_fire[u]), m.int_min_gap_ns[u])
         self.sched[u] = tc
         self.direction[u] = direction
         heapq.heappush(self.heap, (tc, u, int(self.version[u])))
@@ -262,9 +266,10 @@ class ReferenceEngine(EngineBase):
                 if n == 0 or (n > 0) != (self.direction[u] > 0):
                     n = int(self.direction[u])
                 n, sat = saturate(n)
-                self.n_saturated += sat
+                self.n_saturated += sat or bool(self.deferred[u])
                 self.sent[u] += n
                 self.last_dir[u] = 1 if n > 0 else -1
+                self.t_fire[u] = tc
                 self.n_crossings += 1
                 self._emit(node, u - int(m.node_off[node]), n, tc)
                 self._schedule(u, tc)

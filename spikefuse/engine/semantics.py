@@ -59,6 +59,17 @@ def activate(code: int, z: float, lo: float, hi: float) -> float:
 
 
 NO_CROSSING = -1
+NEVER_FIRED = -(2**62)
+"""``t_fire`` of a unit that has not crossed yet: no earlier crossing defers its first one."""
+
+
+def rate_limited(tc: int, t_fire: int, min_gap_ns: int) -> tuple[int, bool]:
+    """(crossing time, deferred): a unit fires at most once per ``min_gap_ns`` (the node's
+    ``max_crossing_rate_hz``); a crossing due sooner after its last one waits until then."""
+    earliest = t_fire + int(min_gap_ns)
+    if tc < earliest:
+        return earliest, True
+    return tc, False
 
 
 def integrator_state(y: float, x: float, gain: float, inv_tau: float, dt_s: float) -> float:

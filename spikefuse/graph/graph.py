@@ -170,9 +170,18 @@ class Graph:
     def product(self, name, a, b, scale=100.0) -> str:
         return self._make(Product, name=name, a=a, b=b, scale=scale)
 
-    def integrator(self, name, source, gain=1.0, tau_s=None, y0=0.0, scale=100.0) -> str:
+    def integrator(
+        self, name, source, gain=1.0, tau_s=None, y0=0.0, scale=100.0, max_crossing_rate_hz=1e6
+    ) -> str:
         return self._make(
-            Integrator, name=name, source=source, gain=gain, tau_s=tau_s, y0=y0, scale=scale
+            Integrator,
+            name=name,
+            source=source,
+            gain=gain,
+            tau_s=tau_s,
+            y0=y0,
+            scale=scale,
+            max_crossing_rate_hz=max_crossing_rate_hz,
         )
 
     def output(self, name, source, scale=100.0) -> str:

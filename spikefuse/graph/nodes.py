@@ -439,13 +439,17 @@ class Product(Node):
 class Integrator(Node):
     """``dy/dt = gain*x - y/tau`` with x piecewise constant between input events. Output
     spikes are emitted exactly when y crosses the next quantization level (analytic time).
-    ``tau_s = None`` means no leak. ``gain``/``tau_s``/``y0`` are scalars or per-unit."""
+    ``tau_s = None`` means no leak. ``gain``/``tau_s``/``y0`` are scalars or per-unit.
+    ``max_crossing_rate_hz`` bounds how often one unit fires: consecutive crossings of a unit
+    are at least ``ceil(1e9 / max_crossing_rate_hz)`` ns apart (a deferred crossing sends
+    every level passed meanwhile and counts as saturation), so no input makes it unbounded."""
 
     type: Literal["integrator"] = "integrator"
     source: Sources
     gain: float | list[float] = 1.0
     tau_s: float | list[float] | None = None
     y0: float | list[float] = 0.0
+    max_crossing_rate_hz: float = Field(default=1e6, gt=0.0, le=1e9, allow_inf_nan=False)
     n: int | None = Field(default=None, alias="size", gt=0)
 
     model_config = ConfigDict(

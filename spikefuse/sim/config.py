@@ -67,6 +67,9 @@ class WorldConfig(StrictModel):
     brightness: float = Field(1.0, gt=0.0, le=3.0)
     max_wheel_speed_radps: float = Field(20.0, gt=0.0, le=100.0)
     start_s_m: float = Field(0.0, ge=0.0)
+    on_track_m: float = Field(0.3, gt=0.0, le=5.0)
+    """progress (and so a lap) counts only while the robot is within this distance of the
+    centre line: a robot that leaves the track and cuts across gains nothing"""
     """where on the line the robot starts (arc length from the track's start)"""
 
     @field_validator("track")

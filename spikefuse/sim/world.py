@@ -225,7 +225,8 @@ class World:
         qv = self.data.qvel
         s, cross = self.track.project(x, y)
         ds = (s - self._last_s + self.track.length_m / 2) % self.track.length_m
-        t.progress_m += ds - self.track.length_m / 2
+        if abs(cross) <= self.cfg.on_track_m:  # off the track: no progress
+            t.progress_m += ds - self.track.length_m / 2
         self._last_s = s
         t.x_m, t.y_m, t.yaw_rad = x, y, yaw
         t.v_mps = float(math.cos(yaw) * qv[0] + math.sin(yaw) * qv[1])

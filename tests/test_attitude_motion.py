@@ -1,0 +1,117 @@
+"""Attitude on every kind of motion (issue 10), on short excerpts of the shared BROAD trials
+(read in place): one excerpt per motion class, the event-driven graph (shipped parameters)
+scored against VQF in the same run, and the unit-sphere property of the tracked gravity
+vector on the fast trials. Each excerpt starts a few seconds before its motion phase (the
+still start lets both estimators settle, as in the full trials).
+
+The ratio bounds are what the graph holds with a ~25 % margin, a guard against regressions,
+NOT the issue's target (inclination <= 2x VQF 6D): on these excerpts the graph measured
+2.5x (fast rotation), 3.2x (fast translation), 4.3x (tapping) and 1.4x (magnet; heading
+1.1x VQF 9D, target 3x). docs/benchmarks.md has the full-trial table."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikefuse.attitude.generate import AttitudeParams
+from spikefuse.attitude.tune import prepare, score
+
+# (trial file, start s, seconds, inclination ratio bound, heading ratio bound or None)
+EXCERPTS = {
+    "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 3.1, None),
+    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 4.0, None),
+    "tapping": ("broad_25_disturbed_tapping.csv.gz", 35.0, 45.0, 5.3, None),
+    "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.75, 1.4),
+}
+
+
+@pytest.fixture(scope="module")
+def scored(shared_data: Path) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (fname, start_s, seconds, _, head) in EXCERPTS.items():
+        log = prepare(shared_data / "broad" / fname, seconds=seconds, start_s=start_s)
+        out[name] = score(log, AttitudeParams(), heading=head is not None, multirate=False)
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXCERPTS))
+def test_motion_class_within_ratio_of_vqf(scored: dict, name: str) -> None:
+    _, _, _, incl_bound, head_bound = EXCERPTS[name]
+    f = scored[name]
+    assert f["incl_ratio"] <= incl_bound, f
+    if head_bound is not None:
+        assert f["heading_ratio"] <= head_bound, f
+
+
+@pytest.mark.parametrize("name", ["fast_rotation", "fast_translation"])
+def test_gravity_stays_on_the_unit_sphere(scored: dict, name: str) -> None:
+    """The renormalising feedback holds |g| within 10 % at up to 20 rad/s and 4 g."""
+    assert scored[name]["gravity_norm_max_dev"] <= 0.1
+
+
+# -- eval attitude DIR --------------------------------------------------------------------
+def _head(src: Path, out: Path, seconds: float, rate_hz: float = 285.714) -> Path:
+    """The header and the first ``seconds`` of a BROAD CSV."""
+    with gzip.open(src, "rt") as fin, out.open("w") as fout:
+        for i, line in enumerate(fin):
+            if i > seconds * rate_hz:
+                break
+            fout.write(line)
+    return out
+
+
+def test_cli_eval_folder(tmp_path: Path, shared_data: Path) -> None:
+    """A folder of logs: one row per log and the median/worst ratio to VQF; JSON with the
+    per-trial fields and the summary; no progress bar into a pipe."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for stem, seconds in (
+        ("broad_02_undisturbed_slow_rotation", 45.0),
+        ("broad_09_undisturbed_fast_rotation_breaks", 35.0),
+    ):
+        _head(shared_data / "broad" / f"{stem}.csv.gz", logs / f"{stem}.csv", seconds)
+    (logs / "notes.txt").write_text("not a log\n")
+    cmd = [sys.executable, "-m", "spikefuse", "eval", "attitude", str(logs)]
+    res = subprocess.run(
+        cmd + ["--json", "--no-dense"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    f = json.loads(res.stdout)
+    assert [Path(t["log"]).name for t in f["trials"]] == sorted(p.name for p in logs.glob("*.csv"))
+    for t in f["trials"]:
+        assert t["incl_ratio_vs_vqf"] == pytest.approx(t["incl_rmse_deg"] / t["vqf_incl_rmse_deg"])
+        assert isinstance(t["heading_ratio_vs_vqf"], float)
+        assert isinstance(t["ops_ratio_vs_dense"], float)  # from the fixed per-sample count
+        assert "dense_incl_rmse_deg" not in t  # --no-dense: the dense run is skipped
+    ratios = [t["incl_ratio_vs_vqf"] for t in f["trials"]]
+    assert f["median_incl_ratio_vs_vqf"] == pytest.approx(float(np.median(ratios)))
+    assert f["worst_incl_ratio_vs_vqf"] == pytest.approx(max(ratios))
+    assert isinstance(f["median_heading_ratio_vs_vqf"], float)
+    assert "\r" not in res.stderr  # no progress bar into a pipe
+    # the table form, two files given one by one, without the baselines
+    files = sorted(str(p) for p in logs.glob("*.csv"))
+    res = subprocess.run(
+        cmd[:-1] + files + ["--no-compare"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:4] == ["log", "incl", "vqf", "ratio"]
+    assert sum(ln.startswith("broad_") for ln in lines) == 2
+    assert any(ln.startswith("median") for ln in lines)
+    assert any(ln.startswith("worst") for ln in lines)
+    # errors: a folder without logs, a single-log option with several logs
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = subprocess.run(cmd[:-1] + [str(empty)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "no .csv" in res.stderr
+    res = subprocess.run(
+        cmd + ["--plot", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2 and "--plot takes a single log" in res.stderr
