@@ -70,6 +70,10 @@ def _pooled_percentiles(hists: dict) -> tuple[float, float]:
 
 
 HAND_BUILT = ["core.graph=../graphs/sim_line.yaml", "robot.report.graph=../graphs/sim_line.yaml"]
+LEARNED = [
+    "core.graph=../graphs/sim_learned.npz",
+    "robot.report.graph=../graphs/sim_learned.npz",
+]
 LEARNED_REPORT = REPO / "configs/graphs/sim_learned_report.json"
 
 
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="spikefuse-bench-sim-") as d:
         tmp = Path(d)
         rt = _run("sim.yaml", tmp, "realtime", [*world, *HAND_BUILT], args.timeout)
-        learned = _run("sim.yaml", tmp, "learned", world, args.timeout)  # the default graph
+        learned = _run("sim.yaml", tmp, "learned", [*world, *LEARNED], args.timeout)
         teacher_sets = [
             *world,
             f"robot.world.renderer={args.renderer}",
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 def _learned_fields(lf: dict, teacher_rms: float) -> dict:
-    """The learned controller (configs/graphs/sim_learned.npz, launch/sim.yaml's default);
+    """The learned controller (configs/graphs/sim_learned.npz, run with --set);
     ``train_seconds`` is the shipped graph's training time from its report."""
     rep = json.loads(LEARNED_REPORT.read_text())
     return {

@@ -33,7 +33,7 @@ def test_learned_graph_ships_with_its_report():
     assert Graph.load(LEARNED).resolve().nodes["wheels_out"].size == 2
 
 
-def test_sim_launch_runs_the_learned_graph_and_set_switches_to_the_hand_built_one():
+def test_sim_launch_runs_the_hand_built_graph_and_set_switches_to_the_learned_one():
     def graphs(overrides):
         cfg = load_launch(REPO / "launch/sim.yaml", overrides)
         procs = {p.name: p for p in cfg.processes}
@@ -42,8 +42,8 @@ def test_sim_launch_runs_the_learned_graph_and_set_switches_to_the_hand_built_on
         ]
 
     core, robot = graphs([])
-    assert core[-1].endswith("sim_learned.npz") and robot[-1].endswith("sim_learned.npz")
-    core, robot = graphs(
-        ["core.graph=../graphs/sim_line.yaml", "robot.report.graph=../graphs/sim_line.yaml"]
-    )
     assert core[-1].endswith("sim_line.yaml") and robot[-1].endswith("sim_line.yaml")
+    core, robot = graphs(
+        ["core.graph=../graphs/sim_learned.npz", "robot.report.graph=../graphs/sim_learned.npz"]
+    )
+    assert core[-1].endswith("sim_learned.npz") and robot[-1].endswith("sim_learned.npz")
