@@ -31,8 +31,14 @@ GRAPHS = ("example.yaml", "demo.yaml")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="shorter NEST runs")
     p.add_argument("--steps", type=int, default=0, help="NEST/engine steps (default 3000)")
-    p.add_argument("--timestep-ms", type=float, default=1.0, choices=(1.0, 0.1))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--timestep-ms",
+        type=float,
+        default=1.0,
+        choices=(1.0, 0.1),
+        help="simulation time step in ms (0.1 runs the board 10x slower than real time)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the input spike streams")
 
 
 def mlp_graph(rng: np.random.Generator):
