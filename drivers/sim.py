@@ -477,7 +477,7 @@ def SIM(cfg: SimDriverConfig, ctx: DriverContext) -> Iterator[Item]:
             [f"motor/{cfg.setpoints}_setpoints", f"status/{cfg.report.core}"],
             max_queue=100_000,
             name=cfg.name,
-            security=cfg.security,
+            security=cfg.resolved_security(),
         ) as sub:
             loop = Loop(cfg, ctx, world, sub)
             yield from _run(cfg, ctx, world, loop)

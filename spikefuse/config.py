@@ -46,6 +46,13 @@ class FileConfig(StrictModel):
         p = Path(p).expanduser()
         return p if p.is_absolute() else (self._base_dir / p).resolve()
 
+    def resolved_security(self):
+        """This config's ``security`` block (core, actuator and driver configs have one)
+        with its key paths relative to this file; None when it has none. Every socket of
+        the process uses it."""
+        security = getattr(self, "security", None)
+        return None if security is None else security.resolved(self.resolve_path)
+
 
 class _Located(dict):
     """A mapping that remembers the line of each key (1-based) and its own line."""

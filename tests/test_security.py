@@ -180,3 +180,34 @@ def test_one_security_block_keys_a_whole_launch(tmp_path):
     assert n_batches > 100, core_line
     act_line = next(ln for ln in out.splitlines() if "actuator 'motors':" in ln)
     assert int(act_line.split("actuator 'motors':")[1].split("commands")[0]) > 10, act_line
+
+
+def test_key_paths_in_every_kind_of_config_follow_their_file(tmp_path):
+    # a hand-written driver, actuator or core config names its keys relative to itself,
+    # wherever the process is started from
+    from spikefuse.actuators.base import load_actuator_config, resolve_actuator
+    from spikefuse.core.config import load_core_config
+    from spikefuse.sdk.registry import load_driver_config, resolve_kind
+
+    sub = tmp_path / "cfg"
+    sub.mkdir()
+    sec = {"secret_key_file": "keys/me.key_secret", "allowed_client_keys": ["keys/a.key"]}
+    want = (sub / "keys/me.key_secret", [sub / "keys/a.key"])
+    drv = write_yaml(sub / "imu.yaml", {"source": {"type": "synthetic"}, "security": sec})
+    act = write_yaml(sub / "act.yaml", {"security": sec})
+    core = write_yaml(
+        sub / "core.yaml",
+        {
+            "graph": str(_graph(tmp_path / "g.yaml")),
+            "inputs": {SENDERS[0]: {"sensor": "s"}},
+            "security": sec,
+        },
+    )
+    configs = [
+        load_driver_config(resolve_kind("imu"), drv),
+        load_actuator_config(resolve_actuator("console"), act),
+        load_core_config(core),
+    ]
+    for cfg in configs:
+        s = cfg.resolved_security()
+        assert (s.secret_key_file, list(s.allowed_client_keys)) == want, type(cfg).__name__

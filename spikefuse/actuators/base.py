@@ -303,7 +303,7 @@ class ActuatorRunner:
 def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
     actuator = spec.factory(cfg)
     runner = ActuatorRunner(cfg, actuator)
-    security = None if cfg.security is None else cfg.security.resolved(cfg.resolve_path)
+    security = cfg.resolved_security()
     try:
         with (
             StopSignal() as stop,

@@ -59,7 +59,7 @@ class SimActuator(Actuator):
         self.topic_name = f"{cfg.name}_setpoints"
         self._pub = Publisher(
             cfg.resolved_setpoint_endpoint(),
-            security=None if cfg.security is None else cfg.security.resolved(cfg.resolve_path),
+            security=cfg.resolved_security(),
         )
         self._seq = 0
         self._last: MotorCommand | None = None

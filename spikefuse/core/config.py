@@ -111,11 +111,6 @@ class CoreConfig(FileConfig):
 
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 
-    def resolved_security(self) -> SecurityConfig | None:
-        """``security`` with its key paths relative to this file; every socket of the core
-        (inputs and output) uses it."""
-        return None if self.security is None else self.security.resolved(self.resolve_path)
-
     def graph_path(self) -> Path:
         return self.resolve_path(self.graph)
 

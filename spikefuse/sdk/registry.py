@@ -118,7 +118,7 @@ def run_driver(spec: DriverSpec, cfg: DriverConfig, sender: Sender | None = None
         endpoint = cfg.resolved_endpoint()
         if endpoint.startswith("ipc://"):
             Path(endpoint[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
-        with Publisher(endpoint, bind=True, hwm=cfg.hwm, security=cfg.security) as pub:
+        with Publisher(endpoint, bind=True, hwm=cfg.hwm, security=cfg.resolved_security()) as pub:
             log.info("%s driver '%s' publishing on %s", spec.kind, cfg.name, endpoint)
             if cfg.wait_for_subscribers:
                 _wait_for_subscribers(pub, cfg, stop)
