@@ -72,8 +72,6 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     assert last["sim_t_s"] >= 2.49 and last["progress_m"] > 1.0  # a fixed distance ...
     assert last["collisions"] == 0 and abs(last["cross_track_m"]) < 0.05  # ... on the line
     cmds = [_changes(_messages(p, "motor/wheels")) for p in runs]
-    assert [v for _, v in cmds[0]] == [v for _, v in cmds[1]]
-    assert len(cmds[0]) > 50
     # offline replay of the recording through the same graph: the same commands
     out = tmp_path / "offline.mcap"
     rr = subprocess.run(
@@ -83,9 +81,17 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     )  # fmt: skip
     assert rr.returncode == 0, rr.stderr
     offline = _changes(_messages(out, "motor/wheels_out"))
-    assert [v for _, v in offline] == [v for _, v in cmds[0]]
-    # and the same causes (sample times), but for the initial state (the engine's start)
-    assert offline[1:] == cmds[0][1:]
+    # the engine's initial output goes out when the core starts; whether the recorder had
+    # joined by then depends on the machine's load, so it is compared without it
+    initial = offline[0][1]
+
+    def driven(c):
+        return c[1:] if c and c[0][1] == initial else c
+
+    assert [v for _, v in driven(cmds[0])] == [v for _, v in driven(cmds[1])]
+    assert len(driven(cmds[0])) > 50
+    # the same values and the same causes (sample times) as the live run
+    assert driven(offline) == driven(cmds[0])
 
 
 def test_realtime_launch_end_to_end(tmp_path):
