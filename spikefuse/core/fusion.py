@@ -74,6 +74,7 @@ class InputState:
         self.received = np.zeros(size, np.int64)  # driver counts received (at its scale)
         self.last_scale: float | None = None
         self.n_resyncs = 0
+        self.n_keyframes = 0  # heartbeats with totals compared (differing or not)
         self.n_resync_counts = 0
         self.n_startup_resyncs = 0
         self.n_startup_resync_counts = 0
@@ -336,6 +337,7 @@ class FusionCore:
             if totals.size > st.size or out_of_range:
                 self.drop("bad_totals")
                 continue
+            st.n_keyframes += 1
             diff = -st.received.copy()
             diff[: totals.size] += totals
             nz = np.flatnonzero(diff)
@@ -346,9 +348,10 @@ class FusionCore:
                 continue
             st.received += diff
             n_counts = int(np.abs(diff[nz]).sum())
-            # the first keyframe of a stream catches up with the batches that went out
-            # before this subscription was complete: normal at start-up, counted apart
-            startup = st.n_resyncs == 0
+            # the stream's first keyframe catches up with the batches that went out before
+            # this subscription was complete: normal at start-up, counted apart (a later
+            # difference -- a loss, a restarted driver -- is news, even if it is the first)
+            startup = st.n_keyframes == 1
             st.n_resyncs += 1
             st.n_resync_counts += n_counts
             if startup:
