@@ -462,6 +462,12 @@ class Publisher(_Closes):
             elif frame[:1] == b"\x00" and self._live.get(prefix, 0) > 0:
                 self._live[prefix] -= 1
 
+    def n_subscribed(self, topic: bytes) -> int:
+        """How many subscriptions held right now would receive ``topic`` (call
+        :meth:`poll_subscriptions` first). A process that subscribes to several topics of
+        this socket (the core: ``sensor/x`` and ``status/x``) counts once for ``sensor/x``."""
+        return sum(n for p, n in self._live.items() if topic.startswith(p))
+
     def has_subscriber(self, topic: bytes) -> bool:
         """Whether a subscription matching ``topic`` is held right now, as far as the
         notices read so far tell (call :meth:`poll_subscriptions` first): a message sent

@@ -558,3 +558,20 @@ def test_coalescing_a_consumer_far_behind_keeps_memory_bounded():
     np.add.at(got, first.channels, first.counts)
     assert got.tolist() == total.tolist() and first.seq == 0
     assert restarted.seq == 3
+
+
+def test_subscribers_to_a_data_topic_count_once_per_matching_subscription(ep):
+    # the core subscribes to sensor/imu and status/imu: one subscriber of the data, not two
+    with (
+        Publisher(ep) as pub,
+        Subscriber(ep, ["sensor/imu", "status/imu"]),
+        Subscriber(ep, ["status/"]),
+    ):
+        assert pub.wait_for_subscribers(3, TIMEOUT_S)
+        assert pub.n_subscribed(b"sensor/imu") == 1
+        assert pub.n_subscribed(b"status/imu") == 2
+        with Subscriber(ep):  # everything: a recorder
+            deadline = time.monotonic() + TIMEOUT_S
+            while pub.poll_subscriptions() < 4 and time.monotonic() < deadline:
+                pub.socket.poll(50)
+            assert pub.n_subscribed(b"sensor/imu") == 2
