@@ -297,6 +297,7 @@ def test_heartbeat_totals_restore_counts_lost_on_the_way(tmp_path):
     assert motors(sent)[-1].values.tolist() == (0.5 * totals).tolist()
     st = core.inputs["x"]
     assert (st.n_resyncs, st.n_resync_counts) == (1, 10)
+    assert st.n_gaps == 1 and st.n_startup_resyncs == 0  # a loss, not start-up catch-up
     core.handle(Heartbeat("s", 1, 7 * MS, "ok", "", {"x": totals.copy()}), 7 * MS)
     assert st.n_resyncs == 1  # in agreement: nothing to do
 
@@ -308,11 +309,26 @@ def test_heartbeat_totals_recover_a_restart_whose_first_batches_were_missed(tmp_
     core.service(0)
     for i in range(3):
         core.handle(batch(i, (i + 1) * MS, [0], [2]), (i + 1) * MS)  # old driver: x0 = 6
-    # new driver: batches 0..4 lost; it sent +4 then +2 on channel 0 and +2 on channel 1
+    # new driver: batches 0..4 lost; it sent +4 then +4 on channel 0 and +2 on channel 1
     core.handle(batch(5, 10 * MS, [1], [2]), 10 * MS)
-    new_totals = np.array([6, 2, 0, 0], np.int64)
+    new_totals = np.array([8, 2, 0, 0], np.int64)
     core.handle(Heartbeat("s", 0, 11 * MS, "ok", "", {"x": new_totals}), 11 * MS)
     assert np.array_equal(core.engine.output_value("y"), 0.5 * new_totals)
+    # the old driver died before its first keyframe: this first keyframe is still news
+    st = core.inputs["x"]
+    assert (st.n_gaps, st.n_resyncs, st.n_startup_resyncs) == (1, 1, 0)
+
+
+def test_first_keyframe_after_a_late_subscription_is_start_up(tmp_path):
+    core, _ = make_core(tmp_path)
+    core.service(0)
+    for i in range(4, 7):  # batches 0..3 went out before this subscription was complete
+        core.handle(batch(i, (i + 1) * MS, [0], [2]), (i + 1) * MS)
+    core.handle(Heartbeat("s", 0, 8 * MS, "ok", "", {"x": np.array([14, 0, 0, 0])}), 8 * MS)
+    st = core.inputs["x"]
+    assert (st.n_gaps, st.n_resyncs, st.n_startup_resyncs, st.n_startup_resync_counts) == (
+        0, 1, 1, 8,
+    )
 
 
 def test_bad_heartbeat_totals_are_counted_not_applied(tmp_path):

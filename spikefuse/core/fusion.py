@@ -69,6 +69,7 @@ class InputState:
         self.n_clamped = 0
         self.n_out_of_order = 0
         self.n_duplicate = 0
+        self.n_gaps = 0  # seq jumps forward (lost batches, or a restarted driver's missed first)
         self.n_resets = 0
         self.n_stale = 0
         self.received = np.zeros(size, np.int64)  # driver counts received (at its scale)
@@ -140,6 +141,7 @@ class InputState:
             "n_clamped": self.n_clamped,
             "n_out_of_order": self.n_out_of_order,
             "n_duplicate": self.n_duplicate,
+            "n_gaps": self.n_gaps,
             "n_resets": self.n_resets,
             "n_resyncs": self.n_resyncs,
             "n_resync_counts": self.n_resync_counts,
@@ -349,9 +351,10 @@ class FusionCore:
             st.received += diff
             n_counts = int(np.abs(diff[nz]).sum())
             # the stream's first keyframe catches up with the batches that went out before
-            # this subscription was complete: normal at start-up, counted apart (a later
-            # difference -- a loss, a restarted driver -- is news, even if it is the first)
-            startup = st.n_keyframes == 1
+            # this subscription was complete: normal at start-up, counted apart. A later
+            # difference is news (a loss, a restarted driver), and so is a first one after
+            # the seq jumped: a driver restarted before its first keyframe got here.
+            startup = st.n_keyframes == 1 and not (st.n_gaps or st.n_out_of_order)
             st.n_resyncs += 1
             st.n_resync_counts += n_counts
             if startup:
@@ -384,6 +387,9 @@ class FusionCore:
         last = st.last_seq
         st.last_seq = batch.seq
         if last is None or batch.seq == last + 1:
+            return True
+        if batch.seq > last:
+            st.n_gaps += 1
             return True
         if batch.seq == last:
             st.n_duplicate += 1
