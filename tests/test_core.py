@@ -327,7 +327,10 @@ def test_first_keyframe_after_a_late_subscription_is_start_up(tmp_path):
     core.handle(Heartbeat("s", 0, 8 * MS, "ok", "", {"x": np.array([14, 0, 0, 0])}), 8 * MS)
     st = core.inputs["x"]
     assert (st.n_gaps, st.n_resyncs, st.n_startup_resyncs, st.n_startup_resync_counts) == (
-        0, 1, 1, 8,
+        0,
+        1,
+        1,
+        8,
     )
 
 
