@@ -54,4 +54,10 @@ def run(args: argparse.Namespace) -> int:
         from spikefuse.view.from_launch import add_view_process
 
         add_view_process(launch, args.file, args.overrides, args.view)
+    from spikefuse.launch.hosts import is_multihost
+
+    if is_multihost(launch):
+        from spikefuse.launch.multihost import MultiHostSupervisor
+
+        return MultiHostSupervisor(launch).run(args.duration)
     return Supervisor(launch).run(args.duration)

@@ -91,7 +91,10 @@ def check_keys(cfg: LaunchFile) -> None:
 
 
 def check_launch(cfg: LaunchFile) -> None:
+    from spikefuse.launch.hosts import check_hosts
+
     check_keys(cfg)
+    check_hosts(cfg)
     for i, p in enumerate(cfg.processes):
         check_process_config(cfg, i, p)
     check_wiring(cfg)

@@ -81,6 +81,8 @@ class ProcessSpec(StrictModel):
     ends_launch: bool = False
     """when this process finishes by itself (exit code 0), the whole launch stops (e.g. a
     simulation that ends after a lap)"""
+    host: str | None = Field(default=None, pattern=_NAME)
+    """the ``hosts`` entry whose agent runs this process (none: the launcher's machine)"""
 
     @field_validator("inputs", "outputs")
     @classmethod
@@ -125,9 +127,46 @@ class LaunchSecurity(StrictModel):
     """Folder of the key pairs (``spikefuse keygen``), relative to the launch file."""
 
 
+class HostSpec(StrictModel):
+    """One machine of a multi-host launch: its ``spikefuse agent`` (docs/multihost.md)."""
+
+    endpoint: str
+    """the agent's control endpoint, e.g. tcp://10.0.0.2:7600"""
+    public_key: Path | None = None
+    """the agent's public key file (relative to the launch file); required off loopback"""
+    address: str | None = None
+    """the interface address this host's cross-host sockets bind to (default: the host of
+    ``endpoint``)"""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        from spikefuse.bus import validate_endpoint
+
+        try:
+            validate_endpoint(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if not v.startswith("tcp://"):
+            raise ValueError(f"expected a tcp:// agent endpoint, found {v!r}")
+        return v
+
+    def bind_address(self) -> str:
+        return self.address or self.endpoint[len("tcp://") :].rsplit(":", 1)[0]
+
+
 class LaunchFile(FileConfig):
     name: str = Field("launch", pattern=_NAME)
     security: LaunchSecurity | None = None
+    hosts: dict[str, HostSpec] = Field(default_factory=dict)
+    """name -> agent of each other machine; processes choose one with ``host:``"""
+    local_address: str = "127.0.0.1"
+    """the address this machine's cross-host sockets bind to (processes without ``host``)"""
+    data_port: int = Field(7700, ge=1024, le=65000)
+    """cross-host sockets use tcp ports data_port + the process's index"""
+    heartbeat_timeout_s: float = Field(2.0, gt=0.0, le=3600.0)
+    """an agent that does not answer for this long is lost (and stops its processes when
+    the launcher is silent for this long)"""
     run_dir: Path = DEFAULT_RUN_DIR
     duration_s: float | None = Field(default=None, gt=0.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
@@ -243,6 +282,13 @@ def _record_lines(cfg: LaunchFile, data: Any) -> None:
             if line:
                 lines[f"processes[{i}].{k}"] = line
         lines[f"processes[{i}]"] = line_of(data, ("processes", i)) or 0
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    for h, spec in (hosts or {}).items() if isinstance(hosts, dict) else ():
+        lines[f"hosts.{h}"] = line_of(data, ("hosts", h)) or 0
+        for k in spec if isinstance(spec, dict) else ():
+            lines[f"hosts.{h}.{k}"] = line_of(data, ("hosts", h, k)) or 0
+    for k in ("security", "hosts", "local_address", "data_port"):
+        lines[k] = line_of(data, (k,)) or 0
     cfg._lines = lines
 
 

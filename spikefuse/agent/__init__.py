@@ -1,0 +1,1 @@
+"""``spikefuse agent``: the per-host daemon of a multi-host launch (docs/multihost.md)."""

@@ -1,0 +1,248 @@
+"""Multi-host launch files: which process runs where, and the sockets between hosts.
+
+A process with ``host: <name>`` runs under the ``spikefuse agent`` of ``hosts.<name>``;
+one without runs on the launcher's machine. Processes on one host keep their ipc sockets
+(in that host's run folder). A topic whose producer and a consumer sit on different hosts
+goes over tcp: the producer binds ``tcp://<its host's address>:<data_port + index>`` and
+every consumer of it connects there (a driver/core/actuator gets ``--set endpoint=...``,
+a core ``--set inputs.<input>.endpoint=...`` for each graph input fed by that sensor, a
+recorder ``--endpoint ...``). With ``security``, the launcher sends each agent the key
+files its processes name (their own pair, the shared ``bus`` pair, every public key)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spikefuse.bus import is_loopback_or_local
+from spikefuse.errors import ConfigError
+from spikefuse.launch.model import LaunchFile, ProcessSpec
+
+LOCAL = "local"
+"""How the launcher's own machine is named in messages and tables."""
+REWIRABLE_PRODUCERS = {"driver": "endpoint", "core": "endpoint", "actuator": "status_endpoint"}
+
+
+def host_of(p: ProcessSpec) -> str:
+    return p.host or LOCAL
+
+
+def is_multihost(cfg: LaunchFile) -> bool:
+    return any(p.host for p in cfg.processes)
+
+
+def address_of(cfg: LaunchFile, host: str) -> str:
+    return cfg.local_address if host == LOCAL else cfg.hosts[host].bind_address()
+
+
+def _producers(cfg: LaunchFile) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i, p in enumerate(cfg.processes):
+        for t in p.outputs:
+            out.setdefault(t, i)
+    return out
+
+
+@dataclass
+class Wiring:
+    """Extra ``--set`` entries and arguments per process index for cross-host topics."""
+
+    sets: dict[int, list[str]] = field(default_factory=dict)
+    args: dict[int, list[str]] = field(default_factory=dict)
+    endpoints: dict[int, str] = field(default_factory=dict)
+    """producer index -> its tcp endpoint"""
+
+
+def data_endpoint(cfg: LaunchFile, i: int) -> str:
+    host = host_of(cfg.processes[i])
+    return f"tcp://{address_of(cfg, host)}:{cfg.data_port + i}"
+
+
+def wiring(cfg: LaunchFile) -> Wiring:
+    """The tcp rewiring of every topic that crosses hosts (see the module docstring)."""
+    w = Wiring()
+    producers = _producers(cfg)
+    for j, c in enumerate(cfg.processes):
+        for t in c.inputs:
+            i = producers.get(t)
+            if i is None or host_of(cfg.processes[i]) == host_of(c):
+                continue
+            ep = _producer_endpoint(cfg, w, i, t)
+            _connect_consumer(cfg, w, j, t, ep)
+    return w
+
+
+def _producer_endpoint(cfg: LaunchFile, w: Wiring, i: int, topic: str) -> str:
+    if i in w.endpoints:
+        return w.endpoints[i]
+    p = cfg.processes[i]
+    key = REWIRABLE_PRODUCERS.get(p.kind)
+    if key is None or (p.kind == "actuator" and not topic.startswith("status/")):
+        raise ConfigError(
+            f"'{p.name}' ({p.kind}) produces {topic} for another host, but a {p.kind} "
+            "process's sockets cannot be moved to tcp by the launcher; give its consumers "
+            "an explicit tcp endpoint",
+            cfg.where(f"processes[{i}]", "outputs"),
+        )
+    ep = w.endpoints[i] = data_endpoint(cfg, i)
+    w.sets.setdefault(i, []).append(f"{key}={ep}")
+    return ep
+
+
+def _connect_consumer(cfg: LaunchFile, w: Wiring, j: int, topic: str, ep: str) -> None:
+    from spikefuse.launch.check import check_process_config
+
+    c = cfg.processes[j]
+    if c.kind == "record":
+        if ep not in w.args.get(j, []):
+            w.args.setdefault(j, []).extend(["--endpoint", ep])
+    elif c.kind == "actuator":
+        w.sets.setdefault(j, []).append(f"endpoint={ep}")
+    elif c.kind == "core":
+        sensor = topic.partition("/")[2]
+        core_cfg = check_process_config(cfg, j, c)
+        for g, inp in core_cfg.inputs.items():
+            if inp.sensor == sensor:
+                w.sets.setdefault(j, []).append(f"inputs.{g}.endpoint={ep}")
+    else:
+        raise ConfigError(
+            f"'{c.name}' ({c.kind}) reads {topic} from another host, but the launcher cannot "
+            f"point a {c.kind} process's inputs at tcp; run it on the producer's host",
+            cfg.where(f"processes[{j}]", "host"),
+        )
+
+
+def command(cfg: LaunchFile, i: int, w: Wiring) -> list[str]:
+    """``cfg.command(p)`` plus the cross-host rewiring of process ``i``."""
+    p = cfg.processes[i]
+    argv = cfg.command(p)
+    extra_sets = [x for s in w.sets.get(i, []) for x in ("--set", s)]
+    if p.kind == "exec":
+        return argv
+    n_user = len(p.args)
+    head, tail = argv[: len(argv) - n_user], argv[len(argv) - n_user :]
+    return head + extra_sets + w.args.get(i, []) + tail
+
+
+def remote_command(cfg: LaunchFile, i: int, w: Wiring) -> list[str]:
+    """:func:`command` with this machine's Python, run folder and key folder replaced by
+    the placeholders the agent fills in with its own."""
+    argv = command(cfg, i, w)
+    if argv and argv[0] == sys.executable:
+        argv[0] = "@PYTHON@"
+    subs = [(str(cfg.resolve_path(cfg.run_dir)), "@RUN_DIR@")]
+    if cfg.security is not None:
+        subs.insert(0, (str(cfg.resolve_path(cfg.security.key_dir)), "@KEY_DIR@"))
+    out = []
+    for a in argv:
+        for old, new in subs:
+            a = a.replace(old, new)
+        out.append(a)
+    return out
+
+
+def key_files(cfg: LaunchFile, names: list[str]) -> dict[str, str]:
+    """File name -> text of every key file the processes ``names`` are configured with."""
+    out: dict[str, str] = {}
+    for n in names:
+        block = cfg.security_for(n)
+        if block is None:
+            continue
+        paths = [block["secret_key_file"], block["server_public_key_file"]]
+        paths += [block["server_secret_key_file"], *block["allowed_client_keys"]]
+        for path in map(Path, paths):
+            out[path.name] = path.read_text(encoding="ascii")
+    return out
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_hosts(cfg: LaunchFile) -> None:
+    """Unknown hosts, ipc endpoints across hosts, missing keys (file:line: field errors)."""
+    for i, p in enumerate(cfg.processes):
+        if p.host is not None and p.host not in cfg.hosts:
+            known = ", ".join(sorted(cfg.hosts)) or "none: add a 'hosts:' block"
+            raise ConfigError(
+                f"unknown host {p.host!r} (hosts: {known})", cfg.where(f"processes[{i}]", "host")
+            )
+    if LOCAL in cfg.hosts:
+        raise ConfigError(
+            f"'{LOCAL}' names the launcher's own machine; call the host something else",
+            cfg.where(f"hosts.{LOCAL}"),
+        )
+    if cfg.data_port + len(cfg.processes) > 65535:
+        raise ConfigError("data_port + number of processes exceeds 65535", cfg.where("data_port"))
+    _check_ipc(cfg)
+    _check_host_keys(cfg)
+    if is_multihost(cfg):
+        wiring(cfg)  # every cross-host topic can be rewired
+
+
+def _ipc_owner(cfg: LaunchFile, endpoint: str) -> int | None:
+    """The process whose default ipc socket ``endpoint`` is (by socket file name)."""
+    if not endpoint.startswith("ipc://"):
+        return None
+    stem = endpoint.rsplit("/", 1)[-1].removesuffix(".sock")
+    for i, p in enumerate(cfg.processes):
+        if p.name == stem or f"sensor/{stem}" in p.outputs or f"motor/{stem}" in p.outputs:
+            return i
+    return None
+
+
+def _check_ipc(cfg: LaunchFile) -> None:
+    for j, c in enumerate(cfg.processes):
+        given = [(f"inputs[{k}]", e) for k, e in enumerate(c.inputs) if "://" in e]
+        given += [
+            ("args", c.args[k + 1])
+            for k, a in enumerate(c.args[:-1])
+            if a == "--endpoint" and c.kind == "record"
+        ]
+        given += [("set", s.partition("=")[2]) for s in c.set if "endpoint=ipc://" in s]
+        for field_name, e in given:
+            i = _ipc_owner(cfg, e)
+            if i is None or host_of(cfg.processes[i]) == host_of(c):
+                continue
+            head, _, rest = field_name.partition("[")
+            where = cfg.where(f"processes[{j}]", head) + (f"[{rest}" if rest else "")
+            raise ConfigError(
+                f"ipc endpoint {e} is '{cfg.processes[i].name}' on host "
+                f"{host_of(cfg.processes[i])}, but '{c.name}' runs on {host_of(c)}: ipc does "
+                "not cross hosts (name the topic instead; the launcher makes it tcp)",
+                where,
+            )
+
+
+def _check_host_keys(cfg: LaunchFile) -> None:
+    used = {p.host for p in cfg.processes if p.host}
+    remote = False
+    for h, spec in cfg.hosts.items():
+        remote |= not is_loopback_or_local(spec.endpoint)
+        remote |= not is_loopback_or_local(f"tcp://{spec.bind_address()}:1")
+        if spec.public_key is None:
+            if h in used and not is_loopback_or_local(spec.endpoint):
+                raise ConfigError(
+                    f"agent endpoint {spec.endpoint} is not loopback: CurveZMQ is mandatory; "
+                    f"give the agent's public key (spikefuse keygen {h} on that host)",
+                    cfg.where(f"hosts.{h}", "public_key"),
+                )
+            continue
+        path = cfg.resolve_path(spec.public_key)
+        if not path.is_file():
+            raise ConfigError(
+                f"expected the agent's public key file, found nothing at {path}",
+                cfg.where(f"hosts.{h}", "public_key"),
+            )
+        if cfg.security is None:
+            raise ConfigError(
+                "a host with public_key needs the launch's security.key_dir (the launcher "
+                "talks to agents with its key pair launch.key_secret)",
+                cfg.where(f"hosts.{h}", "public_key"),
+            )
+    if remote and cfg.security is None and used:
+        raise ConfigError(
+            "hosts on non-loopback addresses need 'security: {key_dir: ...}' (CurveZMQ "
+            "between hosts is mandatory)",
+            cfg.where("hosts"),
+        )
