@@ -21,7 +21,21 @@ from spikefuse.launch.model import LaunchFile, ProcessSpec
 
 LOCAL = "local"
 """How the launcher's own machine is named in messages and tables."""
-REWIRABLE_PRODUCERS = {"driver": "endpoint", "core": "endpoint", "actuator": "status_endpoint"}
+PRODUCER_KEYS: dict[tuple[str, str], tuple[str, int]] = {
+    ("driver", ""): ("endpoint", 0),  # sensor/<name> and status/<name>: one publisher
+    ("core", ""): ("endpoint", 0),  # motor/<actuator> and status/<core>
+    ("actuator", "status/"): ("status_endpoint", 0),
+    ("actuator", "motor/"): ("setpoint_endpoint", 1),  # the sim actuator's set-points
+}
+"""(kind, topic prefix) -> (the config key of the publisher of that topic, its port slot)"""
+CONSUMER_KEYS: dict[tuple[str, str], str] = {
+    ("actuator", "motor/"): "endpoint",
+    ("driver", "motor/"): "setpoint_endpoint",  # the sim driver reads its wheels' set-points
+    ("driver", "status/"): "report.core_endpoint",  # ... and the core's status (its report)
+}
+"""(kind, topic prefix) -> the config key naming the endpoint a consumer connects to (the
+core and the recorder are handled apart: per graph input, and as ``--endpoint``)"""
+PORT_SLOTS = 2
 
 
 def host_of(p: ProcessSpec) -> str:
@@ -50,67 +64,88 @@ class Wiring:
 
     sets: dict[int, list[str]] = field(default_factory=dict)
     args: dict[int, list[str]] = field(default_factory=dict)
-    endpoints: dict[int, str] = field(default_factory=dict)
-    """producer index -> its tcp endpoint"""
+    endpoints: dict[tuple[int, str], str] = field(default_factory=dict)
+    """(producer index, config key) -> its tcp endpoint"""
 
 
-def data_endpoint(cfg: LaunchFile, i: int) -> str:
+def data_endpoint(cfg: LaunchFile, i: int, slot: int = 0) -> str:
     host = host_of(cfg.processes[i])
-    return f"tcp://{address_of(cfg, host)}:{cfg.data_port + i}"
+    return f"tcp://{address_of(cfg, host)}:{cfg.data_port + PORT_SLOTS * i + slot}"
+
+
+def _lookup(table: dict, kind: str, topic: str):
+    return table.get((kind, topic[: topic.index("/") + 1]), table.get((kind, "")))
 
 
 def wiring(cfg: LaunchFile) -> Wiring:
-    """The tcp rewiring of every topic that crosses hosts (see the module docstring)."""
+    """The tcp rewiring of every topic that crosses hosts (see the module docstring): a
+    producer read from another host binds tcp, and then every reader of that socket, on
+    any host, connects there."""
     w = Wiring()
     producers = _producers(cfg)
-    for j, c in enumerate(cfg.processes):
-        for t in c.inputs:
-            i = producers.get(t)
-            if i is None or host_of(cfg.processes[i]) == host_of(c):
-                continue
-            ep = _producer_endpoint(cfg, w, i, t)
-            _connect_consumer(cfg, w, j, t, ep)
+    edges = [
+        (j, t, producers[t])
+        for j, c in enumerate(cfg.processes)
+        for t in sorted(c.inputs, key=lambda t: not t.startswith("sensor/"))
+        if t in producers
+    ]
+    for j, t, i in edges:
+        if host_of(cfg.processes[i]) != host_of(cfg.processes[j]):
+            _producer_endpoint(cfg, w, i, t)
+    for j, t, i in edges:
+        found = _lookup(PRODUCER_KEYS, cfg.processes[i].kind, t)
+        if found is not None and (i, found[0]) in w.endpoints:
+            _connect_consumer(cfg, w, j, t, w.endpoints[(i, found[0])])
     return w
 
 
 def _producer_endpoint(cfg: LaunchFile, w: Wiring, i: int, topic: str) -> str:
-    if i in w.endpoints:
-        return w.endpoints[i]
     p = cfg.processes[i]
-    key = REWIRABLE_PRODUCERS.get(p.kind)
-    if key is None or (p.kind == "actuator" and not topic.startswith("status/")):
+    found = _lookup(PRODUCER_KEYS, p.kind, topic)
+    if found is None:
         raise ConfigError(
-            f"'{p.name}' ({p.kind}) produces {topic} for another host, but a {p.kind} "
-            "process's sockets cannot be moved to tcp by the launcher; give its consumers "
-            "an explicit tcp endpoint",
+            f"'{p.name}' ({p.kind}) produces {topic} for another host, but the launcher "
+            f"cannot move a {p.kind} process's {topic.partition('/')[0]} socket to tcp; "
+            "run its consumers on its host",
             cfg.where(f"processes[{i}]", "outputs"),
         )
-    ep = w.endpoints[i] = data_endpoint(cfg, i)
-    w.sets.setdefault(i, []).append(f"{key}={ep}")
-    return ep
+    key, slot = found
+    if (i, key) not in w.endpoints:
+        ep = w.endpoints[(i, key)] = data_endpoint(cfg, i, slot)
+        w.sets.setdefault(i, []).append(f"{key}={ep}")
+    return w.endpoints[(i, key)]
 
 
 def _connect_consumer(cfg: LaunchFile, w: Wiring, j: int, topic: str, ep: str) -> None:
     from spikefuse.launch.check import check_process_config
 
     c = cfg.processes[j]
+    key = _lookup(CONSUMER_KEYS, c.kind, topic)
     if c.kind == "record":
         if ep not in w.args.get(j, []):
             w.args.setdefault(j, []).extend(["--endpoint", ep])
-    elif c.kind == "actuator":
-        w.sets.setdefault(j, []).append(f"endpoint={ep}")
-    elif c.kind == "core":
+    elif c.kind == "core" and topic.startswith("sensor/"):
         sensor = topic.partition("/")[2]
         core_cfg = check_process_config(cfg, j, c)
         for g, inp in core_cfg.inputs.items():
             if inp.sensor == sensor:
                 w.sets.setdefault(j, []).append(f"inputs.{g}.endpoint={ep}")
+    elif c.kind == "core" and ep in w.endpoints.values() and _reads_from(cfg, w, j, ep):
+        pass  # a driver's status/<name> comes on its sensor socket, rewired already
+    elif key is not None:
+        entry = f"{key}={ep}"
+        if entry not in w.sets.get(j, []):
+            w.sets.setdefault(j, []).append(entry)
     else:
         raise ConfigError(
             f"'{c.name}' ({c.kind}) reads {topic} from another host, but the launcher cannot "
-            f"point a {c.kind} process's inputs at tcp; run it on the producer's host",
+            f"point that input of a {c.kind} process at tcp; run it on the producer's host",
             cfg.where(f"processes[{j}]", "host"),
         )
+
+
+def _reads_from(cfg: LaunchFile, w: Wiring, j: int, ep: str) -> bool:
+    return any(s.endswith(f"={ep}") for s in w.sets.get(j, []))
 
 
 def command(cfg: LaunchFile, i: int, w: Wiring) -> list[str]:
@@ -172,8 +207,11 @@ def check_hosts(cfg: LaunchFile) -> None:
             f"'{LOCAL}' names the launcher's own machine; call the host something else",
             cfg.where(f"hosts.{LOCAL}"),
         )
-    if cfg.data_port + len(cfg.processes) > 65535:
-        raise ConfigError("data_port + number of processes exceeds 65535", cfg.where("data_port"))
+    if cfg.data_port + PORT_SLOTS * len(cfg.processes) > 65535:
+        raise ConfigError(
+            f"data_port + {PORT_SLOTS} x the number of processes exceeds 65535",
+            cfg.where("data_port"),
+        )
     _check_ipc(cfg)
     _check_host_keys(cfg)
     if is_multihost(cfg):
