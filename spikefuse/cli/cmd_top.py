@@ -105,7 +105,28 @@ def render(state: TopState, gaps: dict[str, int]) -> str:
     for name, n in sorted(restarts.items()):
         if name not in shown:
             out.append(f"{name:<16} {'-':<9} {'':>10} {'':>7} {'':>8} {'':>8} {'':>10} {n:>8}")
+    out += _launch_table(state)
     return "\n".join(out) + "\n"
+
+
+def _launch_table(state: TopState) -> list[str]:
+    """Every launcher's processes with the host each runs on (a multi-host launch lists
+    the processes of every agent)."""
+    rows = [
+        (name, p)
+        for m in state.status.values()
+        for name, p in (m.get("processes") or {}).items()
+        if isinstance(p, dict)
+    ]
+    if not rows:
+        return []
+    out = ["", f"{'process':<16} {'host':<12} {'kind':<9} {'state':<9} {'pid':>8} {'restarts':>8}"]
+    for name, p in sorted(rows, key=lambda r: (str(r[1].get("host", "local")), r[0])):
+        out.append(
+            f"{name:<16} {str(p.get('host', 'local')):<12} {str(p.get('kind', '-')):<9} "
+            f"{str(p.get('state', '-')):<9} {p.get('pid', 0):>8} {p.get('restarts', 0):>8}"
+        )
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -187,6 +187,10 @@ class LaunchFile(FileConfig):
     def where(self, *loc: str | int) -> str:
         field = ".".join(str(x) for x in loc)
         line = self._lines.get(field)
+        parent = field
+        while not line and "." in parent:  # a missing key: the line of its block
+            parent = parent.rsplit(".", 1)[0]
+            line = self._lines.get(parent)
         return f"{self._source}:{line}: {field}" if line else f"{self._source}: {field}"
 
     def process_type(self, p: ProcessSpec) -> str | None:
