@@ -84,6 +84,13 @@ def test_demo_split_over_two_agents_with_curve_runs_and_stops_cleanly(tmp_path):
         m = re.search(r"\[launch\] 4 process\(es\) started on 2 host\(s\) in (\d+) ms", text)
         assert m is not None, text
         print(f"4 processes started on 2 agents in {m.group(1)} ms (CURVE, keys sent)")
+        # the core's cross-host latencies use the measured offset of host a to host b
+        assert re.search(
+            r"\[launch\] core: times of sensor imu \(host a\) moved by [+-]\d+\.\d us onto "
+            r"host b's clock",
+            text,
+        ), text
+        assert re.search(r"--set clock_offsets_ns\.camera=-?\d+", text), text
         started = pids(reader)
         assert set(started) == {"imu", "camera", "core", "motors"}, text
         assert "inputs.gyro.endpoint=tcp://127.0.0.1:" in text  # the topic crossed hosts

@@ -109,6 +109,11 @@ class CoreConfig(FileConfig):
     commands are stamped with it, and every heartbeat is answered with a command to each
     actuator stamped at the heartbeat's time ("everything up to here is answered")."""
 
+    clock_offsets_ns: dict[str, int] = Field(default_factory=dict)
+    """sensor -> ns added to its messages' times to put them on this host's monotonic
+    clock: a multi-host launch sets it from its agents' measured clock offsets
+    (docs/multihost.md) so cross-host latencies are right; unused with ``clock: data``"""
+
     _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 
     def graph_path(self) -> Path:

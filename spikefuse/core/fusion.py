@@ -279,6 +279,8 @@ class FusionCore:
         return False
 
     def handle(self, msg: Message, now_ns: int) -> None:
+        if self.cfg.clock_offsets_ns and not self.data_clock:
+            to_own_clock(msg, self.cfg.clock_offsets_ns)
         if isinstance(msg, EventBatch):
             if self._time_ok(msg, now_ns):
                 self._on_batch(msg, now_ns)
@@ -643,3 +645,13 @@ def data_time_ns(msg: Message) -> int:
 
 def _monotonic_ns() -> int:
     return time.monotonic_ns()
+
+
+def to_own_clock(msg: Message, offsets_ns: dict[str, int]) -> None:
+    """Move a sensor message's times from its sender's host clock to this host's
+    (``CoreConfig.clock_offsets_ns``, measured by a multi-host launch): latencies, input
+    timeouts and time order then compare times of one clock."""
+    if isinstance(msg, EventBatch | Heartbeat):
+        off = offsets_ns.get(msg.sensor)
+        if off:
+            msg.t_ns += off

@@ -50,7 +50,7 @@ def address_of(cfg: LaunchFile, host: str) -> str:
     return cfg.local_address if host == LOCAL else cfg.hosts[host].bind_address()
 
 
-def _producers(cfg: LaunchFile) -> dict[str, int]:
+def producers(cfg: LaunchFile) -> dict[str, int]:
     out: dict[str, int] = {}
     for i, p in enumerate(cfg.processes):
         for t in p.outputs:
@@ -82,12 +82,12 @@ def wiring(cfg: LaunchFile) -> Wiring:
     producer read from another host binds tcp, and then every reader of that socket, on
     any host, connects there."""
     w = Wiring()
-    producers = _producers(cfg)
+    made_by = producers(cfg)
     edges = [
-        (j, t, producers[t])
+        (j, t, made_by[t])
         for j, c in enumerate(cfg.processes)
         for t in sorted(c.inputs, key=lambda t: not t.startswith("sensor/"))
-        if t in producers
+        if t in made_by
     ]
     for j, t, i in edges:
         if host_of(cfg.processes[i]) != host_of(cfg.processes[j]):

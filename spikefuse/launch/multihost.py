@@ -111,6 +111,7 @@ class MultiHostSupervisor(Supervisor):
         t0 = time.monotonic_ns()
         if not self._connect():
             return False
+        self._clock_offsets()
         for h, link in self.links.items():
             link.send(self._start_request(h))
         for h, link in self.links.items():
@@ -125,6 +126,32 @@ class MultiHostSupervisor(Supervisor):
             f"{len(self.links)} host(s) in {(time.monotonic_ns() - t0) / 1e6:.0f} ms"
         )
         return True
+
+    def _clock_offsets(self) -> None:
+        """Tell each core how far the clock of every other host it reads a sensor from
+        lies from its own (``clock_offsets_ns``): theta(core host) - theta(sensor host),
+        each theta an agent's measured clock minus the launcher's (0 for the launcher)."""
+        theta = {H.LOCAL: 0, **{h: lk.clock.offset_ns for h, lk in self.links.items()}}
+        procs = self.launch.processes
+        producers = H.producers(self.launch)
+        for j, c in enumerate(procs):
+            for t in c.inputs if c.kind == "core" else []:
+                i = producers.get(t)
+                if not t.startswith("sensor/") or i is None:
+                    continue
+                hi, hj = H.host_of(procs[i]), H.host_of(c)
+                if hi == hj:
+                    continue
+                off = theta[hj] - theta[hi]
+                sensor = t.partition("/")[2]
+                self.wiring.sets.setdefault(j, []).append(f"clock_offsets_ns.{sensor}={off}")
+                self.say(
+                    f"{c.name}: times of sensor {sensor} (host {hi}) moved by "
+                    f"{off / 1e3:+.1f} us onto host {hj}'s clock"
+                )
+        for i, child in enumerate(self.children):
+            if not self._remote(child):
+                child.argv = H.command(self.launch, i, self.wiring)
 
     def start(self, child: Child) -> None:
         if not self._remote(child):
