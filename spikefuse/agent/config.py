@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from spikefuse.bus import SecurityConfig, is_loopback_or_local, validate_endpoint
 from spikefuse.config import FileConfig, load_model
@@ -29,7 +29,7 @@ class AgentConfig(FileConfig):
     name: str = Field("agent", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
     endpoint: str
     run_dir: Path = DEFAULT_RUN_DIR
-    security: SecurityConfig | None = None
+    security: SecurityConfig | None = Field(default=None, validate_default=True)
     heartbeat_timeout_s: float | None = Field(default=None, gt=0.0, le=3600.0)
     """stop everything after this long without a word from the launcher (null: the
     ``heartbeat_timeout_s`` the launcher's start request names)"""
@@ -42,18 +42,20 @@ class AgentConfig(FileConfig):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
-    @model_validator(mode="after")
-    def _curve(self) -> AgentConfig:
-        curve = self.security is not None and self.security.uses_curve
-        if not is_loopback_or_local(self.endpoint) and not curve:
+    @field_validator("security")
+    @classmethod
+    def _curve(cls, v: SecurityConfig | None, info: ValidationInfo) -> SecurityConfig | None:
+        endpoint = info.data.get("endpoint")
+        curve = v is not None and v.uses_curve
+        if endpoint is not None and not is_loopback_or_local(endpoint) and not curve:
             raise ValueError(
-                f"endpoint {self.endpoint} is not loopback: an agent there needs CurveZMQ "
-                "(security.secret_key_file and allowed_client_keys: the launchers' public "
-                "keys); 'insecure' is not accepted for agents"
+                f"endpoint {endpoint} is not loopback: an agent there needs CurveZMQ "
+                "(secret_key_file, and allowed_client_keys: the launchers' public keys); "
+                "'insecure' is not accepted for agents"
             )
-        if curve and not self.security.allowed_client_keys:
-            raise ValueError("security.allowed_client_keys: list the launchers' public keys")
-        return self
+        if curve and not v.allowed_client_keys:
+            raise ValueError("allowed_client_keys: list the launchers' public keys")
+        return v
 
 
 def load_agent_config(path: str | Path, overrides: list[str] | None = None) -> AgentConfig:

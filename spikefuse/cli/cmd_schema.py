@@ -23,12 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_models() -> dict[str, type]:
     """Schema name -> pydantic model of every config spikefuse loads."""
     from spikefuse.actuators import actuator_kinds
+    from spikefuse.agent.config import AgentConfig
     from spikefuse.core.config import CoreConfig
     from spikefuse.errors import ConfigError
     from spikefuse.launch.model import LaunchFile
     from spikefuse.sdk.registry import builtin_kinds, resolve_kind
 
-    models: dict[str, type] = {"launch": LaunchFile, "core": CoreConfig}
+    models: dict[str, type] = {"launch": LaunchFile, "core": CoreConfig, "agent": AgentConfig}
     for kind, spec in sorted(actuator_kinds().items()):
         models[f"actuator.{kind}"] = spec.config
     for kind in sorted(builtin_kinds()):

@@ -2,7 +2,8 @@
 config or a graph without starting anything. Exit 0 and a one-line summary if valid;
 exit 2 with the precise error (file:line: field: expected ..., found ...) if not.
 
-``--kind``: ``launch``, ``core``, ``graph``, ``actuator:<kind>``, ``driver:<kind>``;
+``--kind``: ``launch``, ``core``, ``graph``, ``agent``, ``actuator:<kind>``,
+``driver:<kind>``;
 by default the kind is recognised from the top-level keys."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", type=Path, help="the YAML (or .npz graph) file to check")
     p.add_argument(
-        "--kind", default=None, help="launch | core | graph | actuator:<kind> | driver:<kind>"
+        "--kind",
+        default=None,
+        help="launch | core | graph | agent | actuator:<kind> | driver:<kind>",
     )
     p.add_argument(
         "--set",
@@ -31,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config field (dotted key, YAML value); repeatable",
     )
     p.set_defaults(func=run)
+
+
+_AGENT_KEYS = {"name", "endpoint", "run_dir", "security", "heartbeat_timeout_s"}
 
 
 def _guess_kind(path: Path) -> str:
@@ -47,6 +53,8 @@ def _guess_kind(path: Path) -> str:
             return "graph"
         if "graph" in data and "inputs" in data:
             return "core"
+        if "endpoint" in data and set(data) <= _AGENT_KEYS:
+            return "agent"
         if "port" in data:
             return "actuator:serial"
         if "deadman_ms" in data or "safe_values" in data:
@@ -77,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_core_config(args.file, args.overrides)
         graph = load_graph(cfg)
         desc = f"core config, graph '{graph.name}' with {len(graph.nodes)} nodes, inputs {sorted(cfg.inputs)}"
+    elif what == "agent":
+        from spikefuse.agent.config import load_agent_config
+
+        cfg = load_agent_config(args.file, args.overrides)
+        desc = f"agent '{cfg.name}' on {cfg.endpoint}" + (
+            ", CurveZMQ" if cfg.security is not None and cfg.security.uses_curve else ""
+        )
     elif what == "graph":
         from spikefuse.graph import Graph
 
@@ -94,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         desc = f"{sub} driver config"
     else:
         raise ConfigError(
-            f"--kind: expected launch, core, graph, actuator:<kind> or driver:<kind>, found {kind!r}"
+            "--kind: expected launch, core, graph, agent, actuator:<kind> or driver:<kind>, "
+            f"found {kind!r}"
         )
     print(f"{args.file}: OK ({desc})")
     return 0

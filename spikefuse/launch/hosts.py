@@ -202,6 +202,12 @@ def check_hosts(cfg: LaunchFile) -> None:
             raise ConfigError(
                 f"unknown host {p.host!r} (hosts: {known})", cfg.where(f"processes[{i}]", "host")
             )
+        if p.host is not None and p.kind == "record" and cfg.security is not None:
+            raise ConfigError(
+                "a recorder on another host cannot get its security file yet: run it on "
+                "the launcher's machine (it reads the other hosts' topics over tcp)",
+                cfg.where(f"processes[{i}]", "host"),
+            )
     if LOCAL in cfg.hosts:
         raise ConfigError(
             f"'{LOCAL}' names the launcher's own machine; call the host something else",

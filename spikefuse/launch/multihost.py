@@ -76,6 +76,7 @@ class MultiHostSupervisor(Supervisor):
             self.sel.register(link.sock.fileno(), selectors.EVENT_READ, None)
             t0 = time.monotonic_ns()
             if not link.measure_clock(CLOCK_PROBES, timeout_s):
+                link.lost = True  # nothing to stop there
                 self.say(
                     f"host {h}: no answer from the agent at {spec.endpoint} in {timeout_s:g} s "
                     "(is it running? does its allow-list hold this launcher's key?)"
