@@ -1067,6 +1067,7 @@ class ControlSocket(_Closes):
         try:
             if role == "server":
                 sock = self._owner.sock = self._owner.ctx.socket(zmq.ROUTER)
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting keeps its id
                 if secure:
                     public, secret, allowed = _server_keys(security)
                     self._owner.start_auth(allowed)
@@ -1076,6 +1077,9 @@ class ControlSocket(_Closes):
                     sock.curve_secretkey = secret
             elif role == "client":
                 sock = self._owner.sock = self._owner.ctx.socket(zmq.DEALER)
+                # one id for the socket's life: after a dropped connection the server still
+                # knows who is talking (a session survives a network blip)
+                sock.setsockopt(zmq.ROUTING_ID, b"c" + os.urandom(15))
                 if secure:
                     _apply_client_security(sock, security)
             else:

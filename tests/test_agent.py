@@ -3,7 +3,9 @@ with their own run folders act as two hosts (real processes, real sockets)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -101,11 +103,21 @@ def test_demo_split_over_two_agents_with_curve_runs_and_stops_cleanly(tmp_path):
             assert (kd / "bus.key_secret").stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "run-a" / "demo-keys" / "imu.key_secret").exists()
         assert not (tmp_path / "run-a" / "demo-keys" / "core.key_secret").exists()
+        # the agent supervises as the launcher does: a killed driver is restarted there
+        n = len(reader.lines)
+        os.kill(started["imu"], signal.SIGKILL)
+        again = reader.wait_for(lambda ln: ln.startswith("[launch] a: started imu"), 30.0, n)
+        assert again is not None, reader.text()
+        assert reader.wait_for(lambda ln: "a: imu exited (signal 9)" in ln, 1.0, n) is not None
+        up = reader.wait_for(lambda ln: ln.startswith("[imu]") and "publishing on" in ln, 30.0, n)
+        assert up is not None, reader.text()
     finally:
         rc = stop(proc, 30)
     text = reader.text()
     assert rc == 0, text
     assert re.search(r"core\s+core\s+stopped", text), text
+    assert re.search(r"imu\s+driver\s+stopped\s+1\s+-9,0", text), text  # the agent's table
+    started.update(imu=pids(reader)["imu"])
     for name, pid in started.items():
         assert wait_until(lambda pid=pid: not pid_alive(pid), 10.0), name
     for p, r in agents:
@@ -143,7 +155,9 @@ def test_killing_an_agent_loses_its_host_and_the_other_hosts_actuator_goes_safe(
         lost = reader.wait_for(lambda ln: ln.startswith("[launch] host a lost"), 30.0, n)
         assert lost is not None, reader.text()
         detect_s = lost[1] - t_kill
-        assert hb_s * 0.5 <= detect_s <= hb_s + 5.0, detect_s  # silent since the last pong
+        assert detect_s <= hb_s + 5.0, detect_s
+        silent_s = float(re.search(r"for (\d+\.\d+) s", lost[2]).group(1))
+        assert silent_s >= hb_s  # declared lost only after a full heartbeat timeout of silence
         for name in ("imu", "camera", "core"):
             assert wait_until(lambda n=name: not pid_alive(started[n]), hb_s), name
         safe = reader.wait_for(lambda ln: "DEADMAN" in ln and ln.startswith("[motors]"), 30.0, n)
@@ -178,7 +192,7 @@ def test_a_killed_launcher_makes_the_agents_stop_everything_within_the_heartbeat
         for r in (ra, rb):
             hit = r.wait_for(lambda ln: "no word from the launcher" in ln, 30.0)
             assert hit is not None, r.text()
-            assert hb_s * 0.5 <= hit[1] - t_kill <= hb_s + 5.0  # silent since the last ping
+            assert hb_s * 0.25 <= hit[1] - t_kill <= hb_s + 5.0  # silent since the last ping
         for name, pid in started.items():
             assert wait_until(lambda pid=pid: not pid_alive(pid), 10.0), name
         stopped_s = time.monotonic() - t_kill

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -216,9 +215,8 @@ class Agent:
             self.send(s.peer, Reply(request="stop", ok=True))
             return
         for child in s.sup.children:
-            if child.name in req.names and child.proc is not None and child.state == "running":
-                child.spec.restart = "never"
-                s.sup._signal_group(child.proc, signal.SIGTERM)
+            if child.name in req.names:
+                s.sup.stop_child(child)
         self.send(s.peer, Reply(request="stop", ok=True))
 
     # ---------------------------------------------------------------- session
@@ -242,9 +240,7 @@ class Agent:
         s.sup.shutdown()
         self.report(s)
         s.sup.sel.unregister(self.ctl.fileno())
-        s.sup.sel.close()
-        s.sup._rsock.close()
-        s.sup._wsock.close()
+        s.sup.close()
         self.session = None
         self.say(f"launch '{s.launch}': every process stopped")
 
@@ -259,15 +255,13 @@ class Agent:
         if now - s.last_seen_ns > s.timeout_ns:
             self.end_session(f"no word from the launcher for {s.timeout_ns / NS_PER_S:g} s")
             return
-        for child in s.sup.children:
-            if child.state == "backoff" and child.restart_at_ns <= now:
-                s.sup.start(child)
+        s.sup.restart_due(now)
         self.report(s)
         if self.ctl.readable():
             return
         wake = [s.last_seen_ns + s.timeout_ns + 1, now + round(IDLE_WAIT_S * NS_PER_S)]
         wake += [c.restart_at_ns for c in s.sup.children if c.state == "backoff"]
-        s.sup._pump(max(min(wake) - time.monotonic_ns(), 0) / NS_PER_S)
+        s.sup.pump(max(min(wake) - time.monotonic_ns(), 0) / NS_PER_S)
 
     def _idle_wait(self) -> None:
         if not self.ctl.readable():

@@ -232,6 +232,29 @@ class Supervisor:
             return 1
         return 0
 
+    def restart_due(self, now_ns: int) -> None:
+        """Start every child whose restart backoff is over."""
+        for child in self.children:
+            if child.state == "backoff" and child.restart_at_ns <= now_ns:
+                self.start(child)
+
+    def pump(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for output or exits of the children and handle them
+        (for loops that drive the supervisor themselves, such as ``spikefuse agent``)."""
+        self._pump(timeout_s)
+
+    def stop_child(self, child: Child) -> None:
+        """SIGTERM one running child for good (no restart)."""
+        if child.proc is not None and child.state == "running":
+            child.spec.restart = "never"
+            self._signal_group(child.proc, signal.SIGTERM)
+
+    def close(self) -> None:
+        """Release the selector and the signal wake-up sockets (after :meth:`shutdown`)."""
+        self.sel.close()
+        self._rsock.close()
+        self._wsock.close()
+
     def _pump(self, timeout_s: float) -> None:
         for key, _ in self.sel.select(timeout_s):
             if key.data is None:
