@@ -49,11 +49,14 @@ def agent_config(tmp: Path, name: str, port: int, **over) -> Path:
     return write_yaml(tmp / f"agent-{name}.yaml", data)
 
 
-def start_agent(cfg: Path, *prefix: str) -> tuple[subprocess.Popen, LineReader]:
-    """``spikefuse agent --config cfg`` (behind ``prefix``, e.g. ip netns exec NS); returns
-    once it listens."""
+def start_agent(
+    cfg: Path, *prefix: str, sets: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, LineReader]:
+    """``spikefuse agent --config cfg [--set ...]`` (behind ``prefix``, e.g. ip netns exec
+    NS); returns once it listens."""
+    over = [x for s in sets for x in ("--set", s)]
     proc = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "spikefuse", "agent", "--config", str(cfg)],
+        [*prefix, sys.executable, "-m", "spikefuse", "agent", "--config", str(cfg), *over],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

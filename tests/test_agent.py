@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from _agent_util import (
+    REPO,
     agent_config,
     demo_split,
     free_ports,
@@ -124,6 +125,38 @@ def test_demo_split_over_two_agents_with_curve_runs_and_stops_cleanly(tmp_path):
         assert r.wait_for(lambda ln: "every process stopped" in ln, 10.0) is not None, r.text()
         assert p.poll() is None  # the agents keep serving
     _stop_all(*(p for p, _ in agents))
+
+
+def test_the_shipped_two_host_example_runs_with_the_shipped_agent_configs(tmp_path):
+    """launch/demo_two_hosts.yaml with configs/agent/loopback_{a,b}.yaml, as the docs say
+    (only ports and folders moved out of the way of other runs)."""
+    port = free_ports(2)
+    agents = [
+        start_agent(
+            REPO / "configs" / "agent" / f"loopback_{h}.yaml",
+            sets=(f"endpoint=tcp://127.0.0.1:{port + k}", f"run_dir={tmp_path / h}"),
+        )
+        for k, h in enumerate("ab")
+    ]
+    csv = tmp_path / "m.csv"
+    sets = [
+        f"hosts.a.endpoint=tcp://127.0.0.1:{port}",
+        f"hosts.b.endpoint=tcp://127.0.0.1:{port + 1}",
+        f"data_port={free_ports(8)}",
+        f"run_dir={tmp_path / 'run'}",
+        f"motors.csv={csv}",
+        "motors.print_hz=0",
+    ]
+    proc, reader = launch(REPO / "launch" / "demo_two_hosts.yaml", *(f"--set={s}" for s in sets))
+    try:
+        assert wait_until(lambda: live_cmds(csv) > 5, 60.0, 0.05), reader.text()
+        assert "[launch] a: started imu" in reader.text()
+        assert "[launch] b: started core" in reader.text()
+    finally:
+        rc = stop(proc, 30)
+        _stop_all(*(p for p, _ in agents))
+    assert rc == 0, reader.text()
+    assert not (tmp_path / "run" / "core.sock").exists()  # nothing of b's on the launcher
 
 
 def test_killing_an_agent_loses_its_host_and_the_other_hosts_actuator_goes_safe(tmp_path):
