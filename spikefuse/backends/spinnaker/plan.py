@@ -41,9 +41,9 @@ import numpy as np
 from spikefuse.builder.model import (
     ACT_CODES,
     E_CONV,
-    E_POOL,
     E_DENSE,
     E_ELEM,
+    E_POOL,
     K_ACT,
     K_CONV,
     K_DENSE,
