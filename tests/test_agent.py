@@ -26,9 +26,9 @@ from _core_util import pid_alive, stop, wait_until, write_yaml
 
 from spikefuse.agent.link import AgentLink
 from spikefuse.agent.messages import Reply, StateReport, StatusRequest
-from spikefuse.bus import generate_keypair
 from spikefuse.protocol import decode
 from spikefuse.recording.mcapio import open_log
+from spikefuse.transport.security import generate_keypair
 
 
 def _two_agents(tmp: Path, **over):

@@ -18,7 +18,7 @@ import pytest
 from _agent_util import agent_config, demo_split, launch, live_cmds, pids, start_agent
 from _core_util import pid_alive, stop, wait_until
 
-from spikefuse.bus import generate_keypair
+from spikefuse.transport.security import generate_keypair
 
 ID = os.getpid() % 100000
 NS = f"sf-agent-{ID}"

@@ -17,8 +17,8 @@ from _core_util import spawn, stop, wait_until, write_yaml
 
 from spikefuse.actuators.gimbal import levelling_command, tilt_from_up
 from spikefuse.attitude.quat import qmul, up_from_quat
-from spikefuse.bus import Publisher
 from spikefuse.protocol import MotorCommand
+from spikefuse.transport.publisher import Publisher
 
 BROAD = "broad/broad_02_undisturbed_slow_rotation.csv.gz"
 

@@ -19,35 +19,27 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from spikefuse.bus import SecurityConfig, is_loopback_or_local, validate_endpoint
 from spikefuse.config import FileConfig, load_model
-from spikefuse.errors import ConfigError
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 
 
 class AgentConfig(FileConfig):
     name: str = Field("agent", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-    endpoint: str
+    endpoint: Endpoint
     run_dir: Path = DEFAULT_RUN_DIR
     security: SecurityConfig | None = Field(default=None, validate_default=True)
     heartbeat_timeout_s: float | None = Field(default=None, gt=0.0, le=3600.0)
     """stop everything after this long without a word from the launcher (null: the
     ``heartbeat_timeout_s`` the launcher's start request names)"""
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str) -> str:
-        try:
-            return validate_endpoint(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
     @field_validator("security")
     @classmethod
     def _curve(cls, v: SecurityConfig | None, info: ValidationInfo) -> SecurityConfig | None:
         endpoint = info.data.get("endpoint")
         curve = v is not None and v.uses_curve
-        if endpoint is not None and not is_loopback_or_local(endpoint) and not curve:
+        if endpoint is not None and not endpoint.is_local and not curve:
             raise ValueError(
                 f"endpoint {endpoint} is not loopback: an agent there needs CurveZMQ "
                 "(secret_key_file, and allowed_client_keys: the launchers' public keys); "

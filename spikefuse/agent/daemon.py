@@ -1,6 +1,6 @@
 """``spikefuse agent``: starts, supervises and stops one launcher's processes on this host.
 
-One thread: a ROUTER control socket (see :class:`~spikefuse.bus.ControlSocket`) and the
+One thread: a ROUTER control socket (see :class:`~spikefuse.transport.control.ControlSocket`) and the
 launcher's :class:`~spikefuse.launch.Supervisor` share one ``select`` loop. A launcher
 opens a session with a :class:`StartRequest`; the agent writes the keys it was sent into
 ``<run_dir>/<launch>-keys/`` (0600), starts the processes exactly as ``spikefuse launch``
@@ -34,10 +34,10 @@ from spikefuse.agent.messages import (
     decode_control,
     encode_control,
 )
-from spikefuse.bus import ControlSocket
 from spikefuse.errors import ConfigError, ProtocolError
 from spikefuse.launch.model import LaunchFile
 from spikefuse.launch.supervisor import Supervisor
+from spikefuse.transport.control import ControlSocket
 
 log = logging.getLogger(__name__)
 

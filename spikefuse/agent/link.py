@@ -24,8 +24,9 @@ from spikefuse.agent.messages import (
     decode_control,
     encode_control,
 )
-from spikefuse.bus import ControlSocket, SecurityConfig
 from spikefuse.errors import ProtocolError
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.control import ControlSocket
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spikefuse.bus import is_loopback_or_local
 from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
+from spikefuse.transport.endpoint import Endpoint
 
 LOCAL = "local"
 """How the launcher's own machine is named in messages and tables."""
@@ -262,10 +262,10 @@ def _check_host_keys(cfg: LaunchFile) -> None:
     used = {p.host for p in cfg.processes if p.host}
     remote = False
     for h, spec in cfg.hosts.items():
-        remote |= not is_loopback_or_local(spec.endpoint)
-        remote |= not is_loopback_or_local(f"tcp://{spec.bind_address()}:1")
+        remote |= not spec.endpoint.is_local
+        remote |= not Endpoint(f"tcp://{spec.bind_address()}:1").is_local
         if spec.public_key is None:
-            if h in used and not is_loopback_or_local(spec.endpoint):
+            if h in used and not spec.endpoint.is_local:
                 raise ConfigError(
                     f"agent endpoint {spec.endpoint} is not loopback: CurveZMQ is mandatory; "
                     f"give the agent's public key (spikefuse keygen {h} on that host)",

@@ -53,6 +53,7 @@ from spikefuse.config import (
 )
 from spikefuse.errors import ConfigError
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.transport.endpoint import Endpoint
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
 _TOPIC_RE = re.compile(r"^(sensor|motor|status)/[A-Za-z0-9_.\-]+$")
@@ -89,10 +90,10 @@ class ProcessSpec(StrictModel):
     def _topics(cls, v: list[str]) -> list[str]:
         for t in v:
             if "://" in t:
-                from spikefuse.bus import validate_endpoint
+                from spikefuse.transport.endpoint import Endpoint
 
                 try:
-                    validate_endpoint(t)
+                    Endpoint(t)
                 except ConfigError as exc:
                     raise ValueError(str(exc)) from None
             elif not _TOPIC_RE.match(t):
@@ -130,7 +131,7 @@ class LaunchSecurity(StrictModel):
 class HostSpec(StrictModel):
     """One machine of a multi-host launch: its ``spikefuse agent`` (docs/multihost.md)."""
 
-    endpoint: str
+    endpoint: Endpoint
     """the agent's control endpoint, e.g. tcp://10.0.0.2:7600"""
     public_key: Path | None = None
     """the agent's public key file (relative to the launch file); required off loopback"""
@@ -140,19 +141,13 @@ class HostSpec(StrictModel):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, v: str) -> str:
-        from spikefuse.bus import validate_endpoint
-
-        try:
-            validate_endpoint(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        if not v.startswith("tcp://"):
+    def _endpoint(cls, v: Endpoint) -> Endpoint:
+        if v.scheme != "tcp":
             raise ValueError(f"expected a tcp:// agent endpoint, found {v!r}")
         return v
 
     def bind_address(self) -> str:
-        return self.address or self.endpoint[len("tcp://") :].rsplit(":", 1)[0]
+        return self.address or self.endpoint.address.rsplit(":", 1)[0]
 
 
 class LaunchFile(FileConfig):

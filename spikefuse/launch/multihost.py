@@ -25,11 +25,11 @@ from spikefuse.agent.messages import (
     StateReport,
     StopRequest,
 )
-from spikefuse.bus import SecurityConfig
 from spikefuse.errors import BusError, ConfigError
 from spikefuse.launch import hosts as H
 from spikefuse.launch.model import LAUNCH_KEY, LaunchFile
 from spikefuse.launch.supervisor import NS_PER_S, Child, Supervisor
+from spikefuse.transport.config import SecurityConfig
 
 FAR_NS = 2**62
 CLOCK_PROBES = 16
