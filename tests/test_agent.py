@@ -403,6 +403,14 @@ def test_validate_names_the_line_of_each_multihost_mistake(tmp_path):
         r"nosec\.yaml:\d+: hosts\.a\.public_key: a host with public_key needs the launch's security\.key_dir",
         r.stderr,
     ), r.stderr
+    # a reader the launcher cannot point at tcp: its own config refuses the key
+    r = _validate(variant("rewire", imu={"host": "a", "inputs": ["motor/motors"]}))
+    assert r.returncode == 2
+    assert re.search(
+        r"rewire\.yaml:\d+: processes\[0\]\.set: --set: setpoint_endpoint: unknown field .*"
+        r"the launcher sets .* to reach another host",
+        r.stderr,
+    ), r.stderr
     (key_dir / "imu.key_secret").unlink()
     r = _validate(variant("lost", imu={"host": "a"}, top={"hosts": remote, "security": sec}))
     assert r.returncode == 2 and "missing imu" in r.stderr, r.stderr

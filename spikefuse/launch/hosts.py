@@ -3,7 +3,8 @@
 A process with ``host: <name>`` runs under the ``spikefuse agent`` of ``hosts.<name>``;
 one without runs on the launcher's machine. Processes on one host keep their ipc sockets
 (in that host's run folder). A topic whose producer and a consumer sit on different hosts
-goes over tcp: the producer binds ``tcp://<its host's address>:<data_port + index>`` and
+goes over tcp: the producer binds ``tcp://<its host's address>:<port>`` (``data_port`` +
+2 x its index, +1 for a second socket of one process) and
 every consumer of it connects there (a driver/core/actuator gets ``--set endpoint=...``,
 a core ``--set inputs.<input>.endpoint=...`` for each graph input fed by that sensor, a
 recorder ``--endpoint ...``). With ``security``, the launcher sends each agent the key
@@ -221,7 +222,24 @@ def check_hosts(cfg: LaunchFile) -> None:
     _check_ipc(cfg)
     _check_host_keys(cfg)
     if is_multihost(cfg):
-        wiring(cfg)  # every cross-host topic can be rewired
+        _check_rewired(cfg, wiring(cfg))
+
+
+def _check_rewired(cfg: LaunchFile, w: Wiring) -> None:
+    """Every process the launcher rewires still loads its config with the extra keys."""
+    from spikefuse.launch.check import check_process_config
+
+    for i, extra in w.sets.items():
+        p = cfg.processes[i]
+        if p.kind not in ("driver", "core", "actuator"):
+            continue
+        try:
+            check_process_config(cfg, i, p.model_copy(update={"set": [*p.set, *extra]}))
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (the launcher sets {', '.join(extra)} to reach another host: run "
+                f"'{p.name}' on the host of the topics it reads, or name them as endpoints)"
+            ) from None
 
 
 def _ipc_owner(cfg: LaunchFile, endpoint: str) -> int | None:
