@@ -15,13 +15,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from _core_util import small_graph, stop, wait_recorded, write_yaml
 
 from spikefuse.bus import Publisher, Subscriber
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand
 from spikefuse.recording.offline import replay_offline
-
-WINDOW_MS = 20.0
 
 
 def _batch(seq: int, ch: int, co: int) -> EventBatch:
@@ -78,7 +77,7 @@ def _distinct(seq):
     return out
 
 
-def _live_run(tmp_path, graph):
+def _live_run(tmp_path, graph, window_ms: float):
     run = tmp_path / "run"
     run.mkdir()
     cfg = write_yaml(
@@ -92,7 +91,7 @@ def _live_run(tmp_path, graph):
                     "sensor": "sens",
                     "timeout_s": 60.0,
                     "on_stale": "hold",
-                    "reorder_window_ms": WINDOW_MS,
+                    "reorder_window_ms": window_ms,
                 }
             },
             "actuators": {"motors": {"output": "y"}},
@@ -133,9 +132,12 @@ def _live_run(tmp_path, graph):
     return rec, sent, got
 
 
-def test_recorded_live_run_with_duplicate_loss_and_restart_replays_offline_exactly(tmp_path):
+@pytest.mark.parametrize("window_ms", [0.0, 20.0])  # the compiled path; the reorder window
+def test_recorded_live_run_with_duplicate_loss_and_restart_replays_offline_exactly(
+    tmp_path, window_ms
+):
     graph = small_graph(tmp_path / "g.npz")
-    rec, sent, got = _live_run(tmp_path, graph)
+    rec, sent, got = _live_run(tmp_path, graph, window_ms)
     t_first = sent[0][1].t_ns
     live = _distinct([(m.cause_t_ns, m.values.tolist()) for m in got if m.cause_t_ns >= t_first])
     # what y = 0.5 x must have gone through: the duplicate dropped, the lost batch restored

@@ -85,6 +85,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
                 print(core.summary(), flush=True)
             return 0
         core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
+        core.send_payload = pub.send_payload
         core.bus_stats = _bus_stats(sub)
         core.listening = _listening(pub)
         gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
@@ -112,17 +113,28 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
         wait_ns = core.next_wake_ns() - now_ns
         timeout_s = min(max(wait_ns, 0) / 1e9, MAX_SLEEP_S)
         # the first message is handled and its command published before looking for more
-        # (lowest latency); a backlog is then drained under the queue policy (coalesce)
+        # (lowest latency): in one compiled call where that applies, else decoded and
+        # handled in Python; a backlog is then drained under the queue policy (coalesce)
         # (a wait that timed out skips the drain: nothing arrived, the deadline is due)
-        first = sub.recv(timeout_s) if timeout_s > 0 else None
-        if first is not None:
-            core.handle(first, time.monotonic_ns())
-            core.service(time.monotonic_ns())
-        backlog = sub.recv_many(0) if first is not None or timeout_s <= 0 else []
+        first = sub.recv_frames(timeout_s, 1) if timeout_s > 0 else []
+        if first:
+            _first(core, sub, first[0])
+        backlog = sub.recv_many(0) if first or timeout_s <= 0 else []
         for msg in backlog:
             core.handle(msg, time.monotonic_ns())
-        if first is None or backlog:
+        if not first or backlog:
             core.service(time.monotonic_ns())
+
+
+def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
+    """One received message: the compiled path (handled and serviced in one call), else
+    the subscriber's checks and decoding (rejections counted there) and the Python path."""
+    if len(frames) == 2 and core.receive(frames[0], frames[1], time.monotonic_ns()):
+        return
+    msg = sub._accept(frames)
+    if msg is not None:
+        core.handle(msg, time.monotonic_ns())
+        core.service(time.monotonic_ns())
 
 
 def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):

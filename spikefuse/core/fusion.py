@@ -16,6 +16,7 @@ import numpy as np
 
 from spikefuse.core import report
 from spikefuse.core.config import CoreConfig
+from spikefuse.core.hot import HotPath
 from spikefuse.core.inputs import InputSet, InputState
 from spikefuse.core.motor import MotorChannel
 from spikefuse.core.stats import LatencyHistogram
@@ -45,7 +46,11 @@ class FusionCore:
         now_ns: int,
         send: SendFn,
         data_clock: bool = False,
+        fast_path: bool | None = None,
     ):
+        """``fast_path``: use the compiled per-message path (:meth:`receive`) where it
+        applies (default: ``cfg.fast_path``); False keeps every message on the Python path
+        (the test oracle)."""
         self.cfg = cfg
         self.data_clock = data_clock
         self.data_now_ns = now_ns
@@ -67,7 +72,16 @@ class FusionCore:
         self.n_heartbeats = 0
         self.n_motor_commands = 0
         self.n_motor_dropped = 0
-        self._motor_seq = {name: 0 for name in self.motors}
+        self.motor_seq = np.zeros(len(self.motors), np.int64)
+        """next MotorCommand seq of each motor, in ``motors`` order (shared with the
+        compiled path)"""
+        self._motor_index = {name: i for i, name in enumerate(self.motors)}
+        self._motor_names = list(self.motors)
+        self._motor_topics = [b"motor/" + name.encode() for name in self.motors]
+        self.clock: Callable[[], int] = time.monotonic_ns
+        """Stamps MotorCommands (``t_ns``) with the monotonic clock (not with ``clock: data``)."""
+        self.send_payload: Callable[[bytes, bytes], bool] | None = None
+        """Sends an encoded ``[topic, payload]`` (the compiled path's MotorCommands)."""
         self._status_seq = 0
         self.status_period_ns = round(cfg.status_period_s * 1e9)
         self.next_status_ns = now_ns + self.status_period_ns
@@ -83,6 +97,8 @@ class FusionCore:
         self.sensor_status: dict[str, tuple[Status, Status]] = {}
         """sensor -> (first, last) Status its driver published (sample counters)"""
         self._route_outputs(ev, now_ns, now_ns, None)
+        use_hot = cfg.fast_path if fast_path is None else fast_path
+        self.hot = HotPath.build(self) if use_hot else None
 
     # ---------------------------------------------------------------- setup
     def _make_inputs(self, now_ns: int) -> dict[str, InputState]:
@@ -139,6 +155,21 @@ class FusionCore:
     # ---------------------------------------------------------------- input
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
+
+    def receive(self, topic: bytes, payload: bytes, now_ns: int) -> bool:
+        """The compiled path (:mod:`spikefuse.core.hot`): one received message handled and
+        serviced as :meth:`handle` + :meth:`service` at ``now_ns`` would, its commands sent
+        through ``send_payload``. False: not handled, nothing changed (decode it and call
+        :meth:`handle`)."""
+        if self.hot is None or self.send_payload is None:
+            return False
+        cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
+        if cmds is None:
+            return False
+        for i, data, t_ns, cause_t_ns, fresh in cmds:
+            ok = self.send_payload(self._motor_topics[i], data)
+            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+        return True
 
     def handle(self, msg: Message, now_ns: int) -> None:
         if isinstance(msg, EventBatch):
@@ -281,18 +312,23 @@ class FusionCore:
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
     ) -> None:
-        seq = self._motor_seq[name]
-        self._motor_seq[name] = seq + 1
-        t_ns = now_ns if self.data_clock else _monotonic_ns()
+        i = self._motor_index[name]
+        seq = int(self.motor_seq[i])
+        self.motor_seq[i] = seq + 1
+        t_ns = now_ns if self.data_clock else self.clock()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
-        if self.send(msg):
+        self._motor_sent(name, t_ns, motor.cause_t_ns, fresh, self.send(msg))
+
+    def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
+        """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
+        if ok:
             self.n_motor_commands += 1
             if self.listening is not None:
                 self._count_heard(name)
             if fresh:
-                self.latency.add(t_ns - motor.cause_t_ns)
-                self._period_latency.add(t_ns - motor.cause_t_ns)
+                self.latency.add(t_ns - cause_t_ns)
+                self._period_latency.add(t_ns - cause_t_ns)
         else:
             self.n_motor_dropped += 1
             self.n_motor_dropped_by[name] = self.n_motor_dropped_by.get(name, 0) + 1
@@ -385,7 +421,3 @@ def data_time_ns(msg: Message) -> int:
     if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
         return msg.t_ns + int(msg.dt_ns.max())
     return int(getattr(msg, "t_ns", 0))
-
-
-def _monotonic_ns() -> int:
-    return time.monotonic_ns()
