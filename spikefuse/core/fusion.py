@@ -19,7 +19,7 @@ from spikefuse.core.config import CoreConfig
 from spikefuse.core.hot import HotPath
 from spikefuse.core.inputs import InputSet, InputState
 from spikefuse.core.motor import MotorChannel
-from spikefuse.core.stats import LatencyHistogram
+from spikefuse.core.stats import LatencyHistogram, add_to
 from spikefuse.engine import EngineBase
 from spikefuse.errors import ConfigError
 from spikefuse.graph import ResolvedGraph
@@ -327,8 +327,7 @@ class FusionCore:
             if self.listening is not None:
                 self._count_heard(name)
             if fresh:
-                self.latency.add(t_ns - cause_t_ns)
-                self._period_latency.add(t_ns - cause_t_ns)
+                add_to((self.latency, self._period_latency), t_ns - cause_t_ns)
         else:
             self.n_motor_dropped += 1
             self.n_motor_dropped_by[name] = self.n_motor_dropped_by.get(name, 0) + 1
