@@ -19,7 +19,7 @@ import pytest
 from _core_util import small_graph, stop, wait_recorded, write_yaml
 
 from spikefuse.bus import Publisher, Subscriber
-from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
 from spikefuse.recording.offline import replay_offline
 
 
@@ -95,7 +95,7 @@ def _live_run(tmp_path, graph, window_ms: float):
                 }
             },
             "actuators": {"motors": {"output": "y"}},
-            "refresh_hz": 2.0,
+            "refresh_hz": 0.5,  # no refresh due between messages: the compiled path applies
             "queue_policy": "keep",
         },
     )
@@ -115,7 +115,7 @@ def _live_run(tmp_path, graph, window_ms: float):
             while pub.poll_subscriptions() < 3 or pub.n_subscribed(b"sensor/sens") < 2:
                 assert time.monotonic() < deadline, "core and recorder did not subscribe"
                 pub.socket.poll(200)
-            with Subscriber(f"ipc://{run}/core.sock", ["motor/"]) as sub:
+            with Subscriber(f"ipc://{run}/core.sock", ["motor/", "status/"]) as sub:
                 _wait_motor(sub, got, lambda m: True)  # subscribed: the refresh arrives
                 for what, make in _script():
                     msg = make()
@@ -124,12 +124,25 @@ def _live_run(tmp_path, graph, window_ms: float):
                     if what != "same":  # a change: wait for the command it caused
                         t = msg.t_ns
                         _wait_motor(sub, got, lambda m, t=t: m.cause_t_ns == t)
-            assert wait_recorded(lambda: [rec], len(sent)) == len(sent)
+                assert wait_recorded(lambda: [rec], len(sent)) == len(sent)
+                rc_core = stop(core, 30)
+                status = _last_status(sub)
         finally:
             rc_rec = stop(recorder, 30)
             rc_core = stop(core, 30)
     assert rc_rec == 0 and rc_core == 0, (recorder.stderr.read(), core.stderr.read())
-    return rec, sent, got
+    return rec, sent, got, status
+
+
+def _last_status(sub: Subscriber) -> Status:
+    """The core's closing status (published as it stops)."""
+    last = None
+    while True:
+        msgs = sub.recv_many(2.0)
+        if not msgs:
+            assert last is not None, "no status from the core"
+            return last
+        last = next((m for m in reversed(msgs) if isinstance(m, Status)), last)
 
 
 @pytest.mark.parametrize("window_ms", [0.0, 20.0])  # the compiled path; the reorder window
@@ -137,7 +150,7 @@ def test_recorded_live_run_with_duplicate_loss_and_restart_replays_offline_exact
     tmp_path, window_ms
 ):
     graph = small_graph(tmp_path / "g.npz")
-    rec, sent, got = _live_run(tmp_path, graph, window_ms)
+    rec, sent, got, status = _live_run(tmp_path, graph, window_ms)
     t_first = sent[0][1].t_ns
     live = _distinct([(m.cause_t_ns, m.values.tolist()) for m in got if m.cause_t_ns >= t_first])
     # what y = 0.5 x must have gone through: the duplicate dropped, the lost batch restored
@@ -155,3 +168,9 @@ def test_recorded_live_run_with_duplicate_loss_and_restart_replays_offline_exact
     offline = _distinct([(m.cause_t_ns, m.values.tolist()) for m in off.motor])
     assert offline == live  # bit-identical values, the same causes, in the same order
     assert off.bad_batches == {"duplicate": 1} and off.n_resyncs == 1
+    # the live core took the compiled path for in-order batches that arrived alone
+    # (without a reorder window: a batch right behind a heartbeat is drained with the
+    # backlog, on the Python path), the Python path for the rest
+    n_compiled = status.metrics["totals"]["n_compiled"]
+    assert (n_compiled >= 1) if window_ms == 0 else (n_compiled == 0), n_compiled
+    assert status.metrics["drops"] == {"duplicate": 1}

@@ -70,6 +70,8 @@ class FusionCore:
         self.latency = LatencyHistogram()
         self._period_latency = LatencyHistogram()
         self.n_heartbeats = 0
+        self.n_compiled = 0
+        """messages handled by the compiled path"""
         self.n_motor_commands = 0
         self.n_motor_dropped = 0
         self.motor_seq = np.zeros(len(self.motors), np.int64)
@@ -166,6 +168,7 @@ class FusionCore:
         cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
         if cmds is None:
             return False
+        self.n_compiled += 1
         for i, data, t_ns, cause_t_ns, fresh in cmds:
             ok = self.send_payload(self._motor_topics[i], data)
             self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
@@ -389,6 +392,7 @@ class FusionCore:
                 "n_batches": self.n_batches,
                 "n_events": self.n_events,
                 "n_heartbeats": self.n_heartbeats,
+                "n_compiled": self.n_compiled,
                 "n_motor_commands": self.n_motor_commands,
                 "syn_ops": snap["syn_ops"],
                 "n_saturated": snap["n_saturated"],  # clipped sends and deferred crossings
