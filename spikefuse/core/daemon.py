@@ -111,7 +111,10 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
         if end_ns is not None and now_ns >= end_ns:
             break
         wait_ns = core.next_wake_ns() - now_ns
-        timeout_s = min(max(wait_ns, 0) / 1e9, MAX_SLEEP_S)
+        # whole milliseconds, rounded up (the socket waits in ms: a wait cut to 0 ms would
+        # spin until the deadline), +0.5 ms so that float rounding cannot cut one off
+        wait_ms = min(-(-max(wait_ns, 0) // 1_000_000), round(MAX_SLEEP_S * 1000))
+        timeout_s = (wait_ms + 0.5) / 1000 if wait_ms > 0 else 0.0
         # the first message is handled and its command published before looking for more
         # (lowest latency): in one compiled call where that applies, else decoded and
         # handled in Python; a backlog is then drained under the queue policy (coalesce)
