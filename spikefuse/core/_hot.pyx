@@ -517,24 +517,6 @@ cdef class _Hot:
         return k + 8 * m.n
 
     # -------------------------------------------------------------- Python-level steps
-    cdef bint motors_quiet(self, i64 now_ns) except -1:
-        """No motor in fallback and none due at ``now_ns`` (else the Python service)."""
-        cdef Py_ssize_t i
-        cdef i64 due, last
-        cdef Motor* m
-        for i in range(self.n_mot):
-            mc = self.motors[i]
-            if mc.fallback:
-                return False
-            m = &self.mot[i]
-            last = mc.last_pub_ns
-            due = last + m.refresh_ns
-            if mc.dirty and last + m.min_interval_ns < due:
-                due = last + m.min_interval_ns
-            if now_ns >= due:
-                return False
-        return True
-
     cdef bint staleness_unchanged(self, Py_ssize_t k, i64 now_ns) except -1:
         """No input's staleness changes at ``now_ns`` once input ``k`` is seen now."""
         cdef Py_ssize_t j
@@ -611,7 +593,8 @@ cdef class _Hot:
 
     cdef list poll_motors(self, i64 now_ns, i64 stamp_ns):
         """The motor part of FusionCore.service: every motor due publishes (encoded here;
-        the caller sends and counts)."""
+        the caller sends and counts). Without a slew limit (static condition) a motor's
+        due time and its values do not depend on its fallback state."""
         cdef Py_ssize_t i, pos = 0, ln
         cdef Motor* m
         cdef i64 due, last, seq, cause
@@ -675,8 +658,6 @@ cdef class _Hot:
         push_t = t_end if t_end < now_ns else now_ns
         engine_now = self.engine.now
         if push_t < engine_now or not self.staleness_unchanged(k, now_ns):
-            return None
-        if not self.motors_quiet(now_ns):
             return None
         # ---- from here on the message is handled: InputSet.on_batch, FusionCore._apply
         st.last_seq = m.seq

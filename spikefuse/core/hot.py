@@ -7,8 +7,8 @@ arrays), checks it (kind, known stream, seq = last + 1, times within
 totals, pushes it into the compiled engine, routes the outputs to the motors (clamp,
 minimum interval) and encodes the MotorCommands that are due, with the semantics of
 ``FusionCore.handle`` followed by ``FusionCore.service`` at the same time. Anything else
-(another kind, a seq anomaly, a scale change, an out-of-range value, a stale input, a motor
-in fallback or due for other reasons, a heartbeat, a bad payload) returns ``None`` having
+(another kind, a seq anomaly, a scale change, an out-of-range value, an input whose
+staleness changes, a heartbeat, a bad payload) returns ``None`` having
 changed nothing, and the Python path handles the message: every rule has one source, the
 Python code, which the compiled path only takes a short cut through. See ``docs/core.md``.
 """
