@@ -27,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from spikefuse.benchmarks._common import BenchResult
-from spikefuse.bus import Publisher, RawSocket, Subscriber, default_ipc_endpoint
 from spikefuse.drivers.imu import ImuConfig
 from spikefuse.protocol import EventBatch, Status, encode, topic_of
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.raw import RawSocket
+from spikefuse.transport.subscriber import Subscriber
 
 DESCRIPTION = "bus events/s and one-hop latency vs raw pyzmq; IMU encoder events/s vs RMSE"
 
@@ -164,7 +167,7 @@ def _finish(child: subprocess.Popen) -> None:
 
 
 def _throughput_ours(run_dir: Path, batch_size: int, duration_s: float) -> float:
-    ep = default_ipc_endpoint(run_dir, f"tp-ours-{batch_size}")
+    ep = Endpoint.ipc(run_dir, f"tp-ours-{batch_size}")
     with Subscriber(ep, hwm=1000, max_queue=1 << 30) as sub:
         child = _spawn("--child", "throughput", ep, "ours", str(batch_size), str(duration_s))
         try:
@@ -195,7 +198,7 @@ def _throughput_ours(run_dir: Path, batch_size: int, duration_s: float) -> float
 
 
 def _throughput_raw(run_dir: Path, batch_size: int, duration_s: float) -> float:
-    ep = default_ipc_endpoint(run_dir, f"tp-raw-{batch_size}")
+    ep = Endpoint.ipc(run_dir, f"tp-raw-{batch_size}")
     with RawSocket("sub", ep, bind=False, hwm=1000) as sub:
         child = _spawn("--child", "throughput", ep, "raw", str(batch_size), str(duration_s))
         try:
@@ -219,7 +222,7 @@ def _throughput_raw(run_dir: Path, batch_size: int, duration_s: float) -> float:
 
 def _latency(run_dir: Path, n_pings: int, n_events: int) -> tuple[np.ndarray, np.ndarray, int]:
     """One-hop times (ns, = round trip / 2) for ours and the raw floor, alternating."""
-    eps = [default_ipc_endpoint(run_dir, n) for n in ("l-oi", "l-oo", "l-ri", "l-ro")]
+    eps = [Endpoint.ipc(run_dir, n) for n in ("l-oi", "l-oo", "l-ri", "l-ro")]
     batch = _batch(n_events)
     frames = [topic_of(batch), encode(batch)]
     ours, raw = [], []

@@ -217,19 +217,14 @@ def _send_floor(pub, seconds: float) -> int:
 
 def relay_main(sub_ep: str, pub_ep: str) -> None:
     """The floor's middle hop: forward raw frames, no decoding (run as a child)."""
-    import zmq
+    from spikefuse.transport.raw import RawSocket
 
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(sub_ep)
-    pub = ctx.socket(zmq.PUB)
-    pub.bind(pub_ep)
-    try:
-        while True:
-            pub.send_multipart(sub.recv_multipart())
-    except KeyboardInterrupt:
-        pass
+    with RawSocket("sub", sub_ep, bind=False) as sub, RawSocket("pub", pub_ep, bind=True) as pub:
+        try:
+            while True:
+                pub.send(sub.recv())
+        except KeyboardInterrupt:
+            pass
 
 
 # --------------------------------------------------------------------------- the frame loop
@@ -313,8 +308,9 @@ class FrameLoop:
 
 def loop_main(sub_ep: str, pub_ep: str, rate_hz: str, graph: str, stats_json: str) -> None:
     """The fixed-rate loop child: runs until SIGTERM, then writes its stats as JSON."""
-    from spikefuse.bus import Publisher, Subscriber
     from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.publisher import Publisher
+    from spikefuse.transport.subscriber import Subscriber
 
     loop = FrameLoop(Path(graph), float(rate_hz))
     with (
@@ -362,7 +358,7 @@ def _drive(
 ) -> tuple:
     """Start the fusion process and an actuator on its endpoint, send ``stream``; returns
     (sent t_ns, command receipts, causes, CPU us of the fusion process per batch)."""
-    from spikefuse.bus import Publisher
+    from spikefuse.transport.publisher import Publisher
 
     csv = run / f"{tag}.csv"
     with Publisher(f"ipc://{run}/bench.sock", hwm=1_000_000) as pub:
@@ -438,7 +434,7 @@ def _wait_rows(csv: Path, timeout_s: float) -> None:
 
 def measure_floor(run: Path, seconds: float, rt_priority: int = 0) -> tuple[np.ndarray, float]:
     """(latencies us, CPU us of the relay process per message)."""
-    from spikefuse.bus import Publisher
+    from spikefuse.transport.publisher import Publisher
 
     csv = run / "floor.csv"
     with Publisher(f"ipc://{run}/floor-in.sock", hwm=1_000_000) as pub:

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from spikefuse.benchmarks._common import BenchResult
-from spikefuse.bus import Publisher
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
 from spikefuse.protocol import EventBatch, encode
@@ -38,6 +37,7 @@ from spikefuse.recording.info import summarize
 from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter, open_log
 from spikefuse.recording.offline import replay_offline
 from spikefuse.recording.recorder import MAX_POLL_S
+from spikefuse.transport.publisher import Publisher
 
 DESCRIPTION = "offline replay and recording throughput (events/s) vs same-run baselines"
 REPEATS = 5

@@ -41,7 +41,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from spikefuse.bus import Subscriber, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import StrictModel
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
@@ -51,6 +50,8 @@ from spikefuse.sim import model as M
 from spikefuse.sim.config import WorldConfig
 from spikefuse.sim.report import RunReport
 from spikefuse.sim.world import STEP_NS, World
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.subscriber import Subscriber
 
 SIM_SOURCE = "sim"
 SIM_METRICS = (
@@ -89,7 +90,7 @@ class ReportConfig(StrictModel):
     graph: Path | None = None
     """the core's graph, for the dense baselines (relative: to the config file)"""
     core: str = Field("core", min_length=1, max_length=128)
-    core_endpoint: str | None = None
+    core_endpoint: Endpoint | None = None
     """default ipc://<run_dir>/<core>.sock (its status/<core> gives the engine figures)"""
     wait_core_s: float = Field(1.5, ge=0.0, le=60.0)
     """at the end: wait this long for one more status of the core"""
@@ -113,7 +114,7 @@ class SimDriverConfig(DriverConfig):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     setpoints: str = Field("wheels", min_length=1, max_length=100)
     """name of the ``sim`` actuator whose set-points drive the wheels"""
-    setpoint_endpoint: str | None = None
+    setpoint_endpoint: Endpoint | None = None
     """default ipc://<run_dir>/<setpoints>_setpoints.sock"""
     setpoint_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
     """realtime: no set-point message for this long stops the wheels"""
@@ -162,24 +163,15 @@ class SimDriverConfig(DriverConfig):
                 groups = {**groups, "camera": {**cam_group, "scale": 1.0 / thr}}
         return {**data, "dvs": dvs, "groups": groups}
 
-    @model_validator(mode="after")
-    def _check(self) -> SimDriverConfig:
-        if self.setpoint_endpoint is not None:
-            try:
-                validate_endpoint(self.setpoint_endpoint)
-            except ConfigError as exc:
-                raise ValueError(f"setpoint_endpoint: {exc}") from None
-        return self
-
     def resolved_core_endpoint(self) -> str:
         if self.report.core_endpoint is not None:
             return self.report.core_endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.report.core)
+        return Endpoint.ipc(self.resolve_path(self.run_dir), self.report.core)
 
     def resolved_setpoint_endpoint(self) -> str:
         if self.setpoint_endpoint is not None:
             return self.setpoint_endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), f"{self.setpoints}_setpoints")
+        return Endpoint.ipc(self.resolve_path(self.run_dir), f"{self.setpoints}_setpoints")
 
 
 # ------------------------------------------------------------------------------ helpers

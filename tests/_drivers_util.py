@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.bus import Subscriber
 from spikefuse.protocol import EventBatch, Heartbeat, Message, Status
+from spikefuse.transport.subscriber import Subscriber
 
 
 @dataclass

@@ -12,8 +12,9 @@ import pytest
 from _core_util import core_config, read_csv_rows, small_graph, spawn, stop, wait_until, write_yaml
 
 from spikefuse.actuators.serial_line import format_line, parse_line
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.protocol import EventBatch, MotorCommand, Status
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 
 def _console_cfg(tmp_path, **over):

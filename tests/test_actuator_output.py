@@ -13,8 +13,8 @@ import numpy as np
 from _core_util import spawn, stop, wait_until, write_yaml
 
 from spikefuse.actuators.gimbal import levelling_series
-from spikefuse.bus import Publisher
 from spikefuse.protocol import MotorCommand
+from spikefuse.transport.publisher import Publisher
 
 
 def _rows(path: Path) -> list[list[str]]:

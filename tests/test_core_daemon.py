@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from _core_util import core_config, rss_kb, small_graph, spawn, stop
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
 from spikefuse.protocol import EventBatch, MotorCommand, Status
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 
 def _batch(seq, channels, counts):

@@ -17,13 +17,14 @@ from _core_util import spawn, stop, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.core.config import load_core_config
 from spikefuse.core.daemon import load_graph
 from spikefuse.core.fusion import FusionCore
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
 from spikefuse.protocol import Decoder, Encoder, EventBatch, MotorCommand, Status
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1

@@ -17,13 +17,13 @@ import pytest
 from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
 from PIL import Image
 
-from spikefuse.bus import Subscriber
 from spikefuse.drivers.camera import CAMERA, CameraConfig, capture_frames
 from spikefuse.drivers.frames import CaptureReader, open_video
 from spikefuse.encoding import resample_area
 from spikefuse.errors import ConfigError
 from spikefuse.sdk import load_driver_config, run_driver
 from spikefuse.sdk.registry import DriverSpec
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 

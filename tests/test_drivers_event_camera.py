@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
 
-from spikefuse.bus import Subscriber
 from spikefuse.drivers.event_camera import EVENT_CAMERA
 from spikefuse.drivers.evt3 import TIME_LOW, Evt3Decoder, iter_events, read_header
 from spikefuse.errors import ConfigError, LogFileError
 from spikefuse.sdk import load_driver_config
+from spikefuse.transport.subscriber import Subscriber
 
 DATA = Path(__file__).resolve().parent / "data" / "event_camera"
 G0 = 9.80665

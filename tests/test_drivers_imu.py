@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from _drivers_util import Received, collect, drain, run_in_thread, start_driver, stop_driver
 
-from spikefuse.bus import Subscriber
 from spikefuse.drivers.imu import IMU, ImuConfig
 from spikefuse.drivers.motion import SyntheticMotion
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.errors import ConfigError
 from spikefuse.sdk import load_driver_config, run_driver
 from spikefuse.tables import load_table
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "drivers"

@@ -6,7 +6,9 @@ import stat
 import subprocess
 import sys
 
-from spikefuse.bus import Publisher, SecurityConfig, Subscriber
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 
 def _keygen(*args: str) -> subprocess.CompletedProcess:

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from _core_util import LineReader, stop, wait_until, write_yaml
 
-from spikefuse.bus import Publisher
 from spikefuse.protocol import EventBatch, decode
 from spikefuse.recording.mcapio import LogWriter, open_log
 from spikefuse.recording.recorder import Recorder, split_path
+from spikefuse.transport.publisher import Publisher
 
 STARTED = re.compile(r"^\[launch\] started (\S+) \(pid (\d+)\)")
 

@@ -15,12 +15,12 @@ import pytest
 from _core_util import wait_recorded
 from mcap.reader import make_reader
 
-from spikefuse.bus import Publisher
 from spikefuse.errors import LogFileError
 from spikefuse.protocol import EventBatch, Heartbeat, decode, encode
 from spikefuse.recording.info import summarize
 from spikefuse.recording.mcapio import SCHEMA_NAME, LogWriter, open_log
 from spikefuse.recording.recover import recover
+from spikefuse.transport.publisher import Publisher
 
 
 def _batch(seq: int, t_ns: int, sensor: str = "imu", inp: str = "gyro") -> EventBatch:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from _core_util import wait_recorded
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
@@ -24,6 +23,8 @@ from spikefuse.recording.live import replay_live
 from spikefuse.recording.mcapio import LogWriter, open_log
 from spikefuse.recording.offline import replay_offline
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH = REPO / "configs" / "graphs" / "example.yaml"

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from spikefuse.bus import Subscriber
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
 from spikefuse.protocol import EventBatch, MotorCommand, Status, decode
 from spikefuse.recording.mcapio import open_log
 from spikefuse.recording.offline import replay_offline
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH = REPO / "configs" / "graphs" / "example.yaml"

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from _drivers_util import Received, collect, run_in_thread, start_driver, stop_driver
 
-from spikefuse.bus import Subscriber
 from spikefuse.errors import ConfigError, SensorError
 from spikefuse.sdk import (
     DriverConfig,
@@ -26,6 +25,7 @@ from spikefuse.sdk import (
     load_driver_config,
     resolve_kind,
 )
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 

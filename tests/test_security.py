@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 from _core_util import LineReader, spawn, stop, write_yaml
 
-from spikefuse.bus import Publisher, SecurityConfig, Subscriber, generate_keypair
 from spikefuse.graph import Graph
 from spikefuse.protocol import EventBatch, MotorCommand, Status
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.security import generate_keypair
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 SENDERS = ("good", "unkeyed", "unlisted", "wrong_secret")

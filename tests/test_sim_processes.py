@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.bus import Subscriber, default_ipc_endpoint
 from spikefuse.protocol import MotorCommand, Status, decode
 from spikefuse.recording.mcapio import open_log
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,9 +133,9 @@ def test_killing_the_core_stops_the_wheels_within_the_deadman(tmp_path):
     core = procs[1]
     try:
         with (
-            Subscriber(default_ipc_endpoint(tmp_path, "robot"), ["status/sim"]) as truth,
+            Subscriber(Endpoint.ipc(tmp_path, "robot"), ["status/sim"]) as truth,
             Subscriber(
-                default_ipc_endpoint(tmp_path, "wheels_setpoints"), ["motor/wheels_setpoints"]
+                Endpoint.ipc(tmp_path, "wheels_setpoints"), ["motor/wheels_setpoints"]
             ) as setpoints,
         ):
             deadline = time.monotonic() + 120

@@ -18,13 +18,14 @@ import numpy as np
 import psutil
 import pytest
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.cli import main
 from spikefuse.drivers.camera import SyntheticCameraSource
 from spikefuse.drivers.frames import MovingBar
 from spikefuse.launch import load_launch
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
 from spikefuse.sdk.config import DvsSettings
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 from spikefuse.view.config import ViewConfig
 from spikefuse.view.from_launch import launch_view
 from spikefuse.view.run import Listeners
@@ -357,7 +358,8 @@ def test_view_of_a_launch_with_curve_keys(tmp_path):
     """A launch with ``security``: the view receives with the launch's shared receiving
     pair (a plaintext subscriber would get nothing) and publishes its status with the
     launcher's pair."""
-    from spikefuse.bus import SecurityConfig, generate_keypair
+    from spikefuse.transport.config import SecurityConfig
+    from spikefuse.transport.security import generate_keypair
 
     keys = tmp_path / "keys"
     for name in ("bus", "launch"):

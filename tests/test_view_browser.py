@@ -24,8 +24,8 @@ import yaml
 from _system import require_chromium
 from PIL import Image
 
-from spikefuse.bus import Subscriber
 from spikefuse.protocol import Status
+from spikefuse.transport.subscriber import Subscriber
 from spikefuse.view.sink import ROBOT_RGB
 from spikefuse.view.state import OFF_RGB, ON_RGB
 
@@ -34,13 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 SIM_STANDIN = """\
 import math, sys, time
 import numpy as np
-from spikefuse.bus import Publisher, default_ipc_endpoint
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.publisher import Publisher
 from spikefuse.protocol import Status
 from spikefuse.sdk.timing import StopSignal
 
 theta = np.linspace(0, 2 * math.pi, 90, endpoint=False)
 track = np.c_[4 * np.cos(theta), 2 * np.sin(theta)].tolist()
-with StopSignal() as stop, Publisher(default_ipc_endpoint(sys.argv[1], "sim")) as pub:
+with StopSignal() as stop, Publisher(Endpoint.ipc(sys.argv[1], "sim")) as pub:
     k = 0
     while not stop.wait(0.02):
         a = k / 60

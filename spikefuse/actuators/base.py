@@ -18,22 +18,18 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from spikefuse.bus import (
-    Publisher,
-    SecurityConfig,
-    Subscriber,
-    SubscriberStats,
-    default_ipc_endpoint,
-    validate_endpoint,
-)
 from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import MotorCommand, Status
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber, SubscriberStats
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +49,17 @@ class ActuatorConfig(FileConfig):
     )
     core: str = Field("core", min_length=1, max_length=128)
     run_dir: Path = DEFAULT_RUN_DIR
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
     """The core's publisher; default ipc://<run_dir>/<core>.sock"""
     n_channels: int | None = Field(default=None, ge=1, le=4096)
     safe_values: float | list[float] = 0.0
     deadman_ms: float = Field(100.0, gt=0.0, le=60_000.0)
-    status_endpoint: str | None = None
+    status_endpoint: Endpoint | None = None
     security: SecurityConfig | None = None
-    """CurveZMQ for the command input (who may command) and the status output (see bus)."""
+    """CurveZMQ for the command input (who may command) and the status output
+    (docs/protocol.md, Security)."""
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     duration_s: float | None = Field(default=None, gt=0.0)
-
-    @field_validator("endpoint", "status_endpoint")
-    @classmethod
-    def _check_endpoint(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return validate_endpoint(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
 
     def open_csv(self, csv: str | Path) -> TextIO:
         """Open the CSV log ``csv`` (relative to the config file) line-buffered for writing."""
@@ -86,7 +73,7 @@ class ActuatorConfig(FileConfig):
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.core)
+        return Endpoint.ipc(self.resolve_path(self.run_dir), self.core)
 
     def safe_array(self, n: int) -> np.ndarray:
         safe = np.asarray(self.safe_values, np.float64)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from spikefuse.actuators.base import Actuator, ActuatorConfig, register_actuator
-from spikefuse.bus import Publisher, default_ipc_endpoint, validate_endpoint
-from spikefuse.errors import ConfigError
 from spikefuse.protocol import MotorCommand
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.publisher import Publisher
 
 SAFE_CAUSE = -1
 
@@ -30,23 +30,13 @@ class SimActuatorConfig(ActuatorConfig):
     )
     n_channels: int | None = Field(2, ge=2, le=2)
     """left and right wheel speed, rad/s (+ = forward)"""
-    setpoint_endpoint: str | None = None
+    setpoint_endpoint: Endpoint | None = None
     repeat_ms: float = Field(100.0, gt=0.0, le=10_000.0)
-
-    @field_validator("setpoint_endpoint")
-    @classmethod
-    def _check_setpoint_endpoint(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return validate_endpoint(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
 
     def resolved_setpoint_endpoint(self) -> str:
         if self.setpoint_endpoint is not None:
             return self.setpoint_endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), f"{self.name}_setpoints")
+        return Endpoint.ipc(self.resolve_path(self.run_dir), f"{self.name}_setpoints")
 
 
 @register_actuator("sim", SimActuatorConfig)

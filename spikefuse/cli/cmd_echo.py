@@ -97,9 +97,10 @@ def _endpoints(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.bus import Subscriber, load_security
     from spikefuse.errors import ConfigError
     from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.config import load_security
+    from spikefuse.transport.subscriber import Subscriber
 
     if args.count is not None and args.count < 1:
         raise ConfigError(f"--count: expected >= 1, found {args.count}")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.bus import generate_keypair
+    from spikefuse.transport.security import generate_keypair
 
     public, secret = generate_keypair(args.key_dir, args.name, overwrite=args.force)
     print(f"public key: {public}")

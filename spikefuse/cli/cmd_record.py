@@ -74,9 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.bus import load_security
     from spikefuse.recording.recorder import Recorder
     from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.config import load_security
 
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0, found {args.duration}")

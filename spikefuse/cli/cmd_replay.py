@@ -162,9 +162,10 @@ def _offline(args: argparse.Namespace, log: LogFile, topics: list[str]) -> int:
 
 
 def _live(args: argparse.Namespace, log: LogFile, topics: list[str]) -> int:
-    from spikefuse.bus import Publisher, load_security
     from spikefuse.recording.live import replay_live
     from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.config import load_security
+    from spikefuse.transport.publisher import Publisher
 
     if not args.endpoint:
         raise ConfigError("live replay needs --endpoint (or use --offline)")

@@ -109,10 +109,10 @@ def render(state: TopState, gaps: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikefuse.bus import Subscriber
     from spikefuse.errors import ConfigError
     from spikefuse.sdk.config import DEFAULT_RUN_DIR
     from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.subscriber import Subscriber
 
     endpoints = list(args.endpoint)
     if not endpoints:

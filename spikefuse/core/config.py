@@ -15,25 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from spikefuse.backends.spinnaker.config import SpinnakerConfig
-from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import FileConfig, StrictModel, load_model
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 
 Name = str
-
-
-def _check_endpoint(v: str | None) -> str | None:
-    if v is None:
-        return v
-    from spikefuse.errors import ConfigError
-
-    try:
-        return validate_endpoint(v)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
 
 
 class InputMap(StrictModel):
@@ -48,12 +38,10 @@ class InputMap(StrictModel):
 
     sensor: str = Field(min_length=1, max_length=256)
     input: str | None = Field(default=None, min_length=1, max_length=256)
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
     reorder_window_ms: float = Field(0.0, ge=0.0, le=10_000.0)
     timeout_s: float = Field(0.5, gt=0.0, le=3600.0)
     on_stale: Literal["safe", "hold"] = "safe"
-
-    _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
 
 
 class ActuatorMap(StrictModel):
@@ -88,10 +76,11 @@ class CoreConfig(FileConfig):
     name: str = Field("core", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
     graph: Path
     run_dir: Path = DEFAULT_RUN_DIR
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
     """Where MotorCommand and Status are published (bound); default ipc://<run_dir>/<name>.sock"""
     security: SecurityConfig | None = None
-    """CurveZMQ for the inputs (who may send to the core) and the output (see bus)."""
+    """CurveZMQ of every socket of the core: its inputs (who may send to it) and its output
+    (docs/protocol.md, Security)."""
     inputs: dict[str, InputMap] = Field(min_length=1)
     actuators: dict[str, ActuatorMap] = Field(default_factory=dict)
     refresh_hz: float = Field(20.0, gt=0.0, le=10_000.0)
@@ -112,20 +101,18 @@ class CoreConfig(FileConfig):
     commands are stamped with it, and every heartbeat is answered with a command to each
     actuator stamped at the heartbeat's time ("everything up to here is answered")."""
 
-    _v_endpoint = field_validator("endpoint")(classmethod(lambda cls, v: _check_endpoint(v)))
-
     def graph_path(self) -> Path:
         return self.resolve_path(self.graph)
 
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.name)
+        return Endpoint.ipc(self.resolve_path(self.run_dir), self.name)
 
     def sensor_endpoint(self, inp: InputMap) -> str:
         if inp.endpoint is not None:
             return inp.endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), inp.sensor)
+        return Endpoint.ipc(self.resolve_path(self.run_dir), inp.sensor)
 
 
 def load_core_config(path: str | Path, overrides: list[str] | None = None) -> CoreConfig:

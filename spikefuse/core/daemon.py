@@ -12,12 +12,13 @@ import logging
 import time
 
 from spikefuse.backends import select_engine, session
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.core.config import CoreConfig
 from spikefuse.core.fusion import FusionCore, data_time_ns
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 

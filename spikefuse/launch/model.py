@@ -87,10 +87,10 @@ class ProcessSpec(StrictModel):
     def _topics(cls, v: list[str]) -> list[str]:
         for t in v:
             if "://" in t:
-                from spikefuse.bus import validate_endpoint
+                from spikefuse.transport.endpoint import Endpoint
 
                 try:
-                    validate_endpoint(t)
+                    Endpoint(t)
                 except ConfigError as exc:
                     raise ValueError(str(exc)) from None
             elif not _TOPIC_RE.match(t):

@@ -270,16 +270,18 @@ class Supervisor:
 
     # ---------------------------------------------------------------- status
     def _open_status(self) -> None:
-        from spikefuse.bus import Publisher, SecurityConfig, default_ipc_endpoint
         from spikefuse.errors import BusError, ConfigError
         from spikefuse.launch.model import LAUNCH_KEY
+        from spikefuse.transport.config import SecurityConfig
+        from spikefuse.transport.endpoint import Endpoint
+        from spikefuse.transport.publisher import Publisher
 
         try:
             run_dir = self.launch.resolve_path(self.launch.run_dir)
             block = self.launch.security_for(LAUNCH_KEY)
             security = None if block is None else SecurityConfig.model_validate(block)
             self._status_pub = Publisher(
-                default_ipc_endpoint(run_dir, f"launch-{self.launch.name}"), security=security
+                Endpoint.ipc(run_dir, f"launch-{self.launch.name}"), security=security
             )
         except (BusError, ConfigError) as exc:
             self.say(f"no status publisher: {exc}")

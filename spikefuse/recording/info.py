@@ -10,6 +10,7 @@ import numpy as np
 from spikefuse.errors import ProtocolError
 from spikefuse.protocol import EventBatch, decode, stream_of
 from spikefuse.recording.mcapio import LogFile, open_log
+from spikefuse.transport.seq import SeqTracker
 
 
 @dataclass
@@ -27,7 +28,6 @@ class StreamInfo:
     """1 / median interval of acquisition times (robust to missing samples)"""
     mean_rate_hz: float = float("nan")
     _t_ns: list[int] = field(default_factory=list, repr=False)
-    _last_seq: int | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -103,6 +103,7 @@ def summarize(log: LogFile | str | Path) -> LogInfo:
     topics: dict[str, int] = {}
     undecodable: dict[str, int] = {}
     n_events = 0
+    seq = SeqTracker()
     for m in log.messages:
         topics[m.topic] = topics.get(m.topic, 0) + 1
         try:
@@ -119,13 +120,10 @@ def summarize(log: LogFile | str | Path) -> LogInfo:
             s.n_events += len(msg.channels)
             n_events += len(msg.channels)
         s._t_ns.append(msg.t_ns)
-        if s._last_seq is not None:
-            if msg.seq > s._last_seq + 1:
-                s.n_seq_missing += msg.seq - s._last_seq - 1
-            elif msg.seq <= s._last_seq:
-                s.n_seq_resets += 1
-        s._last_seq = msg.seq
-    for s in streams.values():
+        seq.see(key, msg.seq)
+    for key, s in streams.items():
+        s.n_seq_missing = seq.gaps.get(key, 0)
+        s.n_seq_resets = seq.resets.get(key, 0)
         s.rate_hz, s.mean_rate_hz = _rates(s._t_ns)
         s._t_ns = []
     times = [m.log_time_ns for m in log.messages]

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.bus import Publisher
 from spikefuse.errors import ConfigError, LogFileError, ProtocolError
 from spikefuse.protocol import Encoder, MotorCommand, decode, stream_of
 from spikefuse.recording.mcapio import LogFile, LogMessage, open_log
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.publisher import Publisher
 
 SEND_RETRY_MS = 5
 LEAD_NS = 20_000_000

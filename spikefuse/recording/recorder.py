@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spikefuse.bus import SecurityConfig, Subscriber
 from spikefuse.errors import ConfigError, LogFileError
-from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of, topic_of
+from spikefuse.protocol import PROTOCOL_VERSION, Decoder, EventBatch, stream_of
 from spikefuse.recording.mcapio import DEFAULT_FLUSH_INTERVAL_S, LogWriter, is_finished
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.seq import SeqTracker
+from spikefuse.transport.subscriber import Subscriber, check_frames
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class RecordStats:
     n_rejected: int = 0
     n_bytes_in: int = 0
     seq_gaps: dict[str, int] = field(default_factory=dict)
+    """stream -> messages missing by sequence number (the recorder's ``SeqTracker``)"""
     files: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     """existing files found at the output names: left untouched, recording continued after"""
@@ -85,9 +88,9 @@ class Recorder:
         self.split_size_bytes = split_size_bytes
         self.split_duration_s = split_duration_s
         self.flush_interval_s = flush_interval_s
-        self.stats = RecordStats()
         self.decoder = Decoder("recorder")
-        self._last_seq: dict[str, int] = {}
+        self.seq = SeqTracker()
+        self.stats = RecordStats(seq_gaps=self.seq.gaps)  # the tracker's live counts
         self._sub = Subscriber(endpoints, topics or [""], bind=bind, hwm=hwm, security=security)
         self.endpoints = self._sub.endpoints
         self._writer: LogWriter | None = None
@@ -162,26 +165,12 @@ class Recorder:
 
     # ------------------------------------------------------------------ receiving
     def _store(self, writer: LogWriter, frames: list[bytes], recv_ns: int) -> None:
-        st = self.stats
-        if len(frames) != 2:
-            self.decoder.reject(
-                "bad_frames", f"expected [topic, payload], got {len(frames)} frames"
-            )
-            return
-        topic, payload = frames
-        msg = self.decoder.decode(payload)
+        msg = check_frames(self.decoder, frames)
         if msg is None:
             return
-        if topic_of(msg) != topic:
-            self.decoder.reject(
-                "topic_mismatch", f"topic frame {topic[:80]!r} != {topic_of(msg)!r}"
-            )
-            return
-        stream = stream_of(msg)
-        last = self._last_seq.get(stream)
-        if last is not None and msg.seq > last + 1:
-            st.seq_gaps[stream] = st.seq_gaps.get(stream, 0) + msg.seq - last - 1
-        self._last_seq[stream] = msg.seq
+        topic, payload = frames
+        self.seq.see(stream_of(msg), msg.seq)
+        st = self.stats
         writer.write(topic.decode(), payload, recv_ns, msg.t_ns, msg.seq)
         st.n_messages += 1
         st.n_bytes_in += len(payload)

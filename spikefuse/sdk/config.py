@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import FileConfig, StrictModel
 from spikefuse.encoding import DvsEncoder
 from spikefuse.errors import ConfigError
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 
 DEFAULT_RUN_DIR = Path(tempfile.gettempdir()) / "spikefuse"
 
@@ -89,7 +90,7 @@ class DriverConfig(FileConfig):
 
     name: str = "sensor"
     run_dir: Path = DEFAULT_RUN_DIR
-    endpoint: str | None = None
+    endpoint: Endpoint | None = None
     hwm: int = Field(10000, ge=1)
     security: SecurityConfig | None = None
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
@@ -134,21 +135,12 @@ class DriverConfig(FileConfig):
             )
         return v
 
-    @model_validator(mode="after")
-    def _check_endpoint(self) -> DriverConfig:
-        if self.endpoint is not None:
-            try:
-                validate_endpoint(self.endpoint)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return self
-
     # ---------------------------------------------------------------- helpers
     def resolved_endpoint(self) -> str:
         """``endpoint`` or ``ipc://<run_dir>/<name>.sock``."""
         if self.endpoint is not None:
             return self.endpoint
-        return default_ipc_endpoint(self.resolve_path(self.run_dir), self.name)
+        return Endpoint.ipc(self.resolve_path(self.run_dir), self.name)
 
     def input_of(self, group: str) -> str:
         g = self.groups[group]

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spikefuse.bus import Publisher
 from spikefuse.config import apply_overrides, load_yaml, validate_data
 from spikefuse.errors import BusError, ConfigError, SpikefuseError
 from spikefuse.sdk.config import DriverConfig
 from spikefuse.sdk.items import Item
 from spikefuse.sdk.runner import DriverContext, Runner, Sender
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

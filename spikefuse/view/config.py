@@ -7,10 +7,11 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from spikefuse.bus import SecurityConfig, default_ipc_endpoint, validate_endpoint
 from spikefuse.config import StrictModel
 from spikefuse.errors import ConfigError
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 
 _CAMERA_RE = re.compile(r"^([A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+)=(\d+)x(\d+)$")
 LOOPBACK = "127.0.0.1"
@@ -29,8 +30,8 @@ class ViewConfig(StrictModel):
 
     name: str = Field("view", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
     run_dir: Path = DEFAULT_RUN_DIR
-    endpoints: list[str] = Field(min_length=1)
-    sensor_endpoints: list[str] = Field(default_factory=list)
+    endpoints: list[Endpoint] = Field(min_length=1)
+    sensor_endpoints: list[Endpoint] = Field(default_factory=list)
     """connected only once every source in ``wait_for_status`` has sent a Status (or after
     ``wait_for_status_timeout_s``): a driver waiting for its subscribers (the core) must
     not count the view instead"""
@@ -65,18 +66,12 @@ class ViewConfig(StrictModel):
 
     @field_validator("endpoints", "sensor_endpoints")
     @classmethod
-    def _endpoints(cls, v: list[str]) -> list[str]:
-        out = []
-        for e in v:
-            try:
-                out.append(validate_endpoint(e))
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return list(dict.fromkeys(out))
+    def _endpoints(cls, v: list[Endpoint]) -> list[Endpoint]:
+        return list(dict.fromkeys(v))
 
     def status_endpoint(self) -> str:
         """Where the view publishes its own Status (``status/<name>``)."""
-        return default_ipc_endpoint(self.run_dir, self.name)
+        return Endpoint.ipc(self.run_dir, self.name)
 
 
 def parse_camera(text: str) -> tuple[str, CameraLayout]:

@@ -7,11 +7,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spikefuse.bus import default_ipc_endpoint
 from spikefuse.errors import ConfigError
 from spikefuse.launch.check import check_process_config
 from spikefuse.launch.model import LAUNCH_KEY, LaunchFile, ProcessSpec
 from spikefuse.sdk.config import DriverConfig, DvsSettings
+from spikefuse.transport.endpoint import Endpoint
 from spikefuse.view.config import CameraLayout
 from spikefuse.view.state import stream_key
 
@@ -53,7 +53,7 @@ def _process_endpoints(launch: LaunchFile, run_dir: Path, p: ProcessSpec, cfg: o
         if status:
             out.append(status)
     elif any("://" not in t for t in p.outputs):  # record / exec publishing topics
-        out.append(default_ipc_endpoint(run_dir, p.name))
+        out.append(Endpoint.ipc(run_dir, p.name))
     return out
 
 
@@ -63,7 +63,7 @@ def launch_view(launch: LaunchFile) -> LaunchView:
     drivers' publishers are connected only after the cores sent their first Status: a
     driver with ``wait_for_subscribers`` waits for the core, not for the view."""
     run_dir = launch.resolve_path(launch.run_dir)
-    lv = LaunchView(run_dir, [default_ipc_endpoint(run_dir, f"launch-{launch.name}")])
+    lv = LaunchView(run_dir, [Endpoint.ipc(run_dir, f"launch-{launch.name}")])
     lv.security = launch.security_for(LAUNCH_KEY)  # the launcher's keys: the view is its child
     for i, p in enumerate(launch.processes):
         if p.name == VIEW_PROCESS:

@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable
 from typing import TextIO
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.protocol import Status
 from spikefuse.sdk.timing import StopSignal
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 from spikefuse.view.config import ViewConfig
 from spikefuse.view.server import RerunServer
 from spikefuse.view.state import ViewState, world_bounds

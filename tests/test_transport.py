@@ -1,4 +1,4 @@
-"""The ZeroMQ bus over real sockets (ipc in tmp_path, tcp on 127.0.0.1 with ephemeral
+"""The transport package (spikefuse.transport) over real sockets (ipc in tmp_path, tcp on 127.0.0.1 with ephemeral
 ports) and real child processes."""
 
 from __future__ import annotations
@@ -13,21 +13,15 @@ import time
 import numpy as np
 import pytest
 
-from spikefuse.bus import (
-    AsyncPublisher,
-    AsyncSubscriber,
-    InputQueue,
-    Publisher,
-    PublisherConfig,
-    SecurityConfig,
-    Subscriber,
-    SubscriberConfig,
-    default_ipc_endpoint,
-    is_loopback_or_local,
-)
 from spikefuse.config import parse_yaml, validate_data
 from spikefuse.errors import BusError, ConfigError
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status, encode
+from spikefuse.transport.aio import AsyncPublisher, AsyncSubscriber
+from spikefuse.transport.config import PublisherConfig, SecurityConfig, SubscriberConfig
+from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.queue import InputQueue
+from spikefuse.transport.subscriber import Subscriber
 
 TIMEOUT_S = 5.0
 
@@ -41,7 +35,7 @@ def _batch(seq: int, channels=(0, 1), counts=(1, -1), sensor="imu", inp="gyro", 
 
 @pytest.fixture
 def ep(tmp_path):
-    return default_ipc_endpoint(tmp_path, "bus")
+    return Endpoint.ipc(tmp_path, "bus")
 
 
 def _recv_n(sub, n, timeout_s=TIMEOUT_S):
@@ -160,7 +154,7 @@ _CHILD_PUBLISHER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from spikefuse.bus import Publisher
+    from spikefuse.transport.publisher import Publisher
     from spikefuse.protocol import EventBatch, Status
     endpoint, n_batches, hwm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = np.random.default_rng(7)
@@ -307,13 +301,13 @@ async def test_asyncio_publisher_and_subscriber(ep):
 
 
 def test_endpoint_rules(tmp_path):
-    assert default_ipc_endpoint(tmp_path, "imu") == f"ipc://{tmp_path}/imu.sock"
+    assert Endpoint.ipc(tmp_path, "imu") == f"ipc://{tmp_path}/imu.sock"
     with pytest.raises(ConfigError, match="Unix socket limit"):
-        default_ipc_endpoint(tmp_path / ("x" * 120), "imu")
+        Endpoint.ipc(tmp_path / ("x" * 120), "imu")
     with pytest.raises(ConfigError, match="scheme"):
         Publisher("udp://127.0.0.1:9")
-    assert is_loopback_or_local("tcp://127.0.0.1:5") and is_loopback_or_local("tcp://localhost:5")
-    assert is_loopback_or_local("ipc:///tmp/x") and not is_loopback_or_local("tcp://*:5")
+    assert Endpoint("tcp://127.0.0.1:5").is_local and Endpoint("tcp://localhost:5").is_local
+    assert Endpoint("ipc:///tmp/x").is_local and not Endpoint("tcp://*:5").is_local
     # a non-loopback tcp endpoint needs keys or an explicit insecure: true
     with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
         Publisher("tcp://*:0")
@@ -575,3 +569,91 @@ def test_subscribers_to_a_data_topic_count_once_per_matching_subscription(ep):
             while pub.poll_subscriptions() < 4 and time.monotonic() < deadline:
                 pub.socket.poll(50)
             assert pub.n_subscribed(b"sensor/imu") == 2
+
+
+# --------------------------------------------------------------------------- package rules
+
+
+def test_endpoint_is_one_checked_type_in_every_config(tmp_path):
+    ep = Endpoint("tcp://10.0.0.2:5555")
+    assert isinstance(ep, str) and ep.scheme == "tcp" and ep.address == "10.0.0.2:5555"
+    assert not ep.is_local and ep.ipc_path is None
+    ipc = Endpoint.ipc(tmp_path, "imu")
+    assert ipc.ipc_path == tmp_path / "imu.sock" and ipc.is_local and Endpoint(ipc) is ipc
+    for bad, why in [("nowhere", "scheme://"), ("tcp://host", "host:port"), ("ipc://", "empty")]:
+        with pytest.raises(ConfigError, match=why):
+            Endpoint(bad)
+    # as a field type: the error names the file, the line and the field
+    from spikefuse.core.config import CoreConfig
+
+    text = "graph: g.yaml\ninputs:\n  x: {sensor: imu, endpoint: 'udp://x:1'}\n"
+    with pytest.raises(ConfigError, match=r"core.yaml:3: inputs.x.endpoint.*scheme must be"):
+        validate_data(CoreConfig, parse_yaml(text), "core.yaml")
+    cfg = validate_data(CoreConfig, parse_yaml(text.replace("udp", "tcp")), "core.yaml")
+    assert type(cfg.inputs["x"].endpoint) is Endpoint
+    assert cfg.model_dump(mode="json")["inputs"]["x"]["endpoint"] == "tcp://x:1"
+
+
+def test_seq_tracker_counts_gaps_and_resets():
+    from spikefuse.transport.seq import SeqTracker
+
+    t = SeqTracker()
+    assert [t.see("a", s) for s in (5, 6, 9, 10, 2, 2, 3)] == [0, 0, 2, 0, -1, -1, 0]
+    assert t.see("b", 0) == 0 and t.last("a") == 3 and t.last("c") is None
+    assert t.gaps == {"a": 2} and t.resets == {"a": 2} and t.n_missing == 2 and t.n_resets == 2
+
+
+def test_the_recorder_counts_gaps_with_the_same_tracker(tmp_path, ep):
+    from spikefuse.recording.recorder import Recorder
+    from spikefuse.sdk.timing import StopSignal
+
+    with Publisher(ep) as pub, Recorder(tmp_path / "r.mcap", [ep], ["sensor/"]) as rec:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        for seq in (0, 1, 4, 5, 1):  # 2 and 3 lost on the way, then a restart
+            pub.send(_batch(seq))
+        stats = rec.run(StopSignal(), duration_s=2.0)  # already on their way: all arrive
+    assert stats.n_messages == 5 and stats.seq_gaps == {"sensor/imu/gyro": 2}
+    assert rec.seq.resets == {"sensor/imu/gyro": 1}
+
+
+def _imports(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_only_the_transport_package_imports_zmq():
+    from tests.conftest import REPO
+
+    offenders = []
+    for path in sorted(REPO.glob("**/*.py")) + sorted(REPO.glob("**/*.pyx")):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith(("spikefuse/transport/", ".", "build/")) or "/." in rel:
+            continue
+        text = path.read_text(encoding="utf-8")
+        mods = _imports(path) if path.suffix == ".py" else set()
+        if any(m == "zmq" or m.startswith("zmq.") for m in mods) or (
+            path.suffix == ".pyx" and "zmq" in text
+        ):
+            offenders.append(rel)
+    assert offenders == []
+
+
+def test_config_models_take_transport_types_without_zmq():
+    from tests.conftest import REPO
+
+    zmq_free = {f"spikefuse.transport.{m}" for m in ("config", "endpoint", "queue", "seq")}
+    configs = [*REPO.glob("spikefuse/**/config.py"), REPO / "spikefuse/launch/model.py"]
+    for path in configs:
+        used = {m for m in _imports(path) if m.startswith("spikefuse.transport")}
+        assert used <= zmq_free, f"{path}: {used - zmq_free}"
+    code = "import sys, " + ", ".join(sorted(zmq_free)) + "; print('zmq' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr

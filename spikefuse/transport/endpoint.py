@@ -1,0 +1,81 @@
+"""Endpoints: one type for every ZeroMQ address spikefuse binds or connects (no zmq here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic_core import core_schema
+
+from spikefuse.errors import ConfigError
+
+IPC_PATH_MAX = 107
+"""Longest ipc path in bytes (the Unix socket limit, ``sun_path`` minus its NUL)."""
+SCHEMES = ("ipc", "tcp", "inproc")
+_LOOPBACK_HOSTS = {"localhost", "::1", "[::1]", "ip6-localhost"}
+
+
+class Endpoint(str):
+    """A checked endpoint string: ``ipc://path``, ``tcp://host:port`` or ``inproc://name``.
+
+    ``Endpoint(text)`` raises :class:`ConfigError` naming what is wrong. It is a ``str``, so
+    it goes wherever an endpoint string goes; as a pydantic field type (``endpoint:
+    Endpoint | None``) a bad value is a validation error of that field."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: object) -> Endpoint:
+        if isinstance(text, Endpoint):
+            return text
+        if not isinstance(text, str) or "://" not in text:
+            raise ConfigError(f"endpoint {text!r} is not of the form scheme://address")
+        scheme, _, address = text.partition("://")
+        if scheme not in SCHEMES:
+            raise ConfigError(f"endpoint {text!r}: scheme must be one of {SCHEMES}")
+        if not address:
+            raise ConfigError(f"endpoint {text!r}: empty address")
+        if scheme == "tcp" and ":" not in address:
+            raise ConfigError(f"endpoint {text!r}: tcp needs host:port")
+        if scheme == "ipc" and len(address.encode()) > IPC_PATH_MAX:
+            raise ConfigError(
+                f"endpoint {text!r}: ipc path longer than {IPC_PATH_MAX} bytes "
+                "(the Unix socket limit); use a shorter run directory"
+            )
+        return super().__new__(cls, text)
+
+    @classmethod
+    def ipc(cls, run_dir: str | Path, name: str) -> Endpoint:
+        """``ipc://<run_dir>/<name>.sock``: the default endpoint of a component on this host."""
+        if not name or "/" in name or "\0" in name:
+            raise ConfigError(f"endpoint name {name!r} must be non-empty without '/'")
+        return cls(f"ipc://{Path(run_dir).absolute() / name}.sock")
+
+    @property
+    def scheme(self) -> str:
+        return self.partition("://")[0]
+
+    @property
+    def address(self) -> str:
+        return self.partition("://")[2]
+
+    @property
+    def ipc_path(self) -> Path | None:
+        """The socket file of an ``ipc://`` endpoint (None for the other schemes)."""
+        return Path(self.address) if self.scheme == "ipc" else None
+
+    @property
+    def is_local(self) -> bool:
+        """True for ipc://, inproc:// and tcp:// on a loopback address: plaintext allowed."""
+        if self.scheme != "tcp":
+            return True
+        host = self.address.rsplit(":", 1)[0]
+        host = host.split(";")[-1]  # "source;host" connect syntax: the remote part counts
+        return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )

@@ -1,0 +1,273 @@
+"""The receiving side: :class:`Subscriber`, a SUB socket on one or more endpoints.
+
+Payloads are decoded by a counting :class:`~spikefuse.protocol.Decoder` (bad ones are
+counted and logged, never raised), sequence gaps are counted per stream
+(:class:`~spikefuse.transport.seq.SeqTracker`), and what is ready is drained into a
+per-stream :class:`~spikefuse.transport.queue.InputQueue` with policy ``keep`` (bounded,
+oldest dropped and counted) or ``coalesce`` (consecutive batches of one stream merged by
+summing counts per channel: overload costs temporal resolution, never the signal)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from spikefuse.errors import ConfigError
+from spikefuse.protocol import Decoder, Message, stream_of, topic_of
+from spikefuse.transport.config import SecurityConfig, SubscriberConfig
+from spikefuse.transport.queue import InputQueue, Policy
+from spikefuse.transport.security import apply_server_security, check_plaintext
+from spikefuse.transport.seq import SeqTracker
+from spikefuse.transport.sockets import (
+    MAX_MSG_BYTES,
+    SUB_LINGER_MS,
+    Closes,
+    SocketOwner,
+    bind_or_connect,
+)
+
+DEFAULT_MAX_DRAIN = 65536
+"""Most messages pulled off a socket per drain (bounds one call's latency)."""
+
+
+def check_frames(decoder: Decoder, frames: list[bytes]) -> Message | None:
+    """The message of one received ``[topic, payload]``, decoded and checked against its
+    topic frame; None (counted by ``decoder``) when it is rejected."""
+    if len(frames) != 2:
+        decoder.reject("bad_frames", f"expected [topic, payload], got {len(frames)} frames")
+        return None
+    msg = decoder.decode(frames[1])
+    if msg is None:
+        return None
+    if topic_of(msg) != frames[0]:
+        decoder.reject("topic_mismatch", f"topic frame {frames[0][:80]!r} != {topic_of(msg)!r}")
+        return None
+    return msg
+
+
+@dataclass
+class SubscriberStats:
+    """Counters of a subscriber (a snapshot)."""
+
+    n_received: int
+    n_rejected: int
+    rejected: dict[str, int]
+    n_dropped: int
+    n_coalesced: int
+    seq_gaps: dict[str, int] = field(default_factory=dict)
+    """stream -> number of messages missing according to sequence numbers"""
+    seq_resets: dict[str, int] = field(default_factory=dict)
+    """stream -> number of times seq did not advance (sender restarted, or duplicates)"""
+    n_auth_denied: int = 0
+
+    @property
+    def n_seq_missing(self) -> int:
+        return sum(self.seq_gaps.values())
+
+
+class ReceiveCore:
+    """Socket-independent receive logic shared by the sync and asyncio subscribers."""
+
+    def _init_core(self, name: str, policy: Policy, max_queue: int, max_drain: int) -> None:
+        self.decoder = Decoder(name)
+        self.queue = InputQueue(policy, max_queue)
+        self.max_drain = max_drain
+        self.n_received = 0
+        self._rcvtimeo_ms = -1
+        self.seq = SeqTracker()
+
+    def _setup_socket(
+        self,
+        owner: SocketOwner,
+        sock: zmq.Socket,
+        endpoints: list[str],
+        topics: list[str],
+        bind: bool,
+        hwm: int,
+        security: SecurityConfig | None,
+    ) -> list[str]:
+        sock.linger = SUB_LINGER_MS
+        sock.rcvhwm = hwm
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
+        if security is not None and security.uses_curve:
+            apply_server_security(sock, security, owner)
+        for t in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, t.encode() if isinstance(t, str) else bytes(t))
+        return [bind_or_connect(sock, e, bind) for e in endpoints]
+
+    def _accept(self, frames: list[bytes]) -> Message | None:
+        """Decode and check one received multipart message and track its sequence number;
+        None (counted) if it is rejected."""
+        msg = check_frames(self.decoder, frames)
+        if msg is None:
+            return None
+        self.n_received += 1
+        self.seq.see(stream_of(msg), msg.seq)
+        return msg
+
+    def _drain(self, sock: zmq.Socket) -> int:
+        """Move every ready message (at most ``max_drain``) into the queue."""
+        n = 0
+        while n < self.max_drain:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            msg = self._accept(frames)
+            if msg is not None:
+                self.queue.put(msg)
+            n += 1
+        return n
+
+    @property
+    def stats(self) -> SubscriberStats:
+        keylist = self._owner.keylist
+        return SubscriberStats(
+            n_received=self.n_received,
+            n_rejected=self.decoder.n_rejected,
+            rejected=dict(self.decoder.rejected),
+            n_dropped=self.queue.n_dropped,
+            n_coalesced=self.queue.n_coalesced,
+            seq_gaps=dict(self.seq.gaps),
+            seq_resets=dict(self.seq.resets),
+            n_auth_denied=keylist.n_denied if keylist else 0,
+        )
+
+
+class Subscriber(ReceiveCore, Closes):
+    """Receives decoded messages from one or more endpoints (connects by default;
+    ``bind=True`` for fan-in). Never raises on bad payloads: they are counted in
+    ``stats.rejected``. ``topics`` are prefixes (``""`` = everything, ``"sensor/imu"``)."""
+
+    def __init__(
+        self,
+        endpoints: list[str] | str,
+        topics: list[str] | None = None,
+        *,
+        bind: bool = False,
+        hwm: int = 10000,
+        security: SecurityConfig | None = None,
+        policy: Policy = "keep",
+        max_queue: int = 10000,
+        max_drain: int = DEFAULT_MAX_DRAIN,
+        context: zmq.Context | None = None,
+        name: str = "subscriber",
+    ) -> None:
+        endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not endpoints:
+            raise ConfigError("a subscriber needs at least one endpoint")
+        check_plaintext(endpoints, security)
+        self._init_core(name, policy, max_queue, max_drain)
+        secure = security is not None and security.uses_curve
+        self._owner = SocketOwner(context, private=secure)
+        try:
+            self._sock = self._owner.sock = self._owner.ctx.socket(zmq.SUB)
+            self.endpoints = self._setup_socket(
+                self._owner, self._sock, endpoints, topics or [""], bind, hwm, security
+            )
+        except BaseException:
+            self._owner.close(0)
+            raise
+
+    @classmethod
+    def from_config(cls, cfg: SubscriberConfig, **kwargs) -> Subscriber:
+        return cls(
+            cfg.endpoints,
+            cfg.topics,
+            bind=cfg.bind,
+            hwm=cfg.hwm,
+            security=cfg.security,
+            policy=cfg.policy,
+            max_queue=cfg.max_queue,
+            **kwargs,
+        )
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+    def fileno(self) -> int:
+        """The socket's edge-triggered notification fd (for select/epoll integration):
+        when it signals, call ``recv_many(0)`` until it returns ``[]``."""
+        return self._sock.getsockopt(zmq.FD)
+
+    def _wait_one(self, deadline_s: float | None) -> Message | None:
+        """Block (up to the deadline) for the next accepted message; rejected ones are
+        counted and waiting goes on. Uses RCVTIMEO on a blocking receive, which wakes up
+        sooner than a poll followed by a receive."""
+        sock = self._sock
+        while True:
+            if deadline_s is None:
+                wait_ms = -1
+            else:
+                wait_ms = int((deadline_s - time.monotonic()) * 1000 + 0.999)
+                if wait_ms <= 0:
+                    return None
+            if wait_ms != self._rcvtimeo_ms:
+                sock.rcvtimeo = self._rcvtimeo_ms = wait_ms
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                return None
+            msg = self._accept(frames)
+            if msg is not None:
+                return msg
+
+    @staticmethod
+    def _deadline(timeout_s: float | None) -> float | None:
+        return None if timeout_s is None else time.monotonic() + timeout_s
+
+    def recv(self, timeout_s: float | None = None) -> Message | None:
+        """The next message (``None`` after ``timeout_s``; a ``None`` timeout blocks).
+
+        Messages already queued by :meth:`recv_many` come first; otherwise this takes one
+        message off the socket without draining the rest (lowest latency). Consumers that
+        can fall behind should use :meth:`recv_many`, which applies the queue policy."""
+        if len(self.queue):
+            return self.queue.pop()
+        if timeout_s is not None and timeout_s <= 0:
+            self._drain(self._sock)
+            return self.queue.pop()
+        return self._wait_one(self._deadline(timeout_s))
+
+    def recv_frames(self, timeout_s: float | None, max_n: int = 10000) -> list[list[bytes]]:
+        """Raw ``[topic, payload]`` frame lists as they arrived (no decoding, no queue
+        policy): for consumers that store bytes verbatim, such as the recorder. Waits up to
+        ``timeout_s`` for the first, then takes what is ready (at most ``max_n``)."""
+        sock = self.socket
+        wait_ms = -1 if timeout_s is None else max(0, int(timeout_s * 1000))
+        if not sock.poll(wait_ms, zmq.POLLIN):
+            return []
+        out: list[list[bytes]] = []
+        while len(out) < max_n:
+            try:
+                out.append(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return out
+
+    def recv_many(self, timeout_s: float | None = None) -> list[Message]:
+        """Everything ready (waiting up to ``timeout_s`` for the first message), after the
+        queue policy (keep / coalesce) was applied to it."""
+        if not len(self.queue) and not (timeout_s is not None and timeout_s <= 0):
+            first = self._wait_one(self._deadline(timeout_s))
+            if first is None:
+                return []
+            self.queue.put(first)
+        self._drain(self._sock)
+        return self.queue.pop_all()
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Drop topic subscriptions (the publisher sees it: a clean leave, after which
+        :meth:`recv_many` still returns what was already on its way)."""
+        for t in topics:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, t.encode())
+
+    def close(self) -> None:
+        self._owner.close(SUB_LINGER_MS)
+
+    @property
+    def closed(self) -> bool:
+        return self._sock.closed
