@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from _core_util import small_graph, stop, wait_recorded, write_yaml
 
-from spikefuse.bus import Publisher, Subscriber
 from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
 from spikefuse.recording.offline import replay_offline
+from spikefuse.transport.publisher import Publisher
+from spikefuse.transport.subscriber import Subscriber
 
 
 def _batch(seq: int, ch: int, co: int) -> EventBatch:

@@ -3,8 +3,8 @@
 #
 # Contract. _Hot.on_payload either handles an EventBatch payload completely, with exactly
 # the semantics of the Python path (FusionCore.handle followed by FusionCore.service at the
-# same time), or returns None having changed nothing, and the Python path handles the
-# message. Every check runs before the first change. The state is the Python objects' own:
+# same time; a status due then is left to the caller's next service), or returns None
+# having changed nothing, and the Python path handles the message. Every check runs before the first change. The state is the Python objects' own:
 # the InputState arrays (received, _sent), the MotorChannel arrays (target, commanded),
 # the engine's compiled Core and the core's motor sequence numbers are written through
 # views held here; scalar state is read and written as the objects' attributes. Every
@@ -35,6 +35,8 @@ cdef struct Limits:
     i64 version
     i64 kind_batch
     i64 kind_motor
+    u8 batch_head  # msgpack fixarray of version, kind and the EventBatch fields
+    u8 motor_head  # the same for MotorCommand
 
 
 cdef struct Parsed:
@@ -155,7 +157,7 @@ cdef int parse_batch(const u8* b, Py_ssize_t n, const Limits* lim, Parsed* m) no
     cdef i64 v
     cdef uint64_t bits
     cdef Py_ssize_t ln
-    if n < 1 or n > lim.max_payload or b[0] != 0x9B:  # a fixarray of 2 + 9 fields
+    if n < 1 or n > lim.max_payload or b[0] != lim.batch_head:
         return -1
     if read_int(b, n, &pos, &v) != 0 or v != lim.version:
         return -1
@@ -367,6 +369,8 @@ cdef class _Hot:
         self.lim.version = limits["version"]
         self.lim.kind_batch = limits["kind_batch"]
         self.lim.kind_motor = limits["kind_motor"]
+        self.lim.batch_head = 0x90 | (2 + limits["batch_fields"])
+        self.lim.motor_head = 0x90 | (2 + limits["motor_fields"])
         self.keep = [motor_seq]
         self.motor_seq = &seq_view[0]
         # inputs
@@ -504,7 +508,7 @@ cdef class _Hot:
         cdef u8* o = &self.out_buf[pos]
         cdef Py_ssize_t k = 1
         cdef Motor* m = &self.mot[i]
-        o[0] = 0x97
+        o[0] = self.lim.motor_head
         k += write_int(o + k, self.lim.version)
         k += write_int(o + k, self.lim.kind_motor)
         k += write_str(o + k, m.name, m.name_len)

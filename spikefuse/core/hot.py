@@ -35,6 +35,9 @@ Command = tuple[int, bytes, int, int, bool]
 
 def unavailable(core: FusionCore) -> str | None:
     """Why the compiled path cannot serve ``core`` (None: it can)."""
+    kinds = (protocol.KIND_EVENT_BATCH, protocol.KIND_MOTOR_COMMAND)
+    if any(2 + protocol._KINDS[k][1] > 15 for k in kinds):
+        return "a wire format whose envelope is no msgpack fixarray (> 15 items)"
     if sys.byteorder != "little":
         return "a big-endian host (the wire arrays are little-endian)"
     if core.data_clock:
@@ -93,6 +96,9 @@ class HotPath:
             "version": protocol.PROTOCOL_VERSION,
             "kind_batch": protocol.KIND_EVENT_BATCH,
             "kind_motor": protocol.KIND_MOTOR_COMMAND,
+            # the number of fields of each kind (the decoder's table)
+            "batch_fields": protocol._KINDS[protocol.KIND_EVENT_BATCH][1],
+            "motor_fields": protocol._KINDS[protocol.KIND_MOTOR_COMMAND][1],
         }
         self._hot = _Hot(core, limits, streams, routes, motors, core.motor_seq)
 
