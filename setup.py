@@ -31,6 +31,16 @@ extensions = [
     )
     for name in ("_engine", "_kernels")
 ]
+# the fusion core's compiled per-message path (cimports the engine's Core)
+extensions.append(
+    Extension(
+        "spikefuse.core._hot",
+        ["spikefuse/core/_hot.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3", "-ffp-contract=off"],
+    )
+)
 
 # spikefuse.drivers and spikefuse.benchmarks live in top-level drivers/ and benchmarks/
 # (package-dir in pyproject.toml); everything else is found under spikefuse/.

@@ -94,6 +94,7 @@ def test_demo_split_over_two_agents_with_curve_runs_and_stops_cleanly(tmp_path):
             text,
         ), text
         assert re.search(r"--set clock_offsets_ns\.camera=-?\d+", text), text
+        assert "Python per-message path (clock_offsets_ns" in text  # where times are moved
         started = pids(reader)
         assert set(started) == {"imu", "camera", "core", "motors"}, text
         assert "inputs.gyro.endpoint=tcp://127.0.0.1:" in text  # the topic crossed hosts
