@@ -31,6 +31,16 @@ extensions = [
     )
     for name in ("_engine", "_kernels")
 ]
+# the driver SDK's per-sample path (spikefuse/sdk/_fast.pyx; oracles in tests/test_sdk_fast.py)
+extensions.append(
+    Extension(
+        "spikefuse.sdk._fast",
+        ["spikefuse/sdk/_fast.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3", "-ffp-contract=off"],
+    )
+)
 
 # spikefuse.drivers and spikefuse.benchmarks live in top-level drivers/ and benchmarks/
 # (package-dir in pyproject.toml); everything else is found under spikefuse/.
