@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run this process and the children (not the idle core) under SCHED_FIFO at this "
         "priority (1-99; needs CAP_SYS_NICE): shows how much is scheduling (default 0: off)",
     )
+    p.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip the floor and SDK chains pinned to one CPU (fields *_1cpu)",
+    )
 
 
 # --------------------------------------------------------------------------- setup
@@ -556,6 +561,29 @@ def measure_sdk(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
     return (t[first] - cause[first]) / 1e3
 
 
+@contextlib.contextmanager
+def _affinity(cpus: set[int]):
+    """This process (and every child started inside: they inherit it) on ``cpus``."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def measure_pinned(
+    run: Path, seconds: float, rt_priority: int = 0
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(the CPU, floor latencies, SDK chain latencies) with all three processes of each
+    chain on one CPU (the launch file's ``cpu: [n]`` for every process)."""
+    cpu = max(os.sched_getaffinity(0))
+    with _affinity({cpu}):
+        floor, _ = measure_floor(run, seconds, rt_priority)
+        sdk = measure_sdk(run, seconds, rt_priority)
+    return cpu, floor, sdk
+
+
 def zenoh_available() -> bool:
     import importlib.util
 
@@ -576,9 +604,10 @@ def _zenoh_session(listen: list[str], connect: list[str]):
 def _zenoh_publisher(session, key: str):
     import zenoh
 
-    # express: no batching (zenoh's lowest-latency setting); drop rather than block
+    # express: no batching (zenoh's lowest-latency setting); block rather than drop
+    # (nothing is lost; at 1 kHz nothing waits either)
     return session.declare_publisher(
-        key, congestion_control=zenoh.CongestionControl.DROP, express=True
+        key, congestion_control=zenoh.CongestionControl.BLOCK, express=True
     )
 
 
@@ -607,24 +636,27 @@ def zenoh_relay_main(listen_ep: str) -> None:
 
 
 def zenoh_recv_main(connect_ep: str, out: str) -> None:
-    """The zenoh chain's receiver (a child): decodes each MotorCommand like an actuator,
-    keeps (receipt, cause) until the payload ``END``, then writes them to ``out`` (.npy);
-    ``out``.ready appears at the first message."""
+    """The zenoh chain's receiver (a child) does per message what the console actuator
+    does: decode the MotorCommand, write a CSV row (line-buffered) with the receipt time;
+    until the payload ``END``. ``out``.ready appears at the first message."""
     from spikefuse.protocol import decode
 
     session = _zenoh_session([], [connect_ep])
     sub = session.declare_subscriber("sf/bench/out")
-    rows: list[tuple[int, int]] = []
     ready = Path(out + ".ready")
-    while True:
-        payload = sub.recv().payload.to_bytes()
-        now = time.monotonic_ns()
-        if payload == b"END":
-            break
-        rows.append((now, decode(payload).cause_t_ns))
-        if len(rows) == 1:
-            ready.touch()
-    np.save(out, np.array(rows, np.int64).reshape(-1, 2))
+    n = 0
+    with open(out, "w", encoding="utf-8", buffering=1) as f:
+        f.write("t_ns,cause_t_ns,values\n")
+        while True:
+            payload = sub.recv().payload.to_bytes()
+            now = time.monotonic_ns()
+            if payload == b"END":
+                break
+            cmd = decode(payload)
+            f.write(f"{now},{cmd.cause_t_ns},{','.join(map(str, cmd.values.tolist()))}\n")
+            n += 1
+            if n == 1:
+                ready.touch()
     session.close()
 
 
@@ -632,7 +664,7 @@ def measure_zenoh(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray
     """Latencies (us) of the floor's messages over a zenoh two-hop chain (this process ->
     a relay process -> a receiver process; unix sockets, peer mode, express publishers)."""
     ep = f"unixsock-stream/{run}/zenoh-relay.sock"
-    out = str(run / "zenoh.npy")
+    out = str(run / "zenoh.csv")
     me = [sys.executable, "-m", "spikefuse.benchmarks.bench_latency"]
     relay = _spawn([*me, "zrelay", ep], run / "zrelay.log", rt_priority)
     recv = None
@@ -651,14 +683,17 @@ def measure_zenoh(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray
         t_start = time.monotonic_ns()
         _send_floor(pub, seconds)
         zpub.put(b"END")
-        recv.wait(30.0)
+        try:
+            recv.wait(60.0)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"zenoh receiver never saw the end (see {run}/zrecv.log)") from None
     finally:
         if session is not None:
             session.close()
         _stop(relay)
         if recv is not None:
             _stop(recv)
-    rows = np.load(out)
+    rows = np.loadtxt(out, np.int64, delimiter=",", skiprows=1, usecols=(0, 1), ndmin=2)
     rows = rows[rows[:, 1] >= t_start]
     return (rows[:, 0] - rows[:, 1]) / 1e3
 
@@ -744,6 +779,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         floor, relay_cpu_us = measure_floor(run_dir, args.seconds, prio)
         sdk = measure_sdk(run_dir, args.seconds, prio)
         zen = measure_zenoh(run_dir, args.seconds, prio) if zenoh_available() else None
+        pinned = None if args.no_pinned else measure_pinned(run_dir, args.seconds, prio)
         e2e = measure_e2e(run_dir, args.seconds, args.seed, prio)
         loops = {
             hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
@@ -752,6 +788,8 @@ def run(args: argparse.Namespace) -> BenchResult:
     ev_ops, dense1k_ops = demo_compute(5.0)
     res = _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
     _report_sdk(res, floor, sdk, zen)
+    if pinned is not None:
+        _report_pinned(res, floor, sdk, *pinned)
     return res
 
 
@@ -894,6 +932,33 @@ def _report_sdk(
     res.notes.append(note)
 
 
+def _report_pinned(
+    res: BenchResult,
+    floor: np.ndarray,
+    sdk: np.ndarray,
+    cpu: int,
+    floor1: np.ndarray,
+    sdk1: np.ndarray,
+) -> None:
+    """The same chains with every process on one CPU, against the unpinned ones."""
+    res.add(f"floor, all on CPU {cpu}", len(floor1), *_stats(floor1), "-", "-", "-")
+    res.add(f"SDK chain, all on CPU {cpu}", len(sdk1), *_stats(sdk1), "-", "-", "-")
+    f1, s1 = float(np.percentile(floor1, 50)), float(np.percentile(sdk1, 50))
+    f0, s0 = float(np.percentile(floor, 50)), float(np.percentile(sdk, 50))
+    res.fields.update(
+        {
+            "floor_p50_us_1cpu": _r(f1),
+            "sdk_p50_us_1cpu": _r(s1),
+            "floor_p50_ratio_1cpu_vs_free": round(f1 / f0, 3),
+            "sdk_p50_ratio_1cpu_vs_free": round(s1 / s0, 3),
+        }
+    )
+    res.notes.append(
+        f"one CPU for the whole chain (launch `cpu: [{cpu}]` on every process): floor p50 "
+        f"x{f1 / f0:.2f}, SDK chain p50 x{s1 / s0:.2f} of the unpinned run"
+    )
+
+
 def _mean(a: np.ndarray) -> float:
     return float(np.mean(a)) if a.size else float("nan")
 
@@ -918,7 +983,7 @@ if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate lo
         relay_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "zrelay":
         zenoh_relay_main(sys.argv[2])
-    elif len(sys.argv) == 4 and sys.argv[1] == "zrecv":
+    elif len(sys.argv) == 4 and sys.argv[1] == "zrecv":  # OUT_CSV
         zenoh_recv_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 7 and sys.argv[1] == "loop":
         loop_main(*sys.argv[2:])
@@ -926,7 +991,7 @@ if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate lo
         sys.exit(
             "usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP\n"
             "       python -m spikefuse.benchmarks.bench_latency zrelay LISTEN_EP\n"
-            "       python -m spikefuse.benchmarks.bench_latency zrecv CONNECT_EP OUT_NPY\n"
+            "       python -m spikefuse.benchmarks.bench_latency zrecv CONNECT_EP OUT_CSV\n"
             "       python -m spikefuse.benchmarks.bench_latency loop SUB_EP PUB_EP RATE_HZ "
             "GRAPH STATS_JSON"
         )
