@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-pinned",
         action="store_true",
-        help="skip the floor and SDK chains pinned to one CPU (fields *_1cpu)",
+        help="skip the floor and SDK chains pinned to one CPU (fields *_1cpu; always skipped "
+        "with --rt-priority)",
     )
 
 
@@ -578,9 +579,11 @@ def measure_pinned(
     """(the CPU, floor latencies, SDK chain latencies) with all three processes of each
     chain on one CPU (the launch file's ``cpu: [n]`` for every process)."""
     cpu = max(os.sched_getaffinity(0))
+    sub = run / "pinned"  # fresh files: a warm-up check must not see the unpinned run's CSV
+    sub.mkdir(exist_ok=True)
     with _affinity({cpu}):
-        floor, _ = measure_floor(run, seconds, rt_priority)
-        sdk = measure_sdk(run, seconds, rt_priority)
+        floor, _ = measure_floor(sub, seconds, rt_priority)
+        sdk = measure_sdk(sub, seconds, rt_priority)
     return cpu, floor, sdk
 
 
@@ -782,7 +785,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         sdk = measure_sdk(run_dir, args.seconds, prio)
         # zenoh under SCHED_FIFO: its runtime threads inherit the policy; not run there
         zen = measure_zenoh(run_dir, args.seconds) if zenoh_available() and not prio else None
-        pinned = None if args.no_pinned else measure_pinned(run_dir, args.seconds, prio)
+        # not under SCHED_FIFO: there the bench process spun at 100 % of the one CPU its
+        # equal-priority children needed (twice; see docs/benchmarks.md)
+        pinned = None if args.no_pinned or prio else measure_pinned(run_dir, args.seconds)
         e2e = measure_e2e(run_dir, args.seconds, args.seed, prio)
         loops = {
             hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
