@@ -11,7 +11,9 @@ Every figure is a ratio against a baseline measured in the same run:
 4. DVS: events per frame vs pixels per frame on the synthetic moving bar, and the encode
    time per frame vs just resampling + log of the frame;
 5. the SDK pipeline (imu driver, synthetic source, no waiting, a counting sender) per
-   sample vs the encoder alone.
+   sample vs the encoder alone;
+6. the SDK's per-sample path into a real Publisher (3 channels, each sample sent at once)
+   vs a bare ``send_payload`` of the same payloads on the same socket.
 """
 
 from __future__ import annotations
@@ -191,6 +193,49 @@ def _sdk_row(res: BenchResult, seconds: float) -> None:
     }
 
 
+def _sdk_vs_publisher_row(res: BenchResult, n: int) -> None:
+    """The SDK's per-sample path (a 3-channel sample in, an EventBatch sent at once on a real
+    Publisher: encode, batch, number, pack, send) against a bare ``send_payload`` of the
+    same payloads on the same socket (issue 13: the SDK's overhead over the transport)."""
+    import tempfile
+
+    from spikefuse.sdk import DriverConfig, Sample
+    from spikefuse.sdk.runner import Runner
+    from spikefuse.sdk.timing import StopSignal
+    from spikefuse.transport.endpoint import Endpoint
+    from spikefuse.transport.publisher import Publisher
+
+    class _Cfg(DriverConfig):
+        default_groups = {"gyro": {"scale": 1000.0}}
+
+    cfg = _Cfg(name="bench", max_batch_latency_ms=0.0, heartbeat_period_s=3600.0)
+    values = np.random.default_rng(0).normal(0, 1, (n, 3))
+    with (
+        tempfile.TemporaryDirectory(prefix="sfenc") as tmp,
+        Publisher(Endpoint.ipc(tmp, "sdk")) as pub,
+    ):
+        runner = Runner(cfg, lambda c, x: iter(()), pub, StopSignal())
+        runner.service(time.monotonic_ns())  # the start-up heartbeat, not a sample
+        t0 = time.perf_counter()
+        for i in range(n):
+            runner.handle(Sample("gyro", 1_000_000 * i, values[i]))
+        t_sdk = time.perf_counter() - t0
+        stream = runner.streams["gyro"]
+        batch = EventBatch("bench", 0, 0, "gyro", 1000.0, *stream.encoder.encode(values[0] + 5))
+        payload, topic = encode(batch), b"sensor/bench"
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pub.send_payload(topic, payload)
+        t_pub = time.perf_counter() - t0
+    per_sdk, per_pub = t_sdk / n, t_pub / n
+    res.add(
+        "sdk sample -> Publisher s/msg vs bare send_payload", per_sdk, per_pub, per_sdk / per_pub
+    )
+    res.fields["sdk"]["us_per_sample_to_publisher"] = round(per_sdk * 1e6, 2)
+    res.fields["sdk"]["bare_publisher_us_per_msg"] = round(per_pub * 1e6, 2)
+    res.fields["sdk"]["us_over_bare_publisher"] = round((per_sdk - per_pub) * 1e6, 2)
+
+
 def run(args: argparse.Namespace) -> BenchResult:
     res = BenchResult(
         "encoders and driver SDK (ratios against baselines measured in this run)",
@@ -202,6 +247,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     _scale_sweep(res, data, max_rows)
     _dvs_rows(res, 30 if args.quick else 150)
     _sdk_row(res, 1.0 if args.quick else 5.0)
+    _sdk_vs_publisher_row(res, 5_000 if args.quick else 50_000)
     res.notes.append(
         "data: BROAD (Laidig et al. 2021, CC BY 4.0), VQF test log (MIT), x-io Fusion example (MIT)"
     )

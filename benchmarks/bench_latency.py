@@ -65,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run this process and the children (not the idle core) under SCHED_FIFO at this "
         "priority (1-99; needs CAP_SYS_NICE): shows how much is scheduling (default 0: off)",
     )
+    p.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip the floor and SDK chains pinned to one CPU (fields *_1cpu; always skipped "
+        "with --rt-priority)",
+    )
 
 
 # --------------------------------------------------------------------------- setup
@@ -111,7 +117,9 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _actuator(run: Path, csv: Path, core: str, rt_priority: int = 0) -> subprocess.Popen:
+def _actuator(
+    run: Path, csv: Path, core: str, rt_priority: int = 0, n_channels: int = N_OUT
+) -> subprocess.Popen:
     cfg = run / f"act-{csv.stem}.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -119,7 +127,7 @@ def _actuator(run: Path, csv: Path, core: str, rt_priority: int = 0) -> subproce
                 "name": "motors",
                 "core": core,
                 "run_dir": str(run),
-                "n_channels": N_OUT,
+                "n_channels": n_channels,
                 "csv": str(csv),
                 "print_hz": 0,
                 "deadman_ms": 1000,
@@ -467,6 +475,234 @@ def measure_floor(run: Path, seconds: float, rt_priority: int = 0) -> tuple[np.n
     return _latencies_us(csv)[3:], cpu_us
 
 
+# --------------------------------------------------------------------------- SDK and zenoh
+
+SDK_RATE_HZ = 1000.0
+SDK_WARMUP_S = 0.5
+N_SDK = 3
+
+
+def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
+    """A real ``spikefuse driver imu`` (synthetic gyro only, 3 channels at 1 kHz, every
+    sample sent at once) and a core with a 3 -> 3 pass-through graph."""
+    from spikefuse.graph import Graph
+
+    scale = 1000.0  # one count = 1 mrad/s: the synthetic gyro's noise changes every sample
+    g = Graph("passthrough")
+    g.input("gyro", N_SDK, scale=scale)
+    g.output("y", "gyro", scale=scale)
+    g.save(run / "g3.npz")
+    driver = run / "sdk-imu.yaml"
+    driver.write_text(
+        yaml.safe_dump(
+            {
+                "name": "imu",
+                "run_dir": str(run),
+                "max_batch_latency_ms": 0.0,
+                "wait_for_subscribers": 1,
+                "wait_for_subscribers_timeout_s": 30.0,
+                "duration_s": seconds + SDK_WARMUP_S,
+                "groups": {
+                    "gyro": {"scale": scale, "rate_hz": SDK_RATE_HZ},
+                    "accel": {"enabled": False},
+                    "mag": {"enabled": False},
+                },
+                "source": {"type": "synthetic", "seed": 0},
+            }
+        )
+    )
+    core = run / "sdkcore.yaml"
+    core.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sdkcore",
+                "graph": str(run / "g3.npz"),
+                "run_dir": str(run),
+                "inputs": {"gyro": {"sensor": "imu", "timeout_s": 60}},
+                "actuators": {"motors": {"output": "y"}},
+            }
+        )
+    )
+    return driver, core
+
+
+def measure_sdk(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
+    """Latencies (us) of a real SDK driver process -> ``spikefuse core`` (3 -> 3
+    pass-through) -> the console actuator: sample time to command receipt, two hops."""
+    driver_cfg, core_cfg = _write_sdk_configs(run, seconds)
+    csv = run / "sdk.csv"
+    core = _spawn(
+        [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)],
+        run / "sdkcore.log",
+        rt_priority,
+    )
+    act = _actuator(run, csv, "sdkcore", rt_priority, n_channels=N_SDK)
+    try:
+        _wait_started(run / "sdkcore.sock", 30.0)
+        drv = _spawn(
+            [sys.executable, "-m", "spikefuse", "driver", "imu", "--config", str(driver_cfg)],
+            run / "sdk-imu.log",
+            rt_priority,
+        )
+        try:
+            drv.wait(seconds + SDK_WARMUP_S + 60.0)
+        finally:
+            _stop(drv)
+        time.sleep(0.3)  # the last commands on their way
+    finally:
+        _stop(core)
+        _stop(act)
+    t, cause = _commands(csv)
+    if not t.size:
+        raise RuntimeError(f"no command reached the actuator ({csv}; see {run}/sdkcore.log)")
+    keep = cause >= cause.min() + round(SDK_WARMUP_S * 1e9)
+    t, cause = t[keep], cause[keep]
+    _, first = np.unique(cause, return_index=True)
+    first.sort()
+    return (t[first] - cause[first]) / 1e3
+
+
+@contextlib.contextmanager
+def _affinity(cpus: set[int]):
+    """This process (and every child started inside: they inherit it) on ``cpus``."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def measure_pinned(
+    run: Path, seconds: float, rt_priority: int = 0
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(the CPU, floor latencies, SDK chain latencies) with all three processes of each
+    chain on one CPU (the launch file's ``cpu: [n]`` for every process)."""
+    cpu = max(os.sched_getaffinity(0))
+    sub = run / "pinned"  # fresh files: a warm-up check must not see the unpinned run's CSV
+    sub.mkdir(exist_ok=True)
+    with _affinity({cpu}):
+        floor, _ = measure_floor(sub, seconds, rt_priority)
+        sdk = measure_sdk(sub, seconds, rt_priority)
+    return cpu, floor, sdk
+
+
+def zenoh_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("zenoh") is not None
+
+
+def _zenoh_session(listen: list[str], connect: list[str]):
+    import zenoh
+
+    conf = zenoh.Config()
+    conf.insert_json5("mode", '"peer"')
+    conf.insert_json5("scouting/multicast/enabled", "false")
+    conf.insert_json5("listen/endpoints", json.dumps(listen))
+    conf.insert_json5("connect/endpoints", json.dumps(connect))
+    return zenoh.open(conf)
+
+
+def _zenoh_publisher(session, key: str):
+    import zenoh
+
+    # express: no batching (zenoh's lowest-latency setting); DROP like a full ZeroMQ queue
+    # (BLOCK waits by spinning: under SCHED_FIFO it starved the receiver it waited for)
+    return session.declare_publisher(
+        key, congestion_control=zenoh.CongestionControl.DROP, express=True
+    )
+
+
+class _ZenohSender:
+    """``send(msg)`` like the floor's Publisher: encode, then put on the zenoh publisher."""
+
+    def __init__(self, pub) -> None:
+        from spikefuse.protocol import Encoder
+
+        self.pub = pub
+        self.encoder = Encoder()
+
+    def send(self, msg) -> bool:
+        self.pub.put(self.encoder.encode(msg))
+        return True
+
+
+def zenoh_relay_main(listen_ep: str) -> None:
+    """The zenoh chain's middle hop (a child): forwards ``sf/bench/in`` to ``sf/bench/out``
+    (no decoding) until killed."""
+    session = _zenoh_session([listen_ep], [])
+    sub = session.declare_subscriber("sf/bench/in")
+    pub = _zenoh_publisher(session, "sf/bench/out")
+    while True:
+        pub.put(sub.recv().payload)
+
+
+def zenoh_recv_main(connect_ep: str, out: str) -> None:
+    """The zenoh chain's receiver (a child) does per message what the console actuator
+    does: decode the MotorCommand, write a CSV row (line-buffered) with the receipt time;
+    until the payload ``END``. ``out``.ready appears at the first message."""
+    from spikefuse.protocol import decode
+
+    session = _zenoh_session([], [connect_ep])
+    sub = session.declare_subscriber("sf/bench/out")
+    ready = Path(out + ".ready")
+    n = 0
+    with open(out, "w", encoding="utf-8", buffering=1) as f:
+        f.write("t_ns,cause_t_ns,values\n")
+        while True:
+            payload = sub.recv().payload.to_bytes()
+            now = time.monotonic_ns()
+            if payload == b"END":
+                break
+            cmd = decode(payload)
+            f.write(f"{now},{cmd.cause_t_ns},{','.join(map(str, cmd.values.tolist()))}\n")
+            n += 1
+            if n == 1:
+                ready.touch()
+    session.close()
+
+
+def measure_zenoh(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
+    """Latencies (us) of the floor's messages over a zenoh two-hop chain (this process ->
+    a relay process -> a receiver process; unix sockets, peer mode, express publishers)."""
+    ep = f"unixsock-stream/{run}/zenoh-relay.sock"
+    out = str(run / "zenoh.csv")
+    me = [sys.executable, "-m", "spikefuse.benchmarks.bench_latency"]
+    relay = _spawn([*me, "zrelay", ep], run / "zrelay.log", rt_priority)
+    recv = None
+    session = None
+    try:
+        _wait_started(Path(f"{run}/zenoh-relay.sock"), 30.0)
+        recv = _spawn([*me, "zrecv", ep, out], run / "zrecv.log", rt_priority)
+        session = _zenoh_session([], [ep])
+        zpub = _zenoh_publisher(session, "sf/bench/in")
+        pub = _ZenohSender(zpub)
+        deadline = time.monotonic() + 30.0
+        while not Path(out + ".ready").exists():  # the chain is up once one gets through
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"zenoh chain did not come up (see {run}/zrecv.log)")
+            _send_floor(pub, 0.05)
+        t_start = time.monotonic_ns()
+        _send_floor(pub, seconds)
+        deadline = time.monotonic() + 60.0
+        while recv.poll() is None:  # an end marker may be dropped like any sample: repeat
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"zenoh receiver never saw the end (see {run}/zrecv.log)")
+            zpub.put(b"END")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                recv.wait(0.1)
+    finally:
+        if session is not None:
+            session.close()
+        _stop(relay)
+        if recv is not None:
+            _stop(recv)
+    rows = np.loadtxt(out, np.int64, delimiter=",", skiprows=1, usecols=(0, 1), ndmin=2)
+    rows = rows[rows[:, 1] >= t_start]
+    return (rows[:, 0] - rows[:, 1]) / 1e3
+
+
 def demo_compute(seconds: float) -> tuple[float, float]:
     """(event-driven syn ops/s, dense 1 kHz loop ops/s) on the demo stream."""
     from spikefuse.core.demo import build_demo_graph, synthetic_stream
@@ -599,6 +835,12 @@ def run(args: argparse.Namespace) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="sfbench") as tmp, _realtime(prio):
         run_dir = Path(tmp)
         floor, relay_cpu_us = measure_floor(run_dir, args.seconds, prio)
+        sdk = measure_sdk(run_dir, args.seconds, prio)
+        # zenoh under SCHED_FIFO: its runtime threads inherit the policy; not run there
+        zen = measure_zenoh(run_dir, args.seconds) if zenoh_available() and not prio else None
+        # not under SCHED_FIFO: there the bench process spun at 100 % of the one CPU its
+        # equal-priority children needed (twice; see docs/benchmarks.md)
+        pinned = None if args.no_pinned or prio else measure_pinned(run_dir, args.seconds)
         e2e = measure_e2e(run_dir, args.seconds, args.seed, prio)
         loops = {
             hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
@@ -606,6 +848,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         idle = measure_idle(run_dir, args.idle_seconds)
     ev_ops, dense1k_ops = demo_compute(5.0)
     res = _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
+    _report_sdk(res, floor, sdk, zen)
+    if pinned is not None:
+        _report_pinned(res, floor, sdk, *pinned)
     _report_inprocess(res, *measure_core_inprocess(args.seed))
     return res
 
@@ -735,6 +980,58 @@ def _report(
     return res
 
 
+def _report_sdk(
+    res: BenchResult, floor: np.ndarray, sdk: np.ndarray, zen: np.ndarray | None
+) -> None:
+    """The SDK driver chain and the zenoh chain against the floor of the same run."""
+    floor_p50 = float(np.percentile(floor, 50))
+    res.add("SDK driver -> core 3->3 -> act", len(sdk), *_stats(sdk), "-", "-", "-")
+    sdk_p50 = float(np.percentile(sdk, 50))
+    res.fields["sdk_p50_us"] = _r(sdk_p50)
+    res.fields["sdk_p99_us"] = _r(np.percentile(sdk, 99))
+    res.fields["sdk_p50_ratio_vs_floor"] = round(sdk_p50 / floor_p50, 3)
+    note = f"SDK chain p50 / floor p50: {sdk_p50 / floor_p50:.2f}"
+    if zen is not None and zen.size:
+        res.add("zenoh 2-hop (unix sockets)", len(zen), *_stats(zen), "-", "-", "-")
+        zen_p50 = float(np.percentile(zen, 50))
+        res.fields["zenoh_p50_us"] = _r(zen_p50)
+        res.fields["zenoh_p99_us"] = _r(np.percentile(zen, 99))
+        res.fields["zenoh_p50_ratio_vs_floor"] = round(zen_p50 / floor_p50, 3)
+        res.fields["sdk_p50_ratio_vs_zenoh"] = round(sdk_p50 / zen_p50, 3)
+        note += f"; zenoh p50 / floor p50: {zen_p50 / floor_p50:.2f}; SDK / zenoh: "
+        note += f"{sdk_p50 / zen_p50:.2f}"
+    else:
+        note += "; no zenoh chain (not installed: pip install eclipse-zenoh; or --rt-priority)"
+    res.notes.append(note)
+
+
+def _report_pinned(
+    res: BenchResult,
+    floor: np.ndarray,
+    sdk: np.ndarray,
+    cpu: int,
+    floor1: np.ndarray,
+    sdk1: np.ndarray,
+) -> None:
+    """The same chains with every process on one CPU, against the unpinned ones."""
+    res.add(f"floor, all on CPU {cpu}", len(floor1), *_stats(floor1), "-", "-", "-")
+    res.add(f"SDK chain, all on CPU {cpu}", len(sdk1), *_stats(sdk1), "-", "-", "-")
+    f1, s1 = float(np.percentile(floor1, 50)), float(np.percentile(sdk1, 50))
+    f0, s0 = float(np.percentile(floor, 50)), float(np.percentile(sdk, 50))
+    res.fields.update(
+        {
+            "floor_p50_us_1cpu": _r(f1),
+            "sdk_p50_us_1cpu": _r(s1),
+            "floor_p50_ratio_1cpu_vs_free": round(f1 / f0, 3),
+            "sdk_p50_ratio_1cpu_vs_free": round(s1 / s0, 3),
+        }
+    )
+    res.notes.append(
+        f"one CPU for the whole chain (launch `cpu: [{cpu}]` on every process): floor p50 "
+        f"x{f1 / f0:.2f}, SDK chain p50 x{s1 / s0:.2f} of the unpinned run"
+    )
+
+
 def _mean(a: np.ndarray) -> float:
     return float(np.mean(a)) if a.size else float("nan")
 
@@ -757,11 +1054,17 @@ def _r(v: float) -> float:
 if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate loop
     if len(sys.argv) == 4 and sys.argv[1] == "relay":
         relay_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "zrelay":
+        zenoh_relay_main(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "zrecv":  # OUT_CSV
+        zenoh_recv_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 7 and sys.argv[1] == "loop":
         loop_main(*sys.argv[2:])
     else:
         sys.exit(
             "usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP\n"
+            "       python -m spikefuse.benchmarks.bench_latency zrelay LISTEN_EP\n"
+            "       python -m spikefuse.benchmarks.bench_latency zrecv CONNECT_EP OUT_CSV\n"
             "       python -m spikefuse.benchmarks.bench_latency loop SUB_EP PUB_EP RATE_HZ "
             "GRAPH STATS_JSON"
         )

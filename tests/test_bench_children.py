@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spikefuse.benchmarks import bench_latency, bench_replay
@@ -41,3 +42,16 @@ def test_bus_children_run_the_parents_package(in_a_checkout: Path) -> None:
 
     ours, raw, _ = bench_bus._latency(in_a_checkout, 20, 8)
     assert len(ours) == 20 and len(raw) == 20
+
+
+def test_sdk_chain_runs_a_real_driver_core_and_actuator(in_a_checkout: Path) -> None:
+    lat_us = bench_latency.measure_sdk(in_a_checkout, 1.0)
+    # a 1 kHz gyro whose every sample changes: hundreds of commands with new causes
+    assert len(lat_us) > 200 and np.all(lat_us > 0)
+    assert "imu" in (in_a_checkout / "sdk-imu.log").read_text()
+
+
+def test_zenoh_chain_relays_every_message(in_a_checkout: Path) -> None:
+    assert bench_latency.zenoh_available(), "eclipse-zenoh is in the [test] extra"
+    lat_us = bench_latency.measure_zenoh(in_a_checkout, 0.5)
+    assert len(lat_us) > 300 and np.all(lat_us > 0)

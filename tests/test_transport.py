@@ -308,9 +308,11 @@ def test_endpoint_rules(tmp_path):
         Publisher("udp://127.0.0.1:9")
     assert Endpoint("tcp://127.0.0.1:5").is_local and Endpoint("tcp://localhost:5").is_local
     assert Endpoint("ipc:///tmp/x").is_local and not Endpoint("tcp://*:5").is_local
-    # a non-loopback tcp endpoint needs keys or an explicit insecure: true
-    with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
+    # a non-loopback tcp endpoint needs keys or an explicit insecure: true, set in the
+    # process's 'security' (the core's inputs take it too: tests/test_security.py)
+    with pytest.raises(ConfigError, match="requires CurveZMQ keys") as exc:
         Publisher("tcp://*:0")
+    assert "'security' setting" in str(exc.value) and "security: {insecure: true}" in str(exc.value)
     with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
         Subscriber(["ipc:///tmp/ok", "tcp://192.0.2.1:5555"])
 

@@ -21,6 +21,11 @@ Paths are resolved relative to the launch file, including a driver file named in
 get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
 launch lives in one directory.
 
+CPU placement per process (applied between fork and exec, so every thread follows;
+docs/deploy.md has the measured effect)::
+
+      - {name: core, kind: core, config: core.yaml, cpu: [1], sched: {policy: fifo, priority: 10}}
+
 CurveZMQ for the whole system, in one place::
 
     security:
@@ -52,6 +57,7 @@ from spikefuse.config import (
     validate_data,
 )
 from spikefuse.errors import ConfigError
+from spikefuse.launch.placement import SchedSpec, check_cpus
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.transport.endpoint import Endpoint
 
@@ -84,6 +90,12 @@ class ProcessSpec(StrictModel):
     simulation that ends after a lap)"""
     host: str | None = Field(default=None, pattern=_NAME)
     """the ``hosts`` entry whose agent runs this process (none: the launcher's machine)"""
+    cpu: list[int] | None = None
+    """the CPUs the process (every thread of it) may run on, e.g. [0]; default: any"""
+    sched: SchedSpec | None = None
+    """scheduling policy (other | fifo | rr | batch | idle) and, for fifo/rr, priority 1-99"""
+
+    _v_cpu = field_validator("cpu")(classmethod(lambda cls, v: check_cpus(v)))
 
     @field_validator("inputs", "outputs")
     @classmethod

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from spikefuse.launch.model import LaunchFile, ProcessSpec
+from spikefuse.launch.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -93,27 +94,41 @@ class Supervisor:
     # ---------------------------------------------------------------- processes
     def start(self, child: Child) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        try:
-            child.proc = subprocess.Popen(
-                child.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_pdeathsig,
-                env=env,
-                cwd=str(self.launch.resolve_path(".")),
-            )
-        except OSError as exc:
-            self.say(f"{child.name}: cannot start {child.argv[0]}: {exc}")
-            self._exited(child, 127)
-            return
+        with Placement(child.spec.cpu, child.spec.sched, before=_pdeathsig) as placement:
+            try:
+                child.proc = subprocess.Popen(
+                    child.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=placement,
+                    env=env,
+                    cwd=str(self.launch.resolve_path(".")),
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                refused = placement.refusal()
+                if refused is None:
+                    self.say(f"{child.name}: cannot start {child.argv[0]}: {exc}")
+                    self._exited(child, 127)
+                else:
+                    self._refused(child, *refused)
+                return
         os.set_blocking(child.proc.stdout.fileno(), False)
         self.sel.register(child.proc.stdout, selectors.EVENT_READ, child)
         child.started_ns = time.monotonic_ns()
         child.state = "running"
         child.restart_at_ns = None
         self.say(f"started {child.name} (pid {child.proc.pid}): {' '.join(child.argv[1:])}")
+
+    def _refused(self, child: Child, field: str, reason: str) -> None:
+        """The OS refused the process's ``cpu`` / ``sched``: restarting cannot help."""
+        where = self.launch.where(f"processes[{child.order}]", field)
+        self.say(f"{child.name}: not started: {where}: {reason}")
+        child.exit_codes.append(126)
+        child.state = "failed"
+        if child.spec.required:
+            self.failed.append(child.name)
 
     def _read(self, child: Child) -> None:
         proc = child.proc

@@ -28,11 +28,12 @@ from numpy.typing import ArrayLike
 
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.errors import ConfigError, SensorError
-from spikefuse.protocol import Heartbeat, Message, Status
+from spikefuse.protocol import EventBatch, Heartbeat, Message, Status
+from spikefuse.sdk._fast import pack_event_batch
 from spikefuse.sdk.config import DriverConfig
 from spikefuse.sdk.health import STATE_OK, Health
 from spikefuse.sdk.items import Events, Frame, Item, Sample
-from spikefuse.sdk.streams import GroupStream
+from spikefuse.sdk.streams import CompiledSigmaDelta, GroupStream
 from spikefuse.sdk.timing import NS_PER_S, Pacer, StopSignal, period_ns_of
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,10 @@ class Runner:
         self._hb_state: str | None = None
         self.heartbeat_clock: Callable[[], int] | None = None
         self._last_bad_log_s = -1e18
+        self._topic = f"sensor/{cfg.name}".encode()
+        self._send_payload = getattr(sender, "send_payload", None)
+        """a sender that takes encoded frames (a Publisher) gets batches packed by the
+        compiled writer; any other gets the EventBatch"""
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -315,12 +320,12 @@ class Runner:
         if values.ndim != 1 or values.size == 0:
             raise _BadItem(f"sample values have shape {values.shape}, expected (n,)")
         if stream.encoder is None:
-            stream.encoder = SigmaDeltaEncoder(values.size, stream.scale)
+            stream.encoder = CompiledSigmaDelta(values.size, stream.scale)
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != values.size:
             raise _BadItem(f"sample has {values.size} values, the group had {_width(enc)}")
         ch, cnt = enc.encode(values)
-        stream.add(item.t_ns, ch, cnt, None, now_ns, self._send)
+        stream.add(item.t_ns, ch, cnt, None, now_ns, self._send_batch)
 
     def _handle_frame(self, stream: GroupStream, item: Frame, now_ns: int) -> None:
         if stream.encoder is None:
@@ -332,7 +337,7 @@ class Runner:
             ch, cnt, dt = enc.encode(item.t_ns, item.image, item.interval_ns)
         except ValueError as exc:
             raise _BadItem(f"bad frame: {exc}") from None
-        stream.add(item.t_ns - item.interval_ns, ch, cnt, dt, now_ns, self._send)
+        stream.add(item.t_ns - item.interval_ns, ch, cnt, dt, now_ns, self._send_batch)
 
     def _handle_events(self, stream: GroupStream, item: Events, now_ns: int) -> None:
         ch = np.asarray(item.channels)
@@ -342,7 +347,9 @@ class Runner:
             raise _BadItem(f"events of mismatched shapes {ch.shape}, {cnt.shape}")
         if ch.size and (ch.min() < 0 or (dt is not None and dt.min() < 0)):
             raise _BadItem("negative channel or dt_ns in events")
-        stream.add(item.t_ns, ch.astype(np.int32), cnt.astype(np.int32), dt, now_ns, self._send)
+        stream.add(
+            item.t_ns, ch.astype(np.int32), cnt.astype(np.int32), dt, now_ns, self._send_batch
+        )
 
     def _log_bad(self, text: str) -> None:
         now_s = time.monotonic()
@@ -363,7 +370,7 @@ class Runner:
         for s in self.streams.values():
             d = s.flush_deadline_ns()
             if d is not None and now_ns >= d:
-                s.flush(self._send)
+                s.flush(self._send_batch)
         if now_ns >= self.next_hb_ns or self.health.state != self._hb_state:
             self._heartbeat(now_ns if self.heartbeat_clock is None else self.heartbeat_clock())
             self.next_hb_ns += self.hb_period_ns
@@ -385,13 +392,22 @@ class Runner:
     # ------------------------------------------------------------------ output
     def flush_all(self) -> None:
         for s in self.streams.values():
-            s.flush(self._send)
+            s.flush(self._send_batch)
 
     def send(self, msg: Message) -> None:
         self._send(msg)
 
     def _send(self, msg: Message) -> None:
         if not self.sender.send(msg):
+            self.n_send_dropped += 1
+
+    def _send_batch(self, batch: EventBatch) -> None:
+        """A batch of the driver's streams: packed by the compiled writer (the same bytes as
+        ``protocol.encode``) when the sender takes payloads and the batch is plain."""
+        payload = None if self._send_payload is None else pack_event_batch(batch)
+        if payload is None:
+            self._send(batch)  # the reference encoder (which also names any bad field)
+        elif not self._send_payload(self._topic, payload):
             self.n_send_dropped += 1
 
     def _heartbeat(self, now_ns: int, extra: str = "", with_status: bool = True) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder
 from spikefuse.protocol import EventBatch
+from spikefuse.sdk._fast import SigmaDeltaStep, add_totals
 
 SendFn = Callable[[EventBatch], None]
 
@@ -28,6 +29,30 @@ SYNC_MAX_CHANNELS = 4096
 """Streams up to this many channels keep per-channel totals for the heartbeat keyframes
 (IMU-like streams, where one lost count biases the receiver for good); wider streams (event
 cameras) do not: a lost DVS event only blurs one pixel's contrast for a moment."""
+
+
+class CompiledSigmaDelta(SigmaDeltaEncoder):
+    """:class:`SigmaDeltaEncoder` whose ``encode`` is one compiled call (the SDK's per-sample
+    step); the base class's numpy ``encode`` is its oracle (tests/test_sdk_fast.py)."""
+
+    def __init__(self, n_channels: int, scale: float | np.ndarray):
+        super().__init__(n_channels, scale)
+        self._step = SigmaDeltaStep(self.scale, self.sent)  # shares both arrays
+
+    def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = values
+        if type(v) is not np.ndarray or v.dtype != np.float64 or v.ndim != 1:
+            v = np.asarray(v, dtype=np.float64)
+            if v.ndim != 1:
+                raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
+        step = self._step
+        ch, co = step.encode(v if v.flags.c_contiguous else np.ascontiguousarray(v))
+        self.n_samples += 1
+        if step.last_bad:
+            self.n_skipped_nonfinite += step.last_nonfinite
+            self.n_skipped_out_of_range += step.last_out_of_range
+            self.n_saturated += step.last_saturated
+        return ch, co
 
 
 class GroupStream:
@@ -71,15 +96,14 @@ class GroupStream:
     def _count(self, ch: np.ndarray, co: np.ndarray) -> None:
         if not self._totals_on or not ch.size:
             return
-        top = int(ch.max()) + 1
+        top = add_totals(self._totals, ch, co)  # 0: added; else the size it needs first
+        if not top:
+            return
         if top > SYNC_MAX_CHANNELS:
             self._totals_on = False
             return
-        if top > self._totals.size:
-            self._totals = np.concatenate(
-                [self._totals, np.zeros(top - self._totals.size, np.int64)]
-            )
-        np.add.at(self._totals, ch, co.astype(np.int64))
+        self._totals = np.concatenate([self._totals, np.zeros(top - self._totals.size, np.int64)])
+        add_totals(self._totals, ch, co)
 
     # ------------------------------------------------------------------ batching
     @property
@@ -102,6 +126,15 @@ class GroupStream:
         send: SendFn,
     ) -> None:
         """Queue events that happened at ``t_ns`` (+ ``dt_ns``), flushing as the rules say."""
+        if not self.latency_ns and not self._n_pending and channels.size <= self.max_events:
+            if channels.size:  # the per-sample path: one batch, nothing queued
+                self._t0_ns = int(t_ns)
+                dt = None
+                if dt_ns is not None and dt_ns.any():
+                    dt = dt_ns.astype(np.int64, copy=False)
+                ch = channels.astype(np.int32, copy=False)
+                self._send_batch(ch, counts.astype(np.int32, copy=False), dt, send)
+            return
         if self._n_pending:
             end_ns = t_ns + (int(dt_ns.max()) if dt_ns is not None and dt_ns.size else 0)
             if end_ns - self._t0_ns >= self.latency_ns or t_ns < self._t0_ns:  # type: ignore[operator]
@@ -134,7 +167,10 @@ class GroupStream:
             self._t0_ns = int(t_ns)
             self._opened_mono_ns = now_mono_ns
         off = int(t_ns) - self._t0_ns  # type: ignore[operator]
-        dt = np.full(channels.size, off, np.int64) if dt_ns is None else dt_ns + off
+        if dt_ns is None:
+            dt = None if off == 0 else np.full(channels.size, off, np.int64)
+        else:
+            dt = dt_ns + off
         self._channels.append(channels)
         self._counts.append(counts)
         self._dt.append(dt)
@@ -143,23 +179,42 @@ class GroupStream:
     def flush(self, send: SendFn) -> None:
         if not self._n_pending:
             return
-        ch = np.concatenate(self._channels).astype(np.int32, copy=False)
-        co = np.concatenate(self._counts).astype(np.int32, copy=False)
-        dt = np.concatenate(self._dt).astype(np.int64, copy=False)
-        self._channels.clear()
-        self._counts.clear()
-        self._dt.clear()
+        chs, cos, dts = self._channels, self._counts, self._dt
+        if len(chs) == 1:
+            ch, co, dt = chs[0], cos[0], dts[0]
+        else:
+            ch, co = np.concatenate(chs), np.concatenate(cos)
+            dt = None
+            if any(d is not None for d in dts):
+                dt = np.concatenate(
+                    [
+                        np.zeros(c.size, np.int64) if d is None else d
+                        for c, d in zip(chs, dts, strict=True)
+                    ]
+                )
+        self._channels, self._counts, self._dt = [], [], []
         self._n_pending = 0
+        ch = ch.astype(np.int32, copy=False)
+        co = co.astype(np.int32, copy=False)
+        if dt is not None:
+            dt = dt.astype(np.int64, copy=False)
+            if not dt.any():
+                dt = None
+        self._send_batch(ch, co, dt, send)
+
+    def _send_batch(
+        self, ch: np.ndarray, co: np.ndarray, dt: np.ndarray | None, send: SendFn
+    ) -> None:
         batch = EventBatch(
-            sensor=self.sensor,
-            seq=self.seq,
-            t_ns=int(self._t0_ns),  # type: ignore[arg-type]
-            input=self.input,
-            scale=self.scale,
-            channels=ch,
-            counts=co,
-            epoch_offset_ns=self.epoch_offset_ns,
-            dt_ns=dt if dt.any() else None,
+            self.sensor,
+            self.seq,
+            self._t0_ns,  # type: ignore[arg-type]
+            self.input,
+            self.scale,
+            ch,
+            co,
+            self.epoch_offset_ns,
+            dt,
         )
         self.seq += 1
         self.n_batches += 1
