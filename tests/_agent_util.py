@@ -98,10 +98,15 @@ def load_launch_data(name: str, env: dict[str, str]) -> dict:
 
 
 def demo_split(
-    tmp: Path, hosts: dict[str, dict], placement: dict[str, str], csv: Path, **top
+    tmp: Path,
+    hosts: dict[str, dict],
+    placement: dict[str, str],
+    csv: Path,
+    procs: dict[str, dict] | None = None,
+    **top,
 ) -> Path:
-    """launch/demo.yaml with ``host:`` per ``placement`` (process -> host) and the motors
-    writing ``csv``."""
+    """launch/demo.yaml with ``host:`` per ``placement`` (process -> host), the motors
+    writing ``csv`` and ``procs`` (process -> fields) merged in."""
     data = load_launch_data("demo.yaml", {"SPIKEFUSE_RUN_DIR": str(tmp / "run-launcher")})
     data.update(hosts=hosts, data_port=free_ports(8), **top)
     for p in data["processes"]:
@@ -109,6 +114,7 @@ def demo_split(
             p["host"] = placement[p["name"]]
         if p["name"] == "motors":
             p["set"] = [f"csv={csv}", "print_hz=0"]
+        p.update((procs or {}).get(p["name"], {}))
     return write_yaml(tmp / "demo_split.yaml", data)
 
 

@@ -169,6 +169,7 @@ def test_killing_an_agent_loses_its_host_and_the_other_hosts_actuator_goes_safe(
         hosts,
         {"imu": "a", "camera": "a", "core": "a", "motors": "b"},
         csv,
+        procs={"imu": {"cpu": [0]}},  # placement travels with the process to its agent
         heartbeat_timeout_s=hb_s,
     )
     proc, reader = launch(path)
@@ -183,6 +184,8 @@ def test_killing_an_agent_loses_its_host_and_the_other_hosts_actuator_goes_safe(
         assert re.search(r"^imu\s+a\s+driver\s+running\s+\d+", top.stdout, re.M), top.stdout
         assert re.search(r"^motors\s+b\s+actuator\s+running\s+\d+", top.stdout, re.M), top.stdout
         started = pids(reader)
+        status = Path(f"/proc/{started['imu']}/status").read_text()
+        assert re.search(r"^Cpus_allowed_list:\s+0$", status, re.M), status
         n = len(reader.lines)
         t_kill = time.monotonic()
         pa.kill()
