@@ -774,6 +774,59 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+# --------------------------------------------------------------------------- in-process
+
+
+def measure_core_inprocess(seed: int, n_batches: int = 5000, repeats: int = 3):
+    """Core work per batch without sockets, best of ``repeats``: the compiled path
+    (``FusionCore.receive``: decode + checks + engine + routing + MotorCommand encoding)
+    and, as the baseline in the same run, the Python path (``decode``, ``handle``,
+    ``service`` encoding its MotorCommands), on the bench graph and the 10k ev/s stream
+    (10 events per batch). Returns (compiled us/batch, Python us/batch, share compiled)."""
+    from spikefuse.core import CoreConfig, FusionCore
+    from spikefuse.engine import Engine
+    from spikefuse.protocol import Encoder, EventBatch, decode
+
+    with tempfile.TemporaryDirectory(prefix="sfcore") as tmp:
+        cfg = CoreConfig.model_validate(
+            yaml.safe_load(_write_core_config(Path(tmp), seed).read_text())
+        )
+        graph = bench_graph(seed).resolve()
+    stream = make_stream(10_000, n_batches / 1000, seed)
+    t0 = 10**12
+    enc = Encoder()
+    payloads = [
+        enc.encode(EventBatch("bench", k, t0 + k * BATCH_PERIOD_NS, "x", 1.0, ch, co))
+        for k, (ch, co) in enumerate(stream)
+    ]
+    best: dict[bool, float] = {}
+    share = 0.0
+    for _ in range(repeats):
+        for fast in (True, False):
+            core = FusionCore(
+                cfg, graph, Engine(graph), t0, lambda m: bool(enc.encode(m)), fast_path=fast
+            )
+            core.send_payload = lambda topic, data: True
+            now = t0 + 50_000
+            wake = core.next_wake_ns()
+            n_fast = 0
+            start = time.perf_counter_ns()
+            for p in payloads:
+                if fast and core.receive(b"sensor/bench", p, now):
+                    n_fast += 1
+                    if now >= wake:
+                        core.service(now)
+                        wake = core.next_wake_ns()
+                else:
+                    core.handle(decode(p), now)
+                    core.service(now)
+                now += BATCH_PERIOD_NS
+            us = (time.perf_counter_ns() - start) / 1e3 / len(payloads)
+            best[fast] = min(best.get(fast, us), us)
+            share = max(share, n_fast / len(payloads)) if fast else share
+    return best[True], best[False], share
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -798,7 +851,19 @@ def run(args: argparse.Namespace) -> BenchResult:
     _report_sdk(res, floor, sdk, zen)
     if pinned is not None:
         _report_pinned(res, floor, sdk, *pinned)
+    _report_inprocess(res, *measure_core_inprocess(args.seed))
     return res
+
+
+def _report_inprocess(res: BenchResult, hot_us: float, py_us: float, share: float) -> None:
+    res.notes.append(
+        f"core work per batch in-process (no sockets, 10 events/batch): compiled path "
+        f"{hot_us:.2f} us ({share:.1%} of batches), Python path {py_us:.2f} us "
+        f"(ratio {hot_us / py_us:.3f})"
+    )
+    res.fields["core_us_per_batch_inprocess"] = round(hot_us, 2)
+    res.fields["core_us_per_batch_inprocess_python"] = round(py_us, 2)
+    res.fields["core_inprocess_ratio_vs_python"] = round(hot_us / py_us, 4)
 
 
 @contextlib.contextmanager

@@ -88,6 +88,10 @@ class LineReader:
                     return None
                 self._cv.wait(left)
 
+    def join(self, timeout_s: float) -> None:
+        """Wait until the child's output has ended (every line read)."""
+        self._t.join(timeout_s)
+
     def text(self) -> str:
         with self._cv:
             return "\n".join(line for _, line in self.lines)

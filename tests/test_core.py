@@ -11,9 +11,29 @@ from spikefuse.core.config import ActuatorMap
 from spikefuse.engine import Engine
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
+from spikefuse.protocol import (
+    EventBatch,
+    Heartbeat,
+    MotorCommand,
+    Status,
+    decode,
+    encode,
+    topic_of,
+)
 
 MS = 1_000_000
+
+
+@pytest.fixture(autouse=True, params=["python", "compiled"])
+def path(request):
+    """Every test here runs twice: messages on the Python path, and fed as the daemon feeds
+    them (the compiled path first, as encoded payloads; the Python path where it declines)."""
+    PATH[0] = request.param
+    yield request.param
+    PATH[0] = "python"
+
+
+PATH = ["python"]
 
 
 def make_core(tmp_path, inputs=None, actuators=None, integrator=False, **kw):
@@ -26,8 +46,25 @@ def make_core(tmp_path, inputs=None, actuators=None, integrator=False, **kw):
     )
     graph = Graph.load(gpath).resolve()
     sent = []
-    core = FusionCore(cfg, graph, Engine(graph), 0, lambda msg: sent.append(msg) or True)
+    compiled = PATH[0] == "compiled"
+    core = FusionCore(
+        cfg, graph, Engine(graph), 0, lambda msg: sent.append(msg) or True, fast_path=compiled
+    )
+    if compiled:
+        _feed_like_the_daemon(core, sent)
     return core, sent
+
+
+def _feed_like_the_daemon(core: FusionCore, sent: list) -> None:
+    python_path = core.handle
+
+    def handle(msg, now_ns: int) -> None:
+        if isinstance(msg, EventBatch) and core.receive(topic_of(msg), encode(msg), now_ns):
+            return
+        python_path(msg, now_ns)
+
+    core.handle = handle
+    core.send_payload = lambda topic, data: sent.append(decode(data)) or True
 
 
 def batch(seq, t_ns, channels, counts, scale=1.0, sensor="s", inp="x"):

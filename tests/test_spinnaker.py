@@ -210,6 +210,24 @@ def test_conv_dense_chain_on_nest_matches_the_engine():
     assert cmp.rmse_quanta["y"] <= TARGET_RMSE_QUANTA, cmp.rmse_quanta
 
 
+def test_avgpool_maps_as_a_diagonal_convolution_and_matches_the_engine():
+    rng = np.random.default_rng(5)
+    g = Graph("pool")
+    g.input("img", 2 * 8 * 8, scale=4.0)
+    g.avgpool2d("p", "img", (2, 8, 8), (2, 2), stride=(2, 1), padding=(1, 0), scale=8.0)
+    g.output("y", "p", scale=8.0)
+    model = build(g)
+    plan = compile_model(model)
+    conn = next(p for p in plan.projs if p.pre == "img+" and p.post == "p+").conns
+    # each pixel reaches only windows of its own channel, with the weight 1/4 in quanta
+    ch_pre, ch_post = conn[:, 0] // 64, conn[:, 1] // 35
+    assert (ch_pre == ch_post).all() and np.allclose(conn[:, 2], 0.25 * 8.0 / 4.0)
+    stream = smooth_stream(model, 1500, rng, period_steps=1500)
+    cmp = compare(plan, stream, 1500)
+    assert cmp.rmse_quanta["y"] <= TARGET_RMSE_QUANTA, cmp.rmse_quanta
+    assert np.ptp(cmp.engine["y"] * 8.0) > 5
+
+
 def test_integrator_pair_follows_the_engine():
     g = Graph("int")
     g.input("w", 3, scale=20.0)

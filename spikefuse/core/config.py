@@ -92,6 +92,9 @@ class CoreConfig(FileConfig):
     backend: Literal["engine", "spinnaker"] = "engine"
     spinnaker: SpinnakerConfig | None = None
     """machine and mapping settings of ``backend: spinnaker`` (docs/spinnaker.md)"""
+    fast_path: bool = True
+    """Handle each received EventBatch in the compiled per-message path where it applies
+    (``docs/core.md``); false: every message on the Python path (same results, slower)."""
     clock: Literal["monotonic", "data"] = "monotonic"
     """``data``: the core's clock is the time of the data it has received (lock-step
     simulation): every message is processed and serviced at the latest time seen, motor

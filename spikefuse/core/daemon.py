@@ -86,6 +86,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
                 print(core.summary(), flush=True)
             return 0
         core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
+        core.send_payload = pub.send_payload
         core.bus_stats = _bus_stats(sub)
         core.listening = _listening(pub)
         gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
@@ -111,19 +112,33 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
         if end_ns is not None and now_ns >= end_ns:
             break
         wait_ns = core.next_wake_ns() - now_ns
-        timeout_s = min(max(wait_ns, 0) / 1e9, MAX_SLEEP_S)
+        # whole milliseconds, rounded up (the socket waits in ms: a wait cut to 0 ms would
+        # spin until the deadline), +0.5 ms so that float rounding cannot cut one off
+        wait_ms = min(-(-max(wait_ns, 0) // 1_000_000), round(MAX_SLEEP_S * 1000))
+        timeout_s = (wait_ms + 0.5) / 1000 if wait_ms > 0 else 0.0
         # the first message is handled and its command published before looking for more
-        # (lowest latency); a backlog is then drained under the queue policy (coalesce)
+        # (lowest latency): in one compiled call where that applies, else decoded and
+        # handled in Python; a backlog is then drained under the queue policy (coalesce)
         # (a wait that timed out skips the drain: nothing arrived, the deadline is due)
-        first = sub.recv(timeout_s) if timeout_s > 0 else None
-        if first is not None:
-            core.handle(first, time.monotonic_ns())
-            core.service(time.monotonic_ns())
-        backlog = sub.recv_many(0) if first is not None or timeout_s <= 0 else []
+        first = sub.recv_frames(timeout_s, 1) if timeout_s > 0 else []
+        if first:
+            _first(core, sub, first[0])
+        backlog = sub.recv_many(0) if first or timeout_s <= 0 else []
         for msg in backlog:
             core.handle(msg, time.monotonic_ns())
-        if first is None or backlog:
+        if not first or backlog:
             core.service(time.monotonic_ns())
+
+
+def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
+    """One received message: the compiled path (handled and serviced in one call), else
+    the subscriber's checks and decoding (rejections counted there) and the Python path."""
+    if len(frames) == 2 and core.receive(frames[0], frames[1], time.monotonic_ns()):
+        return
+    msg = sub._accept(frames)
+    if msg is not None:
+        core.handle(msg, time.monotonic_ns())
+        core.service(time.monotonic_ns())
 
 
 def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):

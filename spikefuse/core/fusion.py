@@ -8,24 +8,22 @@ callable. Engine time is the host's CLOCK_MONOTONIC (drivers stamp ``t_ns`` with
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections.abc import Callable
-from itertools import count
 
 import numpy as np
 
 from spikefuse.core import report
-from spikefuse.core.config import CoreConfig, InputMap
+from spikefuse.core.config import CoreConfig
+from spikefuse.core.hot import HotPath
+from spikefuse.core.inputs import InputSet, InputState
 from spikefuse.core.motor import MotorChannel
-from spikefuse.core.stats import LatencyHistogram
-from spikefuse.encoding import round_half_away
+from spikefuse.core.stats import LatencyHistogram, add_to
 from spikefuse.engine import EngineBase
 from spikefuse.errors import ConfigError
 from spikefuse.graph import ResolvedGraph
 from spikefuse.protocol import (
-    MAX_CLOCK_SKEW_NS,
     EventBatch,
     Heartbeat,
     Message,
@@ -36,119 +34,7 @@ from spikefuse.protocol import (
 log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
-INT32_MAX = 2**31 - 1
-MAX_EXACT = 2.0**53
-"""Largest converted input value (in counts) that float64 still holds exactly."""
-MAX_TOTAL = 2**62
-"""Largest heartbeat running total accepted (differences stay within int64)."""
 SendFn = Callable[[Message], bool]
-
-
-class InputState:
-    """One graph input: its stream, conversion to the graph's scale, liveness, counters."""
-
-    FOLD_EVERY = 256
-
-    def __init__(self, name: str, cfg: InputMap, size: int, scale: float, now_ns: int):
-        self.name = name
-        self.cfg = cfg
-        self.size = size
-        self.scale = scale
-        self.window_ns = round(cfg.reorder_window_ms * 1e6)
-        self.timeout_ns = round(cfg.timeout_s * 1e9)
-        self.target = np.zeros(size, np.float64)  # integrated value * scale (exact)
-        self._sent = np.zeros(size, np.int64)  # counts pushed into the engine (see .sent)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self._target_synced = True
-        self.last_seen_ns = now_ns
-        self.last_seq: int | None = None
-        self.stale = False
-        self.n_batches = 0
-        self.n_events = 0
-        self.n_late = 0
-        self.n_clamped = 0
-        self.n_out_of_order = 0
-        self.n_duplicate = 0
-        self.n_gaps = 0  # seq jumps forward (lost batches, or a restarted driver's missed first)
-        self.n_resets = 0
-        self.n_stale = 0
-        self.received = np.zeros(size, np.int64)  # driver counts received (at its scale)
-        self.last_scale: float | None = None
-        self.n_resyncs = 0
-        self.n_keyframes = 0  # heartbeats with totals compared (differing or not)
-        self.n_resync_counts = 0
-        self.n_startup_resyncs = 0
-        self.n_startup_resync_counts = 0
-
-    @property
-    def sent(self) -> np.ndarray:
-        """Counts pushed into the engine per channel. Same-scale batches (the hot path)
-        are only queued and folded in here, when needed or every ``FOLD_EVERY`` batches."""
-        if self._pending:
-            chs, cos = zip(*self._pending, strict=True)
-            self._pending.clear()
-            np.add.at(self._sent, np.concatenate(chs), np.concatenate(cos))
-        return self._sent
-
-    def convert(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray] | None:
-        """Counts at the graph input's scale (herding residual kept per channel); None
-        (nothing changed) when the converted value is beyond what float64 holds exactly."""
-        if batch.scale == self.scale:
-            self._pending.append((batch.channels, batch.counts))
-            if len(self._pending) >= self.FOLD_EVERY:
-                _ = self.sent
-            self._target_synced = False
-            return batch.channels, batch.counts
-        ch = np.asarray(batch.channels, np.int64)
-        co = np.asarray(batch.counts, np.int64)
-        sent = self.sent
-        if not self._target_synced:
-            self.target[:] = sent
-            self._target_synced = True
-        target = self.target.copy()
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.add.at(target, ch, co * (self.scale / batch.scale))
-        touched = np.unique(ch)
-        if not (np.abs(target[touched]) <= MAX_EXACT).all():  # also catches inf and nan
-            return None
-        self.target = target
-        n = round_half_away(target[touched] - sent[touched]).astype(np.int64)
-        n = np.clip(n, -INT32_MAX, INT32_MAX)  # the engine saturates an input there anyway
-        sent[touched] += n
-        nz = n != 0
-        return touched[nz].astype(np.int32), n[nz].astype(np.int32)
-
-    def reset(self) -> tuple[np.ndarray, np.ndarray]:
-        """Counts that bring the input back to zero (its sensor restarted its encoder)."""
-        sent = self.sent
-        nz = np.flatnonzero(sent)
-        counts = (-sent[nz]).astype(np.int32)
-        self.target[:] = 0.0
-        sent[:] = 0
-        self.received[:] = 0
-        self._target_synced = True
-        self.n_resets += 1
-        return nz.astype(np.int32), counts
-
-    def metrics(self, now_ns: int) -> dict[str, object]:
-        return {
-            "sensor": self.cfg.sensor,
-            "stale": self.stale,
-            "age_ms": round((now_ns - self.last_seen_ns) / 1e6, 3),
-            "n_batches": self.n_batches,
-            "n_events": self.n_events,
-            "n_late": self.n_late,
-            "n_clamped": self.n_clamped,
-            "n_out_of_order": self.n_out_of_order,
-            "n_duplicate": self.n_duplicate,
-            "n_gaps": self.n_gaps,
-            "n_resets": self.n_resets,
-            "n_resyncs": self.n_resyncs,
-            "n_resync_counts": self.n_resync_counts,
-            "n_startup_resyncs": self.n_startup_resyncs,
-            "n_startup_resync_counts": self.n_startup_resync_counts,
-            "n_stale": self.n_stale,
-        }
 
 
 class FusionCore:
@@ -160,7 +46,11 @@ class FusionCore:
         now_ns: int,
         send: SendFn,
         data_clock: bool = False,
+        fast_path: bool | None = None,
     ):
+        """``fast_path``: use the compiled per-message path (:meth:`receive`) where it
+        applies (default: ``cfg.fast_path``); False keeps every message on the Python path
+        (the test oracle)."""
         self.cfg = cfg
         self.data_clock = data_clock
         self.data_now_ns = now_ns
@@ -170,25 +60,30 @@ class FusionCore:
         self.start_ns = now_ns
         self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         self.inputs = self._make_inputs(now_ns)
-        self._by_stream = {
-            (st.cfg.sensor, st.cfg.input or st.name): st for st in self.inputs.values()
-        }
-        self.max_window_ns = max(st.window_ns for st in self.inputs.values())
-        self._reorder: list[tuple[int, int, str, EventBatch]] = []
-        self._tiebreak = count()
+        self.drops: dict[str, int] = {}
+        self.input_set = InputSet(self.inputs, self._apply, self.drops, self.epoch_offset_ns)
+        self.max_window_ns = self.input_set.max_window_ns
         ev = engine.start(now_ns)
         self.motors = self._make_motors(now_ns)
         self._deps = self._actuator_inputs()
         self._routes = self._output_routes()
-        self.drops: dict[str, int] = {}
         self.latency = LatencyHistogram()
         self._period_latency = LatencyHistogram()
-        self.n_batches = 0
-        self.n_events = 0
         self.n_heartbeats = 0
+        self.n_compiled = 0
+        """messages handled by the compiled path"""
         self.n_motor_commands = 0
         self.n_motor_dropped = 0
-        self._motor_seq = {name: 0 for name in self.motors}
+        self.motor_seq = np.zeros(len(self.motors), np.int64)
+        """next MotorCommand seq of each motor, in ``motors`` order (shared with the
+        compiled path)"""
+        self._motor_index = {name: i for i, name in enumerate(self.motors)}
+        self._motor_names = list(self.motors)
+        self._motor_topics = [b"motor/" + name.encode() for name in self.motors]
+        self.clock: Callable[[], int] = time.monotonic_ns
+        """Stamps MotorCommands (``t_ns``) with the monotonic clock (not with ``clock: data``)."""
+        self.send_payload: Callable[[bytes, bytes], bool] | None = None
+        """Sends an encoded ``[topic, payload]`` (the compiled path's MotorCommands)."""
         self._status_seq = 0
         self.status_period_ns = round(cfg.status_period_s * 1e9)
         self.next_status_ns = now_ns + self.status_period_ns
@@ -204,6 +99,8 @@ class FusionCore:
         self.sensor_status: dict[str, tuple[Status, Status]] = {}
         """sensor -> (first, last) Status its driver published (sample counters)"""
         self._route_outputs(ev, now_ns, now_ns, None)
+        use_hot = cfg.fast_path if fast_path is None else fast_path
+        self.hot = HotPath.build(self) if use_hot else None
 
     # ---------------------------------------------------------------- setup
     def _make_inputs(self, now_ns: int) -> dict[str, InputState]:
@@ -261,163 +158,43 @@ class FusionCore:
     def drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + n
 
-    def _time_ok(self, msg: EventBatch | Heartbeat, now_ns: int) -> bool:
-        """Whether a message's time (``t_ns``, and ``t_ns + max(dt_ns)`` of a batch) lies
-        within ``MAX_CLOCK_SKEW_NS`` of this host's clock: on the same host directly, from
-        another host through both hosts' epoch offsets. Counted as ``bad_time`` if not."""
-        t_ns = msg.t_ns
-        t_end = t_ns
-        if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
-            t_end = t_ns + int(msg.dt_ns.max())
-        shift = 0
-        offset = msg.epoch_offset_ns if isinstance(msg, EventBatch) else 0
-        if offset and abs(t_ns - now_ns) > MAX_CLOCK_SKEW_NS:
-            shift = offset - self.epoch_offset_ns  # another host's monotonic clock
-        if max(abs(t_ns + shift - now_ns), abs(t_end + shift - now_ns)) <= MAX_CLOCK_SKEW_NS:
-            return True
-        self.drop("bad_time")
-        return False
+    def receive(self, topic: bytes, payload: bytes, now_ns: int) -> bool:
+        """The compiled path (:mod:`spikefuse.core.hot`): one received message handled and
+        serviced as :meth:`handle` + :meth:`service` at ``now_ns`` would, its commands sent
+        through ``send_payload``. False: not handled, nothing changed (decode it and call
+        :meth:`handle`)."""
+        if self.hot is None or self.send_payload is None:
+            return False
+        cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
+        if cmds is None:
+            return False
+        self.n_compiled += 1
+        for i, data, t_ns, cause_t_ns, fresh in cmds:
+            ok = self.send_payload(self._motor_topics[i], data)
+            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+        return True
 
     def handle(self, msg: Message, now_ns: int) -> None:
         if isinstance(msg, EventBatch):
-            if self._time_ok(msg, now_ns):
-                self._on_batch(msg, now_ns)
+            self.input_set.on_batch(msg, now_ns)
         elif isinstance(msg, Heartbeat):
-            if not self._time_ok(msg, now_ns):
-                return
-            self.n_heartbeats += 1
-            if msg.state != "failed":
-                for st in self.inputs.values():
-                    if st.cfg.sensor == msg.sensor:
-                        st.last_seen_ns = max(st.last_seen_ns, now_ns)
-            if msg.totals:
-                self._resync(msg, now_ns)
+            if self.input_set.on_heartbeat(msg, now_ns):
+                self.n_heartbeats += 1
         elif isinstance(msg, Status) and msg.source in self._sensors:
             first = self.sensor_status.get(msg.source, (msg, msg))[0]
             self.sensor_status[msg.source] = (first, msg)
         else:
             self.drop("unexpected_kind")
 
-    def _on_batch(self, batch: EventBatch, now_ns: int) -> None:
-        st = self._by_stream.get((batch.sensor, batch.input))
-        if st is None:
-            self.drop("unknown_input")
+    def _apply(
+        self, st: InputState, batch: EventBatch, reset: bool, t_ns: int, now_ns: int, _tag
+    ) -> None:
+        """A batch due (see :class:`InputSet`): converted and pushed at its time, or at the
+        engine's time if that is later (engine time never goes back: ``n_clamped``)."""
+        got = self.input_set.take(st, batch, reset)
+        if got is None:
             return
-        if not self._check_seq(st, batch, now_ns):
-            return
-        st.last_seen_ns = now_ns
-        if batch.channels.size and batch.channels.max() >= st.size:
-            bad = batch.channels >= st.size
-            self.drop("bad_channel", int(bad.sum()))
-            batch.channels, batch.counts = batch.channels[~bad], batch.counts[~bad]
-            batch.dt_ns = None if batch.dt_ns is None else batch.dt_ns[~bad]
-        np.add.at(st.received, batch.channels, batch.counts.astype(np.int64))
-        st.last_scale = batch.scale
-        t_ns = batch.t_ns + (
-            int(batch.dt_ns.max()) if batch.dt_ns is not None and batch.dt_ns.size else 0
-        )
-        self._schedule(st, batch, t_ns, now_ns)
-
-    def _schedule(self, st: InputState, batch: EventBatch, t_ns: int, now_ns: int) -> None:
-        if st.window_ns and t_ns + st.window_ns > now_ns:
-            heapq.heappush(self._reorder, (t_ns, next(self._tiebreak), st.name, batch))
-            return
-        if st.window_ns:
-            st.n_late += 1
-        self._apply(st, batch, t_ns, now_ns)
-
-    def _resync(self, hb: Heartbeat, now_ns: int) -> None:
-        """Keyframe: the driver's running totals per input against what arrived here. A
-        difference (batches lost to a full queue, a reconnect, a restarted driver whose
-        first batches were missed) is applied as one correcting batch at the heartbeat's
-        time, through the same path as any batch; the integrated value is then exact."""
-        for inp, totals in hb.totals.items():  # type: ignore[union-attr]
-            st = self._by_stream.get((hb.sensor, inp))
-            if st is None or st.last_scale is None:
-                continue  # nothing received yet: the first batch carries the full value
-            out_of_range = totals.size and (totals.max() > MAX_TOTAL or totals.min() < -MAX_TOTAL)
-            if totals.size > st.size or out_of_range:
-                self.drop("bad_totals")
-                continue
-            st.n_keyframes += 1
-            diff = -st.received.copy()
-            diff[: totals.size] += totals
-            nz = np.flatnonzero(diff)
-            if not nz.size:
-                continue
-            if np.abs(diff[nz]).max() > INT32_MAX:
-                self.drop("bad_totals")
-                continue
-            st.received += diff
-            n_counts = int(np.abs(diff[nz]).sum())
-            # the stream's first keyframe catches up with the batches that went out before
-            # this subscription was complete: normal at start-up, counted apart. A later
-            # difference is news (a loss, a restarted driver), and so is a first one after
-            # the seq jumped: a driver restarted before its first keyframe got here.
-            startup = st.n_keyframes == 1 and not (st.n_gaps or st.n_out_of_order)
-            st.n_resyncs += 1
-            st.n_resync_counts += n_counts
-            if startup:
-                st.n_startup_resyncs += 1
-                st.n_startup_resync_counts += n_counts
-            log.log(
-                logging.DEBUG if startup else logging.INFO,
-                "input '%s': sensor %s totals differ on %d channels (%d counts): corrected%s",
-                st.name,
-                hb.sensor,
-                nz.size,
-                n_counts,
-                " (start-up)" if startup else "",
-            )
-            fix = EventBatch(
-                hb.sensor,
-                st.last_seq or 0,
-                hb.t_ns,
-                inp,
-                st.last_scale,
-                nz.astype(np.int32),
-                diff[nz].astype(np.int32),
-            )
-            self._schedule(st, fix, max(hb.t_ns, 0), now_ns)
-
-    def _check_seq(self, st: InputState, batch: EventBatch, now_ns: int) -> bool:
-        """Counts sequence anomalies; False drops the batch. One PUB socket never reorders,
-        so a seq going back means the driver restarted (its first messages may have been
-        missed on reconnect) and its encoder starts from zero again: the input is reset."""
-        last = st.last_seq
-        st.last_seq = batch.seq
-        if last is None or batch.seq == last + 1:
-            return True
-        if batch.seq > last:
-            st.n_gaps += 1
-            return True
-        if batch.seq == last:
-            st.n_duplicate += 1
-            self.drop("duplicate")
-            return False
-        if batch.seq < last:
-            st.n_out_of_order += 1
-            log.info(
-                "input '%s': sensor %s restarted (seq %d after %d): input reset",
-                st.name,
-                batch.sensor,
-                batch.seq,
-                last,
-            )
-            ch, co = st.reset()
-            self._push(st, ch, co, max(self.engine.now, now_ns), now_ns, now_ns)
-        return True
-
-    def _apply(self, st: InputState, batch: EventBatch, t_ns: int, now_ns: int) -> None:
-        st.n_batches += 1
-        st.n_events += batch.n_events
-        self.n_batches += 1
-        self.n_events += batch.n_events
-        converted = st.convert(batch)
-        if converted is None:
-            self.drop("out_of_range")
-            return
-        ch, co = converted
+        ch, co = got
         push_t = min(t_ns, now_ns)
         if push_t < self.engine.now:
             st.n_clamped += 1
@@ -457,15 +234,23 @@ class FusionCore:
             for motor in motors:
                 motor.set_output(value, t, now_ns)
 
+    @property
+    def n_batches(self) -> int:
+        return self.input_set.n_batches
+
+    @property
+    def n_events(self) -> int:
+        return self.input_set.n_events
+
     # ---------------------------------------------------------------- time
     def next_wake_ns(self) -> int:
         wake = self.next_status_ns
         dl = self.engine.next_deadline()
         if dl is not None:
             wake = min(wake, dl + self.max_window_ns)
-        if self._reorder:
-            t, _, name, _ = self._reorder[0]
-            wake = min(wake, t + self.inputs[name].window_ns)
+        release = self.input_set.next_release_ns()
+        if release is not None:
+            wake = min(wake, release)
         for st in self.inputs.values():
             if not st.stale:
                 wake = min(wake, st.last_seen_ns + st.timeout_ns + 1)
@@ -476,12 +261,7 @@ class FusionCore:
     def service(self, now_ns: int) -> None:
         """Do everything due at ``now_ns``: reorder releases, crossings, staleness, motor
         commands, status."""
-        while self._reorder:
-            t, _, name, batch = self._reorder[0]
-            if t + self.inputs[name].window_ns > now_ns:
-                break
-            heapq.heappop(self._reorder)
-            self._apply(self.inputs[name], batch, t, now_ns)
+        self.input_set.release(now_ns)
         horizon = now_ns - self.max_window_ns
         dl = self.engine.next_deadline()
         if dl is not None and dl <= horizon and horizon >= self.engine.now:
@@ -535,18 +315,22 @@ class FusionCore:
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
     ) -> None:
-        seq = self._motor_seq[name]
-        self._motor_seq[name] = seq + 1
-        t_ns = now_ns if self.data_clock else _monotonic_ns()
+        i = self._motor_index[name]
+        seq = int(self.motor_seq[i])
+        self.motor_seq[i] = seq + 1
+        t_ns = now_ns if self.data_clock else self.clock()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
-        if self.send(msg):
+        self._motor_sent(name, t_ns, motor.cause_t_ns, fresh, self.send(msg))
+
+    def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
+        """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
+        if ok:
             self.n_motor_commands += 1
             if self.listening is not None:
                 self._count_heard(name)
             if fresh:
-                self.latency.add(t_ns - motor.cause_t_ns)
-                self._period_latency.add(t_ns - motor.cause_t_ns)
+                add_to((self.latency, self._period_latency), t_ns - cause_t_ns)
         else:
             self.n_motor_dropped += 1
             self.n_motor_dropped_by[name] = self.n_motor_dropped_by.get(name, 0) + 1
@@ -608,6 +392,7 @@ class FusionCore:
                 "n_batches": self.n_batches,
                 "n_events": self.n_events,
                 "n_heartbeats": self.n_heartbeats,
+                "n_compiled": self.n_compiled,
                 "n_motor_commands": self.n_motor_commands,
                 "syn_ops": snap["syn_ops"],
                 "n_saturated": snap["n_saturated"],  # clipped sends and deferred crossings
@@ -639,7 +424,3 @@ def data_time_ns(msg: Message) -> int:
     if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
         return msg.t_ns + int(msg.dt_ns.max())
     return int(getattr(msg, "t_ns", 0))
-
-
-def _monotonic_ns() -> int:
-    return time.monotonic_ns()

@@ -1,7 +1,8 @@
 """Per-actuator command shaping: clamp, slew-rate limit, minimum interval, refresh, fallback.
 
 A :class:`MotorChannel` holds the *target* (the graph's output, clamped) and the *commanded*
-values (what was last sent). :meth:`MotorChannel.due_ns` says when it next wants to publish;
+values (what was last sent), two arrays updated in place (the compiled hot path,
+:mod:`spikefuse.core.hot`, holds views of them). :meth:`MotorChannel.due_ns` says when it next wants to publish;
 the daemon's loop wakes then and calls :meth:`MotorChannel.poll`, which returns the values
 to publish (or ``None``). Nothing here reads a clock: times are passed in (monotonic ns).
 """
@@ -97,7 +98,7 @@ class MotorChannel:
             self.slew_t_ns = now_ns
         if self.dirty:
             self.n_coalesced += 1
-        self.target = new
+        self.target[:] = new
         self._at_rest = same_values(new, self.commanded)
         self.cause_t_ns = cause_t_ns
         self.dirty = True
@@ -109,8 +110,8 @@ class MotorChannel:
             return
         self.fallback = active
         if active:
-            self.target = self.safe.copy()
-            self.commanded = self.safe.copy()
+            self.target[:] = self.safe
+            self.commanded[:] = self.safe
             self._at_rest = True
             self.cause_t_ns = now_ns
             self.dirty = True
@@ -142,7 +143,7 @@ class MotorChannel:
     def _slew(self, now_ns: int) -> None:
         rate = self.cfg.max_rate_per_s
         if rate is None or self.fallback:
-            self.commanded = self.target.copy()
+            self.commanded[:] = self.target
             self._at_rest = True
             return
         max_step = rate * (now_ns - self.slew_t_ns) / NS_PER_S
@@ -150,7 +151,7 @@ class MotorChannel:
         step = np.clip(delta, -max_step, max_step)
         if not same_values(step, delta):
             self.n_slew_limited += 1
-        self.commanded = self.commanded + step
+        self.commanded += step
         self._at_rest = same_values(self.commanded, self.target)
         self.slew_t_ns = now_ns
 

@@ -26,6 +26,18 @@ def bucket_of(us: float) -> int:
     return i
 
 
+def add_to(hists: tuple[LatencyHistogram, ...], latency_ns: int) -> None:
+    """One latency into each of ``hists`` (bucketed once: the per-command hot path)."""
+    us = latency_ns / 1000.0 if latency_ns > 0 else 0.0
+    b = bucket_of(us)
+    for h in hists:
+        h.counts[b] += 1
+        h.n += 1
+        h.sum_us += us
+        if us > h.max_us:
+            h.max_us = us
+
+
 class LatencyHistogram:
     """Latencies (ns in, microseconds out) in logarithmic buckets (9 % wide): constant
     memory, percentiles to within one bucket, exact max."""
@@ -37,12 +49,7 @@ class LatencyHistogram:
         self.sum_us = 0.0
 
     def add(self, latency_ns: int) -> None:
-        us = latency_ns / 1000.0 if latency_ns > 0 else 0.0
-        self.counts[bucket_of(us)] += 1
-        self.n += 1
-        self.sum_us += us
-        if us > self.max_us:
-            self.max_us = us
+        add_to((self,), latency_ns)
 
     def percentile_us(self, q: float) -> float:
         """Upper edge of the bucket holding the q-th percentile (0 < q <= 100)."""

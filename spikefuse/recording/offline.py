@@ -1,18 +1,22 @@
 """Offline replay: a log's EventBatches through an :class:`~spikefuse.engine.Engine` on a
-virtual clock (acquisition time), with no sockets, as fast as the machine allows.
+virtual clock (the recorded arrival times), with no sockets, as fast as the machine allows.
 
-Batches are applied with the semantics of a live ``spikefuse core`` whose reorder window
-covers the transport delay: each batch in one push at the time of its last sample
-(``t_ns + max(dt_ns)``), in that time's order (ties in file order, i.e. the recorder's
-arrival order), counts converted to the graph input's scale with the core's arithmetic
-(per-channel herding residual). A batch's ``input`` names the graph input (``map_input``
-renames); unknown inputs and out-of-range channels are counted and skipped. Consecutive
-batches with increasing times go through ``Engine.push_many`` (the same outputs as pushing
-them one by one). Outputs become :class:`MotorCommand` messages
-on ``motor/<output>`` (``values`` = the whole output vector after the change, ``cause_t_ns``
-= the acquisition time of the input that caused it) and per-node spike counts
-:class:`Status` messages on ``status/replay`` every ``status_period_s`` of log time and at
-the end. Same inputs -> byte-identical output file.
+The input path is the live core's (:class:`spikefuse.core.inputs.InputSet`): every message
+arrives at its recorded ``log_time`` (the recorder's receive time on CLOCK_MONOTONIC) and goes
+through the same time check, sequence checks (a duplicate is dropped, a seq going back resets
+the input, gaps are counted), channel check, keyframe resync from heartbeat totals and scale
+conversion (per-channel herding residual) as in ``spikefuse core``. The reorder window is one
+that covers every transport delay: each batch is applied in one push at the time of its last
+sample (``t_ns + max(dt_ns)``), in that time's order (ties in arrival order), which is what a
+live core with a window larger than its transport delay does (``n_late == 0``). Each graph
+input is fed by the first stream (sensor, input) seen for it (``map_input`` renames an
+input); other streams and unknown inputs are counted and skipped. Consecutive batches with
+increasing times go through ``Engine.push_many`` (the same outputs as pushing them one by
+one). Outputs become :class:`MotorCommand` messages on ``motor/<output>`` (``values`` = the
+whole output vector after the change, ``cause_t_ns`` = the acquisition time of the input
+that caused it) and per-node spike counts :class:`Status` messages on ``status/replay``
+every ``status_period_s`` of log time and at the end. Same inputs -> byte-identical output
+file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.encoding import round_half_away
+from spikefuse.core.config import InputMap
+from spikefuse.core.inputs import WINDOW_ALL, InputSet, InputState
 from spikefuse.engine import Engine
 from spikefuse.errors import ProtocolError
 from spikefuse.graph import Graph
@@ -84,44 +89,6 @@ class OfflineResult:
         }
 
 
-class _Converter:
-    """Counts of one graph input at its scale: the same arithmetic as the core's
-    :meth:`spikefuse.core.fusion.InputState.convert` (float target with the herding residual
-    per channel; batches already at the input's scale pass through and are added to
-    ``sent`` lazily, folded in before the next re-quantised batch)."""
-
-    def __init__(self, n: int, scale: float) -> None:
-        self.scale = scale
-        self.target = np.zeros(n, np.float64)
-        self.sent = np.zeros(n, np.int64)
-        self.synced = True
-        self.passed: list[np.ndarray] = []  # (channels, counts) pairs not yet in sent
-
-    def apply(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
-        if batch.scale == self.scale:
-            self.passed += (batch.channels, batch.counts)
-            self.synced = False
-            return batch.channels, batch.counts
-        self._fold()
-        if not self.synced:
-            self.target[:] = self.sent
-            self.synced = True
-        ch = np.asarray(batch.channels, np.int64)
-        np.add.at(self.target, ch, np.asarray(batch.counts, np.int64) * (self.scale / batch.scale))
-        touched = np.unique(ch)
-        n = round_half_away(self.target[touched] - self.sent[touched]).astype(np.int64)
-        self.sent[touched] += n
-        nz = n != 0
-        return touched[nz].astype(np.int32), n[nz].astype(np.int32)
-
-    def _fold(self) -> None:
-        if self.passed:
-            ch = np.concatenate(self.passed[0::2]).astype(np.int64)
-            co = np.concatenate(self.passed[1::2]).astype(np.int64)
-            self.sent += np.bincount(ch, weights=co, minlength=self.sent.size).astype(np.int64)
-            self.passed.clear()
-
-
 class _MotorWriter:
     """Turns engine output events into MotorCommands (one per (time, output))."""
 
@@ -173,68 +140,73 @@ def apply_time_ns(batch: EventBatch) -> int:
     return batch.t_ns
 
 
-def _decoded_batches(
-    messages: list, res: OfflineResult
-) -> list[tuple[int, int, EventBatch, object]]:
-    items = []
-    received: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+def _log_epoch_offset_ns(log_file: LogFile) -> int:
+    """The recording host's CLOCK_REALTIME - CLOCK_MONOTONIC (the recorder stores it; 0 =
+    unknown): the time check of batches from other hosts, as on the live core's host."""
+    raw = log_file.metadata.get("spikefuse", {}).get("realtime_minus_monotonic_ns", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _arrivals(messages: list, res: OfflineResult):
+    """``(index, decoded message, raw)`` of every decodable message, in file (arrival)
+    order; the undecodable ones are counted."""
     for i, m in enumerate(messages):
         try:
             msg = decode(m.payload)
         except ProtocolError:
             res.n_undecodable += 1
             continue
-        if isinstance(msg, EventBatch):
-            items.append((apply_time_ns(msg), i, msg, m))
-            _count_received(received, msg)
-        elif isinstance(msg, Heartbeat) and msg.totals:
-            for fix in _resync_batches(received, msg):
-                res.n_resyncs += 1
-                items.append((fix.t_ns, i, fix, None))
-    items.sort(key=lambda it: (it[0], it[1]))
-    return items
+        yield i, msg, m
 
 
-def core_batches(log_file: LogFile) -> list[tuple[int, EventBatch]]:
-    """The log's EventBatches as a core applies them: ``(apply_time_ns, batch)`` in
-    application order, heartbeat resyncs included (what training reads as its inputs)."""
-    items = _decoded_batches(log_file.select(["sensor/"]), OfflineResult())
-    return [(t, batch) for t, _, batch, _ in items]
+def core_batches(
+    log_file: LogFile, sizes: dict[str, int], drops: dict[str, int] | None = None
+) -> list[tuple[int, EventBatch]]:
+    """The log's EventBatches of the inputs ``sizes`` (name -> channels) as a core applies
+    them: ``(apply_time_ns, batch)`` in application order, through the core's input path
+    (duplicates dropped, heartbeat resyncs included, a restarted driver's input brought
+    back to zero by a batch of the negated counts so far). What was refused is counted in
+    ``drops`` (e.g. ``bad_channel``). What training reads as its inputs."""
+    out: list[tuple[int, EventBatch]] = []
+    totals: dict[str, np.ndarray] = {}
 
-
-def _count_received(received: dict, batch: EventBatch) -> None:
-    key = (batch.sensor, batch.input)
-    tot = received.get(key, (np.zeros(0, np.int64), batch.scale))[0]
-    if batch.channels.size:
-        top = int(batch.channels.max()) + 1
-        if top > tot.size:
-            tot = np.concatenate([tot, np.zeros(top - tot.size, np.int64)])
+    def apply(st: InputState, batch: EventBatch, reset: bool, t_ns: int, _now, _tag) -> None:
+        tot = totals.setdefault(st.name, np.zeros(st.size, np.int64))
+        if reset and tot.any():
+            nz = np.flatnonzero(tot)
+            back = (-tot[nz]).astype(np.int32)
+            out.append(
+                (
+                    t_ns,
+                    EventBatch(
+                        batch.sensor,
+                        batch.seq,
+                        t_ns,
+                        st.name,
+                        batch.scale,
+                        nz.astype(np.int32),
+                        back,
+                    ),
+                )
+            )
+            tot[:] = 0
         np.add.at(tot, batch.channels, batch.counts.astype(np.int64))
-    received[key] = (tot, batch.scale)
+        out.append((t_ns, batch))
 
-
-def _resync_batches(received: dict, hb: Heartbeat) -> list[EventBatch]:
-    """What the core does with a heartbeat's totals (:meth:`FusionCore._resync`), in log
-    (arrival) order: the difference to the counts received so far, as a batch at the
-    heartbeat's time."""
-    out = []
-    for inp, totals in hb.totals.items():  # type: ignore[union-attr]
-        key = (hb.sensor, inp)
-        if key not in received:
-            continue
-        tot, scale = received[key]
-        n = max(tot.size, totals.size)
-        diff = np.zeros(n, np.int64)
-        diff[: totals.size] += totals
-        diff[: tot.size] -= tot
-        nz = np.flatnonzero(diff)
-        if not nz.size or np.abs(diff[nz]).max() > np.iinfo(np.int32).max:
-            continue
-        fix = EventBatch(
-            hb.sensor, 0, hb.t_ns, inp, scale, nz.astype(np.int32), diff[nz].astype(np.int32)
-        )
-        _count_received(received, fix)
-        out.append(fix)
+    inputs = InputSet({}, apply, {} if drops is None else drops, _log_epoch_offset_ns(log_file))
+    res = OfflineResult()
+    for _, msg, m in _arrivals(log_file.select(["sensor/"]), res):
+        if isinstance(msg, EventBatch):
+            if msg.input in sizes and msg.input not in inputs.states:
+                cfg = InputMap(sensor=msg.sensor, input=msg.input)
+                inputs.add(InputState(msg.input, cfg, sizes[msg.input], 1.0, 0, WINDOW_ALL))
+            inputs.on_batch(msg, m.log_time_ns)
+        elif isinstance(msg, Heartbeat) and msg.totals:
+            inputs.on_heartbeat(msg, m.log_time_ns)
+    inputs.release()
     return out
 
 
@@ -260,9 +232,8 @@ def replay_offline(
     same outputs, byte for byte; slower)."""
     log_file = source if isinstance(source, LogFile) else open_log(source)
     eng = graph if isinstance(graph, Engine) else Engine(_load_graph(graph))
-    map_input = dict(map_input or {})
     res = OfflineResult()
-    items = _decoded_batches(log_file.select(topics or ["sensor/"], start_s, end_s), res)
+    messages = log_file.select(topics or ["sensor/"], start_s, end_s)
     sink = None
     if out_path is not None:
         sink = LogWriter(
@@ -271,18 +242,10 @@ def replay_offline(
             flush_interval_s=None,
         )
     try:
-        _run(
-            eng,
-            items,
-            sink,
-            res,
-            map_input,
-            status_period_s,
-            copy_inputs,
-            keep_motor,
-            progress,
-            batched,
-        )
+        run = _Runner(eng, sink, res, dict(map_input or {}), status_period_s, keep_motor, batched)
+        run.inputs.epoch_offset_ns = _log_epoch_offset_ns(log_file)
+        run.copy_inputs = sink is not None and copy_inputs
+        run.run(messages, progress)
     finally:
         if sink is not None:
             sink.close()
@@ -317,7 +280,9 @@ class _Pending:
 
 
 class _Runner:
-    """The replay loop's state: engine, converters, motor writer, status clock."""
+    """The replay loop's state: the core's input path, engine, motor writer, status clock.
+    Messages arrive at their recorded times (:meth:`arrive`); the input path hands what is
+    due to :meth:`_apply` in time order (:meth:`run` releases everything at the end)."""
 
     MAX_PENDING_EVENTS = 1 << 18
 
@@ -330,25 +295,70 @@ class _Runner:
         self.batched = batched
         m = eng.model
         self.size = {n: int(m.node_size[m.index(n)]) for n in eng.input_names}
-        self.converters = {
-            n: _Converter(self.size[n], float(m.unit_scale[m.node_off[m.index(n)]]))
-            for n in eng.input_names
-        }
+        self.scale = {n: float(m.unit_scale[m.node_off[m.index(n)]]) for n in eng.input_names}
+        self.drops: dict[str, int] = {}
+        self.inputs = InputSet({}, self._apply, self.drops)
         self.motor = _MotorWriter(eng, sink, keep_motor)
         self.status_period_ns = max(1, round(status_period_s * 1e9))
         self.next_status_ns = 0
         self.status_seq = 0
         self.last_cause = 0
+        self.t0: int | None = None
+        self.t_end: int | None = None
         self.pending = _Pending()
+        self.copies: list[tuple[int, int, object]] = []  # (apply time, arrival index, raw)
+        self._next_copy = 0
+
+    def run(self, messages: list, progress: bool | None) -> None:
+        res = self.res
+        with Progress(len(messages), "replay", enabled=progress) as bar:
+            for i, msg, raw in _arrivals(messages, res):
+                bar.update()
+                self.arrive(i, msg, raw)
+            self.copies.sort(key=lambda c: (c[0], c[1]))
+            self.inputs.release()
+            if self.t0 is None:
+                self.start(0)
+            self.finish(self.t0 if self.t_end is None else self.t_end)
+        res.n_motor_commands = self.motor.n
+        res.motor = self.motor.kept
+        res.counters = self.eng.counters
+        res.n_resyncs = sum(st.n_resyncs for st in self.inputs.states.values())
+        res.bad_batches = dict(self.drops)
+        res.t_first_ns = None if self.t_end is None else self.t0
+        res.t_last_ns = self.t_end
+
+    def arrive(self, i: int, msg, raw) -> None:
+        """One recorded message at its arrival time (``log_time``)."""
+        now = raw.log_time_ns
+        if isinstance(msg, Heartbeat):
+            if msg.totals:
+                self.inputs.on_heartbeat(msg, now)
+            return
+        if not isinstance(msg, EventBatch):
+            return
+        if self.copy_inputs:
+            self.copies.append((apply_time_ns(msg), i, raw))
+        name = self.map_input.get(msg.input, msg.input)
+        if name not in self.size:
+            self.res.unknown_inputs[name] = self.res.unknown_inputs.get(name, 0) + 1
+            return
+        if name not in self.inputs.states:
+            cfg = InputMap(sensor=msg.sensor, input=msg.input)
+            st = InputState(name, cfg, self.size[name], self.scale[name], now, WINDOW_ALL)
+            self.inputs.add(st)
+        self.inputs.on_batch(msg, now, i)
 
     def start(self, t0: int) -> None:
+        self.t0 = t0
         self.motor.emit(self.eng.start(t0), t0, t0)
         self.next_status_ns = t0 + self.status_period_ns
         self.last_cause = t0
 
-    def batch(self, t_ns: int, batch: EventBatch, raw) -> None:
-        if self.copy_inputs and raw is not None:
-            self.pending.copies.append((len(self.pending.t), raw, t_ns))
+    def _apply(self, st, batch: EventBatch, reset: bool, t_ns: int, _now: int, tag) -> None:
+        if self.t0 is None:
+            self.start(t_ns)
+        self.t_end = t_ns
         while t_ns >= self.next_status_ns:
             self.flush()
             t_s = self.next_status_ns
@@ -356,29 +366,31 @@ class _Runner:
             _status(self.eng, self.sink, self.res, self.status_seq, t_s)
             self.status_seq += 1
             self.next_status_ns += self.status_period_ns
+        self._take_copies((t_ns, -1 if tag is None else tag))
         res = self.res
-        name = self.map_input.get(batch.input, batch.input)
-        conv = self.converters.get(name)
-        if conv is None:
-            res.unknown_inputs[name] = res.unknown_inputs.get(name, 0) + 1
-            return
-        if batch.channels.size and (
-            int(batch.channels.max()) >= self.size[name] or int(batch.channels.min()) < 0
-        ):
-            res.bad_batches["channel_out_of_range"] = (
-                res.bad_batches.get("channel_out_of_range", 0) + 1
-            )
-            return
-        if batch.scale != conv.scale:
+        if batch.scale != st.scale:
             res.n_rescaled_batches += 1
-        ch, co = conv.apply(batch)
+        got = self.inputs.take(st, batch, reset)
         res.n_batches += 1
         res.n_events_in += int(batch.channels.size)
+        if got is None:
+            return
+        ch, co = got
         if self.pending.t and self.pending.t[-1] == t_ns:
             self.flush()  # equal times: keep one MotorCommand group per push
-        self.pending.add(t_ns, name, ch, co)
+        self.pending.add(t_ns, st.name, ch, co)
         if not self.batched or self.pending.n_events >= self.MAX_PENDING_EVENTS:
             self.flush()
+
+    def _take_copies(self, upto: tuple[int, int] | None) -> None:
+        """Copies of the input messages up to (apply time, arrival index) ``upto`` (None:
+        all), written before the next push's outputs."""
+        k = self._next_copy
+        while k < len(self.copies) and (upto is None or self.copies[k][:2] <= upto):
+            t, _, raw = self.copies[k]
+            self.pending.copies.append((len(self.pending.t), raw, t))
+            k += 1
+        self._next_copy = k
 
     def flush(self) -> None:
         p = self.pending
@@ -413,39 +425,11 @@ class _Runner:
             self.sink.write(raw.topic, raw.payload, t_ns, t_ns, raw.sequence)
 
     def finish(self, t_end: int) -> None:
+        self._take_copies(None)
         self.flush()
         t = max(t_end, self.eng.now)
         self.motor.emit(self.eng.advance(t), t_end, self.last_cause)
         _status(self.eng, self.sink, self.res, self.status_seq, t)
-
-
-def _run(
-    eng: Engine,
-    items: list,
-    sink: LogWriter | None,
-    res: OfflineResult,
-    map_input: dict[str, str],
-    status_period_s: float,
-    copy_inputs: bool,
-    keep_motor: bool,
-    progress: bool | None,
-    batched: bool = True,
-) -> None:
-    run = _Runner(eng, sink, res, map_input, status_period_s, keep_motor, batched)
-    run.copy_inputs = sink is not None and copy_inputs
-    t0 = items[0][0] if items else 0
-    run.start(t0)
-    with Progress(len(items), "replay", enabled=progress) as bar:
-        for t_ns, _i, batch, raw in items:
-            bar.update()
-            run.batch(t_ns, batch, raw)
-        t_end = items[-1][0] if items else t0
-        run.finish(t_end)
-    res.n_motor_commands = run.motor.n
-    res.motor = run.motor.kept
-    res.counters = eng.counters
-    res.t_first_ns = t0 if items else None
-    res.t_last_ns = t_end if items else None
 
 
 def _status(eng: Engine, sink: LogWriter | None, res: OfflineResult, seq: int, t_ns: int) -> None:

@@ -125,7 +125,8 @@ class World:
             mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"obstacle{i}")
             for i in range(len(self.track.spec.obstacles))
         }
-        self._obstacle_ids = np.array(sorted(self._obstacle_geoms), np.int32)
+        self._is_obstacle = np.zeros(self.model.ngeom, bool)  # per geom id: one lookup a step
+        self._is_obstacle[sorted(self._obstacle_geoms)] = True
         self._touching: set[int] = set()
         self.schedules = {
             "gyro": _Schedule(cfg.gyro.rate_hz),
@@ -206,8 +207,7 @@ class World:
     def _check_contacts(self) -> None:
         d = self.data
         geoms = d.contact.geom[: d.ncon] if d.ncon else None
-        hit = geoms is not None and np.isin(geoms, self._obstacle_ids).any()
-        if not hit:
+        if geoms is None or not self._is_obstacle[geoms].any():
             self._touching = set()
             return
         now: set[int] = set()

@@ -101,16 +101,16 @@ def load_recording(
     rows: dict[str, list[np.ndarray]] = {name: [np.zeros(n)] for name, n in sizes.items()}
     scales: dict[str, float] = {}
     t_list, pushes, which, sample_push = [], [], [], []
-    for t_ns, batch in core_batches(log):
+    drops: dict[str, int] = {}
+    applied = core_batches(log, sizes, drops)
+    if drops.get("bad_channel"):
+        raise ConfigError(
+            f"{path}: {drops['bad_channel']} events have channels beyond what the config "
+            f"gives their input ({', '.join(f'{k}: {v}' for k, v in sizes.items())} channels)",
+            "inputs",
+        )
+    for t_ns, batch in applied:
         name = batch.input
-        if name not in sizes:
-            continue
-        if batch.channels.size and int(batch.channels.max()) >= sizes[name]:
-            raise ConfigError(
-                f"{path}: input '{name}' has channel {int(batch.channels.max())}, "
-                f"but the config gives it {sizes[name]} channels",
-                f"inputs.{name}",
-            )
         if scales.setdefault(name, batch.scale) != batch.scale:
             raise ConfigError(
                 f"{path}: input '{name}' changes scale ({scales[name]} -> {batch.scale})",

@@ -26,6 +26,7 @@ or on NEST (the functional check without a board). The rules:
 * **Integrator** (approximate): a current-based pair whose synaptic current holds the
   input level between spikes (see :func:`_add_integrator`).
 * **relu** (approximate): mapped as identity; the node's report says so.
+* **AvgPool2d**: a convolution whose kernel is the pool weight on the channel diagonal.
 
 Nodes that have no such form (Product; tanh, sigmoid, abs, clip) raise
 :class:`MappingError` naming the node and the reason.
@@ -42,6 +43,7 @@ from spikefuse.builder.model import (
     E_CONV,
     E_DENSE,
     E_ELEM,
+    E_POOL,
     K_ACT,
     K_CONV,
     K_DENSE,
@@ -190,16 +192,24 @@ def _edge_rows(
         return pre, post, w[pre, post]
     if ekind == E_CONV:
         return _conv_rows(model, t, in_off, n_s)
+    if ekind == E_POOL:
+        return _conv_rows(model, t, in_off, n_s, pool=True)
     if ekind == E_ELEM:
         idx = np.arange(n_s)
         return idx, idx + in_off, np.ones(n_s)
     raise MappingError("edge kind has no synaptic form", model.node_names[t])  # pragma: no cover
 
 
-def _conv_rows(model: Model, t: int, in_off: int, n_s: int):
+def _conv_rows(model: Model, t: int, in_off: int, n_s: int, pool: bool = False):
+    """Synapses of a convolution; an average pool is the convolution whose kernel is its
+    one weight (1/(kh·kw)) on the channel diagonal."""
     co, ci, kh, kw, h, w, ho, wo, sy, sx, py, px = (int(v) for v in model.node_conv[t])
     wp = int(model.node_wptr[t])
-    k = model.weights[wp : wp + co * ci * kh * kw].reshape(co, ci, kh, kw)
+    if pool:
+        k = np.zeros((co, ci, kh, kw))
+        k[np.arange(co), np.arange(ci)] = model.weights[wp]
+    else:
+        k = model.weights[wp : wp + co * ci * kh * kw].reshape(co, ci, kh, kw)
     oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
     pres, posts, ws = [], [], []
     for o in range(co):

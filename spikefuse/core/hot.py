@@ -1,0 +1,120 @@
+"""The fusion core's compiled per-message path (``spikefuse.core._hot``), behind a class
+that decides whether it applies and checks what it is given.
+
+One call per received EventBatch payload decodes it (msgpack framing, raw little-endian
+arrays), checks it (kind, known stream, seq = last + 1, times within
+``MAX_CLOCK_SKEW_NS`` of now, channels in range, scale = the input's), updates the input's
+totals, pushes it into the compiled engine, routes the outputs to the motors (clamp,
+minimum interval) and encodes the MotorCommands that are due, with the semantics of
+``FusionCore.handle`` followed by ``FusionCore.service`` at the same time. Anything else
+(another kind, a seq anomaly, a scale change, an out-of-range value, an input whose
+staleness changes, a heartbeat, a bad payload) returns ``None`` having
+changed nothing, and the Python path handles the message: every rule has one source, the
+Python code, which the compiled path only takes a short cut through. See ``docs/core.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spikefuse import protocol
+from spikefuse.engine import Engine
+
+if TYPE_CHECKING:
+    from spikefuse.core.fusion import FusionCore
+
+log = logging.getLogger(__name__)
+
+Command = tuple[int, bytes, int, int, bool]
+"""(motor index, MotorCommand payload, t_ns, cause_t_ns, fresh)"""
+
+
+def unavailable(core: FusionCore) -> str | None:
+    """Why the compiled path cannot serve ``core`` (None: it can)."""
+    kinds = (protocol.KIND_EVENT_BATCH, protocol.KIND_MOTOR_COMMAND)
+    if any(2 + protocol._KINDS[k][1] > 15 for k in kinds):
+        return "a wire format whose envelope is no msgpack fixarray (> 15 items)"
+    if sys.byteorder != "little":
+        return "a big-endian host (the wire arrays are little-endian)"
+    if core.data_clock:
+        return "clock: data"
+    if type(core.engine) is not Engine:
+        return f"the {type(core.engine).__name__} backend (the compiled engine only)"
+    if core.input_set.max_window_ns:
+        return "an input with reorder_window_ms > 0"
+    if any(m.cfg.max_rate_per_s is not None for m in core.motors.values()):
+        return "an actuator with max_rate_per_s (slew limit)"
+    streams = [(st.cfg.sensor, st.cfg.input or st.name) for st in core.inputs.values()]
+    if len(set(streams)) != len(streams):
+        return "two graph inputs fed by the same stream"
+    return None
+
+
+class HotPath:
+    """The compiled path of one :class:`~spikefuse.core.fusion.FusionCore`
+    (:meth:`build` returns None, with the reason logged, where it does not apply)."""
+
+    def __init__(self, core: FusionCore):
+        from spikefuse.core._hot import _Hot
+
+        reason = unavailable(core)
+        if reason is not None:
+            raise ValueError(f"the compiled path does not apply: {reason}")
+        model = core.engine.model
+        streams = []
+        for st in core.inputs.values():
+            sensor = st.cfg.sensor.encode()
+            node = core.engine._input_index[st.name]
+            streams.append(
+                (st, sensor, (st.cfg.input or st.name).encode(), b"sensor/" + sensor, node)
+            )
+        order = {name: i for i, name in enumerate(core.motors)}
+        routes = []
+        for idx, name, motors in core._routes:
+            sl = model.units_of(name)
+            routes.append((idx, sl.start, sl.stop - sl.start, [order[m.name] for m in motors]))
+        motors = [
+            (
+                m,
+                name.encode(),
+                np.ascontiguousarray(m.index, np.int64),
+                m.cfg.clamp,
+                m.refresh_ns,
+                m.min_interval_ns,
+            )
+            for name, m in core.motors.items()
+        ]
+        limits = {
+            "max_abs_time_ns": protocol.MAX_ABS_TIME_NS,
+            "max_dt_ns": protocol.MAX_DT_NS,
+            "max_skew_ns": protocol.MAX_CLOCK_SKEW_NS,
+            "max_payload_bytes": protocol.MAX_PAYLOAD_BYTES,
+            "version": protocol.PROTOCOL_VERSION,
+            "kind_batch": protocol.KIND_EVENT_BATCH,
+            "kind_motor": protocol.KIND_MOTOR_COMMAND,
+            # the number of fields of each kind (the decoder's table)
+            "batch_fields": protocol._KINDS[protocol.KIND_EVENT_BATCH][1],
+            "motor_fields": protocol._KINDS[protocol.KIND_MOTOR_COMMAND][1],
+        }
+        self._hot = _Hot(core, limits, streams, routes, motors, core.motor_seq)
+
+    @classmethod
+    def build(cls, core: FusionCore) -> HotPath | None:
+        reason = unavailable(core)
+        if reason is not None:
+            log.info("core '%s': Python per-message path (%s)", core.cfg.name, reason)
+            return None
+        return cls(core)
+
+    def on_payload(
+        self, topic: bytes, payload: bytes, now_ns: int, stamp_ns: int
+    ) -> list[Command] | None:
+        """Handle one received ``[topic, payload]`` at ``now_ns``, stamping commands with
+        ``stamp_ns``; None: not handled, nothing changed (the Python path's turn)."""
+        if type(topic) is not bytes or type(payload) is not bytes:
+            return None
+        return self._hot.on_payload(topic, payload, now_ns, stamp_ns)

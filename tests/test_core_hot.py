@@ -1,0 +1,250 @@
+"""The compiled per-message path against the Python path (the oracle): random sequences of
+valid and invalid EventBatch payloads, heartbeats and clock steps go to two cores on the same
+graph, one with ``fast_path`` and one without; the MotorCommands (payload bytes: values,
+times, causes, sequence numbers), the drops and every counter must be identical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _core_util import small_graph
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spikefuse.core import CoreConfig, FusionCore
+from spikefuse.engine import Engine
+from spikefuse.errors import ProtocolError
+from spikefuse.graph import Graph
+from spikefuse.protocol import (
+    MAX_ABS_TIME_NS,
+    MAX_CLOCK_SKEW_NS,
+    Encoder,
+    EventBatch,
+    Heartbeat,
+    Status,
+    decode,
+    encode,
+    topic_of,
+)
+
+MS = 1_000_000
+T0 = 10**12
+N = 4  # channels of the graph input
+
+ACTUATORS = [
+    {"m": {"output": "y"}},
+    {"m": {"output": "y", "clamp": [-1.0, 1.5], "channels": [2, 0]}},
+    {"m": {"output": "y", "min_interval_ms": 3.0}, "n": {"output": "yi", "clamp": [0, 0.5]}},
+    {"a": {"output": "yi"}, "b": {"output": "y", "safe_values": 1.0}},
+]
+
+
+class Harness:
+    """One core, fed the way the daemon feeds it (compiled first where enabled)."""
+
+    def __init__(self, gpath, actuators: dict, fast: bool, timeout_s: float):
+        cfg = CoreConfig(
+            graph=gpath,
+            inputs={"x": {"sensor": "s", "timeout_s": timeout_s}},
+            actuators=actuators,
+            refresh_hz=50.0,
+        )
+        graph = Graph.load(gpath).resolve()
+        self.out: list[tuple[bytes, bytes]] = []
+        enc = Encoder()
+        self.now = T0
+        self.core = FusionCore(cfg, graph, Engine(graph), T0, self._send(enc), fast_path=fast)
+        self.core.clock = lambda: self.now
+        self.core.send_payload = lambda topic, data: self.out.append((topic, data)) or True
+        self.fast = fast
+        self.n_compiled = 0
+        self.rejected: list[str] = []
+
+    def _send(self, enc):
+        def send(msg) -> bool:
+            if isinstance(msg, Status):  # the one counter that differs: which path it took
+                metrics = {**msg.metrics, "totals": dict(msg.metrics["totals"])}
+                del metrics["totals"]["n_compiled"]
+                msg = Status(msg.source, msg.seq, msg.t_ns, metrics)
+            self.out.append((topic_of(msg), enc.encode(msg)))
+            return True
+
+        return send
+
+    def feed(self, topic: bytes, payload: bytes) -> None:
+        core = self.core
+        if self.fast and core.receive(topic, payload, self.now):
+            self.n_compiled += 1
+            if core.next_wake_ns() <= self.now:
+                core.service(self.now)
+            return
+        try:
+            msg = decode(payload)
+        except ProtocolError as exc:
+            self.rejected.append(exc.reason)
+            return
+        if topic_of(msg) != topic:
+            self.rejected.append("topic_mismatch")
+            return
+        core.handle(msg, self.now)
+        core.service(self.now)
+
+    def tick(self, now: int) -> None:
+        self.now = now
+        if self.core.next_wake_ns() <= now:
+            self.core.service(now)
+
+    def state(self) -> dict:
+        core = self.core
+        status = core.status_metrics(self.now)
+        totals = status.pop("totals")
+        del totals["n_compiled"]  # the one counter that differs: which path was taken
+        return {
+            "out": self.out,
+            "rejected": self.rejected,
+            "status": status,
+            "totals": totals,
+            "sent": {n: s.sent.tolist() for n, s in core.inputs.items()},
+            "received": {n: s.received.tolist() for n, s in core.inputs.items()},
+            "engine": (core.engine.now, core.engine.counters, core.engine.events_in),
+            "motors": {
+                n: (m.target.tolist(), m.commanded.tolist()) for n, m in core.motors.items()
+            },
+            "wake": core.next_wake_ns(),
+        }
+
+
+def _payload(kind: str, seq: int, now: int, draw) -> tuple[bytes, bytes]:
+    """One message of the given kind (valid or not), encoded as a driver would."""
+    n = draw(st.integers(0, 6))
+    ch = np.array(draw(st.lists(st.integers(0, N - 1), min_size=n, max_size=n)), np.int32)
+    co = np.array(draw(st.lists(st.integers(-5, 5), min_size=n, max_size=n)), np.int32)
+    t = now - draw(st.integers(0, 3 * MS))
+    scale, sensor, inp, dt = 1.0, "s", "x", None
+    if kind == "bad_channel" and n:
+        ch[-1] = N + draw(st.integers(0, 3))
+    elif kind == "time":
+        t = draw(
+            st.sampled_from(
+                [now + MAX_CLOCK_SKEW_NS + 1, now - MAX_CLOCK_SKEW_NS - 5, MAX_ABS_TIME_NS, 0]
+            )
+        )
+    elif kind == "scale":
+        scale = draw(st.sampled_from([2.0, 4.0, 0.5]))
+    elif kind == "dt" and n:
+        dt = np.array(draw(st.lists(st.integers(0, 2 * MS), min_size=n, max_size=n)), np.int64)
+    elif kind == "unknown":
+        sensor, inp = draw(st.sampled_from([("s", "z"), ("q", "x")]))
+    if kind == "heartbeat":
+        totals = np.array(draw(st.lists(st.integers(-20, 20), min_size=N, max_size=N)), np.int64)
+        hb = Heartbeat("s", seq, t, "ok", "", {"x": totals} if draw(st.booleans()) else None)
+        return b"sensor/s", encode(hb)
+    b = EventBatch(sensor, seq, t, inp, scale, ch, co, dt_ns=dt)
+    payload = encode(b)
+    topic = b"sensor/" + sensor.encode()
+    if kind == "corrupt":
+        cut = draw(st.integers(0, len(payload) - 1))
+        payload = payload[:cut] + bytes([draw(st.integers(0, 255))]) + payload[cut + 1 :]
+    elif kind == "topic":
+        topic = b"sensor/other"
+    return topic, payload
+
+
+KINDS = [
+    "valid",
+    "valid",
+    "valid",
+    "valid",
+    "duplicate",
+    "back",
+    "gap",
+    "bad_channel",
+    "time",
+    "scale",
+    "dt",
+    "unknown",
+    "heartbeat",
+    "corrupt",
+    "topic",
+]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_compiled_path_equals_python_path(tmp_path, data):
+    gpath = tmp_path / "g.npz"
+    if not gpath.exists():
+        small_graph(gpath, n=N, with_integrator=True)
+    actuators = data.draw(st.sampled_from(ACTUATORS))
+    timeout_s = data.draw(st.sampled_from([0.005, 0.2]))
+    py = Harness(gpath, actuators, False, timeout_s)
+    hot = Harness(gpath, actuators, True, timeout_s)
+    assert hot.core.hot is not None and py.core.hot is None
+    now, seq = T0, -1
+    for _ in range(data.draw(st.integers(1, 60))):
+        now += data.draw(st.sampled_from([0, 1, 1000, MS // 2, MS, 4 * MS, 30 * MS]))
+        py.tick(now)
+        hot.tick(now)
+        kind = data.draw(st.sampled_from(KINDS))
+        if kind == "duplicate":
+            s = max(seq, 0)
+        elif kind == "back":
+            s = data.draw(st.integers(0, max(seq, 0)))
+        elif kind == "gap":
+            s = seq + data.draw(st.integers(2, 5))
+        else:
+            s = seq + 1
+        topic, payload = _payload(kind, s, now, data.draw)
+        if kind != "heartbeat":
+            seq = max(seq, s) if kind != "back" else s
+        py.feed(topic, payload)
+        hot.feed(topic, payload)
+        assert hot.out == py.out
+    now += 100 * MS
+    py.tick(now)
+    hot.tick(now)
+    assert hot.state() == py.state()
+
+
+def test_compiled_path_takes_the_steady_stream_and_is_deterministic(tmp_path):
+    """A steady stream is handled compiled after its first batch (no integrator: nothing
+    moves the engine's clock past a batch's time, which the Python path would clamp), and
+    two runs of the same inputs give the same bytes."""
+    gpath = small_graph(tmp_path / "g.npz", n=N)
+    runs = []
+    for _ in range(2):
+        h = Harness(gpath, ACTUATORS[1], True, 0.2)
+        rng = np.random.default_rng(7)
+        now = T0
+        for seq in range(300):
+            now += MS
+            h.tick(now)
+            ch = rng.integers(0, N, 5).astype(np.int32)
+            co = rng.integers(-3, 4, 5).astype(np.int32)
+            h.feed(b"sensor/s", encode(EventBatch("s", seq, now - 50_000, "x", 1.0, ch, co)))
+        assert h.n_compiled == 299
+        runs.append(h.state())
+    assert runs[0] == runs[1] and len(runs[0]["out"]) > 50
+
+
+@pytest.mark.parametrize(
+    "over, reason",
+    [
+        ({"inputs": {"x": {"sensor": "s", "reorder_window_ms": 2}}}, "reorder_window_ms"),
+        ({"actuators": {"m": {"output": "y", "max_rate_per_s": 5}}}, "max_rate_per_s"),
+        ({"clock": "data"}, "clock: data"),
+    ],
+)
+def test_compiled_path_stands_aside_where_it_does_not_apply(tmp_path, over, reason):
+    from spikefuse.core.hot import unavailable
+
+    gpath = small_graph(tmp_path / "g.npz")
+    kw = {"inputs": {"x": {"sensor": "s"}}, "actuators": {"m": {"output": "y"}}, **over}
+    cfg = CoreConfig(graph=gpath, **kw)
+    graph = Graph.load(gpath).resolve()
+    core = FusionCore(cfg, graph, Engine(graph), T0, lambda m: True, data_clock=cfg.clock == "data")
+    assert core.hot is None and reason in unavailable(core)
