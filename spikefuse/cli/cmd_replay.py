@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="live: wait (up to 30 s) for N subscribers first",
+        help="live: wait (up to 30 s) for N subscribers of the sensor data first",
     )
     p.set_defaults(func=run)
 
@@ -176,8 +176,14 @@ def _live(args: argparse.Namespace, log: LogFile, topics: list[str]) -> int:
         StopSignal() as stop,
         Publisher(args.endpoint, bind=not args.connect, security=security) as pub,
     ):
-        if args.wait_subscribers and not pub.wait_for_subscribers(args.wait_subscribers, 30.0):
-            print("replay: no subscriber within 30 s, starting anyway", file=sys.stderr)
+        # subscribers of the recording's sensor data (a core's status subscription to the
+        # same socket is not one more subscriber)
+        data = [t.encode() for t in log.topics if t.startswith("sensor/")]
+        n = args.wait_subscribers
+        if n and not pub.wait_for_subscribers(n, 30.0, topics=data):
+            print(
+                f"replay: fewer than {n} subscribers within 30 s, starting anyway", file=sys.stderr
+            )
         res = replay_live(
             log,
             pub,

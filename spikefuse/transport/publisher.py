@@ -5,6 +5,7 @@ makes ``send`` count a drop instead of ZeroMQ dropping silently."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import zmq
 
@@ -127,16 +128,24 @@ class Publisher(Closes):
         to a topic nobody holds reaches no one, which ZeroMQ does not count."""
         return any(n > 0 and topic.startswith(p) for p, n in self._live.items())
 
-    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 5.0) -> bool:
-        """Block until ``n`` subscriptions arrived (avoids losing the first messages to the
-        'slow joiner' effect); False on timeout."""
+    def wait_for_subscribers(
+        self, n: int = 1, timeout_s: float = 5.0, topics: Sequence[bytes] = ()
+    ) -> bool:
+        """Block until ``n`` subscribers are there (avoids losing the first messages to the
+        'slow joiner' effect); False on timeout. With ``topics``, a subscriber counts when
+        it would receive one of them (the rule of :meth:`n_subscribed`: a process that
+        also subscribed to a status topic counts once), else every subscription counts."""
         deadline_s = time.monotonic() + timeout_s
-        while self.poll_subscriptions() < n:
+        while self._n_waited_for(topics) < n:
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
                 return False
             self._sock.poll(max(1, int(remaining_s * 1000)), zmq.POLLIN)
         return True
+
+    def _n_waited_for(self, topics: Sequence[bytes]) -> int:
+        n_all = self.poll_subscriptions()
+        return max(self.n_subscribed(t) for t in topics) if topics else n_all
 
     def close(self) -> None:
         """Close; queued messages still get ``linger_s`` to leave."""
