@@ -17,13 +17,18 @@ LEARNED = REPO / "configs/graphs/sim_learned.npz"
 
 
 def test_learned_graph_completes_the_seeded_course_without_collision():
+    """The issue's targets on the seeded lock-step course (in-process, NumPy renderer, a
+    10 ms actuation delay): a lap without collision, cross-track within 1.5x the teacher's
+    on the same course, ops <= 0.1 of the network run densely at the camera rate and
+    <= 0.02 at the gyro rate."""
     g = Graph.load(LEARNED)
-    r = drive_lap(g, seed=0, max_s=60.0)
-    assert r["lap_completed"], r
+    r = drive_lap(g, seed=0, max_s=60.0, delay_ms=10.0)
+    teacher = drive_lap(None, seed=0, max_s=60.0)
+    assert r["lap_completed"] and teacher["lap_completed"], (r, teacher)
     assert r["collisions"] == 0, r
-    assert r["cross_track_rms_m"] < 0.15, r  # on the line (the track's half width is larger)
-    # the engine did much less than the same network run at the gyro rate
-    assert r["ops_ratio_vs_dense_at_gyro_rate"] < 0.1, r
+    assert r["cross_track_rms_m"] <= 1.5 * teacher["cross_track_rms_m"], (r, teacher)
+    assert r["ops_ratio_vs_dense_at_camera_rate"] <= 0.1, r
+    assert r["ops_ratio_vs_dense_at_gyro_rate"] <= 0.02, r
 
 
 def test_learned_graph_ships_with_its_report():
