@@ -67,6 +67,7 @@ class SimLoop:
         perturbation: Perturbation | None = None,
     ):
         from spikefuse.drivers.sim import PHASE_NS, pure_pursuit
+        from spikefuse.sim import model as M
         from spikefuse.sim.world import STEP_NS, World
 
         self.cfg = cfg
@@ -94,13 +95,11 @@ class SimLoop:
         self.next_teacher_ns = 0
         self.teacher_period_ns = round(1e9 / cfg.teacher.rate_hz)
         self.dw = 0.0  # the OU yaw-rate disturbance
+        self._wheel_per_yaw = M.HALF_TRACK_M / M.WHEEL_RADIUS_M
 
     def _stream(self, g: str) -> GroupStream:
         c = self.cfg
-        s = GroupStream(c.name, g, c.input_of(g), c.groups[g].scale, 0, c.max_batch_events, 0)
-        if g != "camera":
-            s.encoder = SigmaDeltaEncoder(3 if g in ("gyro", "accel") else 2, s.scale)
-        return s
+        return GroupStream(c.name, g, c.input_of(g), c.groups[g].scale, 0, c.max_batch_events, 0)
 
     def _check_scales(self, graph: Graph) -> None:
         for g, s in self.streams.items():
@@ -138,6 +137,8 @@ class SimLoop:
                 ch, co, _ = self.dvs.encode(t, r.values, self.step_ns)
                 s.add(t, ch.astype(np.int32), co.astype(np.int32), None, 0, self._send)
             else:
+                if s.encoder is None:  # as the driver runner: sized by the first sample
+                    s.encoder = SigmaDeltaEncoder(r.values.size, s.scale)
                 ch, co = s.encoder.encode(r.values)
                 s.add(t, ch, co, None, 0, self._send)
 
@@ -160,11 +161,10 @@ class SimLoop:
             self.label_seq += 1
 
     def _disturbance(self) -> np.ndarray:
-        from spikefuse.sim import model as M
-
+        """The yaw-rate disturbance as wheel speeds (rad/s): -/+ w*b/r."""
         if self.dw == 0.0:
             return np.zeros(2)
-        d = self.dw * M.HALF_TRACK_M / M.WHEEL_RADIUS_M
+        d = self.dw * self._wheel_per_yaw
         return np.array([-d, d])
 
     def _send(self, batch: EventBatch) -> None:
