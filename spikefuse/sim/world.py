@@ -125,6 +125,7 @@ class World:
             mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"obstacle{i}")
             for i in range(len(self.track.spec.obstacles))
         }
+        self._obstacle_ids = np.array(sorted(self._obstacle_geoms), np.int32)
         self._touching: set[int] = set()
         self.schedules = {
             "gyro": _Schedule(cfg.gyro.rate_hz),
@@ -205,8 +206,7 @@ class World:
     def _check_contacts(self) -> None:
         d = self.data
         geoms = d.contact.geom[: d.ncon] if d.ncon else None
-        # a set look-up: np.isin on a handful of contacts costs more than the physics step
-        hit = geoms is not None and not self._obstacle_geoms.isdisjoint(geoms.ravel().tolist())
+        hit = geoms is not None and np.isin(geoms, self._obstacle_ids).any()
         if not hit:
             self._touching = set()
             return
