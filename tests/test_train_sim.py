@@ -1,6 +1,7 @@
 """The shipped learned controller (configs/graphs/sim_learned.npz, trained by
 ``spikefuse train configs/train/sim_teacher.yaml`` from teacher recordings) drives the
-seeded lock-step course in-process, and ``launch/sim.yaml`` runs it by default."""
+seeded lock-step course in-process within the issue's targets, and ``launch/sim.yaml`` runs
+it by default (``--set`` switches back to the hand-built line follower)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ LEARNED = REPO / "configs/graphs/sim_learned.npz"
 
 
 def test_learned_graph_completes_the_seeded_course_without_collision():
+    """The issue's targets on the seeded lock-step course (in-process, NumPy renderer, a
+    10 ms actuation delay): a lap without collision, cross-track within 1.5x the teacher's
+    on the same course, ops <= 0.1 of the network run densely at the camera rate and
+    <= 0.02 at the gyro rate."""
     g = Graph.load(LEARNED)
-    r = drive_lap(g, seed=0, max_s=60.0)
-    assert r["lap_completed"], r
+    r = drive_lap(g, seed=0, max_s=60.0, delay_ms=10.0)
+    teacher = drive_lap(None, seed=0, max_s=60.0)
+    assert r["lap_completed"] and teacher["lap_completed"], (r, teacher)
     assert r["collisions"] == 0, r
-    assert r["cross_track_rms_m"] < 0.15, r  # on the line (the track's half width is larger)
-    # the engine did much less than the same network run at the gyro rate
-    assert r["ops_ratio_vs_dense_at_gyro_rate"] < 0.1, r
+    assert r["cross_track_rms_m"] <= 1.5 * teacher["cross_track_rms_m"], (r, teacher)
+    assert r["ops_ratio_vs_dense_at_camera_rate"] <= 0.1, r
+    assert r["ops_ratio_vs_dense_at_gyro_rate"] <= 0.02, r
 
 
 def test_learned_graph_ships_with_its_report():
@@ -33,7 +39,7 @@ def test_learned_graph_ships_with_its_report():
     assert Graph.load(LEARNED).resolve().nodes["wheels_out"].size == 2
 
 
-def test_sim_launch_runs_the_hand_built_graph_and_set_switches_to_the_learned_one():
+def test_sim_launch_runs_the_learned_graph_and_set_switches_to_the_hand_built_one():
     def graphs(overrides):
         cfg = load_launch(REPO / "launch/sim.yaml", overrides)
         procs = {p.name: p for p in cfg.processes}
@@ -42,8 +48,10 @@ def test_sim_launch_runs_the_hand_built_graph_and_set_switches_to_the_learned_on
         ]
 
     core, robot = graphs([])
-    assert core[-1].endswith("sim_line.yaml") and robot[-1].endswith("sim_line.yaml")
-    core, robot = graphs(
-        ["core.graph=../graphs/sim_learned.npz", "robot.report.graph=../graphs/sim_learned.npz"]
-    )
     assert core[-1].endswith("sim_learned.npz") and robot[-1].endswith("sim_learned.npz")
+    # the switch back, exactly as the launch file's comment gives it
+    text = (REPO / "launch/sim.yaml").read_text()
+    sets = ["core.graph=../graphs/sim_line.yaml", "robot.report.graph=../graphs/sim_line.yaml"]
+    assert all(f"--set {s}" in text for s in sets)
+    core, robot = graphs(sets)
+    assert core[-1].endswith("sim_line.yaml") and robot[-1].endswith("sim_line.yaml")

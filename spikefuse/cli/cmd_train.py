@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config field, e.g. fit.epochs=5 (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="first record the config's collect section (in-process sim runs, DAgger rounds)",
+    )
     p.set_defaults(func=run)
 
 
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from spikefuse.train.run import run_training
 
-    rep = run_training(cfg, progress=False if args.no_progress else None)
+    rep = run_training(cfg, progress=False if args.no_progress else None, collect=args.collect)
     p = rep["picked"]
     ratios = ", ".join(f"{k} {v:.4f}" for k, v in p["ops_ratio_vs_dense"].items())
     print(

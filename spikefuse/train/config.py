@@ -114,6 +114,11 @@ class FitSpec(StrictModel):
     learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0, description="AdamW decoupled decay")
     sample_every: int = Field(default=1, ge=1, description="train on every n-th sample")
+    image_offset: tuple[float, float] = Field(
+        default=(0.0, 0.0),
+        description="augmentation: a uniform offset in [lo, hi] added to each training "
+        "image (the DVS state of a global lighting change, log intensity)",
+    )
     seed: int = 0
 
 
@@ -126,6 +131,15 @@ class ConvertSpec(StrictModel):
     learning_rate: float = Field(default=0.05, gt=0)
     window: int = Field(default=64, ge=2, description="consecutive samples per ops window")
     windows_per_step: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=1024, ge=1, description="samples of the error term")
+    error_target: Literal["float_network", "labels"] = Field(
+        default="float_network",
+        description="what the rounding network's error is measured against in the search",
+    )
+    resample: bool = Field(
+        default=False,
+        description="draw new samples and windows every step (default: one fixed draw)",
+    )
     dense_rate_input: str | None = Field(
         default=None, description="input whose event rate is the ops baseline (default: the image)"
     )
@@ -137,6 +151,34 @@ class ConvertSpec(StrictModel):
         return self
 
 
+class CollectSpec(StrictModel):
+    """Seeded training recordings of the simulated robot, made in-process (``spikefuse train
+    CONFIG --collect``, :mod:`spikefuse.train.closedloop`): the ``sim`` driver's world and
+    encoders, the teacher's clean command as the label, the executed command perturbed (an
+    Ornstein-Uhlenbeck yaw-rate disturbance) so that the runs hold recoveries (DART: the
+    learner sees the states its own errors lead to, labelled by the teacher). Per-run
+    settings (renderer, disturbance, actuation delay) cycle over their lists by run index."""
+
+    driver_config: str = Field(description="the sim driver's config (relative to this file)")
+    set: list[str] = Field(default_factory=list, description="overrides on it (KEY=VALUE)")
+    dir: str = Field(description="where the recordings go (relative to this file)")
+    train_seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    validation_seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    renderers: list[Literal["numpy", "mujoco"]] = Field(default_factory=lambda: ["numpy"])
+    yaw_rate_std_radps: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.0])
+    tau_s: float = Field(default=0.5, gt=0)
+    delay_ms: list[Annotated[float, Field(ge=0, le=1000)]] = Field(default_factory=lambda: [0.0])
+    max_s: float = Field(default=40.0, gt=0, description="sim time per run (one lap or less)")
+    workers: int = Field(default=1, ge=1, le=64, description="runs recorded in parallel")
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        both = set(self.train_seeds) & set(self.validation_seeds)
+        if both:
+            raise ValueError(f"seeds in both train_seeds and validation_seeds: {sorted(both)}")
+        return self
+
+
 class OutputSpec(StrictModel):
     graph: str
     report: str
@@ -144,8 +186,9 @@ class OutputSpec(StrictModel):
 
 
 class TrainConfig(FileConfig):
-    train: list[str] = Field(min_length=1)
-    validation: list[str] = Field(min_length=1)
+    train: list[str] = Field(default_factory=list)
+    validation: list[str] = Field(default_factory=list)
+    collect: CollectSpec | None = None
     inputs: dict[str, InputSpec]
     target: TargetSpec
     network: NetworkSpec
@@ -155,6 +198,13 @@ class TrainConfig(FileConfig):
     dense_rates_hz: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="name -> rate of the frame-based baseline"
     )
+
+    @model_validator(mode="after")
+    def _some_recordings(self):
+        for which in ("train", "validation"):
+            if not getattr(self, which) and self.collect is None:
+                raise ValueError(f"{which}: give recordings (or a collect section)")
+        return self
 
     @model_validator(mode="after")
     def _inputs_known(self):
@@ -167,9 +217,27 @@ class TrainConfig(FileConfig):
             raise ValueError(f"image_input '{net.image_input}' needs a shape (C, H, W)")
         return self
 
-    def recordings(self, which: str) -> list[Path]:
-        """The files of ``train`` or ``validation`` (globs, relative to the config)."""
+    def collected(self, which: str) -> list[Path]:
+        """The files the ``collect`` section makes for ``train`` or ``validation``."""
+        c = self.collect
+        if c is None:
+            return []
+        seeds = c.validation_seeds if which == "validation" else c.train_seeds
+        return [self.resolve_path(c.dir) / f"{which}_{s}.mcap" for s in seeds]
+
+    def recordings(self, which: str, must_exist: bool = True) -> list[Path]:
+        """The files of ``train`` or ``validation`` (globs, relative to the config) and
+        the ``collect`` section's; a collected file that does not exist names
+        ``--collect``."""
         out: list[Path] = []
+        for f in self.collected(which):
+            if must_exist and not f.exists():
+                raise ConfigError(
+                    f"{f} does not exist (record the collect section's runs first: "
+                    "spikefuse train CONFIG --collect)",
+                    "collect",
+                )
+            out.append(f)
         for i, pattern in enumerate(getattr(self, which)):
             hits = sorted(glob.glob(str(self.resolve_path(pattern))))
             if not hits:
@@ -181,7 +249,9 @@ class TrainConfig(FileConfig):
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     cfg = load_model(TrainConfig, path, overrides)
     cfg.set_base_dir(Path(path).resolve().parent)
-    shared = set(cfg.recordings("train")) & set(cfg.recordings("validation"))
+    shared = set(cfg.recordings("train", must_exist=False)) & set(
+        cfg.recordings("validation", must_exist=False)
+    )
     if shared:
         raise ConfigError(
             f"recordings in both train and validation: {sorted(map(str, shared))} "

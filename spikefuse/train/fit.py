@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import jax
@@ -115,14 +116,20 @@ class OpsModel:
         return cls(fan, inp, DenseExecutor(graph).ops_per_step)
 
 
-def node_ops(scales, values, fanout: list) -> jnp.ndarray:
-    """sum_l fanout_l . sum_t |round(k_l a_l,t) - round(k_l a_l,t-1)| over a window
-    (``values`` from the rounding network, so ``k*v`` is the integer count)."""
+def node_ops(counts: list, fanout: list) -> jnp.ndarray:
+    """sum_l fanout_l . sum_t |n_l,t - n_l,t-1| over a window, ``counts`` n = round(k*a)
+    from :func:`forward` (the integer counts, straight-through)."""
     total = 0.0
-    for i, v in enumerate(values):
-        n = v * scales[i]
-        total = total + jnp.sum(jnp.abs(n[1:] - n[:-1]) @ fanout[i])
+    for n, fan in zip(counts, fanout, strict=True):
+        total = total + jnp.sum(jnp.abs(n[1:] - n[:-1]) @ fan)
     return total
+
+
+def forward_counts(arch, norm, params, scales, img, vec):
+    """(values, counts) of the rounding network."""
+    counts: list = []
+    vals = forward(arch, norm, params, scales, img, vec, True, counts)
+    return vals, counts
 
 
 @dataclass
@@ -147,7 +154,9 @@ class Trainer:
         self.dense_rate_hz = self._baseline_rate_hz()
         arch, norm = self.arch, self.norm
         self.fwd_q = jax.jit(lambda p, k, img, vec: forward(arch, norm, p, k, img, vec, True))
+        self.fwd_qc = jax.jit(lambda p, k, img, vec: forward_counts(arch, norm, p, k, img, vec))
         self._grad = None
+        self._search_fixed = None
 
     # -- helpers -----------------------------------------------------------------------
     def graph(self, scales):
@@ -194,6 +203,7 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------
     def fit(self, progress: bool | None = None) -> None:
+        t0 = time.monotonic()
         fit = self.cfg.fit
         opt = optax.adamw(fit.learning_rate, weight_decay=fit.weight_decay)
         state = opt.init(self.params)
@@ -213,7 +223,7 @@ class Trainer:
                 order = self.rng.permutation(n)
                 losses = []
                 for s in range(0, n, fit.batch_size):
-                    b = self.train_set.take(order[s : s + fit.batch_size])
+                    b = self._augment(self.train_set.take(order[s : s + fit.batch_size]))
                     self.params, state, lv = step(self.params, state, b.img, b.vec, b.y)
                     losses.append(float(lv))
                 row = {
@@ -234,6 +244,17 @@ class Trainer:
         # keep the epoch with the lowest validation loss (early stopping)
         self.best_val_loss, self.params = best
         self.best_epoch = 1 + [h["val_loss"] for h in self.history].index(self.best_val_loss)
+        self.fit_seconds = time.monotonic() - t0
+
+    def _augment(self, b: Batch) -> Batch:
+        """Training batches only: each sample's image plus one uniform offset drawn from
+        ``fit.image_offset`` (a global lighting change shifts every lit pixel's log
+        intensity, and so its DVS state, by the same amount)."""
+        lo, hi = self.cfg.fit.image_offset
+        if b.img is None or lo == hi == 0.0:
+            return b
+        off = self.rng.uniform(lo, hi, b.img.shape[0])
+        return Batch(b.img + off[:, None, None, None], b.vec, b.y)
 
     def _mean_loss(self, loss, samples: SampleSet) -> float:
         total = 0.0
@@ -246,8 +267,8 @@ class Trainer:
         dense network at the baseline rate over the same time."""
         ops = dense = 0.0
         for b, dur in self.windows(self.val, n_windows):
-            vals = self.fwd_q(self.params, scales, b.img, b.vec)
-            ops += float(node_ops(scales, vals, self.fanout))
+            _, counts = self.fwd_qc(self.params, scales, b.img, b.vec)
+            ops += float(node_ops(counts, self.fanout))
             dense += self.ops_model.dense_ops_per_step * self.dense_rate_hz * dur
         return ops / dense
 
@@ -264,29 +285,48 @@ class Trainer:
             err = loss_q(params, scales, img, vec, y)
             ops = dense = 0.0
             for wb, dur in wins:
-                vals = forward(arch, norm, params, scales, wb[0], wb[1], True)
-                ops = ops + node_ops(scales, vals, fanout)
+                _, counts = forward_counts(arch, norm, params, scales, wb[0], wb[1])
+                ops = ops + node_ops(counts, fanout)
                 dense = dense + per_s * dur
             return err + lam * ops / dense
 
         return jax.jit(jax.grad(objective))
 
     def search_scales(self, lam: float, scales0: np.ndarray) -> np.ndarray:
-        """The scales k_l = exp(kappa_l) that minimise task error + lam * ops/dense_ops."""
+        """The scales k_l = exp(kappa_l) that minimise task error + lam * ops/dense_ops.
+        The task error's change by rounding is measured against the float network's own
+        outputs (``convert.error_target: float_network``, the default): against the labels,
+        the float network's residual times the rounding noise is a zero-mean term that
+        outweighs the rounding's systematic cost and sends the scales on a random walk.
+        Unless ``convert.resample``, every step and every lambda see the same samples and
+        windows (drawn once): a deterministic objective, so the lambdas compare and the
+        search does not random-walk on sampling noise."""
         conv = self.cfg.convert
         if self._grad is None:
             self._grad = self._objective_grad()
         opt = optax.adam(conv.learning_rate)
         kappas = jnp.log(jnp.asarray(scales0))
         state = opt.init(kappas)
-        n = self.train_set.n
         for _ in range(conv.steps):
-            b = self.train_set.take(self.rng.integers(0, n, min(n, self.cfg.fit.batch_size)))
-            wins = [((w.img, w.vec), d) for w, d in self.windows(self.train, conv.windows_per_step)]
+            b, wins = self._search_data(conv.resample)
             g = self._grad(kappas, lam, b.img, b.vec, b.y, wins)
             upd, state = opt.update(g, state, kappas)
             kappas = optax.apply_updates(kappas, upd)
         return np.exp(np.asarray(kappas, np.float64))
+
+    def _search_data(self, resample: bool):
+        if resample or self._search_fixed is None:
+            conv = self.cfg.convert
+            n = self.train_set.n
+            b = self.train_set.take(np.sort(self.rng.choice(n, min(n, conv.batch_size), False)))
+            if conv.error_target == "float_network":
+                out = forward(self.arch, self.norm, self.params, None, b.img, b.vec, False)[-1]
+                b = Batch(b.img, b.vec, np.asarray(out))
+            wins = [((w.img, w.vec), d) for w, d in self.windows(self.train, conv.windows_per_step)]
+            if resample:
+                return b, wins
+            self._search_fixed = (b, wins)
+        return self._search_fixed
 
     def evaluate(self, scales, recs: list[Recording]) -> dict:
         """Exact figures of the rounding network on whole sequences (every sample): task
@@ -300,8 +340,8 @@ class Trainer:
             for s in range(0, r.n, CHUNK):
                 # one sample of overlap so the change across the chunk boundary is counted
                 b = gather(self.arch, r, np.arange(max(s - 1, 0), min(s + CHUNK, r.n)))
-                vals = self.fwd_q(self.params, scales, b.img, b.vec)
-                ops += float(node_ops(scales, vals, self.fanout))
+                vals, counts = self.fwd_qc(self.params, scales, b.img, b.vec)
+                ops += float(node_ops(counts, self.fanout))
                 fresh = slice(1, None) if s > 0 else slice(None)
                 out = np.asarray(vals[-1])[fresh]
                 sq += (((out - b.y[fresh]) / self.norm.y_std) ** 2).sum(axis=0)

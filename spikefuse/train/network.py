@@ -176,17 +176,23 @@ def _apply(nd: NodePlan, p: dict, x):
     return _act(layer, x @ p["w"] + p["b"])
 
 
-def forward(arch: Architecture, norm: Norm, params, scales, img, vec, quantize: bool):
+def forward(arch: Architecture, norm: Norm, params, scales, img, vec, quantize: bool, counts=None):
     """Values of every node (list, batch-first) for a batch of raw inputs; with
     ``quantize`` each node's value is ``round(k*v)/k`` at ``scales`` k (straight-through).
-    Give the graph's own scales (``np.exp(kappas)``) to reproduce the engine bit for bit."""
+    Give the graph's own scales (``np.exp(kappas)``) to reproduce the engine bit for bit.
+    ``counts`` (a list) receives each node's integer count ``round(k*v)`` (straight-through):
+    count the ops on these, never on ``value * k`` (under ``jax.jit`` XLA rewrites
+    ``(n/k)*k`` and the gradient with respect to k comes out wrong by orders of magnitude)."""
     values = []
 
     def q(i, v):
         if not quantize:
             return v
         k = scales[i]
-        return ste_round(k * v) / k
+        n = ste_round(k * v)
+        if counts is not None:
+            counts.append(n.reshape(n.shape[0], -1))
+        return n / k
 
     feats = []
     if arch.image_input is not None:

@@ -43,42 +43,67 @@ def load_split(cfg: TrainConfig) -> tuple[list[Recording], list[Recording], dict
     return sets[0], sets[1], scales
 
 
-def run_training(cfg: TrainConfig, progress: bool | None = None) -> dict:
-    """Everything ``spikefuse train`` does; returns the report (also written to disk)."""
+def _fit_and_convert(cfg: TrainConfig, lambdas, progress):
+    """Fit on the training recordings, then search the scales for each lambda: (trainer,
+    curve, picked scales)."""
     from spikefuse.train.fit import Trainer
     from spikefuse.train.network import Architecture
-    from spikefuse.train.verify import verify
 
-    t0 = time.monotonic()
     train, val, scales = load_split(cfg)
     arch = Architecture(cfg, train[0].target.shape[1])
     tr = Trainer(cfg, arch, train, val, scales)
     tr.fit(progress)
-    t_fit = time.monotonic() - t0
     scales0 = tr.init_scales()
     curve, picked = [], None
-    for lam in sorted(cfg.convert.lambdas):
+    for lam in sorted(lambdas):
         scales = tr.search_scales(lam, scales0)
         row = {"lambda": lam, **tr.evaluate(scales, val), "scales": scales.tolist()}
         curve.append(row)
         if lam == cfg.convert.pick:
-            picked = (scales, row)
-    scales, row = picked
-    out = cfg.output
-    graph_path = cfg.resolve_path(out.graph)
+            picked = scales
+    return tr, curve, picked
+
+
+def _save_graph(cfg: TrainConfig, tr, scales) -> Path:
+    graph_path = cfg.resolve_path(cfg.output.graph)
     graph = tr.graph(scales)
     graph.name = graph_path.stem
     graph_path.parent.mkdir(parents=True, exist_ok=True)
     graph.save(graph_path)
-    checks = [verify(tr, graph, scales, r) for r in val]
+    return graph_path
+
+
+def run_training(cfg: TrainConfig, progress: bool | None = None, collect: bool = False) -> dict:
+    """Everything ``spikefuse train`` does; returns the report (also written to disk).
+    ``collect``: first record the config's ``collect`` runs."""
+    from spikefuse.train.verify import verify
+
+    t0 = time.monotonic()
+    collected: dict = {}
+    if collect:
+        if cfg.collect is None:
+            raise ConfigError("--collect needs a collect section in the config", "collect")
+        from spikefuse.train.collect import jobs, run_jobs
+
+        runs = run_jobs(jobs(cfg), cfg.collect.workers)
+        collected = {"collected_runs": runs, "collect_seconds": time.monotonic() - t0}
+    t1 = time.monotonic()
+    tr, curve, scales = _fit_and_convert(cfg, cfg.convert.lambdas, progress)
+    t_fit = tr.fit_seconds
+    row = next(c for c in curve if c["lambda"] == cfg.convert.pick)
+    graph_path = _save_graph(cfg, tr, scales)
+    graph = tr.graph(scales)
+    checks = [verify(tr, graph, scales, r) for r in tr.val]
     report = {
         "graph": str(graph_path),
-        "train_recordings": [str(r.path) for r in train],
-        "validation_recordings": [str(r.path) for r in val],
+        "train_recordings": [str(r.path) for r in tr.train],
+        "validation_recordings": [str(r.path) for r in tr.val],
         "n_train_samples": tr.train_set.n,
         "n_validation_samples": tr.val_set.n,
         "fit_seconds": t_fit,
-        "train_seconds": time.monotonic() - t0,
+        "train_seconds": time.monotonic() - t1,
+        **collected,
+        "total_seconds": time.monotonic() - t0,
         "history": tr.history,
         "float_val_loss": tr.best_val_loss,
         "best_epoch": tr.best_epoch,
@@ -97,11 +122,11 @@ def run_training(cfg: TrainConfig, progress: bool | None = None) -> dict:
         },
         "seed": cfg.fit.seed,
     }
-    report_path = cfg.resolve_path(out.report)
+    report_path = cfg.resolve_path(cfg.output.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=1))
-    if out.curve_png:
-        plot_curve(curve, cfg.convert.pick, cfg.resolve_path(out.curve_png))
+    if cfg.output.curve_png:
+        plot_curve(curve, cfg.convert.pick, cfg.resolve_path(cfg.output.curve_png))
     return report
 
 
