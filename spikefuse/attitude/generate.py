@@ -113,10 +113,12 @@ class AttitudeParams(StrictModel):
     )
     accel_noise_density: float = Field(default=120e-6 * G0_M_S2, gt=0, description="m/s^2/sqrt(Hz)")
     tau_acc_s: float = Field(
-        default=1.0, gt=0, description="accelerometer correction time constant"
+        default=2.0, gt=0, description="accelerometer correction time constant"
     )
-    eps_tilt_rad: float = Field(default=0.05, gt=0, description="quantization tilt budget")
-    eps_out_rad: float = Field(default=math.radians(1.0), gt=0, description="output resolution")
+    eps_tilt_rad: float = Field(
+        default=math.radians(1.0), gt=0, description="quantization tilt budget"
+    )
+    eps_out_rad: float = Field(default=math.radians(0.5), gt=0, description="output resolution")
     renorm_gain_per_s: float = Field(
         default=2.0, ge=0, description="pull of |g| back onto the unit sphere, 1/s"
     )
@@ -126,6 +128,26 @@ class AttitudeParams(StrictModel):
     gate_in: float = Field(default=3.0, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
     gate_out: float = Field(default=200.0, gt=0, description="no trust beyond this")
     trust_levels: int = Field(default=5, ge=1, description="quantization levels of the trust 0..1")
+    gyro_quantum_dps: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="gyro input quantum, deg/s (rounded to a multiple of the tracker grid); "
+        "None: 4 sigma of the gyro noise",
+    )
+    bias_gain: float = Field(
+        default=0.1,
+        description="gyro bias integral gain, 1/s^2 (db/dt = gain * moving * (g x h)); 0: off",
+    )
+    bias_quantum_dps: float = Field(default=0.02, gt=0, description="bias estimate quantum")
+    bias_err_quantum_deg: float = Field(
+        default=0.25, gt=0, description="quantum of the bias error signal g x h"
+    )
+    bias_term_quantum_dps: float = Field(
+        default=0.05, gt=0, description="target quantum of the v x b terms (odd fraction of grid)"
+    )
+    sub_quanta: int = Field(
+        default=3, ge=1, description="odd: the two parts of a tracker at this many sub-quanta"
+    )
     up0: tuple[float, float, float] = Field(
         default=(0.0, 0.0, 1.0), description="initial body-frame up"
     )
@@ -213,7 +235,10 @@ class AttitudeParams(StrictModel):
         # second stage) then divides K eps_tilt (the grid of the first)
         eps = self.eps_out_rad * max(1, round(self.eps_tilt_rad / self.eps_out_rad))
         step = k_corr * eps
-        q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
+        if self.gyro_quantum_dps is None:
+            q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
+        else:
+            q_w = step * max(1, round(math.radians(self.gyro_quantum_dps) / step))
         q_a = G0_M_S2 * eps * math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9)
         s = {
             "gyro": 1.0 / q_w,
@@ -231,6 +256,13 @@ class AttitudeParams(StrictModel):
             "Ph": 1.0 / q_w,
             "Qg": 1.0 / (k_corr * self.eps_out_rad),  # K h_c is on this grid
             "gd": 1.0 / (k_corr * self.eps_out_rad),
+            "sub": float(self.sub_quanta),
+            "wabs": 1.0 / q_w,
+            "Xgh": 1.0 / math.radians(self.bias_err_quantum_deg),
+            "cgh": 1.0 / math.radians(self.bias_err_quantum_deg),
+            "b": 1.0 / math.radians(self.bias_quantum_dps),
+            "Pbh": _odd_fraction(step, self.bias_term_quantum_dps),
+            "Pbg": _odd_fraction(k_corr * self.eps_out_rad, self.bias_term_quantum_dps),
         }
         if self.with_mag:
             # m is in units of the horizontal field B_h, so the heading resolution of every
@@ -265,9 +297,18 @@ class AttitudeParams(StrictModel):
                     "n": 1.0 / self.eps_out_rad,
                     "Pn": 1.0 / q_w,
                     "nd": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
+                    "Pbn": _odd_fraction(step_m, self.bias_term_quantum_dps),
                 }
             )
         return s
+
+
+def _odd_fraction(grid: float, target_dps: float) -> float:
+    """Scale whose quantum is ``grid / M`` with M odd and the quantum close to ``target_dps``:
+    a sum of such terms with terms on ``grid`` never sits on a half level of ``grid``."""
+    m = max(1, round(grid / math.radians(target_dps)))
+    m += 1 - m % 2
+    return m / grid
 
 
 AXES = ("x", "y", "z")
@@ -284,6 +325,7 @@ def _add_tracker(
     tau_s: float,
     y0: list[float],
     corr: list[tuple[str | list[str], np.ndarray]],
+    bias: str | None = None,
 ) -> list[str]:
     """Track a body-frame vector ``v`` of a fixed earth direction: per axis c,
     ``dv_c/dt = (v x w)_c + corr_c - v_c/tau`` with ``corr[c] = (sources, weights (n, 1))``.
@@ -293,15 +335,29 @@ def _add_tracker(
     fills the slot of w_c, which does not enter component c). Every unit of ``P{v}_c``
     feeds only ``{v}d_c``: one synaptic op per spike instead of three. Returns the names."""
     comp = [f"{v}_{a}" for a in AXES]
+    sub = scales["sub"]
     for c, axis in enumerate(AXES):
         prod = f"P{v}_{axis}"
         b = [ZERO if p == "0" else f"{v}_{p}" for p in PARTNER[c]]
         g.product(prod, "gyro", b, scale=scales[f"P{v}"])
         srcs, w = corr[c]
         srcs = [srcs] if isinstance(srcs, str) else list(srcs)
-        weights = np.vstack([np.array(SIGN[c]).reshape(3, 1), w])
-        g.dense(f"{v}d_{axis}", [prod, *srcs], weights, scale=scales[f"{v}d"])
-        g.integrator(comp[c], f"{v}d_{axis}", gain=1.0, tau_s=tau_s, y0=y0[c], scale=scales[v])
+        if bias is not None:  # - v x b: the same products with the bias estimate
+            g.product(f"Pb{v}_{axis}", bias, b, scale=scales[f"Pb{v}"])
+            srcs.append(f"Pb{v}_{axis}")
+            w = np.vstack([w, -np.array(SIGN[c]).reshape(3, 1)])
+        # rotation part (gyro grid) and correction part (fine grid), each integrated with
+        # the same leak: v_c = r_c + k_c exactly (linear), and the coarse rotation never
+        # runs through the fine correction grid
+        g.dense(f"{v}d_{axis}", srcs, w, scale=scales[f"{v}d"])
+        # one rotation integrator per product term (the zero slot has gain 0: never moves)
+        g.integrator(
+            f"{v}r_{axis}", prod, gain=list(SIGN[c]), tau_s=tau_s, y0=0.0, scale=sub * scales[v]
+        )
+        g.integrator(
+            f"{v}k_{axis}", f"{v}d_{axis}", gain=1.0, tau_s=tau_s, y0=y0[c], scale=sub * scales[v]
+        )
+        g.dense(comp[c], [f"{v}r_{axis}", f"{v}k_{axis}"], np.ones((4, 1)), scale=scales[v])
     return comp
 
 
@@ -393,7 +449,7 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         w[3, 0] = -km
         w[4, 0] = 1.0  # Qn_c: hold and renormalisation
         corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
-    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr)
+    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr, "bm" if p.bias_gain else None)
     g.output("north", comp, scale=s["n"])
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
 
@@ -422,6 +478,24 @@ def _add_hold(g: Graph, v: str, trust: str | None, k: float, p: AttitudeParams, 
         g.product(f"Q{v}_{axis}", f"hold_{v}", comp[c], scale=s[f"Q{v}"])
 
 
+def _add_bias(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None:
+    """Gyro bias ``b`` learnt in motion from the angle between the two stages:
+    ``db/dt = bias_gain * moving * (g x h)``, applied (``bm = moving * b``) only while the
+    quantized gyro moves: at rest the coarse gyro reads 0 whatever the bias."""
+    g.dense("wabs", "gyro", np.eye(3), activation="abs", scale=s["wabs"])
+    g.dense("mov", "wabs", np.full((3, 1), s["wabs"]), activation="clip", lo=0.0, hi=1.0, scale=1.0)
+    ga = ["g_y", "g_z", "g_z", "g_x", "g_x", "g_y"]
+    hb = ["h_z", "h_y", "h_x", "h_z", "h_y", "h_x"]
+    g.product("Xgh", ga, hb, scale=s["Xgh"])
+    w = np.zeros((6, 3))
+    for c in range(3):
+        w[2 * c, c], w[2 * c + 1, c] = 1.0, -1.0
+    g.dense("cgh", "Xgh", w, scale=s["cgh"])
+    g.product("cm", "cgh", ["mov"] * 3, scale=s["cgh"])
+    g.integrator("b", "cm", gain=p.bias_gain, tau_s=None, y0=0.0, scale=s["b"])
+    g.product("bm", "b", ["mov"] * 3, scale=s["b"])
+
+
 def build_attitude_graph(params: AttitudeParams | None = None, name: str = "attitude") -> Graph:
     """The attitude graph for ``params`` (defaults: a typical MEMS IMU at 285.7 Hz)."""
     p = params or AttitudeParams()
@@ -444,12 +518,15 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a = np.zeros((3, 1))
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
-    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr)
+    bias = "bm" if p.bias_gain else None
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias)
     # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
     # an inertial frame), kept on the unit sphere
     _add_hold(g, "g", None, k, p, s)
     corr = [([h[c], f"Qg_{axis}"], np.array([[k], [1.0]])) for c, axis in enumerate(AXES)]
-    comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr)
+    comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr, bias)
+    if bias:
+        _add_bias(g, p, s)
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])
     if p.with_mag:
