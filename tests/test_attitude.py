@@ -81,7 +81,8 @@ def test_graph_uses_engine_node_types_only() -> None:
     assert {"mag", "north", "mag_trust"} <= set(mag.nodes)
     assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
     # + the north tracker n and the magnetometer smoothing mf
-    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 20
+    # and the re-trust delay mtl
+    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 21
     # the gravity part of the 9D graph is the 6D graph, node for node
     for name, node in g.nodes.items():
         assert mag.nodes[name].model_dump() == node.model_dump()

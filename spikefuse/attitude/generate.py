@@ -14,10 +14,24 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
   low-pass while gravity does not; two stages (critically damped, ``K = 1/tau_acc_s`` each)
   attenuate a 1 Hz shake 40 dB/decade instead of 20. Without the second stage the fast
   translation trial scored 6x VQF instead of 2x;
-* each of ``h``, ``g`` is three 1-unit Integrator nodes; ``v x w`` is, per axis c, a Product
-  ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero`` node fills the slot of w_c) summed
-  with signs by the 1-output Dense ``{v}d_c``; the ``- K v`` term is the Integrator's own
-  leak (exact between events; it makes the loop settle, so a still IMU costs no work);
+* each component ``v_c`` of ``h``, ``g`` is the sum (1-unit Dense ``v_c``) of two leaky
+  Integrators with the same leak ``K``: a rotation part ``vr_c`` that integrates the gyro
+  products ``(v x w)_c`` on the gyro's grid (one Integrator unit per product term, so no
+  summing node), and a correction part ``vk_c`` that integrates the correction sum ``vd_c``
+  on the fine grid ``K eps``. The system is linear, so ``v_c = vr_c + vk_c`` is exact; the
+  split keeps the coarse, fast-moving rotation out of the fine correction grid (a single
+  derivative node at ``K eps`` sent ``q_w / (K eps)`` spikes per gyro product spike and was
+  most of the work);
+* ``v x w`` is, per axis c, a Product ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero``
+  node fills the slot of w_c); the ``- K v`` term is the Integrators' own leak (exact
+  between events; it makes the loop settle, so a still IMU costs no work);
+* gyro bias (VQF estimates it; without it the drift under a 2 s low-pass costs ~2x): the
+  coarse gyro reads 0 at rest whatever the bias, so the bias acts only in motion, and it is
+  learnt there: ``db/dt = bias_gain * moving * (g x h)`` (the angle between the two stages
+  grows with an uncorrected rate), applied as ``- v x b`` terms (Products ``Pb{v}_c`` at a
+  fine quantum, an odd fraction of the grid they are summed on) into the correction sums
+  while ``moving`` (any gyro axis off zero). Subtracting ``b`` from the gyro itself would
+  round it away: the gyro is already on its grid;
 * the renormalising feedback ``lam (1 - |v|^2) v_q`` (Product ``vv = v*v``, Dense
   ``hold_v``, Products ``Qv_c = hold_v * v_c``) keeps ``|v|`` on the unit sphere where the
   explicit, event-held rotation would let it drift at high rates (the fast-translation trial
@@ -30,13 +44,12 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
 * outputs ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g`` into
   roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
 
-Gyro bias: VQF estimates it at rest and in motion; here it cannot be applied. The gyro's
-sigma-delta quantum (``q_w``, ~3 deg/s) is ~10x the bias (~0.25 deg/s): at rest the encoder
-sends nothing, so the graph sees (correctly) no rotation and does not drift; in motion the
-bias is in the quantized rate, but subtracting an estimate smaller than half a quantum from
-a value already on the quantum grid rounds it away (tried: a Mahony integral ``db/dt ~ g x
-(h - g)`` learns it, improves the *dense* run of the graph by 20 % and the event run not at
-all). It would need a rate resolution finer than the bias, ~5x the work.
+Gyro bias at rest (VQF's rest estimate) is not seen: the gyro quantum (``q_w`` 2 deg/s)
+is ~8x the bias and ~15x the noise, so at rest the encoder sends nothing. That costs no
+accuracy at rest (the graph sees no rotation and does not drift), only the head start a
+rest estimate gives the motion phases: with the true bias removed offline (oracle) the
+graph scores ~1.8x VQF instead of ~2.3x on 60 s excerpts. A finer gyro stream for a rest
+estimate costs ~250 input spikes/s at rest and ~8000/s in fast rotation (0.5 deg/s).
 
 With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
 second vector is tracked with the same structure: ``n``, the horizontal part of the
@@ -54,8 +67,11 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   ``Pv_c = st * g_c``;
 * magnetic disturbance rejection on the field's norm AND its dip: ``mgate`` holds
   ``| |B|^2/B0^2 - 1 | / mag_norm_th`` and ``| mf.g - B_v | / (B_h mag_dip_th_rad)``; each
-  switches its own on/off trust (``mtn``, ``mtd``) and ``t_m = mtn * mtd``; then ``n``
-  follows the gyro alone;
+  switches its own on/off trust (``mtn``, ``mtd``); their product is low-passed
+  (Integrator ``mtl``, ``mag_settle_s``) and ``t_m`` is on only above 0.9: trusted again
+  only after the field held the reference for ~2.3 ``mag_settle_s`` (a magnet passing
+  through the thresholds no longer pulls the heading; stationary-magnet trial 9.8x -> 2.0x
+  VQF on an excerpt), off within a tenth of it; while off ``n`` follows the gyro alone;
 * outputs ``north`` (``n``) and ``mag_trust``; the full attitude comes from ``g`` and ``n``
   (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
 * ``B0``, ``B_h``, ``B_v`` and the initial ``n`` and ``mf`` are local: ``spikefuse eval``
@@ -63,22 +79,26 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   first accelerometer one; the shipped graph assumes 50 uT and 20 uT (regenerate with
   ``--set`` for a site).
 
-Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s``, the gate) were chosen
+Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s``, ``bias_gain``) were chosen
 by :mod:`spikefuse.attitude.tune` on all shared BROAD trials at once (one parameter set,
 checked leave-one-trial-out):
 
-* tilt budget ``eps_tilt``, rounded to a whole number of output quanta ``eps_out``;
-* gyro quantum ``q_w = K eps_tilt`` (at least ``4 sigma_w``): quantizing a slowly varying
-  rate is at worst a bias of ``q_w/2``, which the correction holds to ``eps_tilt/2``;
+* tilt budget ``eps_tilt`` (1 degree), rounded to a whole number of output quanta
+  ``eps_out`` (0.5 degree);
+* gyro quantum ``q_w`` = ``gyro_quantum_dps`` (2 deg/s, ~17 sigma_w) rounded to a multiple of
+  ``K eps_tilt``: quantizing a slowly varying rate is at worst a bias of ``q_w/2``; in
+  motion it averages out, at rest the rate rounds to 0. It sets the rotation work: every
+  gyro spike runs through the product terms of every tracker;
 * accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``);
-* ``h``, ``g`` and their outputs: quantum ``eps_out`` (1 degree);
+* ``h``, ``g`` and their outputs: quantum ``eps_out``; their two parts ``vr``, ``vk`` at
+  ``eps_out / sub_quanta`` (odd, so their sum never sits on a half level of ``eps_out``);
 * every term summed into ``hd_c`` lies on the grid ``K eps_tilt`` and every term summed into
-  ``gd_c`` on ``K eps_out`` (``q_w`` is a multiple of both): the sums are exact, so they never
-  sit at a rounding tie (at a tie, round-half-away toggles a node on every recompute; inside
-  the integrator loop that became a burst of ~10^6 spikes in one sample during
-  development). The same holds for ``nd_c`` on ``K_m eps_m`` (``eps_m`` ~ ``eps_tilt``);
-* ``gd`` is the costliest node (its spikes follow ``d(g x w)/dt`` at the quantum
-  ``K eps_out``): ``eps_out`` is the knob that trades accuracy for work.
+  ``gd_c`` on ``K eps_out``: the sums are exact, so they never sit at a rounding tie (at a
+  tie, round-half-away toggled a node on every recompute; inside the integrator loop that
+  became a burst of ~10^6 spikes in one sample during development). The bias terms are on an
+  odd fraction of that grid, which keeps the property. The same holds for ``nd_c`` on
+  ``K_m eps_m`` (``eps_m`` ~ ``eps_mag_rad``, 3 degrees: the field side's work is mostly
+  the smoothed field, and finer cost 1.5x the 9D work on the magnet trial).
 """
 
 from __future__ import annotations
@@ -186,6 +206,12 @@ class AttitudeParams(StrictModel):
     mag_trust_levels: int = Field(
         default=1, ge=1, description="levels of the magnetometer trust (1: on/off at the midpoint)"
     )
+    mag_settle_s: float = Field(
+        default=0.5, ge=0, description="time scale of the magnetometer re-trust (0: instant)"
+    )
+    eps_mag_rad: float = Field(
+        default=math.radians(3.0), gt=0, description="quantization heading budget (field side)"
+    )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
     tau_mag_s: float = Field(default=3.0, gt=0, description="magnetometer correction time constant")
     n0: tuple[float, float, float] = Field(
@@ -270,7 +296,7 @@ class AttitudeParams(StrictModel):
             # the heading-side eps: close to eps_tilt, with the gyro quantum q_w a whole
             # multiple of the grid K_m eps_m of "nd" (exact sums there too)
             k_m = 1.0 / self.tau_mag_s
-            eps_m = q_w / (k_m * max(1, round(q_w / (k_m * self.eps_tilt_rad))))
+            eps_m = q_w / (k_m * max(1, round(q_w / (k_m * self.eps_mag_rad))))
             step_m = k_m * eps_m
             b_h = self.mag_horizontal_uT
             q_mf = eps_m * b_h  # eps_m of heading at B_h
@@ -435,7 +461,17 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
             hi=1.0,
             scale=s["mtrust"],
         )
-    g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
+    if p.mag_settle_s:
+        # trusted again only after the field held the reference for ~2.3 settle times: a
+        # leaky integrator of the instantaneous trust, on above 0.9 (off within 0.1 of it)
+        g.product("mraw", "mtn", "mtd", scale=s["mtrust"])
+        ts = p.mag_settle_s
+        g.integrator("mtl", "mraw", gain=1.0 / ts, tau_s=ts, y0=1.0, scale=20.0)
+        g.dense(
+            "mtrust", "mtl", [[10.0]], bias=[-8.5], activation="clip", lo=0.0, hi=1.0, scale=1.0
+        )
+    else:
+        g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
     _add_hold(g, "n", "mtrust", km, p, s)
     g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mf.g / B_h
     corr = []
