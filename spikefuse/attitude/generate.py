@@ -14,17 +14,19 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
   low-pass while gravity does not; two stages (critically damped, ``K = 1/tau_acc_s`` each)
   attenuate a 1 Hz shake 40 dB/decade instead of 20. Without the second stage the fast
   translation trial scored 6x VQF instead of 2x;
-* each component ``v_c`` of ``h``, ``g`` is the sum (1-unit Dense ``v_c``) of two leaky
-  Integrators with the same leak ``K``: a rotation part ``vr_c`` that integrates the gyro
-  products ``(v x w)_c`` on the gyro's grid (one Integrator unit per product term, so no
-  summing node), and a correction part ``vk_c`` that integrates the correction sum ``vd_c``
-  on the fine grid ``K eps``. The system is linear, so ``v_c = vr_c + vk_c`` is exact; the
-  split keeps the coarse, fast-moving rotation out of the fine correction grid (a single
-  derivative node at ``K eps`` sent ``q_w / (K eps)`` spikes per gyro product spike and was
-  most of the work);
+* each component ``v_c`` of ``h``, ``g`` is the sum (1-unit Dense ``v_c``) of two
+  Integrators: a rotation part ``vr_c`` that integrates the gyro products ``(v x w)_c`` on
+  the gyro's grid without leak (one Integrator unit per product term, so no summing node),
+  and a correction part ``vk_c`` that integrates, with the leak ``K``, the correction sum
+  ``vd_c`` on the fine grid ``K eps`` plus ``- K vr_c`` (the leak of the rotation part). The
+  system is linear, so ``v_c = vr_c + vk_c`` is exact; the split keeps the coarse,
+  fast-moving rotation out of the fine correction grid (a single derivative node at
+  ``K eps`` sent ``q_w / (K eps)`` spikes per gyro product spike and was most of the work),
+  and at rest both parts stand still (with a leak on each part they decayed against each
+  other for seconds after every motion: ~2500 ops/s at rest);
 * ``v x w`` is, per axis c, a Product ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero``
-  node fills the slot of w_c); the ``- K v`` term is the Integrators' own leak (exact
-  between events; it makes the loop settle, so a still IMU costs no work);
+  node fills the slot of w_c); the ``- K v`` term is the leak of ``vk`` plus ``- K vr`` in
+  its sum (it makes the loop settle, so a still IMU costs no work);
 * gyro bias (VQF estimates it; without it the drift under a 2 s low-pass costs ~2x): the
   coarse gyro reads 0 at rest whatever the bias, so the bias acts only in motion, and it is
   learnt there: ``db/dt = bias_gain * moving * (g x h)`` (the angle between the two stages
@@ -89,7 +91,9 @@ checked leave-one-trial-out):
   ``K eps_tilt``: quantizing a slowly varying rate is at worst a bias of ``q_w/2``; in
   motion it averages out, at rest the rate rounds to 0. It sets the rotation work: every
   gyro spike runs through the product terms of every tracker;
-* accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``);
+* accelerometer quantum ``q_a = accel_quanta g0 eps_tilt`` (3: 0.51 m/s^2; at least
+  ``4 sigma_a``): at a third of it the noise toggled the encoder ~300 times/s at rest and
+  every toggle runs through the trust and the first stage (rest ops ~2500/s);
 * ``h``, ``g`` and their outputs: quantum ``eps_out``; their two parts ``vr``, ``vk`` at
   ``eps_out / sub_quanta`` (odd, so their sum never sits on a half level of ``eps_out``);
 * every term summed into ``hd_c`` lies on the grid ``K eps_tilt`` and every term summed into
@@ -164,6 +168,12 @@ class AttitudeParams(StrictModel):
     )
     bias_term_quantum_dps: float = Field(
         default=0.05, gt=0, description="target quantum of the v x b terms (odd fraction of grid)"
+    )
+    accel_quanta: int = Field(
+        default=3,
+        ge=1,
+        description="accelerometer quantum in units of g0 eps_tilt (coarser: fewer noise "
+        "toggles at rest)",
     )
     sub_quanta: int = Field(
         default=3, ge=1, description="odd: the two parts of a tracker at this many sub-quanta"
@@ -265,7 +275,11 @@ class AttitudeParams(StrictModel):
             q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
         else:
             q_w = step * max(1, round(math.radians(self.gyro_quantum_dps) / step))
-        q_a = G0_M_S2 * eps * math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9)
+        q_a = (
+            G0_M_S2
+            * eps
+            * max(self.accel_quanta, math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9))
+        )
         s = {
             "gyro": 1.0 / q_w,
             "accel": 1.0 / q_a,
@@ -367,7 +381,8 @@ def _add_tracker(
         b = [ZERO if p == "0" else f"{v}_{p}" for p in PARTNER[c]]
         g.product(prod, "gyro", b, scale=scales[f"P{v}"])
         srcs, w = corr[c]
-        srcs = [srcs] if isinstance(srcs, str) else list(srcs)
+        srcs = [srcs, f"{v}r_{axis}"] if isinstance(srcs, str) else [*srcs, f"{v}r_{axis}"]
+        w = np.vstack([w, np.full((3, 1), -1.0 / tau_s)])  # the leak of v_c = r_c + k_c
         if bias is not None:  # - v x b: the same products with the bias estimate
             g.product(f"Pb{v}_{axis}", bias, b, scale=scales[f"Pb{v}"])
             srcs.append(f"Pb{v}_{axis}")
@@ -378,7 +393,7 @@ def _add_tracker(
         g.dense(f"{v}d_{axis}", srcs, w, scale=scales[f"{v}d"])
         # one rotation integrator per product term (the zero slot has gain 0: never moves)
         g.integrator(
-            f"{v}r_{axis}", prod, gain=list(SIGN[c]), tau_s=tau_s, y0=0.0, scale=sub * scales[v]
+            f"{v}r_{axis}", prod, gain=list(SIGN[c]), tau_s=None, y0=0.0, scale=sub * scales[v]
         )
         g.integrator(
             f"{v}k_{axis}", f"{v}d_{axis}", gain=1.0, tau_s=tau_s, y0=y0[c], scale=sub * scales[v]
