@@ -137,7 +137,7 @@ class AttitudeParams(StrictModel):
     )
     accel_noise_density: float = Field(default=120e-6 * G0_M_S2, gt=0, description="m/s^2/sqrt(Hz)")
     tau_acc_s: float = Field(
-        default=2.0, gt=0, description="accelerometer correction time constant"
+        default=2.5, gt=0, description="accelerometer correction time constant"
     )
     eps_tilt_rad: float = Field(
         default=math.radians(1.0), gt=0, description="quantization tilt budget"
@@ -159,7 +159,7 @@ class AttitudeParams(StrictModel):
         "None: 4 sigma of the gyro noise",
     )
     bias_gain: float = Field(
-        default=0.1,
+        default=0.05,
         description="gyro bias integral gain, 1/s^2 (db/dt = gain * moving * (g x h)); 0: off",
     )
     bias_quantum_dps: float = Field(default=0.02, gt=0, description="bias estimate quantum")
