@@ -101,7 +101,7 @@ def test_params_are_validated() -> None:
 def test_at_rest_no_events_and_no_work() -> None:
     """A still, tilted IMU (constant readings, small gyro bias below half a quantum): after
     the first sample the encoders send nothing and, once the tracker has converged, the
-    engine does no work and schedules nothing (tau_acc 2 s, two stages, 30 degrees of
+    engine does no work and schedules nothing (tau_acc 2.5 s, two stages, 30 degrees of
     1/6-degree sub-quanta: converged to the last level within ~30 s)."""
     t_ns = _times(60.0)
     n = t_ns.size

@@ -54,7 +54,7 @@ def test_trial02_heading(trial02: dict) -> None:
     assert f["vqf_heading_rmse_deg"] < 2.0 and f["vqf_heading_rmse_deg_multirate"] < 2.0
     # the norm + dip rejection switches the (uncalibrated, |B| 41-48 uT) magnetometer off
     # a few per cent of the time on this undisturbed trial
-    assert f["mag_untrusted_frac"] < 0.15  # 0.11 measured: each rejection ~1 s re-trust delay
+    assert f["mag_untrusted_frac"] < 0.2  # 0.13 measured: each rejection ~1 s re-trust delay
     # the 9D graph meets the work target of the 6D one
     assert f["ops_ratio_vs_dense_9d"] <= 0.25  # 0.189 measured
     # a slower accelerometer/magnetometer saves their input events but their bigger steps

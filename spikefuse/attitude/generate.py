@@ -27,7 +27,7 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
 * ``v x w`` is, per axis c, a Product ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero``
   node fills the slot of w_c); the ``- K v`` term is the leak of ``vk`` plus ``- K vr`` in
   its sum (it makes the loop settle, so a still IMU costs no work);
-* gyro bias (VQF estimates it; without it the drift under a 2 s low-pass costs ~2x): the
+* gyro bias (VQF estimates it; without it the drift under a 2.5 s low-pass costs ~2x): the
   coarse gyro reads 0 at rest whatever the bias, so the bias acts only in motion, and it is
   learnt there: ``db/dt = bias_gain * moving * (g x h)`` (the angle between the two stages
   grows with an uncorrected rate), applied as ``- v x b`` terms (Products ``Pb{v}_c`` at a
