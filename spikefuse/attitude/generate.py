@@ -14,10 +14,26 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
   low-pass while gravity does not; two stages (critically damped, ``K = 1/tau_acc_s`` each)
   attenuate a 1 Hz shake 40 dB/decade instead of 20. Without the second stage the fast
   translation trial scored 6x VQF instead of 2x;
-* each of ``h``, ``g`` is three 1-unit Integrator nodes; ``v x w`` is, per axis c, a Product
-  ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero`` node fills the slot of w_c) summed
-  with signs by the 1-output Dense ``{v}d_c``; the ``- K v`` term is the Integrator's own
-  leak (exact between events; it makes the loop settle, so a still IMU costs no work);
+* each component ``v_c`` of ``h``, ``g`` is the sum (1-unit Dense ``v_c``) of two
+  Integrators: a rotation part ``vr_c`` that integrates the gyro products ``(v x w)_c`` on
+  the gyro's grid without leak (one Integrator unit per product term, so no summing node),
+  and a correction part ``vk_c`` that integrates, with the leak ``K``, the correction sum
+  ``vd_c`` on the fine grid ``K eps`` plus ``- K vr_c`` (the leak of the rotation part). The
+  system is linear, so ``v_c = vr_c + vk_c`` is exact; the split keeps the coarse,
+  fast-moving rotation out of the fine correction grid (a single derivative node at
+  ``K eps`` sent ``q_w / (K eps)`` spikes per gyro product spike and was most of the work),
+  and at rest both parts stand still (with a leak on each part they decayed against each
+  other for seconds after every motion: ~2500 ops/s at rest);
+* ``v x w`` is, per axis c, a Product ``P{v}_c = w * [v_a, v_b, 0]`` (the constant ``zero``
+  node fills the slot of w_c); the ``- K v`` term is the leak of ``vk`` plus ``- K vr`` in
+  its sum (it makes the loop settle, so a still IMU costs no work);
+* gyro bias (VQF estimates it; without it the drift under a 2.5 s low-pass costs ~2x): the
+  coarse gyro reads 0 at rest whatever the bias, so the bias acts only in motion, and it is
+  learnt there: ``db/dt = bias_gain * moving * (g x h)`` (the angle between the two stages
+  grows with an uncorrected rate), applied as ``- v x b`` terms (Products ``Pb{v}_c`` at a
+  fine quantum, an odd fraction of the grid they are summed on) into the correction sums
+  while ``moving`` (any gyro axis off zero). Subtracting ``b`` from the gyro itself would
+  round it away: the gyro is already on its grid;
 * the renormalising feedback ``lam (1 - |v|^2) v_q`` (Product ``vv = v*v``, Dense
   ``hold_v``, Products ``Qv_c = hold_v * v_c``) keeps ``|v|`` on the unit sphere where the
   explicit, event-held rotation would let it drift at high rates (the fast-translation trial
@@ -30,13 +46,12 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
 * outputs ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g`` into
   roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
 
-Gyro bias: VQF estimates it at rest and in motion; here it cannot be applied. The gyro's
-sigma-delta quantum (``q_w``, ~3 deg/s) is ~10x the bias (~0.25 deg/s): at rest the encoder
-sends nothing, so the graph sees (correctly) no rotation and does not drift; in motion the
-bias is in the quantized rate, but subtracting an estimate smaller than half a quantum from
-a value already on the quantum grid rounds it away (tried: a Mahony integral ``db/dt ~ g x
-(h - g)`` learns it, improves the *dense* run of the graph by 20 % and the event run not at
-all). It would need a rate resolution finer than the bias, ~5x the work.
+Gyro bias at rest (VQF's rest estimate) is not seen: the gyro quantum (``q_w`` 2 deg/s)
+is ~8x the bias and ~15x the noise, so at rest the encoder sends nothing. That costs no
+accuracy at rest (the graph sees no rotation and does not drift), only the head start a
+rest estimate gives the motion phases: with the true bias removed offline (oracle) the
+graph scores ~1.8x VQF instead of ~2.3x on 60 s excerpts. A finer gyro stream for a rest
+estimate costs ~250 input spikes/s at rest and ~8000/s in fast rotation (0.5 deg/s).
 
 With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
 second vector is tracked with the same structure: ``n``, the horizontal part of the
@@ -54,8 +69,11 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   ``Pv_c = st * g_c``;
 * magnetic disturbance rejection on the field's norm AND its dip: ``mgate`` holds
   ``| |B|^2/B0^2 - 1 | / mag_norm_th`` and ``| mf.g - B_v | / (B_h mag_dip_th_rad)``; each
-  switches its own on/off trust (``mtn``, ``mtd``) and ``t_m = mtn * mtd``; then ``n``
-  follows the gyro alone;
+  switches its own on/off trust (``mtn``, ``mtd``); their product is low-passed
+  (Integrator ``mtl``, ``mag_settle_s``) and ``t_m`` is on only above 0.9: trusted again
+  only after the field held the reference for ~2.3 ``mag_settle_s`` (a magnet passing
+  through the thresholds no longer pulls the heading; stationary-magnet trial 9.8x -> 2.0x
+  VQF on an excerpt), off within a tenth of it; while off ``n`` follows the gyro alone;
 * outputs ``north`` (``n``) and ``mag_trust``; the full attitude comes from ``g`` and ``n``
   (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
 * ``B0``, ``B_h``, ``B_v`` and the initial ``n`` and ``mf`` are local: ``spikefuse eval``
@@ -63,22 +81,28 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   first accelerometer one; the shipped graph assumes 50 uT and 20 uT (regenerate with
   ``--set`` for a site).
 
-Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s``, the gate) were chosen
+Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s``, ``bias_gain``) were chosen
 by :mod:`spikefuse.attitude.tune` on all shared BROAD trials at once (one parameter set,
 checked leave-one-trial-out):
 
-* tilt budget ``eps_tilt``, rounded to a whole number of output quanta ``eps_out``;
-* gyro quantum ``q_w = K eps_tilt`` (at least ``4 sigma_w``): quantizing a slowly varying
-  rate is at worst a bias of ``q_w/2``, which the correction holds to ``eps_tilt/2``;
-* accelerometer quantum ``q_a = g0 eps_tilt`` (at least ``4 sigma_a``);
-* ``h``, ``g`` and their outputs: quantum ``eps_out`` (1 degree);
+* tilt budget ``eps_tilt`` (1 degree), rounded to a whole number of output quanta
+  ``eps_out`` (0.5 degree);
+* gyro quantum ``q_w`` = ``gyro_quantum_dps`` (2 deg/s, ~17 sigma_w) rounded to a multiple of
+  ``K eps_tilt``: quantizing a slowly varying rate is at worst a bias of ``q_w/2``; in
+  motion it averages out, at rest the rate rounds to 0. It sets the rotation work: every
+  gyro spike runs through the product terms of every tracker;
+* accelerometer quantum ``q_a = accel_quanta g0 eps_tilt`` (3: 0.51 m/s^2; at least
+  ``4 sigma_a``): at a third of it the noise toggled the encoder ~300 times/s at rest and
+  every toggle runs through the trust and the first stage (rest ops ~2500/s);
+* ``h``, ``g`` and their outputs: quantum ``eps_out``; their two parts ``vr``, ``vk`` at
+  ``eps_out / sub_quanta`` (odd, so their sum never sits on a half level of ``eps_out``);
 * every term summed into ``hd_c`` lies on the grid ``K eps_tilt`` and every term summed into
-  ``gd_c`` on ``K eps_out`` (``q_w`` is a multiple of both): the sums are exact, so they never
-  sit at a rounding tie (at a tie, round-half-away toggles a node on every recompute; inside
-  the integrator loop that became a burst of ~10^6 spikes in one sample during
-  development). The same holds for ``nd_c`` on ``K_m eps_m`` (``eps_m`` ~ ``eps_tilt``);
-* ``gd`` is the costliest node (its spikes follow ``d(g x w)/dt`` at the quantum
-  ``K eps_out``): ``eps_out`` is the knob that trades accuracy for work.
+  ``gd_c`` on ``K eps_out``: the sums are exact, so they never sit at a rounding tie (at a
+  tie, round-half-away toggled a node on every recompute; inside the integrator loop that
+  became a burst of ~10^6 spikes in one sample during development). The bias terms are on an
+  odd fraction of that grid, which keeps the property. The same holds for ``nd_c`` on
+  ``K_m eps_m`` (``eps_m`` ~ ``eps_mag_rad``, 3 degrees: the field side's work is mostly
+  the smoothed field, and finer cost 1.5x the 9D work on the magnet trial).
 """
 
 from __future__ import annotations
@@ -113,10 +137,12 @@ class AttitudeParams(StrictModel):
     )
     accel_noise_density: float = Field(default=120e-6 * G0_M_S2, gt=0, description="m/s^2/sqrt(Hz)")
     tau_acc_s: float = Field(
-        default=1.0, gt=0, description="accelerometer correction time constant"
+        default=2.5, gt=0, description="accelerometer correction time constant"
     )
-    eps_tilt_rad: float = Field(default=0.05, gt=0, description="quantization tilt budget")
-    eps_out_rad: float = Field(default=math.radians(1.0), gt=0, description="output resolution")
+    eps_tilt_rad: float = Field(
+        default=math.radians(1.0), gt=0, description="quantization tilt budget"
+    )
+    eps_out_rad: float = Field(default=math.radians(0.5), gt=0, description="output resolution")
     renorm_gain_per_s: float = Field(
         default=2.0, ge=0, description="pull of |g| back onto the unit sphere, 1/s"
     )
@@ -126,6 +152,32 @@ class AttitudeParams(StrictModel):
     gate_in: float = Field(default=3.0, ge=0, description="full trust while ||a|^2/g0^2-1| <= this")
     gate_out: float = Field(default=200.0, gt=0, description="no trust beyond this")
     trust_levels: int = Field(default=5, ge=1, description="quantization levels of the trust 0..1")
+    gyro_quantum_dps: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="gyro input quantum, deg/s (rounded to a multiple of the tracker grid); "
+        "None: 4 sigma of the gyro noise",
+    )
+    bias_gain: float = Field(
+        default=0.05,
+        description="gyro bias integral gain, 1/s^2 (db/dt = gain * moving * (g x h)); 0: off",
+    )
+    bias_quantum_dps: float = Field(default=0.02, gt=0, description="bias estimate quantum")
+    bias_err_quantum_deg: float = Field(
+        default=0.25, gt=0, description="quantum of the bias error signal g x h"
+    )
+    bias_term_quantum_dps: float = Field(
+        default=0.05, gt=0, description="target quantum of the v x b terms (odd fraction of grid)"
+    )
+    accel_quanta: int = Field(
+        default=3,
+        ge=1,
+        description="accelerometer quantum in units of g0 eps_tilt (coarser: fewer noise "
+        "toggles at rest)",
+    )
+    sub_quanta: int = Field(
+        default=3, ge=1, description="odd: the two parts of a tracker at this many sub-quanta"
+    )
     up0: tuple[float, float, float] = Field(
         default=(0.0, 0.0, 1.0), description="initial body-frame up"
     )
@@ -163,6 +215,12 @@ class AttitudeParams(StrictModel):
     )
     mag_trust_levels: int = Field(
         default=1, ge=1, description="levels of the magnetometer trust (1: on/off at the midpoint)"
+    )
+    mag_settle_s: float = Field(
+        default=0.5, ge=0, description="time scale of the magnetometer re-trust (0: instant)"
+    )
+    eps_mag_rad: float = Field(
+        default=math.radians(3.0), gt=0, description="quantization heading budget (field side)"
     )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
     tau_mag_s: float = Field(default=3.0, gt=0, description="magnetometer correction time constant")
@@ -213,8 +271,15 @@ class AttitudeParams(StrictModel):
         # second stage) then divides K eps_tilt (the grid of the first)
         eps = self.eps_out_rad * max(1, round(self.eps_tilt_rad / self.eps_out_rad))
         step = k_corr * eps
-        q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
-        q_a = G0_M_S2 * eps * math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9)
+        if self.gyro_quantum_dps is None:
+            q_w = step * math.ceil(4.0 * sigma_w / step - 1e-9)
+        else:
+            q_w = step * max(1, round(math.radians(self.gyro_quantum_dps) / step))
+        q_a = (
+            G0_M_S2
+            * eps
+            * max(self.accel_quanta, math.ceil(4.0 * sigma_a / (G0_M_S2 * eps) - 1e-9))
+        )
         s = {
             "gyro": 1.0 / q_w,
             "accel": 1.0 / q_a,
@@ -231,6 +296,13 @@ class AttitudeParams(StrictModel):
             "Ph": 1.0 / q_w,
             "Qg": 1.0 / (k_corr * self.eps_out_rad),  # K h_c is on this grid
             "gd": 1.0 / (k_corr * self.eps_out_rad),
+            "sub": float(self.sub_quanta),
+            "wabs": 1.0 / q_w,
+            "Xgh": 1.0 / math.radians(self.bias_err_quantum_deg),
+            "cgh": 1.0 / math.radians(self.bias_err_quantum_deg),
+            "b": 1.0 / math.radians(self.bias_quantum_dps),
+            "Pbh": _odd_fraction(step, self.bias_term_quantum_dps),
+            "Pbg": _odd_fraction(k_corr * self.eps_out_rad, self.bias_term_quantum_dps),
         }
         if self.with_mag:
             # m is in units of the horizontal field B_h, so the heading resolution of every
@@ -238,7 +310,7 @@ class AttitudeParams(StrictModel):
             # the heading-side eps: close to eps_tilt, with the gyro quantum q_w a whole
             # multiple of the grid K_m eps_m of "nd" (exact sums there too)
             k_m = 1.0 / self.tau_mag_s
-            eps_m = q_w / (k_m * max(1, round(q_w / (k_m * self.eps_tilt_rad))))
+            eps_m = q_w / (k_m * max(1, round(q_w / (k_m * self.eps_mag_rad))))
             step_m = k_m * eps_m
             b_h = self.mag_horizontal_uT
             q_mf = eps_m * b_h  # eps_m of heading at B_h
@@ -265,9 +337,18 @@ class AttitudeParams(StrictModel):
                     "n": 1.0 / self.eps_out_rad,
                     "Pn": 1.0 / q_w,
                     "nd": 1.0 / step_m,  # K_m q_mag/B_h is on this grid
+                    "Pbn": _odd_fraction(step_m, self.bias_term_quantum_dps),
                 }
             )
         return s
+
+
+def _odd_fraction(grid: float, target_dps: float) -> float:
+    """Scale whose quantum is ``grid / M`` with M odd and the quantum close to ``target_dps``:
+    a sum of such terms with terms on ``grid`` never sits on a half level of ``grid``."""
+    m = max(1, round(grid / math.radians(target_dps)))
+    m += 1 - m % 2
+    return m / grid
 
 
 AXES = ("x", "y", "z")
@@ -284,6 +365,7 @@ def _add_tracker(
     tau_s: float,
     y0: list[float],
     corr: list[tuple[str | list[str], np.ndarray]],
+    bias: str | None = None,
 ) -> list[str]:
     """Track a body-frame vector ``v`` of a fixed earth direction: per axis c,
     ``dv_c/dt = (v x w)_c + corr_c - v_c/tau`` with ``corr[c] = (sources, weights (n, 1))``.
@@ -293,15 +375,30 @@ def _add_tracker(
     fills the slot of w_c, which does not enter component c). Every unit of ``P{v}_c``
     feeds only ``{v}d_c``: one synaptic op per spike instead of three. Returns the names."""
     comp = [f"{v}_{a}" for a in AXES]
+    sub = scales["sub"]
     for c, axis in enumerate(AXES):
         prod = f"P{v}_{axis}"
         b = [ZERO if p == "0" else f"{v}_{p}" for p in PARTNER[c]]
         g.product(prod, "gyro", b, scale=scales[f"P{v}"])
         srcs, w = corr[c]
-        srcs = [srcs] if isinstance(srcs, str) else list(srcs)
-        weights = np.vstack([np.array(SIGN[c]).reshape(3, 1), w])
-        g.dense(f"{v}d_{axis}", [prod, *srcs], weights, scale=scales[f"{v}d"])
-        g.integrator(comp[c], f"{v}d_{axis}", gain=1.0, tau_s=tau_s, y0=y0[c], scale=scales[v])
+        srcs = [srcs, f"{v}r_{axis}"] if isinstance(srcs, str) else [*srcs, f"{v}r_{axis}"]
+        w = np.vstack([w, np.full((3, 1), -1.0 / tau_s)])  # the leak of v_c = r_c + k_c
+        if bias is not None:  # - v x b: the same products with the bias estimate
+            g.product(f"Pb{v}_{axis}", bias, b, scale=scales[f"Pb{v}"])
+            srcs.append(f"Pb{v}_{axis}")
+            w = np.vstack([w, -np.array(SIGN[c]).reshape(3, 1)])
+        # rotation part (gyro grid) and correction part (fine grid), each integrated with
+        # the same leak: v_c = r_c + k_c exactly (linear), and the coarse rotation never
+        # runs through the fine correction grid
+        g.dense(f"{v}d_{axis}", srcs, w, scale=scales[f"{v}d"])
+        # one rotation integrator per product term (the zero slot has gain 0: never moves)
+        g.integrator(
+            f"{v}r_{axis}", prod, gain=list(SIGN[c]), tau_s=None, y0=0.0, scale=sub * scales[v]
+        )
+        g.integrator(
+            f"{v}k_{axis}", f"{v}d_{axis}", gain=1.0, tau_s=tau_s, y0=y0[c], scale=sub * scales[v]
+        )
+        g.dense(comp[c], [f"{v}r_{axis}", f"{v}k_{axis}"], np.ones((4, 1)), scale=scales[v])
     return comp
 
 
@@ -379,7 +476,17 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
             hi=1.0,
             scale=s["mtrust"],
         )
-    g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
+    if p.mag_settle_s:
+        # trusted again only after the field held the reference for ~2.3 settle times: a
+        # leaky integrator of the instantaneous trust, on above 0.9 (off within 0.1 of it)
+        g.product("mraw", "mtn", "mtd", scale=s["mtrust"])
+        ts = p.mag_settle_s
+        g.integrator("mtl", "mraw", gain=1.0 / ts, tau_s=ts, y0=1.0, scale=20.0)
+        g.dense(
+            "mtrust", "mtl", [[10.0]], bias=[-8.5], activation="clip", lo=0.0, hi=1.0, scale=1.0
+        )
+    else:
+        g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
     _add_hold(g, "n", "mtrust", km, p, s)
     g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mf.g / B_h
     corr = []
@@ -393,7 +500,7 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         w[3, 0] = -km
         w[4, 0] = 1.0  # Qn_c: hold and renormalisation
         corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
-    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr)
+    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr, "bm" if p.bias_gain else None)
     g.output("north", comp, scale=s["n"])
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
 
@@ -422,6 +529,24 @@ def _add_hold(g: Graph, v: str, trust: str | None, k: float, p: AttitudeParams, 
         g.product(f"Q{v}_{axis}", f"hold_{v}", comp[c], scale=s[f"Q{v}"])
 
 
+def _add_bias(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None:
+    """Gyro bias ``b`` learnt in motion from the angle between the two stages:
+    ``db/dt = bias_gain * moving * (g x h)``, applied (``bm = moving * b``) only while the
+    quantized gyro moves: at rest the coarse gyro reads 0 whatever the bias."""
+    g.dense("wabs", "gyro", np.eye(3), activation="abs", scale=s["wabs"])
+    g.dense("mov", "wabs", np.full((3, 1), s["wabs"]), activation="clip", lo=0.0, hi=1.0, scale=1.0)
+    ga = ["g_y", "g_z", "g_z", "g_x", "g_x", "g_y"]
+    hb = ["h_z", "h_y", "h_x", "h_z", "h_y", "h_x"]
+    g.product("Xgh", ga, hb, scale=s["Xgh"])
+    w = np.zeros((6, 3))
+    for c in range(3):
+        w[2 * c, c], w[2 * c + 1, c] = 1.0, -1.0
+    g.dense("cgh", "Xgh", w, scale=s["cgh"])
+    g.product("cm", "cgh", ["mov"] * 3, scale=s["cgh"])
+    g.integrator("b", "cm", gain=p.bias_gain, tau_s=None, y0=0.0, scale=s["b"])
+    g.product("bm", "b", ["mov"] * 3, scale=s["b"])
+
+
 def build_attitude_graph(params: AttitudeParams | None = None, name: str = "attitude") -> Graph:
     """The attitude graph for ``params`` (defaults: a typical MEMS IMU at 285.7 Hz)."""
     p = params or AttitudeParams()
@@ -444,12 +569,15 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a = np.zeros((3, 1))
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
-    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr)
+    bias = "bm" if p.bias_gain else None
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias)
     # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
     # an inertial frame), kept on the unit sphere
     _add_hold(g, "g", None, k, p, s)
     corr = [([h[c], f"Qg_{axis}"], np.array([[k], [1.0]])) for c, axis in enumerate(AXES)]
-    comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr)
+    comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr, bias)
+    if bias:
+        _add_bias(g, p, s)
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])
     if p.with_mag:
