@@ -113,5 +113,10 @@ def test_train_collect_end_to_end_and_missing_runs_name_collect(tmp_path):
         "train_2.mcap",
         "validation_3.mcap",
     ]
+    # paths relative to the report's folder: a shipped report names no machine's folders
+    report_dir = tmp_path / "out"
+    assert rep["collected_runs"][0]["path"] == "../runs/train_1.mcap"
+    assert rep["train_recordings"] == ["../runs/train_1.mcap", "../runs/train_2.mcap"]
+    assert (report_dir / rep["graph"]).is_file() and not Path(rep["graph"]).is_absolute()
     assert rep["engine_check"]["bit_exact"] and rep["engine_check"]["n_values"] > 0
     assert (tmp_path / "out/g.npz").exists()

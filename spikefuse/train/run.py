@@ -5,6 +5,7 @@ error/ops curve."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -94,10 +95,17 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, collect: bool =
     graph_path = _save_graph(cfg, tr, scales)
     graph = tr.graph(scales)
     checks = [verify(tr, graph, scales, r) for r in tr.val]
+    report_path = cfg.resolve_path(cfg.output.report)
+
+    def rel(path: str | Path) -> str:  # a shipped report names no machine's folders
+        return os.path.relpath(path, report_path.parent)
+
+    if collected:
+        collected["collected_runs"] = [{**r, "path": rel(r["path"])} for r in runs]
     report = {
-        "graph": str(graph_path),
-        "train_recordings": [str(r.path) for r in tr.train],
-        "validation_recordings": [str(r.path) for r in tr.val],
+        "graph": rel(graph_path),
+        "train_recordings": [rel(r.path) for r in tr.train],
+        "validation_recordings": [rel(r.path) for r in tr.val],
         "n_train_samples": tr.train_set.n,
         "n_validation_samples": tr.val_set.n,
         "fit_seconds": t_fit,
@@ -122,7 +130,6 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, collect: bool =
         },
         "seed": cfg.fit.seed,
     }
-    report_path = cfg.resolve_path(cfg.output.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=1))
     if cfg.output.curve_png:
