@@ -71,6 +71,9 @@ def test_core_inputs_accept_only_listed_keyed_publishers(tmp_path):
             "inputs": inputs,
             "actuators": {"motors": {"output": "y_good"}},
             "status_period_s": 0.2,
+            # each batch counted on its own: under load, "coalesce" (the default) may merge
+            # two of good's batches into one applied batch (same sum, one count fewer)
+            "queue_policy": "keep",
         },
     )
     _graph(tmp_path / "g.npz")
