@@ -188,6 +188,28 @@ def test_attitude_graph_tracks_constant_rotation() -> None:
         assert np.max(np.abs(err)) <= bound
 
 
+def test_output_lead_removes_the_held_gyro_lag() -> None:
+    """Back-and-forth rotation about x up to 8 rad/s, each gyro sample the mean rate over
+    the period before it (as an IMU delivers it and VQF integrates it): the engine holds a
+    sample from its arrival on, so without the output lead the estimate lags one sample
+    period (8 rad/s x 3.5 ms = 1.6 deg; 1.15 deg RMS measured); with the lead
+    (``gyro_lead_s`` None: one period) the error is under 0.3 deg RMS (0.17 measured)."""
+    t_ns = _times(6.0)
+    t = t_ns / 1e9
+    th = 8.0 / (2 * math.pi) * (1 - np.cos(2 * math.pi * t))
+    gyro = np.zeros((t.size, 3))
+    gyro[1:, 0] = np.diff(th) / np.diff(t)
+    up = np.stack([np.zeros_like(th), np.sin(th), np.cos(th)], axis=1)
+    rms = {}
+    for lead in (None, 0.0):
+        g = build_attitude_graph(AttitudeParams(gyro_lead_s=lead))
+        est = run_events(g, t_ns, _streams(t_ns, gyro, up * 9.80665)).outputs["gravity"]
+        err = np.angle(np.exp(1j * (np.arctan2(est[:, 1], est[:, 2]) - th)))
+        rms[lead] = math.degrees(float(np.sqrt(np.mean(err**2))))
+    assert rms[None] <= 0.3
+    assert rms[0.0] >= 0.8  # the lag the lead removes
+
+
 # -- heading (9D) ---------------------------------------------------------------------------
 def _yaw_case(seconds: float = 20.0, rate_rad_s: float = 0.5):
     """Level IMU turning about the vertical at a constant rate (on the gyro grid) in a field

@@ -76,7 +76,7 @@ def test_attitude_graph_maps_only_its_inputs_and_says_why():
     feeder = re.fullmatch(r"fed by '(\w+)', which cannot map", refused["g_z"])
     assert feeder and feeder.group(1) in refused, refused["g_z"]
     assert refused["trust"].startswith("activation 'clip'")
-    assert refused["gravity"] == "fed by 'g_x', which cannot map"
+    assert refused["gravity"] == "fed by 'go_x', which cannot map"
 
 
 def test_pairs_steps_and_cross_coupling():

@@ -43,7 +43,19 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
   ``e = | |a|^2/g0^2 - 1 |`` (Product ``a*a``, Dense with ``abs``, Dense with ``clip``) only
   rejects extreme readings (taps of many g); a narrow gate rectifies the linear acceleration
   of a fast translation (it drops one sign of it) and was worse than none;
-* outputs ``gravity`` (``g``) and ``accel_trust`` (``t``); a consumer turns ``g`` into
+* the outputs lead the trackers by one gyro sample period (``gyro_lead_s``): an IMU's
+  sample is the rate over the period *before* it (VQF integrates it so), but the engine
+  holds a pushed rate from its arrival on, so every tracker is one period behind the
+  rotation: 1.6 deg at 450 deg/s, which was most of the fast-rotation error (trial 09
+  2.38x -> 1.23x VQF). Output nodes ``go_c = g_c + lead (g x w)_c`` add the rotation the
+  tracker has not integrated yet from the products it already has (``Pg_c``); the
+  accelerometer is compared with the led first stage (``- K lead (h x w)`` in ``hd``), so
+  a long steady rotation does not correct the lag away and then overshoot. Nothing inside
+  the loops sees the lead. With the true gyro bias removed, a float model of the same
+  equations scores 2.3x on trial 09 with the rate held forward (as the graph did) and
+  1.0x with each sample over the period before it; the gyro quantization (2 deg/s) is
+  not the cause (VQF fed the same quantized gyro, bias removed, also scores 1.0x);
+* outputs ``gravity`` (``g`` led) and ``accel_trust`` (``t``); a consumer turns ``g`` into
   roll/pitch or a quaternion (:mod:`spikefuse.attitude.quat`).
 
 Gyro bias at rest (VQF's rest estimate) is not seen: the gyro quantum (``q_w`` 2 deg/s)
@@ -74,6 +86,11 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   only after the field held the reference for ~2.3 ``mag_settle_s`` (a magnet passing
   through the thresholds no longer pulls the heading; stationary-magnet trial 9.8x -> 2.0x
   VQF on an excerpt), off within a tenth of it; while off ``n`` follows the gyro alone;
+* the smoothed field lags the rotation by ~``tau_mag_filter_s``: the vertical part is
+  taken with ``g`` set as far behind (``gm_c = g_c - (tau_f - lead)(g x w)_c``, else the
+  dip check fails in fast rotation), and ``n`` is relaxed as far behind (gated by
+  ``t_m``: while the field is not trusted nothing scales the gyro); the output ``north``
+  leads like ``gravity``;
 * outputs ``north`` (``n``) and ``mag_trust``; the full attitude comes from ``g`` and ``n``
   (:func:`spikefuse.attitude.quat.quat_from_up_and_mag`);
 * ``B0``, ``B_h``, ``B_v`` and the initial ``n`` and ``mf`` are local: ``spikefuse eval``
@@ -157,6 +174,12 @@ class AttitudeParams(StrictModel):
         gt=0,
         description="gyro input quantum, deg/s (rounded to a multiple of the tracker grid); "
         "None: 4 sigma of the gyro noise",
+    )
+    gyro_lead_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="the outputs lead the trackers by the rotation over this time (None: one "
+        "gyro sample period 1/rate_hz, the held rate's delay; 0: no lead)",
     )
     bias_gain: float = Field(
         default=0.05,
@@ -243,6 +266,11 @@ class AttitudeParams(StrictModel):
                 f"mag_gate_out ({self.mag_gate_out}) must exceed mag_gate_in ({self.mag_gate_in})"
             )
         return self
+
+    @property
+    def lead_s(self) -> float:
+        """The output lead (``gyro_lead_s``, or one gyro sample period)."""
+        return 1.0 / self.rate_hz if self.gyro_lead_s is None else self.gyro_lead_s
 
     @property
     def b_vertical_uT(self) -> float:
@@ -366,6 +394,8 @@ def _add_tracker(
     y0: list[float],
     corr: list[tuple[str | list[str], np.ndarray]],
     bias: str | None = None,
+    lead_s: float = 0.0,
+    lead_gate: str | None = None,
 ) -> list[str]:
     """Track a body-frame vector ``v`` of a fixed earth direction: per axis c,
     ``dv_c/dt = (v x w)_c + corr_c - v_c/tau`` with ``corr[c] = (sources, weights (n, 1))``.
@@ -390,6 +420,12 @@ def _add_tracker(
         # rotation part (gyro grid) and correction part (fine grid), each integrated with
         # the same leak: v_c = r_c + k_c exactly (linear), and the coarse rotation never
         # runs through the fine correction grid
+        if lead_s:  # relax the led vector v + lead_s (v x w), not v (see _add_lead)
+            lead_src = prod
+            if lead_gate is not None:  # only while the measurement is trusted
+                lead_src = g.product(f"L{v}_{axis}", prod, [lead_gate] * 3, scale=scales[f"P{v}"])
+            srcs.append(lead_src)
+            w = np.vstack([w, -lead_s / tau_s * np.array(SIGN[c]).reshape(3, 1)])
         g.dense(f"{v}d_{axis}", srcs, w, scale=scales[f"{v}d"])
         # one rotation integrator per product term (the zero slot has gain 0: never moves)
         g.integrator(
@@ -400,6 +436,21 @@ def _add_tracker(
         )
         g.dense(comp[c], [f"{v}r_{axis}", f"{v}k_{axis}"], np.ones((4, 1)), scale=scales[v])
     return comp
+
+
+def _add_lead(g: Graph, v: str, scale: float, lead_s: float, suffix: str = "o") -> list[str]:
+    """Output nodes ``{v}o_c = v_c + lead_s (v x w)_c`` (the tracker's products ``P{v}_c``
+    with the gain ``lead_s``): the engine holds a gyro sample from its arrival on, while
+    the sample is the rate over the period before it, so the tracker lags the rotation
+    by one sample period (1.6 deg at 450 deg/s, most of the fast-rotation error). The
+    lead is the rotation the tracker has not yet integrated; it is a separate node so no
+    feedback (products, renormalisation) sees it. Returns the names."""
+    out = []
+    for c, axis in enumerate(AXES):
+        w = np.concatenate([np.ones(4), lead_s * np.array(SIGN[c])]).reshape(7, 1)
+        srcs = [f"{v}r_{axis}", f"{v}k_{axis}", f"P{v}_{axis}"]
+        out.append(g.dense(f"{v}{suffix}_{axis}", srcs, w, scale=scale))
+    return out
 
 
 def _add_trust(
@@ -448,7 +499,9 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
     g.input("mag", 3, scale=s["mag"])
     tf = p.tau_mag_filter_s
     g.integrator("mf", "mag", gain=1.0 / tf, tau_s=tf, y0=p.mag_start_uT, scale=s["mf"])
-    g_comp = [f"g_{a}" for a in AXES]
+    # g as far behind the rotation as the smoothed field (it lags ~tau_mag_filter_s; g
+    # lags one gyro period): the vertical part mf.g is then consistent in fast rotation
+    g_comp = _add_lead(g, "g", s["g"], p.lead_s - tf, "m")
     g.product("Pmg", "mf", g_comp, scale=s["Pmg"])  # mf_c g_c
     g.dense("mv", "Pmg", np.full((3, 1), 1.0 / b_h), scale=s["mv"])  # mf.g / B_h
     # disturbance measure, 1 at the thresholds: norm | |B|^2/B0^2 - 1 | / th_norm and dip
@@ -500,7 +553,12 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         w[3, 0] = -km
         w[4, 0] = 1.0  # Qn_c: hold and renormalisation
         corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
-    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr, "bm" if p.bias_gain else None)
+    # the smoothed field lags the rotation by ~tau_mag_filter_s: relax n as far behind
+    bias = "bm" if p.bias_gain else None
+    lead = p.lead_s - p.tau_mag_filter_s
+    comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr, bias, lead, "mtrust")
+    if p.lead_s:
+        comp = _add_lead(g, "n", s["n"], p.lead_s)
     g.output("north", comp, scale=s["n"])
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
 
@@ -570,7 +628,7 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
     bias = "bm" if p.bias_gain else None
-    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias)
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias, p.lead_s)
     # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
     # an inertial frame), kept on the unit sphere
     _add_hold(g, "g", None, k, p, s)
@@ -578,6 +636,8 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
     comp = _add_tracker(g, "g", s, p.tau_acc_s, list(p.up0), corr, bias)
     if bias:
         _add_bias(g, p, s)
+    if p.lead_s:
+        comp = _add_lead(g, "g", s["g"], p.lead_s)
     g.output("gravity", comp, scale=s["g"])
     g.output("accel_trust", "trust", scale=s["trust"])
     if p.with_mag:
