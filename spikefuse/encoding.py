@@ -8,6 +8,16 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   residual: for a value ``v`` with scale ``k`` (counts per unit) it sends
   ``n = round_half_away(k*v - sent)`` and accumulates ``sent += n``, so a receiver that sums
   the counts reconstructs ``sent / k`` and ``|k*v - sent| <= 1/2`` after every sample.
+  Optional **auto-zero at rest** (``rest_samples`` > 0): once no channel has sent anything
+  and every channel's reconstruction has been 0 for ``rest_samples`` samples in a row, each
+  channel's offset moves towards its raw value by ``1/zero_tau_samples`` per sample, and the
+  encoder sends ``k*(v - offset)``: a sensor offset under half a quantum (a gyro bias under
+  a coarse rate quantum) is invisible downstream at rest, but it biases every motion that
+  follows; the encoder, which sees the raw values, removes it without sending anything. The
+  offset stays within half a quantum (it learns only where the reconstruction is 0).
+  Optional **hysteresis** ``h`` (quanta, < 1/2): a channel sends only when
+  ``|k*v - sent| > 1/2 + h``, so a still value on a level boundary does not toggle with
+  its noise (the reconstruction is then within ``1/2 + h`` quanta).
 * :class:`DvsEncoder` emulates a dynamic-vision-sensor pixel array on frames: per pixel the
   log intensity is compared with a reference; every crossing of the contrast threshold ``C``
   emits one signed event, ``n = floor(|dL| / C)`` of them, timestamped by linear
@@ -39,12 +49,14 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
     return np.copysign(np.floor(np.abs(a) + 0.5), a) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def send_counts(residual: np.ndarray) -> np.ndarray:
+def send_counts(residual: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Counts to send for ``residual = k*v - sent``: ``round_half_away`` where the residual
-    is strictly beyond half a quantum, else 0 — so a value exactly on a half level does not
-    toggle ±1 on every sample, and ``|k*v - sent| <= 1/2`` still holds after sending."""
+    is strictly beyond ``threshold`` (half a quantum), else 0 — so a value exactly on a half
+    level does not toggle ±1 on every sample, and ``|k*v - sent| <= 1/2`` still holds after
+    sending. A threshold above 1/2 is a hysteresis: noise around a half level must span
+    ``2 (threshold - 1/2)`` quanta to toggle it."""
     r = np.asarray(residual, dtype=np.float64)
-    return np.where(np.abs(r) > 0.5, round_half_away(r), 0.0)
+    return np.where(np.abs(r) > threshold, round_half_away(r), 0.0)
 
 
 def _as_scale(scale: float | np.ndarray, n_channels: int) -> np.ndarray:
@@ -69,24 +81,68 @@ class SigmaDeltaEncoder:
     residual carries it) and counted in ``n_saturated``.
     """
 
-    def __init__(self, n_channels: int, scale: float | np.ndarray):
+    def __init__(
+        self,
+        n_channels: int,
+        scale: float | np.ndarray,
+        rest_samples: int = 0,
+        zero_tau_samples: float = 1.0,
+        hysteresis: float = 0.0,
+    ):
         if int(n_channels) <= 0:
             raise ValueError(f"n_channels must be > 0, found {n_channels}")
+        if int(rest_samples) < 0:
+            raise ValueError(f"rest_samples must be >= 0, found {rest_samples}")
+        if not (np.isfinite(zero_tau_samples) and zero_tau_samples >= 1.0):
+            raise ValueError(f"zero_tau_samples must be >= 1, found {zero_tau_samples}")
+        if not 0.0 <= hysteresis < 0.5:
+            raise ValueError(f"hysteresis must be in [0, 0.5), found {hysteresis}")
         self.n_channels = int(n_channels)
         self.scale = _as_scale(scale, self.n_channels)
+        self.threshold = 0.5 + float(hysteresis)
         self.sent = np.zeros(self.n_channels, dtype=np.int64)
+        self.rest_samples = int(rest_samples)
+        self.zero_gain = 1.0 / float(zero_tau_samples)
+        self.offset = np.zeros(self.n_channels, dtype=np.float64)
+        self.n_rest = 0  # samples in a row with nothing sent and a zero reconstruction
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
         self.n_saturated = 0
         self.n_samples = 0
 
     def reset(self) -> None:
-        """Forget what was sent (the receiver must be reset too) and zero the counters."""
+        """Forget what was sent (the receiver must be reset too), the learnt offset, and
+        zero the counters."""
         self.sent[:] = 0
+        self.offset[:] = 0.0
+        self.n_rest = 0
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
         self.n_saturated = 0
         self.n_samples = 0
+
+    def zeroed(self, values: np.ndarray) -> np.ndarray:
+        """The values the quantizer sees: ``values - offset`` (``values`` itself when the
+        auto-zero is off)."""
+        if not self.rest_samples or np.shape(values) != self.offset.shape:
+            return values  # (a wrong shape is reported by the quantizer)
+        return values - self.offset
+
+    def learn_offset(self, values: np.ndarray, n_sent: int) -> None:
+        """Auto-zero bookkeeping after a sample (``n_sent`` channels sent): count the
+        samples at rest and, after ``rest_samples`` of them, move the offset towards the raw
+        values (clipped to half a quantum). A non-finite value is no evidence of rest."""
+        if not self.rest_samples:
+            return
+        if n_sent or self.sent.any() or not np.isfinite(values).all():
+            self.n_rest = 0
+            return
+        self.n_rest += 1
+        if self.n_rest >= self.rest_samples:
+            half = 0.5 / self.scale
+            self.offset = np.clip(
+                self.offset + self.zero_gain * (values - self.offset), -half, half
+            )
 
     def reconstruction(self) -> np.ndarray:
         """What a receiver that summed every count holds: ``sent / scale``."""
@@ -97,9 +153,10 @@ class SigmaDeltaEncoder:
         if v.shape != (self.n_channels,):
             raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         self.n_samples += 1
+        raw, v = v, self.zeroed(v)
         target = self.scale * v
         if np.isfinite(target).all() and np.abs(target).max() <= _MAX_TARGET:
-            delta = send_counts(target - self.sent)  # the common case: all channels
+            delta = send_counts(target - self.sent, self.threshold)  # the common case
         else:
             delta = self._partial_delta(target)
         if np.abs(delta).max() > INT32_MAX:
@@ -109,6 +166,7 @@ class SigmaDeltaEncoder:
         n = delta.astype(np.int64)
         self.sent += n
         nz = np.flatnonzero(n)
+        self.learn_offset(raw, nz.size)
         return nz.astype(np.int32), n[nz].astype(np.int32)
 
     def _partial_delta(self, target: np.ndarray) -> np.ndarray:
@@ -119,7 +177,7 @@ class SigmaDeltaEncoder:
         self.n_skipped_out_of_range += int(np.count_nonzero(finite & ~in_range))
         ok = finite & in_range
         delta = np.zeros(self.n_channels, dtype=np.float64)
-        delta[ok] = send_counts(target[ok] - self.sent[ok])
+        delta[ok] = send_counts(target[ok] - self.sent[ok], self.threshold)
         return delta
 
 

@@ -74,15 +74,19 @@ def test_graph_uses_engine_node_types_only() -> None:
     assert kinds <= {"Input", "Dense", "Product", "Integrator", "Output"}
     assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
     # two low-pass stages h, g; per axis a rotation part (one unit per gyro product term)
-    # and a correction part, plus the gyro bias estimate
-    assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 13
-    assert g.nodes["b"].size == 3 and g.nodes["gr_x"].size == 3
+    # and a correction part; the output leads by one gyro period (go_c); the bias estimate
+    # in motion only with bias_gain > 0 (the gyro encoder's auto-zero removes it at rest)
+    assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 12
+    assert g.nodes["gr_x"].size == 3 and g.nodes["gravity"].source == ["go_x", "go_y", "go_z"]
+    gb = build_attitude_graph(AttitudeParams(bias_gain=0.05)).resolve()
+    assert sum(isinstance(nd, Integrator) for nd in gb.nodes.values()) == 13
+    assert gb.nodes["b"].size == 3
     mag = build_attitude_graph(AttitudeParams(with_mag=True)).resolve()
     assert {"mag", "north", "mag_trust"} <= set(mag.nodes)
     assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
     # + the north tracker n and the magnetometer smoothing mf
     # and the re-trust delay mtl
-    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 21
+    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 20
     # the gravity part of the 9D graph is the 6D graph, node for node
     for name, node in g.nodes.items():
         assert mag.nodes[name].model_dump() == node.model_dump()
@@ -489,3 +493,11 @@ def test_gimbal_launch_driver_scales_are_the_graph_inputs(repo_root: Path) -> No
     g = Graph.load(repo_root / "configs" / "graphs" / "attitude.yaml")
     for name in ("gyro", "accel"):
         assert float(sets[f"groups.{name}.scale"]) == pytest.approx(g.nodes[name].scale, rel=1e-12)
+    # and with the encoder options `spikefuse eval attitude` scores (the params' defaults)
+    p = AttitudeParams(rate_hz=float(imu["rate_hz"]))
+    want = p.encoder_options("gyro")
+    assert int(sets["groups.gyro.zero_rest_samples"]) == want["rest_samples"]
+    assert float(sets["groups.gyro.zero_tau_samples"]) == pytest.approx(
+        want["zero_tau_samples"], rel=1e-5
+    )
+    assert float(sets["groups.accel.hysteresis"]) == p.encoder_options("accel")["hysteresis"]

@@ -253,3 +253,79 @@ def test_resample_area_non_integer_factor_preserves_mean_and_caches():
     np.testing.assert_allclose(out.mean(), img.mean(), rtol=1e-12)
     np.testing.assert_allclose(resample_area(img, 20, 30, cache), out)
     np.testing.assert_allclose(resample_area(np.ones((7, 9)), 3, 4), np.ones((3, 4)))
+
+
+# --------------------------------------------------------------------------- auto-zero
+def _offset_case(bias: float, n_rest: int = 300, n_move: int = 2000, seed: int = 3):
+    """A channel at 1 count per unit: rest (a constant offset ``bias`` plus noise of 0.05
+    quanta), then a slow sine of 6 quanta amplitude: (raw rows, true signal)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_rest + n_move)
+    true = np.where(t < n_rest, 0.0, 6.0 * np.sin(2 * np.pi * (t - n_rest) / 500.0))
+    raw = true + bias + 0.05 * rng.standard_normal(t.size)
+    return raw[:, None], true
+
+
+def test_auto_zero_removes_an_offset_hidden_under_the_quantum():
+    """An offset of 0.3 quanta sends nothing at rest either way; in motion the plain encoder
+    carries it (mean reconstruction error ~0.3 quanta), the auto-zeroing one learnt it at
+    rest (error ~0), still without a single count at rest. (It also learns the first
+    samples of the motion, until the signal leaves the zero level: a small leak.)"""
+    raw, true = _offset_case(0.3)
+    errs = {}
+    for rest in (0, 100):
+        enc = SigmaDeltaEncoder(1, 1.0, rest_samples=rest, zero_tau_samples=40.0)
+        at_rest = _run(enc, raw[:300])[:, 0]
+        assert not at_rest.any()  # nothing sent at rest
+        assert enc.offset[0] == pytest.approx(0.3 if rest else 0.0, abs=0.02)
+        recv = _run(enc, raw[300:])[:, 0]
+        errs[rest] = float(np.mean(recv - true[300:]))
+    assert errs[0] == pytest.approx(0.3, abs=0.05)
+    assert abs(errs[100]) <= 0.05
+
+
+def test_auto_zero_learns_only_at_rest_and_within_half_a_quantum():
+    # an offset beyond half a quantum makes the channel send at rest: no rest, no learning
+    raw, _ = _offset_case(0.8, n_move=10)
+    enc = SigmaDeltaEncoder(1, 1.0, rest_samples=10, zero_tau_samples=5.0)
+    _run(enc, raw)
+    assert enc.offset[0] == 0.0
+    # at 0.45 quanta (noise pushes it past 1/2 now and then) the offset never leaves +-1/2
+    raw, _ = _offset_case(0.45, n_move=10)
+    enc = SigmaDeltaEncoder(1, 4.0, rest_samples=10, zero_tau_samples=2.0)
+    for row in raw / 4.0:
+        enc.encode(row)
+        assert abs(enc.offset[0]) <= 0.5 / 4.0
+    # a non-finite value is no evidence of rest; reset() forgets the offset
+    enc = SigmaDeltaEncoder(2, 1.0, rest_samples=3, zero_tau_samples=1.0)
+    for row in ([0.2, 0.1], [0.2, 0.1], [np.nan, 0.1], [0.2, 0.1], [0.2, 0.1]):
+        enc.encode(np.array(row))
+    assert enc.offset.tolist() == [0.0, 0.0] and enc.n_rest == 2
+    enc.encode(np.array([0.2, 0.1]))
+    assert enc.offset.tolist() == [0.2, 0.1]
+    enc.reset()
+    assert enc.offset.tolist() == [0.0, 0.0] and enc.n_rest == 0
+    with pytest.raises(ValueError, match="rest_samples"):
+        SigmaDeltaEncoder(1, 1.0, rest_samples=-1)
+    with pytest.raises(ValueError, match="zero_tau_samples"):
+        SigmaDeltaEncoder(1, 1.0, rest_samples=1, zero_tau_samples=0.5)
+
+
+def test_hysteresis_keeps_a_noisy_value_on_a_level_boundary_still():
+    """A still value on a half level with noise of 0.05 quanta toggles the plain encoder on
+    about every other sample; with a hysteresis of 0.25 quanta it sends once, and the
+    reconstruction stays within 1/2 + 0.25 quanta of a moving signal."""
+    rng = np.random.default_rng(5)
+    still = (2.5 + 0.05 * rng.standard_normal(2000))[:, None]
+    n_sent = {}
+    for h in (0.0, 0.25):
+        enc = SigmaDeltaEncoder(1, 1.0, hysteresis=h)
+        recv = _run(enc, still)[:, 0]
+        n_sent[h] = int(np.count_nonzero(np.diff(recv)))
+    assert n_sent[0.0] > 500 and n_sent[0.25] == 0
+    moving = (7.0 * np.sin(np.arange(3000) / 50.0) + 0.05 * rng.standard_normal(3000))[:, None]
+    enc = SigmaDeltaEncoder(1, 1.0, hysteresis=0.25)
+    err = np.abs(_run(enc, moving)[:, 0] - moving[:, 0])
+    assert err.max() <= 0.75 + 1e-12 and err.max() > 0.5
+    with pytest.raises(ValueError, match="hysteresis"):
+        SigmaDeltaEncoder(1, 1.0, hysteresis=0.5)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.errors import ProtocolError
@@ -54,6 +55,39 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
     np.testing.assert_array_equal(ref.sent, fast.sent)
     for counter in ("n_skipped_nonfinite", "n_skipped_out_of_range", "n_saturated", "n_samples"):
         assert getattr(ref, counter) == getattr(fast, counter), counter
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.floats(1e-3, 1e3), min_size=n, max_size=n),
+            st.integers(0, 4),
+            st.floats(1.0, 10.0),
+            st.sampled_from([0.0, 0.1, 0.25, 0.49]),
+            st.lists(
+                st.lists(st.one_of(values, st.floats(-2.0, 2.0)), min_size=n, max_size=n),
+                min_size=1,
+                max_size=30,
+            ),
+        )
+    )
+)
+def test_compiled_sigma_delta_with_auto_zero_and_hysteresis_matches_the_numpy_encoder(case):
+    """The encoder options (encoding.SigmaDeltaEncoder rest_samples, hysteresis) on the
+    compiled path: the same counts, offsets and rest counts as the reference, per sample."""
+    scale, rest, tau, hyst, samples = case
+    ref = SigmaDeltaEncoder(len(scale), np.array(scale), rest, tau, hyst)
+    fast = CompiledSigmaDelta(len(scale), np.array(scale), rest, tau, hyst)
+    for v in samples:
+        a, b = ref.encode(np.array(v)), fast.encode(np.array(v))
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(ref.offset, fast.offset)
+        assert ref.n_rest == fast.n_rest
+    np.testing.assert_array_equal(ref.sent, fast.sent)
 
 
 def test_compiled_sigma_delta_checks_its_input_like_the_reference():
@@ -202,3 +236,31 @@ def test_a_driver_sends_the_reference_bytes_through_a_real_publisher(
                 if decode(frames[1]).__class__ is EventBatch:
                     got.append(frames[1])
     assert len(want) > 100 and got == want
+
+
+def test_a_group_config_sets_the_encoder_options():
+    """``groups.<g>.zero_rest_samples`` / ``zero_tau_samples`` reach the group's encoder: an
+    offset under half a quantum is learnt at rest without a count, then removed in motion;
+    ``hysteresis`` too."""
+    cfg = _Cfg(
+        groups={
+            "a": {"scale": 1.0, "zero_rest_samples": 5, "zero_tau_samples": 2.0},
+            "b": {"hysteresis": 0.25},
+        },
+        max_batch_latency_ms=0.0,
+        heartbeat_period_s=3600.0,
+    )
+    sent = _Messages()
+    runner = Runner(cfg, lambda c, x: iter(()), sent, StopSignal())
+    for k in range(40):  # at rest: a constant 0.3 quanta on every channel
+        runner.handle(Sample("a", 1_000 + k, np.full(3, 0.3)))
+    enc = runner.streams["a"].encoder
+    assert enc.rest_samples == 5 and np.allclose(enc.offset, 0.3)
+    assert not [p for p in sent.payloads if decode(p).__class__ is EventBatch]
+    runner.handle(Sample("a", 2_000, np.array([1.1, 0.3, 0.3])))  # 0.8 of motion on x
+    batches = [decode(p) for p in sent.payloads if decode(p).__class__ is EventBatch]
+    assert [b.channels.tolist() for b in batches] == [[0]] and batches[0].counts.tolist() == [1]
+    runner.handle(Sample("b", 3_000, np.array([0.0])))
+    assert runner.streams["b"].encoder.threshold == 0.75
+    with pytest.raises(ValidationError, match="zero_tau_samples"):
+        _Cfg(groups={"a": {"zero_tau_samples": 0.5}})

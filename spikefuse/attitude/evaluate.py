@@ -102,14 +102,22 @@ def _streams(
     gyro: np.ndarray,
     accel: np.ndarray,
     mag: np.ndarray | None,
+    encoders: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Stream]:
+    """The graph's input streams (``encoders``: options of each group's encoder)."""
+    enc = encoders or {}
     st = {
-        "gyro": Stream(gyro, decimate(table.t_ns, None)),
-        "accel": Stream(accel, decimate(table.t_ns, accel_hz)),
+        "gyro": Stream(gyro, decimate(table.t_ns, None), dict(enc.get("gyro", {}))),
+        "accel": Stream(accel, decimate(table.t_ns, accel_hz), dict(enc.get("accel", {}))),
     }
     if use_mag and mag is not None:
-        st["mag"] = Stream(mag, decimate(table.t_ns, mag_hz))
+        st["mag"] = Stream(mag, decimate(table.t_ns, mag_hz), dict(enc.get("mag", {})))
     return st
+
+
+def encoder_options(p: AttitudeParams) -> dict[str, dict[str, float]]:
+    """Each sensor group's encoder options under ``p``."""
+    return {grp: p.encoder_options(grp) for grp in ("gyro", "accel", "mag")}
 
 
 def evaluate_attitude(
@@ -150,7 +158,8 @@ def evaluate_attitude(
     rest = (np.asarray(mv) == 0) if mv is not None else _still_mask(gyro, accel)
     inputs = (gyro, accel, mag)
     t0 = time.perf_counter()
-    ev, ev_mr = _event_runs(out, g, table, inputs, rest, "")
+    encs = encoder_options(p)
+    ev, ev_mr = _event_runs(out, g, table, inputs, rest, "", encs)
     out["event_wall_s"] = time.perf_counter() - t0
     up_ev = ev.outputs["gravity"]
     results: dict[str, np.ndarray] = {
@@ -159,7 +168,9 @@ def evaluate_attitude(
     }
     heading: dict[str, np.ndarray] = {}
     if g9 is not None:
-        ev9, ev9_mr = (ev, ev_mr) if g9 is g else _event_runs(out, g9, table, inputs, rest, "_9d")
+        ev9, ev9_mr = (
+            (ev, ev_mr) if g9 is g else _event_runs(out, g9, table, inputs, rest, "_9d", encs)
+        )
         if g9 is g:
             for k in ("ops_per_s", "ops_per_s_multirate", "rest_ops_per_s"):
                 out[f"{k}_9d"] = out[k]
@@ -238,14 +249,14 @@ def _event_runs(
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None],
     rest: np.ndarray,
     suffix: str,
+    encs: dict[str, dict[str, float]],
 ) -> tuple[EventRun, EventRun]:
     """The graph on the engine at full rate and multi-rate; ops fields (``+ suffix``)."""
     use_mag = "mag" in g.nodes
     t_ns, duration_s, rate_hz = table.t_ns, max(table.duration_s, 1e-9), table.rate_hz
-    ev = run_events(g, t_ns, _streams(table, None, None, use_mag, *inputs))
-    ev_mr = run_events(
-        g, t_ns, _streams(table, MULTIRATE_ACCEL_HZ, MULTIRATE_MAG_HZ, use_mag, *inputs)
-    )
+    ev = run_events(g, t_ns, _streams(table, None, None, use_mag, *inputs, encs))
+    mr = (MULTIRATE_ACCEL_HZ, MULTIRATE_MAG_HZ)
+    ev_mr = run_events(g, t_ns, _streams(table, *mr, use_mag, *inputs, encs))
     out[f"ops_per_s{suffix}"] = ev.syn_ops[-1] / duration_s
     out[f"ops_per_s_multirate{suffix}"] = ev_mr.syn_ops[-1] / duration_s
     out[f"rest_ops_per_s{suffix}"] = _rest_ops_per_s(ev.syn_ops, rest, rate_hz)

@@ -79,7 +79,13 @@ def levelling_deg(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def attitude_series(table: Table, params=None, graph=None, vqf: bool = True) -> AttitudeSeries:
     """Run the graph (as ``evaluate_attitude`` builds it) and VQF over ``table``."""
-    from spikefuse.attitude.evaluate import _graphs, _held_mag, _scored_mask, _streams
+    from spikefuse.attitude.evaluate import (
+        _graphs,
+        _held_mag,
+        _scored_mask,
+        _streams,
+        encoder_options,
+    )
     from spikefuse.attitude.generate import AttitudeParams
     from spikefuse.attitude.run import hold_nonfinite, run_events, run_vqf
 
@@ -94,7 +100,8 @@ def attitude_series(table: Table, params=None, graph=None, vqf: bool = True) -> 
         engines.append(_CountingEngine(gr))
         return engines[-1]
 
-    streams = _streams(table, None, None, "mag" in g.nodes, gyro, accel, mag)
+    encs = encoder_options(p)
+    streams = _streams(table, None, None, "mag" in g.nodes, gyro, accel, mag, encs)
     ev = run_events(g, table.t_ns, streams, engine_factory=factory)
     up = ev.outputs["gravity"]
     mask, gt = _scored_mask(table)

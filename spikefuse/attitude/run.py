@@ -21,10 +21,12 @@ from spikefuse.graph import Graph, Input
 @dataclass
 class Stream:
     """One sensor input of the graph: ``values`` (N, size) at the table's sample times,
-    ``due`` (N,) bool: whether sample i is delivered (multi-rate decimation)."""
+    ``due`` (N,) bool: whether sample i is delivered (multi-rate decimation), ``encoder``:
+    options of its :class:`SigmaDeltaEncoder` (e.g. the gyro's auto-zero)."""
 
     values: np.ndarray
     due: np.ndarray
+    encoder: dict[str, float] = field(default_factory=dict)  # SigmaDeltaEncoder options
 
 
 @dataclass
@@ -86,7 +88,9 @@ def run_events(
     if unknown:
         raise ValueError(f"streams {sorted(unknown)} are not inputs of graph '{graph.name}'")
     eng = engine_factory(graph)
-    encs = {n: SigmaDeltaEncoder(s.values.shape[1], scales[n]) for n, s in streams.items()}
+    encs = {
+        n: SigmaDeltaEncoder(s.values.shape[1], scales[n], **s.encoder) for n, s in streams.items()
+    }
     chunks = [eng.start(int(t_ns[0]))]
     syn_ops = np.empty(t_ns.shape[0], dtype=np.int64)
     ops = 0

@@ -104,11 +104,12 @@ def score(
     runs = (("", None), ("_multirate", MULTIRATE_ACCEL_HZ))
     for sfx, acc_hz in runs if multirate else runs[:1]:
         st = {
-            "gyro": Stream(log.gyro, decimate(t, None)),
-            "accel": Stream(log.accel, decimate(t, acc_hz)),
+            "gyro": Stream(log.gyro, decimate(t, None), p.encoder_options("gyro")),
+            "accel": Stream(log.accel, decimate(t, acc_hz), p.encoder_options("accel")),
         }
         if p.with_mag:
-            st["mag"] = Stream(log.mag, decimate(t, MULTIRATE_MAG_HZ if acc_hz else None))
+            mag_due = decimate(t, MULTIRATE_MAG_HZ if acc_hz else None)
+            st["mag"] = Stream(log.mag, mag_due, p.encoder_options("mag"))
         ev = run_events(g, t, st)
         up = ev.outputs["gravity"]
         incl = _rmse_deg(inclination_error_rad(quat_from_up(up)[log.mask], log.gt[log.mask]))

@@ -23,9 +23,10 @@ cdef object I4 = np.dtype("<i4")
 cdef object I8 = np.dtype("<i8")
 
 
-cdef inline double _send_count(double r) noexcept nogil:
-    """encoding.send_counts of one residual: round half away where |r| > 1/2, else 0."""
-    if fabs(r) > 0.5:
+cdef inline double _send_count(double r, double threshold) noexcept nogil:
+    """encoding.send_counts of one residual: round half away where |r| > threshold (1/2
+    plus the encoder's hysteresis), else 0."""
+    if fabs(r) > threshold:
         return copysign(floor(fabs(r) + 0.5), r) + 0.0
     return 0.0
 
@@ -39,16 +40,18 @@ cdef class SigmaDeltaStep:
 
     cdef const double[::1] scale
     cdef int64_t[::1] sent
+    cdef double threshold
     cdef int32_t[::1] ch
     cdef int32_t[::1] co
     cdef public int last_nonfinite, last_out_of_range, last_saturated
     cdef public bint last_bad
 
-    def __init__(self, const double[::1] scale, int64_t[::1] sent):
+    def __init__(self, const double[::1] scale, int64_t[::1] sent, double threshold=0.5):
         if scale.shape[0] != sent.shape[0]:
             raise ValueError("scale and sent differ in length")
         self.scale = scale
         self.sent = sent
+        self.threshold = threshold
         self.ch = np.empty(sent.shape[0], np.int32)
         self.co = np.empty(sent.shape[0], np.int32)
 
@@ -67,7 +70,7 @@ cdef class SigmaDeltaStep:
             if fabs(target) > MAX_TARGET:
                 n_range += 1
                 continue
-            delta = _send_count(target - <double>self.sent[i])
+            delta = _send_count(target - <double>self.sent[i], self.threshold)
             if fabs(delta) > I32_MAX:
                 n_sat += 1
                 delta = I32_MAX if delta > 0 else -I32_MAX

@@ -34,6 +34,23 @@ class GroupConfig(StrictModel):
     scale: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     rate_hz: float | None = Field(default=None, gt=0.0, le=1e6, allow_inf_nan=False)
     enabled: bool = True
+    zero_rest_samples: int = Field(
+        default=0,
+        ge=0,
+        le=10**9,
+        description="auto-zero of the encoder (SigmaDeltaEncoder rest_samples): learn an "
+        "offset under half a quantum after this many samples at rest; 0: off",
+    )
+    zero_tau_samples: float = Field(
+        default=1.0, ge=1.0, le=1e9, allow_inf_nan=False, description="its time constant"
+    )
+    hysteresis: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=0.5,
+        description="encoder hysteresis in quanta (SigmaDeltaEncoder): a still reading on a "
+        "level boundary does not toggle with its noise",
+    )
 
 
 class RetryConfig(StrictModel):

@@ -320,7 +320,10 @@ class Runner:
         if values.ndim != 1 or values.size == 0:
             raise _BadItem(f"sample values have shape {values.shape}, expected (n,)")
         if stream.encoder is None:
-            stream.encoder = CompiledSigmaDelta(values.size, stream.scale)
+            gc = self.cfg.groups[stream.group]
+            stream.encoder = CompiledSigmaDelta(
+                values.size, stream.scale, gc.zero_rest_samples, gc.zero_tau_samples, gc.hysteresis
+            )
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != values.size:
             raise _BadItem(f"sample has {values.size} values, the group had {_width(enc)}")

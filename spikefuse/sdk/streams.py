@@ -35,9 +35,16 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
     """:class:`SigmaDeltaEncoder` whose ``encode`` is one compiled call (the SDK's per-sample
     step); the base class's numpy ``encode`` is its oracle (tests/test_sdk_fast.py)."""
 
-    def __init__(self, n_channels: int, scale: float | np.ndarray):
-        super().__init__(n_channels, scale)
-        self._step = SigmaDeltaStep(self.scale, self.sent)  # shares both arrays
+    def __init__(
+        self,
+        n_channels: int,
+        scale: float | np.ndarray,
+        rest_samples: int = 0,
+        zero_tau_samples: float = 1.0,
+        hysteresis: float = 0.0,
+    ):
+        super().__init__(n_channels, scale, rest_samples, zero_tau_samples, hysteresis)
+        self._step = SigmaDeltaStep(self.scale, self.sent, self.threshold)  # shares the arrays
 
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = values
@@ -46,8 +53,10 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
             if v.ndim != 1:
                 raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         step = self._step
+        raw, v = v, self.zeroed(v)  # the auto-zero (off: v itself) in the base's arithmetic
         ch, co = step.encode(v if v.flags.c_contiguous else np.ascontiguousarray(v))
         self.n_samples += 1
+        self.learn_offset(raw, ch.size)
         if step.last_bad:
             self.n_skipped_nonfinite += step.last_nonfinite
             self.n_skipped_out_of_range += step.last_out_of_range
