@@ -5,12 +5,12 @@ vector on the fast trials. Each excerpt starts a few seconds before its motion p
 still start lets both estimators settle, as in the full trials).
 
 The ratio bounds are what the graph holds with a ~20 % margin (a guard against
-regressions); measured on these excerpts: inclination 2.44x VQF 6D (fast rotation), 2.12x
-(fast translation), 3.27x (tapping: the excerpt starts the bias estimate from 0 shortly
-before the taps), 1.21x (attached magnet), 2.01x (stationary magnet); heading 0.54x VQF 9D
-(attached magnet) and 2.02x (stationary magnet; 9.8x without the re-trust delay
-``mag_settle_s``). The issue's targets (inclination <= 2x VQF 6D on every
-trial, median <= 1.5x) are not all met; docs/benchmarks.md has the full-trial table."""
+regressions); measured on these excerpts: inclination 1.15x VQF 6D (fast rotation; 2.44x
+before the output lead), 1.70x (fast translation), 1.48x (tapping; 3.27x before the gyro
+encoder's auto-zero), 1.29x (attached magnet), 1.09x (stationary magnet); heading 0.60x VQF
+9D (attached magnet) and 2.47x (stationary magnet; bound: the issue's 3x for magnetic
+trials). The issue's inclination targets (<= 2x VQF 6D on every trial, median <= 1.5x) are
+met on the full trials; docs/benchmarks.md has the full-trial table."""
 
 from __future__ import annotations
 
@@ -28,16 +28,16 @@ from spikefuse.attitude.tune import prepare, score
 
 # (trial file, start s, seconds, inclination ratio bound, heading ratio bound or None)
 EXCERPTS = {
-    "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 2.95, None),
-    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.55, None),
-    "tapping": ("broad_25_disturbed_tapping.csv.gz", 35.0, 45.0, 3.95, None),
-    "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.5, 0.8),
+    "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 1.4, None),
+    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.0, None),
+    "tapping": ("broad_25_disturbed_tapping.csv.gz", 35.0, 45.0, 1.8, None),
+    "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.55, 0.75),
     "stationary_magnet": (
         "broad_31_disturbed_stationary_magnet.csv.gz",
         20.0,
         45.0,
-        2.45,
-        2.5,
+        1.35,
+        3.0,
     ),
 }
 
@@ -62,9 +62,9 @@ def test_motion_class_within_ratio_of_vqf(scored: dict, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["fast_rotation", "fast_translation"])
 def test_gravity_stays_on_the_unit_sphere(scored: dict, name: str) -> None:
-    """The renormalising feedback holds |g| within 5 % at up to 20 rad/s and 4 g (measured:
-    within 2.0 %)."""
-    assert scored[name]["gravity_norm_max_dev"] <= 0.05
+    """The renormalising feedback holds |g| within 4 % at up to 20 rad/s and 4 g (measured:
+    within 2.1 %)."""
+    assert scored[name]["gravity_norm_max_dev"] <= 0.04
 
 
 # -- eval attitude DIR --------------------------------------------------------------------

@@ -160,7 +160,7 @@ class AttitudeParams(StrictModel):
     )
     accel_noise_density: float = Field(default=120e-6 * G0_M_S2, gt=0, description="m/s^2/sqrt(Hz)")
     tau_acc_s: float = Field(
-        default=2.5, gt=0, description="accelerometer correction time constant"
+        default=2.25, gt=0, description="accelerometer correction time constant"
     )
     eps_tilt_rad: float = Field(
         default=math.radians(1.0), gt=0, description="quantization tilt budget"
