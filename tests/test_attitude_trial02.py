@@ -25,8 +25,8 @@ def trial02(shared_data: Path) -> dict:
 def test_trial02_inclination_targets(trial02: dict) -> None:
     f = trial02
     assert f["n_scored"] > 30000
-    assert f["incl_rmse_deg"] <= 1.0
-    assert f["incl_rmse_deg_multirate"] <= 1.2
+    assert f["incl_rmse_deg"] <= 0.75  # 0.622 measured (VQF 0.429)
+    assert f["incl_rmse_deg_multirate"] <= 0.8  # 0.649 measured
     # the baselines behave as the issue describes
     assert f["vqf_incl_rmse_deg"] < 0.6
     assert f["gyro_only_incl_rmse_deg"] > 10.0
@@ -35,8 +35,9 @@ def test_trial02_inclination_targets(trial02: dict) -> None:
 
 def test_trial02_event_work_vs_dense(trial02: dict) -> None:
     f = trial02
-    assert f["ops_ratio_vs_dense"] <= 0.25  # 0.204 measured (issue target for slow: 0.3)
-    # the event run costs 0.105 degrees over the dense run (0.868 against 0.763)
+    assert f["ops_ratio_vs_dense"] <= 0.25  # 0.189 measured (issue target for slow: 0.3)
+    # the event run is no worse than the same graph run densely (which gets the raw gyro,
+    # bias included, with no encoder auto-zero) plus 0.15 degrees
     assert f["incl_rmse_deg"] <= f["dense_incl_rmse_deg"] + 0.15
     # still phases cost next to nothing compared with motion
     assert f["rest_ops_per_s"] < 0.01 * f["ops_per_s"]
