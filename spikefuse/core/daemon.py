@@ -135,7 +135,7 @@ def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
     the subscriber's checks and decoding (rejections counted there) and the Python path."""
     if len(frames) == 2 and core.receive(frames[0], frames[1], time.monotonic_ns()):
         return
-    msg = sub._accept(frames)
+    msg = sub.accept(frames)
     if msg is not None:
         core.handle(msg, time.monotonic_ns())
         core.service(time.monotonic_ns())

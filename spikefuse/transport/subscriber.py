@@ -97,14 +97,19 @@ class ReceiveCore:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode() if isinstance(t, str) else bytes(t))
         return [bind_or_connect(sock, e, bind) for e in endpoints]
 
-    def _accept(self, frames: list[bytes]) -> Message | None:
-        """Decode and check one received multipart message and track its sequence number;
-        None (counted) if it is rejected."""
+    def accept(self, frames: list[bytes], *, track_seq: bool = True) -> Message | None:
+        """The subscriber's checks on one received multipart message, for a consumer that
+        takes raw frames (:meth:`Subscriber.recv_frames`, :meth:`Subscriber.dispatch`):
+        two frames, a payload the counting decoder accepts, a topic frame equal to the
+        message's topic. None when it is rejected (counted in ``stats.rejected``); an
+        accepted message counts in ``n_received`` and, with ``track_seq``, its seq in the
+        per-stream gap and reset counters (``stats.seq_gaps``, ``stats.seq_resets``)."""
         msg = check_frames(self.decoder, frames)
         if msg is None:
             return None
         self.n_received += 1
-        self.seq.see(stream_of(msg), msg.seq)
+        if track_seq:
+            self.seq.see(stream_of(msg), msg.seq)
         return msg
 
     def _drain(self, sock: zmq.Socket) -> int:
@@ -115,7 +120,7 @@ class ReceiveCore:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            msg = self._accept(frames)
+            msg = self.accept(frames)
             if msg is not None:
                 self.queue.put(msg)
             n += 1
@@ -211,7 +216,7 @@ class Subscriber(ReceiveCore, Closes):
                 frames = sock.recv_multipart()
             except zmq.Again:
                 return None
-            msg = self._accept(frames)
+            msg = self.accept(frames)
             if msg is not None:
                 return msg
 
