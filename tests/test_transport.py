@@ -718,3 +718,43 @@ def test_dispatch_waits_for_the_first_and_hands_over_queued_messages_first(ep):
         while len(got) < 3 and time.monotonic() < deadline_s:
             sub.dispatch(0.2, lambda t, p: False, lambda m: got.append(m.seq))
         assert got == [2, 3, 4]  # what was queued first, then the socket's
+
+
+SEQ_CASES = [(None, 0, "IN_ORDER"), (None, 7, "IN_ORDER"), (4, 5, "IN_ORDER"), (4, 9, "GAP")]
+SEQ_CASES += [(4, 4, "DUPLICATE"), (4, 0, "BACK"), (4, 3, "BACK")]
+
+
+@pytest.mark.parametrize(("last", "seq", "want"), SEQ_CASES)
+def test_one_sequence_rule_for_tracker_queue_and_core(last, seq, want):
+    """``seq_step`` is the rule; the tracker counts by it, the coalescing queue merges only
+    across a seq that advances by it, and the core's inputs act on it (drop, reset)."""
+    from spikefuse.core.config import InputMap
+    from spikefuse.core.inputs import SEQ_DROP, SEQ_OK, SEQ_RESTART, InputSet, InputState
+    from spikefuse.transport.seq import SeqStep, SeqTracker, seq_step
+
+    step = seq_step(last, seq)
+    assert step == SeqStep[want]
+    tracker = SeqTracker()
+    if last is not None:
+        tracker.see("s", last)
+    missing = tracker.see("s", seq)
+    assert missing == {"IN_ORDER": 0, "GAP": seq - (last or 0) - 1}.get(want, -1)
+    assert tracker.resets.get("s", 0) == int(want in ("DUPLICATE", "BACK"))
+
+    if last is not None:
+        q = InputQueue("coalesce")
+        q.put(_batch(last))
+        q.put(_batch(seq))
+        assert (q.n_coalesced == 1) == (want in ("IN_ORDER", "GAP"))
+
+    st = InputState("gyro", InputMap(sensor="imu"), 2, 16.0, 0)
+    inputs = InputSet({"gyro": st}, lambda *a: None, {})
+    st.last_seq = last
+    verdict = inputs.check_seq(st, _batch(seq))
+    assert verdict == {"DUPLICATE": SEQ_DROP, "BACK": SEQ_RESTART}.get(want, SEQ_OK)
+    assert (st.n_gaps, st.n_duplicate, st.n_out_of_order) == (
+        int(want == "GAP"),
+        int(want == "DUPLICATE"),
+        int(want == "BACK"),
+    )
+    assert st.last_seq == seq
