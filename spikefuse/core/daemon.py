@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 0.25
 """Longest single poll (a stop request is also seen through the wake-up fd)."""
+MAX_PER_WAKE = 1024
+"""Most messages one wake hands over (a flood still lets deadlines and stops be seen)."""
 
 
 def load_graph(cfg: CoreConfig):
@@ -134,7 +136,7 @@ def _compiled_wake(core: FusionCore, sub: Subscriber):
         core.service(time.monotonic_ns())
 
     def wake(core: FusionCore, sub: Subscriber, timeout_s: float) -> None:
-        if not sub.dispatch(timeout_s, compiled, python) or timeout_s <= 0:
+        if not sub.dispatch(timeout_s, compiled, python, MAX_PER_WAKE) or timeout_s <= 0:
             core.service(time.monotonic_ns())
 
     return wake
