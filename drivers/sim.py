@@ -453,7 +453,7 @@ def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
             ch, co, _ = dvs.encode(t, r.values, STEP_NS)
             if ch.size:
                 loop.mark_sent(t)
-                yield Events(g, t, ch, co)
+                yield Events(g, t, ch, co, n_values=r.values.size)
         else:
             loop.mark_sent(t)
             yield Sample(g, t, r.values)
