@@ -576,7 +576,10 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         )
     else:
         g.product("mtrust", "mtn", "mtd", scale=s["mtrust"])
-    _add_hold(g, "n", "mtrust", km, p, s)
+    # the held field is off by up to (1/2 + hysteresis) of its quantum per axis: |n|^2 by
+    # up to twice that over B_h (20 uT at a 3.7 uT quantum: 0.3)
+    q_rel = (0.5 + p.mag_hysteresis) / (s["mag"] * b_h)
+    _add_hold(g, "n", "mtrust", km, p, s, 2.0 * q_rel)
     g.product("st", "mv", "mtrust", scale=s["st"])  # t_m mf.g / B_h
     corr = []
     for c, axis in enumerate(AXES):
@@ -599,14 +602,24 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
     g.output("mag_trust", "mtrust", scale=s["mtrust"])
 
 
-def _add_hold(g: Graph, v: str, trust: str | None, k: float, p: AttitudeParams, s: dict) -> None:
+def _add_hold(
+    g: Graph,
+    v: str,
+    trust: str | None,
+    k: float,
+    p: AttitudeParams,
+    s: dict,
+    extra_deadband: float = 0.0,
+) -> None:
     """``Q{v}_c = h v_c`` with the hold + renormalisation gain
     ``h = K (1 - t) + lam dz(1 - |v|^2)`` (``t`` = 0 without a trust): the term holds ``v``
     where its input is not trusted and pulls ``|v|`` back onto the unit sphere. ``dz`` is a
-    dead band of ``+-renorm_deadband`` (two relu units): within it the feedback is exactly
-    zero, so a still IMU does not keep the loop through ``|v|^2`` ticking."""
+    dead band of ``+-(renorm_deadband + extra_deadband)`` (two relu units): within it the
+    feedback is exactly zero, so a still IMU does not keep the loop through ``|v|^2``
+    ticking. ``extra_deadband``: how far the measurement's own norm may be off (else the
+    correction holds ``|v|^2`` at the band's edge and the loop ticks there for good)."""
     comp = [f"{v}_{a}" for a in AXES]
-    lam, d = p.renorm_gain_per_s, p.renorm_deadband
+    lam, d = p.renorm_gain_per_s, p.renorm_deadband + extra_deadband
     g.product(f"{v}{v}", comp, comp, scale=s["vv"])
     g.dense(
         f"dz_{v}",
