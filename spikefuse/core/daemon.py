@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 0.25
 """Longest single poll (a stop request is also seen through the wake-up fd)."""
+MAX_DATA_TIME_NS = 2**62
+"""Later than any data time: ``clock: data`` applies what it still holds at the end."""
 
 
 def load_graph(cfg: CoreConfig):
@@ -82,6 +84,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
         if cfg.clock == "data":
             core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
             if core is not None:
+                core.release_data(MAX_DATA_TIME_NS)  # what no last heartbeat vouched for
                 core.publish_status(core.data_now_ns)
                 print(core.summary(), flush=True)
             return 0
@@ -142,8 +145,9 @@ def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
 
 
 def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):
-    """``clock: data``: the core starts at the time of the first message it receives and
-    from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
+    """``clock: data``: the core starts at the time of the first message it receives (a
+    batch's earliest event) and from then on runs on the data's time, releasing what it
+    holds at each heartbeat (see :meth:`FusionCore.on_data`, :attr:`CoreConfig.clock`)."""
     core: FusionCore | None = None
     while not stop.requested:
         for msg in sub.recv_many(MAX_SLEEP_S):

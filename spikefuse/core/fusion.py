@@ -62,6 +62,7 @@ class FusionCore:
         self.inputs = self._make_inputs(now_ns)
         self.drops: dict[str, int] = {}
         self.input_set = InputSet(self.inputs, self._apply, self.drops, self.epoch_offset_ns)
+        self.input_set.hold = data_clock
         self.max_window_ns = self.input_set.max_window_ns
         ev = engine.start(now_ns)
         self.motors = self._make_motors(now_ns)
@@ -191,8 +192,9 @@ class FusionCore:
     def _apply(
         self, st: InputState, batch: EventBatch, reset: bool, t_ns: int, now_ns: int, _tag
     ) -> None:
-        """A batch due (see :class:`InputSet`): converted and pushed at its time, or at the
-        engine's time if that is later (engine time never goes back: ``n_clamped``)."""
+        """A part due (the events of a batch at one time, see :class:`InputSet`): converted
+        and pushed at its time (at ``now_ns`` if that is earlier), or at the engine's time if
+        that is later (engine time never goes back: ``n_clamped``)."""
         got = self.input_set.take(st, batch, reset)
         if got is None:
             return
@@ -304,15 +306,35 @@ class FusionCore:
 
     # ---------------------------------------------------------------- data clock
     def on_data(self, msg: Message, t_ns: int) -> None:
-        """``clock: data``: handle one message at the latest data time seen, do what is
-        due, and answer a heartbeat with a command to every actuator stamped at its time."""
+        """``clock: data``. A batch is held (:attr:`InputSet.hold`): the data is complete
+        up to a time only when its driver's heartbeat says so. A heartbeat at ``t_ns``
+        releases what is held up to then, part by part in (time, arrival) order: the clock
+        moves to each part's time, the part is pushed and what is due then is done; then
+        the heartbeat is handled and answered with a command to every actuator stamped at
+        its time ("everything up to here is answered"). How the drivers batched their
+        samples, and how their streams' batches interleave on the way, does not change
+        what the engine computes (offline replay orders the same way)."""
+        if not isinstance(msg, Heartbeat):
+            self.handle(msg, self.data_now_ns)
+            return
+        self.release_data(t_ns)
         self.data_now_ns = max(self.data_now_ns, t_ns)
         now = self.data_now_ns
         self.handle(msg, now)
+        self.release_data(now)  # a keyframe's correction, at the heartbeat's time
         self.service(now)
-        if isinstance(msg, Heartbeat):
-            for name, motor in self.motors.items():
-                self._publish_motor(name, motor, motor.commanded.copy(), now)
+        for name, motor in self.motors.items():
+            self._publish_motor(name, motor, motor.commanded.copy(), now)
+
+    def release_data(self, t_ns: int) -> None:
+        """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
+        what is due at each (see :meth:`on_data`)."""
+        while (held := self.input_set.pop_held(t_ns)) is not None:
+            t, st, part, reset, tag = held
+            self.data_now_ns = max(self.data_now_ns, t)
+            now = self.data_now_ns
+            self._apply(st, part, reset, t, now, tag)
+            self.service(now)
 
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
@@ -421,10 +443,8 @@ class FusionCore:
 
 
 def data_time_ns(msg: Message) -> int:
-    """The data time of a message: a batch's last sample (``t_ns + max(dt_ns)``), else its
-    ``t_ns``."""
-    if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
-        return msg.t_ns + int(msg.dt_ns.max())
+    """The data time of a message: its ``t_ns`` (a batch's earliest event: ``dt_ns`` >= 0),
+    where a ``clock: data`` core starts."""
     return int(getattr(msg, "t_ns", 0))
 
 
