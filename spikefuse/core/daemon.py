@@ -16,6 +16,7 @@ from spikefuse.core.config import CoreConfig
 from spikefuse.core.fusion import FusionCore, data_time_ns
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
+from spikefuse.protocol import Heartbeat
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber
@@ -145,18 +146,25 @@ def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
 
 
 def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):
-    """``clock: data``: the core starts at the time of the first message it receives (a
-    batch's earliest event) and from then on runs on the data's time, releasing what it
-    holds at each heartbeat (see :meth:`FusionCore.on_data`, :attr:`CoreConfig.clock`)."""
+    """``clock: data``: the core starts at the earliest time of what arrived up to the
+    first heartbeat (nothing is applied before one: see :meth:`FusionCore.on_data`) and
+    from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
     core: FusionCore | None = None
+    early: list = []
     while not stop.requested:
         for msg in sub.recv_many(MAX_SLEEP_S):
-            t_ns = data_time_ns(msg)
             if core is None:
-                core = FusionCore(cfg, graph, engine, t_ns, pub.send, data_clock=True)
+                early.append(msg)
+                if not isinstance(msg, Heartbeat):
+                    continue
+                t0 = min(data_time_ns(m) for m in early)
+                core = FusionCore(cfg, graph, engine, t0, pub.send, data_clock=True)
                 core.bus_stats = _bus_stats(sub)
-                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t_ns)
-            core.on_data(msg, t_ns)
+                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t0)
+                for m in early:
+                    core.on_data(m, data_time_ns(m))
+                continue
+            core.on_data(msg, data_time_ns(msg))
     return core
 
 

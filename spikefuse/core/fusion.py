@@ -85,6 +85,8 @@ class FusionCore:
         """Stamps MotorCommands (``t_ns``) with the monotonic clock (not with ``clock: data``)."""
         self.send_payload: Callable[[bytes, bytes], bool] | None = None
         """Sends an encoded ``[topic, payload]`` (the compiled path's MotorCommands)."""
+        self._outbox: list[tuple] | None = None
+        """Messages held to go out together (:meth:`on_data`), None: sent at once."""
         self._status_seq = 0
         self.status_period_ns = round(cfg.status_period_s * 1e9)
         self.next_status_ns = now_ns + self.status_period_ns
@@ -317,14 +319,18 @@ class FusionCore:
         if not isinstance(msg, Heartbeat):
             self.handle(msg, self.data_now_ns)
             return
-        self.release_data(t_ns)
-        self.data_now_ns = max(self.data_now_ns, t_ns)
-        now = self.data_now_ns
-        self.handle(msg, now)
-        self.release_data(now)  # a keyframe's correction, at the heartbeat's time
-        self.service(now)
-        for name, motor in self.motors.items():
-            self._publish_motor(name, motor, motor.commanded.copy(), now)
+        self._outbox = []  # what this heartbeat releases goes out in one burst at the end:
+        try:  # the receivers wake once (the same messages, in the same order)
+            self.release_data(t_ns)
+            self.data_now_ns = max(self.data_now_ns, t_ns)
+            now = self.data_now_ns
+            self.handle(msg, now)
+            self.release_data(now)  # a keyframe's correction, at the heartbeat's time
+            self.service(now)
+            for name, motor in self.motors.items():
+                self._publish_motor(name, motor, motor.commanded.copy(), now)
+        finally:
+            self._flush_outbox()
 
     def release_data(self, t_ns: int) -> None:
         """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
@@ -345,7 +351,22 @@ class FusionCore:
         t_ns = now_ns if self.data_clock else self.clock()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
-        self._motor_sent(name, t_ns, motor.cause_t_ns, fresh, self.send(msg))
+        self._send(name, t_ns, motor.cause_t_ns, fresh, msg)
+
+    def _send(self, motor: str | None, t_ns: int, cause_t_ns: int, fresh: bool, msg) -> None:
+        """Send a MotorCommand of ``motor`` (counted) or a Status (``motor`` None), at once
+        or, while :attr:`_outbox` collects (``clock: data``), when it is flushed."""
+        if self._outbox is not None:
+            self._outbox.append((motor, t_ns, cause_t_ns, fresh, msg))
+            return
+        ok = self.send(msg)
+        if motor is not None:
+            self._motor_sent(motor, t_ns, cause_t_ns, fresh, ok)
+
+    def _flush_outbox(self) -> None:
+        out, self._outbox = self._outbox or [], None
+        for item in out:
+            self._send(*item)
 
     def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
         """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
@@ -434,7 +455,7 @@ class FusionCore:
         self._status_seq += 1
         self._period_latency = LatencyHistogram()
         self.next_status_ns = max(self.next_status_ns + self.status_period_ns, now_ns + 1)
-        self.send(status)
+        self._send(None, 0, 0, False, status)
         return status
 
     def summary(self, now_ns: int | None = None) -> str:
