@@ -19,7 +19,6 @@ covers every transport delay.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 from collections.abc import Callable
@@ -59,23 +58,22 @@ def split_by_time(batch: EventBatch) -> list[tuple[int, EventBatch]]:
     dt = batch.dt_ns
     if dt is None or not dt.size:
         return [(batch.t_ns, batch)]
-    d0 = int(dt[0])
-    if (dt == d0).all():
-        if d0 == 0:
-            return [(batch.t_ns, batch)]
-        t = batch.t_ns + d0
-        return [(t, dataclasses.replace(batch, t_ns=t, dt_ns=None))]
+    offsets = dt.tolist()
     ch, co = batch.channels, batch.counts
-    if (dt[1:] < dt[:-1]).any():
+    if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)):
         order = np.argsort(dt, kind="stable")
-        ch, co, dt = ch[order], co[order], dt[order]
-    cuts = (np.flatnonzero(dt[1:] != dt[:-1]) + 1).tolist()
+        ch, co, offsets = ch[order], co[order], dt[order].tolist()
+    cuts = [i for i in range(1, len(offsets)) if offsets[i] != offsets[i - 1]]
+    if not cuts and not offsets[0]:
+        return [(batch.t_ns, batch)]
     parts = []
-    for a, b in zip([0, *cuts], [*cuts, dt.size], strict=True):
-        t = batch.t_ns + int(dt[a])
-        parts.append(
-            (t, dataclasses.replace(batch, t_ns=t, channels=ch[a:b], counts=co[a:b], dt_ns=None))
-        )
+    for a, b in zip([0, *cuts], [*cuts, len(offsets)], strict=True):
+        t = batch.t_ns + offsets[a]
+        part = EventBatch(
+            batch.sensor, batch.seq, t, batch.input, batch.scale, ch[a:b], co[a:b],
+            batch.epoch_offset_ns,
+        )  # fmt: skip
+        parts.append((t, part))
     return parts
 
 
