@@ -963,6 +963,9 @@ def _report(
         "floor_mean_us": _r(np.mean(floor)),
         "mean_us_10k": _r(np.mean(lat10k)),
         "mean_batch_us_10k": _r(mean_ev),
+        # every batch, also those a coalesced or skipped command reflects only later
+        "p50_batch_us_10k": _r(np.percentile(ev.batch_lat_us, 50)),
+        "p99_batch_us_10k": _r(np.percentile(ev.batch_lat_us, 99)),
         "loop_30hz_mean_batch_us": _r(_mean(l30.batch_lat_us)),
         "loop_1khz_mean_batch_us": _r(_mean(l1k.batch_lat_us)),
         "mean_latency_ratio_vs_1khz_loop": round(ratio1k, 5),

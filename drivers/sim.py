@@ -455,7 +455,7 @@ def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
             if ch.size:
                 if timed:
                     loop.mark_sent(t)
-                yield Events(g, t, ch, co)
+                yield Events(g, t, ch, co, n_values=r.values.size)
         else:
             if timed:
                 loop.mark_sent(t)

@@ -3,15 +3,17 @@ input, and a 10x flood (bounded memory, no signal lost)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
 import pytest
-from _core_util import core_config, rss_kb, small_graph, spawn, stop
+from _core_util import core_config, rss_kb, small_graph, spawn, stop, wait_until
 
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, MotorCommand, Status
+from spikefuse.protocol import EventBatch, MotorCommand, Status, encode
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber
 
@@ -184,3 +186,62 @@ def test_core_bad_config_exits_2_naming_field(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert f"{cfg}:3: inputs.x.timeout_s" in out
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0]
+
+
+def test_a_backlog_takes_the_compiled_path_and_keeps_every_count(tmp_path):
+    """The core is stopped (SIGSTOP) while a backlog builds up: batches, a garbage
+    payload, a batch after a lost one. Woken, it takes every in-order batch in the compiled
+    path (it used to take only the first of a wake there and coalesce the rest in Python),
+    the gap and the rejection are counted, and the motor ends on the exact sum."""
+    inputs = {"x": {"sensor": "sens", "timeout_s": 60.0}}
+    pub, proc, sub = _start(tmp_path, inputs=inputs, status_period_s=0.1)
+    total = np.zeros(4, np.int64)
+    try:
+        assert pub.send(_batch(0, [0], [1]))
+        total[0] += 1
+        last = None
+        deadline = time.monotonic() + 10.0
+        while (last is None or last.values[0] != 0.5) and time.monotonic() < deadline:
+            last = _last_motor(sub, 0.2) or last
+        assert last is not None and last.values[0] == 0.5  # the first batch: Python path
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            assert wait_until(lambda: _proc_state(proc.pid) == "T", 10.0)
+            for seq in range(1, 201):
+                counts = [1 + seq % 3, -(seq % 2)]
+                total[[1, 2]] += counts
+                assert pub.send(_batch(seq, [1, 2], counts))
+            pub.send_payload(b"sensor/sens", b"\xc1garbage")
+            assert pub.send(_batch(205, [3], [4]))  # 201..204 lost: the Python path
+            total[3] += 4
+            assert pub.send_payload(b"sensor/sens", encode(_batch(206, [3], [2])))
+            total[3] += 2
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        want = total * 0.5
+        status = None
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            m = sub.recv(0.5)
+            if isinstance(m, MotorCommand):
+                last = m
+            elif isinstance(m, Status) and m.source == "core" and last is not None:
+                status = m
+                if np.array_equal(last.values, want) and m.metrics["totals"]["n_batches"] == 203:
+                    break
+        np.testing.assert_array_equal(last.values, want)
+        metrics = status.metrics
+        assert metrics["totals"]["n_batches"] == 203
+        assert metrics["totals"]["n_compiled"] == 200 + 1  # all but the first and the gap
+        assert metrics["inputs"]["x"]["n_gaps"] == 1
+        assert metrics["drops"].get("rejected_malformed") == 1
+        assert metrics["n_coalesced"] == 0
+    finally:
+        assert stop(proc) == 0
+        pub.close()
+        sub.close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 import time
+import tracemalloc
 
 import msgpack
 import numpy as np
+import pytest
 from _core_util import spawn, stop, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ from spikefuse.core.daemon import load_graph
 from spikefuse.core.fusion import FusionCore
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
-from spikefuse.protocol import Decoder, Encoder, EventBatch, MotorCommand, Status
+from spikefuse.protocol import Decoder, Encoder, EventBatch, MotorCommand, Status, encode
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber
 
@@ -340,3 +342,79 @@ def test_maximal_input_into_an_integrator_keeps_the_core_small_and_serving(tmp_p
     assert rc == 0
     out = proc.stdout.read()
     assert "core 'core':" in out, out
+
+
+def _flood_core(tmp_path, t0: int) -> tuple[FusionCore, list[bytes]]:
+    """A core whose Integrator is flooded (2^31 - 1 counts at scale 100: 1e6 crossings per
+    second of engine time) beside a good dense path; its commands' bytes, in order."""
+    g = Graph("flood")
+    g.input("x", 2, scale=1.0)
+    g.dense("h", "x", np.eye(2), scale=1.0)
+    g.output("y", "h", scale=1.0)
+    g.input("z", 1, scale=100.0)
+    g.integrator("i", "z", gain=1.0, tau_s=None, scale=100.0)
+    g.output("yi", "i", scale=100.0)
+    data = {"name": "core", "graph": str(g.save(tmp_path / "g.npz")), "run_dir": str(tmp_path)}
+    data["inputs"] = {
+        "x": {"sensor": "sens", "timeout_s": 3600},
+        "z": {"sensor": "evil", "timeout_s": 3600},
+    }
+    data["actuators"] = {"motors": {"output": "y"}, "mi": {"output": "yi"}}
+    cfg = load_core_config(write_yaml(tmp_path / "core.yaml", data))
+    graph = load_graph(cfg)
+    sent: list[bytes] = []
+    core = FusionCore(cfg, graph, Engine(graph), t0, lambda m: sent.append(encode(m)) or True)
+    core.send_payload = lambda topic, payload: sent.append(payload) or True
+    core.clock = lambda: t0  # command stamps: the same in every run
+    flood = EventBatch(
+        "evil", 1, t0, "z", 100.0, np.zeros(1, np.int32), np.full(1, I32_MAX, np.int32)
+    )
+    core.handle(flood, t0)
+    core.handle(
+        EventBatch("sens", 1, t0, "x", 1.0, np.array([0], np.int32), np.array([3], np.int32)), t0
+    )
+    core.service(t0)
+    return core, sent
+
+
+def _after_stall(core: FusionCore, t_ns: int, compiled: bool) -> None:
+    """The core's first work after a stall that ends at ``t_ns``: a good batch taken by the
+    compiled path (whose engine push fires the stall's crossings first), else a wake-up
+    with nothing received (the Python path's ``service``)."""
+    if compiled:
+        batch = EventBatch(
+            "sens", 2, t_ns, "x", 1.0, np.array([1], np.int32), np.array([-2], np.int32)
+        )
+        assert core.receive(b"sensor/sens", encode(batch), t_ns)
+    else:
+        core.service(t_ns)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_stall_costs_no_memory_per_crossing(tmp_path, compiled):
+    """A core descheduled for a while wakes to an engine with a long backlog of crossings
+    of a flooded Integrator (1e6 per second of engine time). Its memory must not grow with
+    the length of the stall (it did: ~50 MB per second stalled, all output events at once),
+    and what it publishes must be bit-identical to the unfolded engine's."""
+    t0 = 10**12
+    peaks = {}
+    for stall_s in (0.25, 2.0):
+        core, sent = _flood_core(tmp_path, t0)
+        oracle, want = _flood_core(tmp_path, t0)
+        oracle.engine.latest_only = False  # every output event, as one big advance gives
+        t_end = t0 + round(stall_s * 1e9)
+        tracemalloc.start()
+        try:
+            _after_stall(core, t_end, compiled)
+            peaks[stall_s] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert core.engine.counters["n_crossings"] >= 0.9e6 * stall_s
+        _after_stall(oracle, t_end, compiled)
+        assert sent == want and len(sent) >= 4
+        assert core.engine.counters == oracle.engine.counters
+        assert core.n_compiled == oracle.n_compiled == int(compiled)
+        np.testing.assert_array_equal(core.engine.residuals(), oracle.engine.residuals())
+        assert core.engine.next_deadline() == oracle.engine.next_deadline()
+    assert peaks[2.0] < 1_000_000, peaks  # was ~100 MB
+    assert peaks[2.0] < peaks[0.25] + 100_000, peaks

@@ -18,6 +18,7 @@ from _drivers_util import STOP_WITHIN_S, Received, collect, run_in_thread, start
 from spikefuse.errors import ConfigError, SensorError
 from spikefuse.sdk import (
     DriverConfig,
+    Events,
     Pacer,
     RetryConfig,
     Sample,
@@ -412,3 +413,44 @@ def test_example_configs_validate():
         path = getattr(src, "path", None)
         if path is not None and "/path/to/" not in str(path):
             assert cfg.resolve_path(path).is_file(), f  # the shared recordings, in place
+
+
+class FramesConfig(DriverConfig):
+    """Events the driver encoded itself from 4x5 frames (a simulated camera)."""
+
+    default_groups = {"cam": {"scale": 1.0}, "ev": {"scale": 1.0}}
+    name: str = "frames"
+
+
+@driver("frames_pre", FramesConfig)
+def FRAMES(cfg: FramesConfig, ctx):
+    """Pre-encoded events: a camera with frames, an event camera without."""
+    t0 = ctx.now_ns()
+    for k in range(10):
+        t = t0 + k * 1_000_000
+        ch, co = np.array([k % 20], np.int32), np.array([1], np.int32)
+        yield Events("cam", t, ch, co, n_values=20)
+        yield Events("ev", t, ch, co)
+    yield Events("cam", t + 1, ch, co, n_values=-3)  # counted as a bad item, not sent
+
+
+def test_pre_encoded_events_report_the_values_they_encode(tmp_path):
+    """The driver's Status says how many values pre-encoded events stand for (a simulated
+    camera's pixels), so the core's summary can set events against values; an event
+    camera's events stand for none (0, as before)."""
+    from spikefuse.core.report import stream_rates
+
+    cfg = load_driver_config(
+        FRAMES, None, [f"endpoint=ipc://{tmp_path}/f.sock", "wait_for_subscribers=1"]
+    )
+    got = _run_threaded(FRAMES, cfg)
+    assert len(got.of("cam")) == 10 and len(got.of("ev")) == 10
+    groups = got.statuses[-1].metrics["groups"]
+    assert groups["cam"]["values_per_item"] == 20 and groups["cam"]["n_items"] == 11
+    assert groups["cam"]["n_bad_items"] == 1
+    assert groups["ev"]["values_per_item"] == 0
+    first = got.statuses[-1]
+    zero = {g: {**m, "n_items": 0, "n_events": 0} for g, m in groups.items()}
+    rates = stream_rates(type(first)(first.source, 0, first.t_ns - 10**9, {"groups": zero}), first)
+    assert rates["cam"] == (11.0, 220.0, 10.0)
+    assert "ev" not in rates

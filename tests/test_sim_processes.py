@@ -122,6 +122,9 @@ def test_realtime_launch_end_to_end(tmp_path):
     # the robot drove (a starved machine simulates slower than real time: >= 1 s of 5)
     assert float(m.group(1)) > 0.4 and int(m.group(2)) == 0 and int(m.group(3)) > 20
     assert "sim summary:" in out and "engine ops vs the graph run densely" in out
+    # the core's closing summary sets the camera's pre-encoded events against its pixels
+    assert re.search(r"robot/camera +[0-9.]+ +[0-9.]+ +[0-9.]+ ", out), out[-3000:]
+    assert "(no driver status)" not in out
     assert (tmp_path / "sim_run.png").stat().st_size > 10_000
 
 

@@ -659,3 +659,102 @@ def test_config_models_take_transport_types_without_zmq():
     code = "import sys, " + ", ".join(sorted(zmq_free)) + "; print('zmq' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_dispatch_takes_raw_first_checks_the_rest_in_arrival_order(ep):
+    """``dispatch``: each message goes to the raw handler first, in arrival order; what it
+    refuses runs the subscriber's checks (rejections counted) and goes to ``handle``. Both
+    count as received; nothing is queued, merged or seq-tracked."""
+    with Publisher(ep) as pub, Subscriber(ep, policy="coalesce", max_queue=1) as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        sent = [encode(_batch(seq, (seq % 3,), (seq,))) for seq in range(40)]
+        for seq, payload in enumerate(sent):
+            pub.send_payload(b"sensor/imu", payload)
+            if seq == 10:
+                pub.send_payload(b"sensor/imu", b"\xc1garbage")
+                pub.send_payload(b"sensor/other", payload)  # topic does not match
+                pub.socket.send_multipart([b"sensor/imu", b"a", b"b"])
+        order = []
+
+        def raw(topic: bytes, payload: bytes) -> bool:
+            known = topic == b"sensor/imu" and payload in sent
+            taken = known and sent.index(payload) % 2 == 0
+            if taken:
+                order.append(("raw", sent.index(payload)))
+            return taken
+
+        def handle(msg) -> None:
+            order.append(("decoded", msg.seq))
+
+        n = 0
+        deadline_s = time.monotonic() + TIMEOUT_S
+        while n < 43 and time.monotonic() < deadline_s:
+            n += sub.dispatch(0.2, raw, handle, max_n=7)
+        assert n == 43
+        assert sub.dispatch(0, raw, handle) == 0
+        assert order == [("raw" if s % 2 == 0 else "decoded", s) for s in range(40)]
+        st = sub.stats
+        assert st.n_received == 40 and st.n_rejected == 3
+        assert st.rejected == {"malformed": 1, "topic_mismatch": 1, "bad_frames": 1}
+        assert st.n_coalesced == 0 and st.n_dropped == 0
+        assert st.seq_gaps == {} and st.seq_resets == {}
+
+
+def test_dispatch_waits_for_the_first_and_hands_over_queued_messages_first(ep):
+    with Publisher(ep) as pub, Subscriber(ep) as sub:
+        assert pub.wait_for_subscribers(1, TIMEOUT_S)
+        t0 = time.monotonic()
+        assert sub.dispatch(0.3, lambda t, p: True, lambda m: None) == 0
+        assert 0.25 <= time.monotonic() - t0 < 3.0
+        for seq in range(5):
+            pub.send(_batch(seq))
+        assert sub.recv(TIMEOUT_S).seq == 0
+        deadline_s = time.monotonic() + TIMEOUT_S
+        second = None
+        while second is None and time.monotonic() < deadline_s:
+            second = sub.recv(0)  # drains what is ready into the queue, returns the first
+        assert second.seq == 1
+        got = []
+        while len(got) < 3 and time.monotonic() < deadline_s:
+            sub.dispatch(0.2, lambda t, p: False, lambda m: got.append(m.seq))
+        assert got == [2, 3, 4]  # what was queued first, then the socket's
+
+
+SEQ_CASES = [(None, 0, "IN_ORDER"), (None, 7, "IN_ORDER"), (4, 5, "IN_ORDER"), (4, 9, "GAP")]
+SEQ_CASES += [(4, 4, "DUPLICATE"), (4, 0, "BACK"), (4, 3, "BACK")]
+
+
+@pytest.mark.parametrize(("last", "seq", "want"), SEQ_CASES)
+def test_one_sequence_rule_for_tracker_queue_and_core(last, seq, want):
+    """``seq_step`` is the rule; the tracker counts by it, the coalescing queue merges only
+    across a seq that advances by it, and the core's inputs act on it (drop, reset)."""
+    from spikefuse.core.config import InputMap
+    from spikefuse.core.inputs import SEQ_DROP, SEQ_OK, SEQ_RESTART, InputSet, InputState
+    from spikefuse.transport.seq import SeqStep, SeqTracker, seq_step
+
+    step = seq_step(last, seq)
+    assert step == SeqStep[want]
+    tracker = SeqTracker()
+    if last is not None:
+        tracker.see("s", last)
+    missing = tracker.see("s", seq)
+    assert missing == {"IN_ORDER": 0, "GAP": seq - (last or 0) - 1}.get(want, -1)
+    assert tracker.resets.get("s", 0) == int(want in ("DUPLICATE", "BACK"))
+
+    if last is not None:
+        q = InputQueue("coalesce")
+        q.put(_batch(last))
+        q.put(_batch(seq))
+        assert (q.n_coalesced == 1) == (want in ("IN_ORDER", "GAP"))
+
+    st = InputState("gyro", InputMap(sensor="imu"), 2, 16.0, 0)
+    inputs = InputSet({"gyro": st}, lambda *a: None, {})
+    st.last_seq = last
+    verdict = inputs.check_seq(st, _batch(seq))
+    assert verdict == {"DUPLICATE": SEQ_DROP, "BACK": SEQ_RESTART}.get(want, SEQ_OK)
+    assert (st.n_gaps, st.n_duplicate, st.n_out_of_order) == (
+        int(want == "GAP"),
+        int(want == "DUPLICATE"),
+        int(want == "BACK"),
+    )
+    assert st.last_seq == seq

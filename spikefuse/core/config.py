@@ -86,6 +86,10 @@ class CoreConfig(FileConfig):
     refresh_hz: float = Field(20.0, gt=0.0, le=10_000.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     queue_policy: Literal["keep", "coalesce"] = "coalesce"
+    """what a backlog held in the input queue becomes: every batch (``keep``) or one merged
+    batch per stream (``coalesce``). A core on the compiled path queues nothing (each
+    message is applied as it comes off the socket), so the policy acts only where the
+    Python path serves (docs/core.md)."""
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
     duration_s: float | None = Field(default=None, gt=0.0)

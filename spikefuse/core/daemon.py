@@ -27,6 +27,8 @@ MAX_SLEEP_S = 0.25
 """Longest single poll (a stop request is also seen through the wake-up fd)."""
 MAX_DATA_TIME_NS = 2**62
 """Later than any data time: ``clock: data`` applies what it still holds at the end."""
+MAX_PER_WAKE = 1024
+"""Most messages one wake hands over (a flood still lets deadlines and stops be seen)."""
 
 
 def load_graph(cfg: CoreConfig):
@@ -111,6 +113,7 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
     end_ns = None
     if cfg.duration_s is not None:
         end_ns = time.monotonic_ns() + round(cfg.duration_s * 1e9)
+    wake = _compiled_wake(core, sub) if core.hot is not None else _wake_python
     while not stop.requested:
         now_ns = time.monotonic_ns()
         if end_ns is not None and now_ns >= end_ns:
@@ -119,29 +122,43 @@ def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) 
         # whole milliseconds, rounded up (the socket waits in ms: a wait cut to 0 ms would
         # spin until the deadline), +0.5 ms so that float rounding cannot cut one off
         wait_ms = min(-(-max(wait_ns, 0) // 1_000_000), round(MAX_SLEEP_S * 1000))
-        timeout_s = (wait_ms + 0.5) / 1000 if wait_ms > 0 else 0.0
-        # the first message is handled and its command published before looking for more
-        # (lowest latency): in one compiled call where that applies, else decoded and
-        # handled in Python; a backlog is then drained under the queue policy (coalesce)
-        # (a wait that timed out skips the drain: nothing arrived, the deadline is due)
-        first = sub.recv_frames(timeout_s, 1) if timeout_s > 0 else []
-        if first:
-            _first(core, sub, first[0])
-        backlog = sub.recv_many(0) if first or timeout_s <= 0 else []
-        for msg in backlog:
-            core.handle(msg, time.monotonic_ns())
-        if not first or backlog:
+        wake(core, sub, (wait_ms + 0.5) / 1000 if wait_ms > 0 else 0.0)
+
+
+def _compiled_wake(core: FusionCore, sub: Subscriber):
+    """One wake of a core with the compiled path: every message is handled as it comes
+    off the socket, in one compiled call where that applies (handled and serviced), else
+    decoded (the subscriber's checks) and handled and serviced in Python; none waits, so
+    the queue policy has nothing to merge. A wake with no message, or one whose deadline
+    was already due, ends with ``service`` (status, staleness)."""
+
+    def compiled(topic: bytes, payload: bytes) -> bool:
+        return core.receive(topic, payload, time.monotonic_ns())
+
+    def python(msg) -> None:
+        core.handle(msg, time.monotonic_ns())
+        core.service(time.monotonic_ns())
+
+    def wake(core: FusionCore, sub: Subscriber, timeout_s: float) -> None:
+        if not sub.dispatch(timeout_s, compiled, python, MAX_PER_WAKE) or timeout_s <= 0:
             core.service(time.monotonic_ns())
 
+    return wake
 
-def _first(core: FusionCore, sub: Subscriber, frames: list[bytes]) -> None:
-    """One received message: the compiled path (handled and serviced in one call), else
-    the subscriber's checks and decoding (rejections counted there) and the Python path."""
-    if len(frames) == 2 and core.receive(frames[0], frames[1], time.monotonic_ns()):
-        return
-    msg = sub._accept(frames)
-    if msg is not None:
+
+def _wake_python(core: FusionCore, sub: Subscriber, timeout_s: float) -> None:
+    """One wake on the Python path: the first message is handled and its command published
+    before looking for more (lowest latency); a backlog is then drained under the queue
+    policy (``coalesce`` merges the batches of a stream that waited) and serviced once. A
+    wait that timed out skips the drain: nothing arrived, the deadline is due."""
+    first = sub.recv(timeout_s) if timeout_s > 0 else None
+    if first is not None:
+        core.handle(first, time.monotonic_ns())
+        core.service(time.monotonic_ns())
+    backlog = sub.recv_many(0) if first is not None or timeout_s <= 0 else []
+    for msg in backlog:
         core.handle(msg, time.monotonic_ns())
+    if first is None or backlog:
         core.service(time.monotonic_ns())
 
 

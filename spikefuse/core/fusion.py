@@ -64,6 +64,10 @@ class FusionCore:
         self.input_set = InputSet(self.inputs, self._apply, self.drops, self.epoch_offset_ns)
         self.input_set.hold = data_clock
         self.max_window_ns = self.input_set.max_window_ns
+        # routing reads each Output node's newest value and the time it last changed: the
+        # engine folds its output events to that as it makes them, so a long stall of a
+        # flooded Integrator costs no memory per crossing (bit-identical commands)
+        engine.latest_only = True
         ev = engine.start(now_ns)
         self.motors = self._make_motors(now_ns)
         self._deps = self._actuator_inputs()

@@ -29,6 +29,7 @@ import numpy as np
 from spikefuse.core.config import InputMap
 from spikefuse.encoding import round_half_away
 from spikefuse.protocol import MAX_CLOCK_SKEW_NS, EventBatch, Heartbeat
+from spikefuse.transport.seq import DUPLICATE, GAP, IN_ORDER, seq_step
 
 log = logging.getLogger(__name__)
 
@@ -298,18 +299,19 @@ class InputSet:
         return True
 
     def check_seq(self, st: InputState, batch: EventBatch) -> int:
-        """Counts sequence anomalies: ``SEQ_DROP`` (a duplicate), ``SEQ_RESTART`` or
-        ``SEQ_OK``. One PUB socket never reorders, so a seq going back means the driver
-        restarted (its first messages may have been missed on reconnect) and its encoder
-        starts from zero again: the input is reset."""
+        """Acts on the sequence rule (:func:`spikefuse.transport.seq.seq_step`, which says
+        why the core does more than count): ``SEQ_DROP`` (a duplicate), ``SEQ_RESTART`` (a
+        seq going back: the driver restarted, its encoder starts from zero again, the input
+        is reset) or ``SEQ_OK`` (in order, or after a gap, counted)."""
+        step = seq_step(st.last_seq, batch.seq)
         last = st.last_seq
         st.last_seq = batch.seq
-        if last is None or batch.seq == last + 1:
+        if step == IN_ORDER:
             return SEQ_OK
-        if batch.seq > last:
+        if step == GAP:
             st.n_gaps += 1
             return SEQ_OK
-        if batch.seq == last:
+        if step == DUPLICATE:
             st.n_duplicate += 1
             self.drop("duplicate")
             return SEQ_DROP

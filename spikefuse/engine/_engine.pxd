@@ -70,8 +70,13 @@ cdef class Core:
     # output buffer
     cdef OutEvent* out
     cdef i64 n_out, cap_out
+    cdef public bint latest_only  # fold the buffer to each output's last event (fold)
+    cdef public i64 n_folded  # events folded away (counted in events_out)
+    cdef i64 n_outputs
+    cdef i64[::1] last_at  # fold's scratch: index of each output's last event
 
     cdef int record(self, i64 t, i32 output, i32 channel, f64 value) except -1 nogil
+    cdef void fold(self) noexcept nogil
     cdef int emit(self, i64 s, i64 i, i64 n, i64 t) except -1 nogil
     cdef void conv_spike(self, i64 tgt, i64 r, f64 d) noexcept nogil
     cdef void pool_spike(self, i64 tgt, i64 r, f64 d) noexcept nogil

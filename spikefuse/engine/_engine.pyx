@@ -5,7 +5,7 @@
 # operation, so both produce bit-identical outputs on the same inputs.
 
 from libc.math cimport INFINITY, ceil, exp, fabs, floor, log, tanh
-from libc.stdlib cimport free, malloc, realloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy
 
 import numpy as np
@@ -85,6 +85,8 @@ cdef class Core:
         self.out = NULL
         self.n_out = 0
         self.cap_out = 0
+        self.latest_only = False
+        self.n_folded = 0
 
     def __init__(self, model):
         m = model
@@ -142,21 +144,26 @@ cdef class Core:
         self.n_saturated = 0
         self.n_crossings = 0
         self.spikes_in = 0
+        self.n_outputs = len(m.output_nodes)
+        self.last_at = np.full(max(self.n_outputs, 1), -1, np.int64)
         self.cap_out = 1024
-        self.out = <OutEvent*>malloc(self.cap_out * sizeof(OutEvent))
+        self.out = <OutEvent*>PyMem_RawMalloc(self.cap_out * sizeof(OutEvent))
         if self.out == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         if self.out != NULL:
-            free(self.out)
+            PyMem_RawFree(self.out)
             self.out = NULL
 
     # ---------------------------------------------------------------- output buffer
     cdef int record(self, i64 t, i32 output, i32 channel, f64 value) except -1 nogil:
+        # the raw allocator (callable without the GIL) is seen by tracemalloc
         cdef OutEvent* grown
+        if self.n_out == self.cap_out and self.latest_only and self.cap_out >= 2 * self.n_outputs:
+            self.fold()  # frees at least half the buffer: it stops growing
         if self.n_out == self.cap_out:
-            grown = <OutEvent*>realloc(self.out, 2 * self.cap_out * sizeof(OutEvent))
+            grown = <OutEvent*>PyMem_RawRealloc(self.out, 2 * self.cap_out * sizeof(OutEvent))
             if grown == NULL:
                 with gil:
                     raise MemoryError("engine output buffer")
@@ -168,6 +175,21 @@ cdef class Core:
         self.out[self.n_out].value = value
         self.n_out += 1
         return 0
+
+    cdef void fold(self) noexcept nogil:
+        """Keep only the last buffered event of each output, in their order (``latest_only``:
+        for a consumer that reads each output's newest value and the time it last changed)."""
+        cdef i64 j, k = 0
+        for j in range(self.n_outputs):
+            self.last_at[j] = -1
+        for j in range(self.n_out):
+            self.last_at[self.out[j].output] = j
+        for j in range(self.n_out):
+            if self.last_at[self.out[j].output] == j:
+                self.out[k] = self.out[j]
+                k += 1
+        self.n_folded += self.n_out - k
+        self.n_out = k
 
     # ---------------------------------------------------------------- propagation
     cdef int emit(self, i64 s, i64 i, i64 n, i64 t) except -1 nogil:
@@ -644,6 +666,8 @@ cdef class Core:
             self.fire_due(t)
 
     def take_outputs(self, dtype):
+        if self.latest_only:
+            self.fold()
         arr = np.empty(self.n_out, dtype=dtype)
         cdef cnp.uint8_t[::1] raw
         if self.n_out:

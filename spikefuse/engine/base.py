@@ -46,9 +46,27 @@ class EngineBase:
         self.started = False
         self.events_in = 0
         self.events_out = 0
+        self._latest_only = False
+        self._n_folded = 0
         self._init_state(self.model)
 
     # -- public API ---------------------------------------------------------------------
+    @property
+    def latest_only(self) -> bool:
+        """False (default): ``start``/``push``/``advance`` return every output event.
+        True: only the last event of each Output node that changed (time order kept), for a
+        consumer that takes each node's newest value and when it last changed (the fusion
+        core). The compiled engine then folds its buffer while it fills, so one call's
+        memory does not grow with the number of crossings it fires (an advance over a long
+        stall of a flooded Integrator). Folded events still count in ``events_out``; the
+        engine's state is the same either way."""
+        return self._latest_only
+
+    @latest_only.setter
+    def latest_only(self, on: bool) -> None:
+        self._latest_only = bool(on)
+        self._set_latest_only(self._latest_only)
+
     def start(self, t_ns: int = 0) -> np.ndarray:
         """Settle the initial state (biases, integrator y0) at ``t_ns``; return its outputs."""
         if self.started:
@@ -176,7 +194,7 @@ class EngineBase:
             "spikes": {n: int(s) for n, s in zip(self.model.node_names, spikes, strict=True)},
             "events_in": self.events_in,
             "spikes_in": int(spikes_in),
-            "events_out": self.events_out,
+            "events_out": self.events_out + self._folded(),
             "n_saturated": int(n_sat),
             "n_crossings": int(n_cross),
         }
@@ -194,10 +212,29 @@ class EngineBase:
             arr = out
         else:
             arr = np.array(out, dtype=OUTPUT_DTYPE) if out else np.zeros(0, OUTPUT_DTYPE)
+        if self._latest_only and arr.size > 1 and not self._folds_itself:
+            arr = self._fold(arr)
         self.events_out += int(arr.size)
         return arr
 
+    def _fold(self, arr: np.ndarray) -> np.ndarray:
+        """The last event of each output in ``arr``, in time order (see ``latest_only``)."""
+        _, last_in_rev = np.unique(arr["output"][::-1], return_index=True)
+        keep = np.sort(arr.size - 1 - last_in_rev)
+        self._n_folded += arr.size - keep.size
+        return arr[keep]
+
     # -- hooks --------------------------------------------------------------------------
+    _folds_itself = False
+    """The backend folds its output buffer itself (else :meth:`_collect` does)."""
+
+    def _set_latest_only(self, on: bool) -> None:
+        """Tell the backend (the compiled engine folds its own buffer)."""
+
+    def _folded(self) -> int:
+        """Output events folded away by the backend itself (see ``latest_only``)."""
+        return self._n_folded
+
     def _init_state(self, m: Model) -> None:  # pragma: no cover
         raise NotImplementedError
 

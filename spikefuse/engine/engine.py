@@ -51,6 +51,14 @@ class Engine(EngineBase):
     def _advance(self, t_ns: int) -> None:
         self._core.advance(t_ns)
 
+    _folds_itself = True
+
+    def _set_latest_only(self, on: bool) -> None:
+        self._core.latest_only = on
+
+    def _folded(self) -> int:
+        return self._core.n_folded
+
     def _take_outputs(self) -> np.ndarray:
         return self._core.take_outputs(OUTPUT_DTYPE)
 

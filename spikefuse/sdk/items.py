@@ -30,13 +30,18 @@ class Frame:
 @dataclass(slots=True)
 class Events:
     """Change events that already are sigma-delta (an event camera): published as they are.
-    ``dt_ns`` (optional, >= 0) are per-event offsets from ``t_ns``."""
+    ``dt_ns`` (optional, >= 0) are per-event offsets from ``t_ns``. ``n_values``: how many
+    raw values they encode, when the driver encoded them itself (the pixels of a simulated
+    camera's frame); 0 (default) when there are none (an event camera's time slice). The
+    driver's Status reports it (``values_per_item``, the last nonzero one), so the core's
+    summary can set events against values."""
 
     group: str
     t_ns: int
     channels: np.ndarray
     counts: np.ndarray
     dt_ns: np.ndarray | None = None
+    n_values: int = 0
 
 
 Item = Sample | Frame | Events

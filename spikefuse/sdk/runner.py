@@ -351,6 +351,10 @@ class Runner:
             raise _BadItem(f"events of mismatched shapes {ch.shape}, {cnt.shape}")
         if ch.size and (ch.min() < 0 or (dt is not None and dt.min() < 0)):
             raise _BadItem("negative channel or dt_ns in events")
+        if type(item.n_values) is not int or item.n_values < 0:
+            raise _BadItem(f"events with n_values {item.n_values!r}, expected an int >= 0")
+        if item.n_values:
+            stream.values_per_item = item.n_values
         stream.add(
             item.t_ns, ch.astype(np.int32), cnt.astype(np.int32), dt, now_ns, self._send_batch
         )

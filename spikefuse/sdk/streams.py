@@ -74,6 +74,8 @@ class GroupStream:
         self.max_events = int(max_events)
         self.epoch_offset_ns = int(epoch_offset_ns)
         self.encoder: SigmaDeltaEncoder | DvsEncoder | None = None
+        self.values_per_item = 0
+        """raw values per item of pre-encoded events (``Events.n_values``; else the encoder's)"""
         self.seq = 0
         self.n_items = 0
         self.n_batches = 0
@@ -234,7 +236,8 @@ class GroupStream:
         )
         m = {
             "input": self.input,
-            "values_per_item": int(width),  # channels of a sample, pixels of a frame
+            # channels of a sample, pixels of a frame (also one the driver encoded itself)
+            "values_per_item": int(width or self.values_per_item),
             "n_items": self.n_items,
             "n_batches": self.n_batches,
             "n_events": self.n_events,

@@ -9,10 +9,12 @@ so a config model can take :class:`~spikefuse.transport.endpoint.Endpoint` or
 * :mod:`.config` - pydantic models: :class:`SecurityConfig`, :class:`PublisherConfig`,
   :class:`SubscriberConfig`, :func:`load_security`; no zmq.
 * :mod:`.queue` - :class:`InputQueue`, the per-stream ``keep`` / ``coalesce`` policies; no zmq.
-* :mod:`.seq` - :class:`SeqTracker`, per-stream sequence gaps and resets; no zmq.
+* :mod:`.seq` - :func:`seq_step`, the one sequence rule (in order, gap, duplicate, back),
+  and :class:`SeqTracker`, per-stream gaps and resets counted by it; no zmq.
 * :mod:`.security` - CurveZMQ key files, the ZAP allow-list, ``spikefuse keygen``.
 * :mod:`.publisher` - :class:`Publisher` (XPUB, never blocks, counts drops).
-* :mod:`.subscriber` - :class:`Subscriber` (SUB, decodes, counts, applies the queue policy).
+* :mod:`.subscriber` - :class:`Subscriber` (SUB, decodes, counts, applies the queue policy;
+  raw frames with its checks: ``recv_frames``, ``accept``, ``dispatch``).
 * :mod:`.aio` - the asyncio variants :class:`AsyncPublisher`, :class:`AsyncSubscriber`.
 * :mod:`.raw` - :class:`RawSocket`, bare frames with no protocol (benchmark floors, tests).
 * :mod:`.control` - :class:`ControlSocket`, ROUTER/DEALER request/reply for

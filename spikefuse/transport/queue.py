@@ -7,6 +7,7 @@ from typing import Literal
 
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import EventBatch, Heartbeat, Message, coalesce_many, stream_of
+from spikefuse.transport.seq import advances
 
 Policy = Literal["keep", "coalesce"]
 
@@ -72,7 +73,11 @@ class InputQueue:
             slot = sq[-1]
             last = slot.msg
             # never across a scale change or a sender restart (seq not advancing)
-            if isinstance(last, EventBatch) and last.scale == msg.scale and msg.seq > slot.last_seq:
+            if (
+                isinstance(last, EventBatch)
+                and last.scale == msg.scale
+                and advances(slot.last_seq, msg.seq)
+            ):
                 if slot.extra is None:
                     slot.extra = [msg]
                 else:

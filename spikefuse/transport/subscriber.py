@@ -10,6 +10,7 @@ summing counts per channel: overload costs temporal resolution, never the signal
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -30,6 +31,10 @@ from spikefuse.transport.sockets import (
 
 DEFAULT_MAX_DRAIN = 65536
 """Most messages pulled off a socket per drain (bounds one call's latency)."""
+
+RawHandler = Callable[[bytes, bytes], bool]
+"""Takes one received ``(topic, payload)`` as bytes; False: not taken (decode it)."""
+MessageHandler = Callable[[Message], None]
 
 
 def check_frames(decoder: Decoder, frames: list[bytes]) -> Message | None:
@@ -97,14 +102,19 @@ class ReceiveCore:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode() if isinstance(t, str) else bytes(t))
         return [bind_or_connect(sock, e, bind) for e in endpoints]
 
-    def _accept(self, frames: list[bytes]) -> Message | None:
-        """Decode and check one received multipart message and track its sequence number;
-        None (counted) if it is rejected."""
+    def accept(self, frames: list[bytes], *, track_seq: bool = True) -> Message | None:
+        """The subscriber's checks on one received multipart message, for a consumer that
+        takes raw frames (:meth:`Subscriber.recv_frames`, :meth:`Subscriber.dispatch`):
+        two frames, a payload the counting decoder accepts, a topic frame equal to the
+        message's topic. None when it is rejected (counted in ``stats.rejected``); an
+        accepted message counts in ``n_received`` and, with ``track_seq``, its seq in the
+        per-stream gap and reset counters (``stats.seq_gaps``, ``stats.seq_resets``)."""
         msg = check_frames(self.decoder, frames)
         if msg is None:
             return None
         self.n_received += 1
-        self.seq.see(stream_of(msg), msg.seq)
+        if track_seq:
+            self.seq.see(stream_of(msg), msg.seq)
         return msg
 
     def _drain(self, sock: zmq.Socket) -> int:
@@ -115,7 +125,7 @@ class ReceiveCore:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            msg = self._accept(frames)
+            msg = self.accept(frames)
             if msg is not None:
                 self.queue.put(msg)
             n += 1
@@ -193,25 +203,31 @@ class Subscriber(ReceiveCore, Closes):
         when it signals, call ``recv_many(0)`` until it returns ``[]``."""
         return self._sock.getsockopt(zmq.FD)
 
+    def _wait_frames(self, deadline_s: float | None) -> list[bytes] | None:
+        """Block (up to the deadline) for the next multipart message, as raw frames. Uses
+        RCVTIMEO on a blocking receive, which wakes up sooner than a poll followed by a
+        receive."""
+        if deadline_s is None:
+            wait_ms = -1
+        else:
+            wait_ms = int((deadline_s - time.monotonic()) * 1000 + 0.999)
+            if wait_ms <= 0:
+                return None
+        if wait_ms != self._rcvtimeo_ms:
+            self._sock.rcvtimeo = self._rcvtimeo_ms = wait_ms
+        try:
+            return self._sock.recv_multipart()
+        except zmq.Again:
+            return None
+
     def _wait_one(self, deadline_s: float | None) -> Message | None:
         """Block (up to the deadline) for the next accepted message; rejected ones are
-        counted and waiting goes on. Uses RCVTIMEO on a blocking receive, which wakes up
-        sooner than a poll followed by a receive."""
-        sock = self._sock
+        counted and waiting goes on."""
         while True:
-            if deadline_s is None:
-                wait_ms = -1
-            else:
-                wait_ms = int((deadline_s - time.monotonic()) * 1000 + 0.999)
-                if wait_ms <= 0:
-                    return None
-            if wait_ms != self._rcvtimeo_ms:
-                sock.rcvtimeo = self._rcvtimeo_ms = wait_ms
-            try:
-                frames = sock.recv_multipart()
-            except zmq.Again:
+            frames = self._wait_frames(deadline_s)
+            if frames is None:
                 return None
-            msg = self._accept(frames)
+            msg = self.accept(frames)
             if msg is not None:
                 return msg
 
@@ -247,6 +263,52 @@ class Subscriber(ReceiveCore, Closes):
             except zmq.Again:
                 break
         return out
+
+    def dispatch(
+        self,
+        timeout_s: float | None,
+        raw: RawHandler,
+        handle: MessageHandler,
+        max_n: int | None = None,
+    ) -> int:
+        """Hand messages over one at a time, in arrival order, as they come off the socket:
+        wait up to ``timeout_s`` (None: block; <= 0: no wait) for the first, then take
+        what is ready, at most ``max_n`` (default ``max_drain``). Returns how many were
+        taken off the socket.
+
+        Each ``[topic, payload]`` goes first to ``raw(topic, payload)``, a consumer's own
+        decoder (the fusion core's compiled path); a message it takes counts in
+        ``n_received``. When it returns False, the subscriber's checks run
+        (:meth:`accept`: rejections counted) and an accepted message goes to ``handle``.
+
+        No message waits in between, so the queue policy has nothing to merge or drop
+        here (``n_coalesced`` and ``n_dropped`` stay as they are; messages already queued
+        by :meth:`recv_many` go to ``handle`` first). Sequence numbers are not tracked:
+        messages taken raw are never decoded here, and a per-stream tracker that saw only
+        the others would count their seqs as gaps; the consumer checks sequence itself."""
+        for msg in self.queue.pop_all():
+            handle(msg)
+        sock = self._sock
+        n_max = self.max_drain if max_n is None else max_n
+        n = 0
+        while n < n_max:
+            if n == 0 and (timeout_s is None or timeout_s > 0):
+                frames = self._wait_frames(self._deadline(timeout_s))
+                if frames is None:
+                    return 0
+            else:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            n += 1
+            if len(frames) == 2 and raw(frames[0], frames[1]):
+                self.n_received += 1
+                continue
+            msg = self.accept(frames, track_seq=False)
+            if msg is not None:
+                handle(msg)
+        return n
 
     def recv_many(self, timeout_s: float | None = None) -> list[Message]:
         """Everything ready (waiting up to ``timeout_s`` for the first message), after the
