@@ -445,6 +445,7 @@ class Loop:
 
 
 def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
+    timed = loop.cfg.clock == "realtime"  # lock-step measures no latency (data time)
     for r in readings:
         g = r.group
         t = loop.t_of(g)
@@ -452,10 +453,12 @@ def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
         if g == "camera":
             ch, co, _ = dvs.encode(t, r.values, STEP_NS)
             if ch.size:
-                loop.mark_sent(t)
+                if timed:
+                    loop.mark_sent(t)
                 yield Events(g, t, ch, co, n_values=r.values.size)
         else:
-            loop.mark_sent(t)
+            if timed:
+                loop.mark_sent(t)
             yield Sample(g, t, r.values)
 
 

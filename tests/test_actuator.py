@@ -232,3 +232,36 @@ def test_unknown_actuator_kind_exits_2(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "unknown actuator kind 'warpdrive'" in out and "console" in out
+
+
+def test_repeated_deadman_trips_are_counted_and_logged_at_most_every_10_s(tmp_path, caplog):
+    """An actuator whose commands stop and start again every few hundred ms (a lock-stepped
+    world idle between its runs) says so once per DEADMAN_LOG_EVERY_NS with a count, not once
+    per trip; every trip is still counted and applies the safe values."""
+    from spikefuse.actuators.base import (
+        DEADMAN_LOG_EVERY_NS,
+        ActuatorRunner,
+        load_actuator_config,
+        resolve_actuator,
+    )
+
+    spec = resolve_actuator("console")
+    cfg = load_actuator_config(spec, _console_cfg(tmp_path, safe_values=[1, 2, 3, 4]))
+    runner = ActuatorRunner(cfg, spec.factory(cfg))
+    ms = 1_000_000
+    runner.start(0)
+    caplog.set_level("INFO", logger="spikefuse.actuators.base")
+    t, n_trips = 0, 0
+    while t < DEADMAN_LOG_EVERY_NS + 2_000 * ms:  # a command, then silence, every 300 ms
+        runner.on_command(MotorCommand("motors", n_trips, t, t, np.full(4, 0.5)), t)
+        t += 300 * ms
+        runner.check(t)
+        n_trips += 1
+    lines = [r.getMessage() for r in caplog.records if "DEADMAN" in r.getMessage()]
+    assert runner.n_deadman == n_trips > 35 and runner.tripped
+    assert len(lines) == 2, lines  # the first trip, then one 10 s later naming the others
+    # trip 1 at 0.3 s; trip 35 (10.5 s) is the first 10 s later
+    assert "(trip 35; 33 more since the last such line)" in lines[1]
+    flowing = [r for r in caplog.records if "commands flowing" in r.getMessage()]
+    assert len(flowing) == 3  # at the start and after each logged trip
+    runner.actuator.close()

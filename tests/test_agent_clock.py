@@ -17,7 +17,7 @@ from spikefuse.agent.link import AgentLink, ClockFilter
 from spikefuse.core import CoreConfig, FusionCore
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, MotorCommand
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand
 
 MS = 1_000_000
 US = 1_000
@@ -106,6 +106,7 @@ def test_the_core_moves_another_hosts_sensor_times_onto_its_clock(tmp_path):
     assert cmds[-1].cause_t_ns == 8 * MS  # latency = publish time - cause: 0.2 ms, not 3.2
     # a data-clock core runs on its senders' time: no offset applied
     core, sent = _core(tmp_path, clock="data", clock_offsets_ns={"s": 3 * MS})
-    core.on_data(_batch(5 * MS), 5 * MS)
+    core.on_data(_batch(5 * MS), 5 * MS)  # held until its driver's heartbeat vouches for it
+    core.on_data(Heartbeat("s", 0, 6 * MS, "ok", ""), 6 * MS)
     cmds = [m for m in sent if isinstance(m, MotorCommand) and m.cause_t_ns]
     assert cmds[-1].cause_t_ns == 5 * MS

@@ -131,8 +131,11 @@ def _payload(kind: str, seq: int, now: int, draw) -> tuple[bytes, bytes]:
         )
     elif kind == "scale":
         scale = draw(st.sampled_from([2.0, 4.0, 0.5]))
-    elif kind == "dt" and n:
+    elif kind == "dt" and n:  # offsets in any order: the Python path sorts them
         dt = np.array(draw(st.lists(st.integers(0, 2 * MS), min_size=n, max_size=n)), np.int64)
+    elif kind == "parts" and n:  # in time order, some equal: one push per distinct time
+        steps = draw(st.lists(st.sampled_from([0, 0, 1, 1000, MS // 2]), min_size=n, max_size=n))
+        dt = np.cumsum(np.array(steps, np.int64))
     elif kind == "unknown":
         sensor, inp = draw(st.sampled_from([("s", "z"), ("q", "x")]))
     if kind == "heartbeat":
@@ -162,6 +165,8 @@ KINDS = [
     "time",
     "scale",
     "dt",
+    "parts",
+    "parts",
     "unknown",
     "heartbeat",
     "corrupt",
@@ -248,3 +253,46 @@ def test_compiled_path_stands_aside_where_it_does_not_apply(tmp_path, over, reas
     graph = Graph.load(gpath).resolve()
     core = FusionCore(cfg, graph, Engine(graph), T0, lambda m: True, data_clock=cfg.clock == "data")
     assert core.hot is None and reason in unavailable(core)
+
+
+def _feed_samples(h: Harness, samples, per: int) -> int:
+    """Samples ``(t_ns, channels, counts)`` in batches of ``per`` (one batch: ``t_ns`` of
+    its first sample, ``dt_ns`` the others' offsets), each fed 50 us after its last sample."""
+    n_batches = 0
+    for seq, k in enumerate(range(0, len(samples), per)):
+        group = samples[k : k + per]
+        t0 = group[0][0]
+        ch = np.concatenate([c for _, c, _ in group]).astype(np.int32)
+        co = np.concatenate([n for _, _, n in group]).astype(np.int32)
+        dt = np.concatenate([np.full(c.size, t - t0, np.int64) for t, c, _ in group])
+        h.now = group[-1][0] + 50_000  # (serviced after the batch, as the daemon does)
+        b = EventBatch("s", seq, t0, "x", 1.0, ch, co, dt_ns=dt if dt.any() else None)
+        h.feed(b"sensor/s", encode(b))
+        n_batches += 1
+    return n_batches
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_batch_acts_as_its_samples_one_by_one(tmp_path, fast):
+    """Ten samples in one batch (per-event ``dt_ns``) leave the engine exactly as ten
+    one-sample batches do (each event pushed at its own time: the integrator's crossings
+    fall at the same times), on the compiled path and on the Python path."""
+    gpath = small_graph(tmp_path / "g.npz", n=N, with_integrator=True)
+    rng = np.random.default_rng(3)
+    samples = []
+    for k in range(400):
+        n = int(rng.integers(1, 3))
+        t = T0 + MS + k * 250_000 + (k // 3) * 7  # some 3 events share a time
+        samples.append((t, rng.integers(0, N, n), rng.integers(-3, 4, n)))
+    states = []
+    for per in (10, 1):
+        h = Harness(gpath, ACTUATORS[2], fast, 0.2)
+        n = _feed_samples(h, samples, per)
+        assert h.n_compiled == (n - 1 if fast else 0)  # all but the first (no seq before it)
+        h.tick(samples[-1][0] + 100 * MS)
+        eng = h.core.engine
+        states.append(
+            (eng.counters, eng.now, eng.integrator_state("i").tolist(), h.state()["sent"])
+        )
+    assert states[0][0]["n_crossings"] > 20
+    assert states[0] == states[1]

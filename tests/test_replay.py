@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from _core_util import wait_recorded
 
+from spikefuse.core.inputs import split_by_time
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
@@ -334,7 +335,7 @@ def test_offline_push_many_byte_identical_to_batch_by_batch(tmp_path: Path) -> N
     for b in batches:
         if b.seq % 7 == 3:  # a re-quantised batch now and then
             b = EventBatch(b.sensor, b.seq, b.t_ns, b.input, b.scale * 2.5, b.channels, b.counts)
-        if b.seq % 5 == 1:  # per-event offsets: applied at the last sample's time
+        if b.seq % 5 == 1:  # per-event offsets: one push per distinct time
             dt = rng.integers(0, 1_500_000, b.channels.size).astype(np.int64)
             b = EventBatch(
                 b.sensor, b.seq, b.t_ns, b.input, b.scale, b.channels, b.counts, dt_ns=dt
@@ -346,7 +347,10 @@ def test_offline_push_many_byte_identical_to_batch_by_batch(tmp_path: Path) -> N
     ra = replay_offline(src, GRAPH, a, status_period_s=0.3)
     rb = replay_offline(src, GRAPH, b, status_period_s=0.3, batched=False)
     assert ra.n_motor_commands == rb.n_motor_commands > 200
-    assert ra.n_rescaled_batches > 100 and ra.n_pushes == rb.n_pushes == len(mixed)
+    n_parts = sum(len(split_by_time(b)) for b in mixed)
+    assert n_parts > len(mixed) + 200
+    assert ra.n_rescaled_batches > 100 and ra.n_batches == len(mixed)
+    assert ra.n_pushes == rb.n_pushes == n_parts
     assert a.read_bytes() == b.read_bytes()
 
 

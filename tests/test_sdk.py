@@ -162,6 +162,56 @@ def test_batches_span_at_most_the_latency_with_exact_event_times(tmp_path):
     assert got.sums("a", 2).tolist() == [100, -100]
 
 
+def _stepped(data_clock: bool):
+    """40 samples 1 ms of data time apart, 3 ms of wall time apart; channel 0 steps by one
+    count a sample (count k at sample k), channel 1 by minus one."""
+
+    @driver("stepped", RampConfig)
+    def stepped(cfg, ctx):
+        t0 = 1_000_000_000
+        clock = [t0]
+        if data_clock:
+            ctx.stamp_heartbeats(lambda: clock[0])
+        for i in range(40):
+            clock[0] = t0 + i * 1_000_000
+            yield Sample("a", clock[0], np.array([0.1 * i, -0.1 * i]))
+            if not ctx.wait_until(time.monotonic_ns() + 3_000_000):
+                return
+
+    return stepped
+
+
+@pytest.mark.parametrize("data_clock", [False, True])
+def test_a_data_clock_driver_batches_on_data_time_only(tmp_path, data_clock):
+    """A lock-stepped driver's samples come faster or slower than wall time; on a data
+    clock (``stamp_heartbeats``) what is batched together follows from the data alone, so
+    two runs send the same batches. On the wall clock, a slow producer's batches are cut
+    by the wall-clock deadline instead."""
+    cfg = _cfg(tmp_path, "max_batch_latency_ms=5", "heartbeat_period_s=60")
+    got = _run_threaded(_stepped(data_clock), cfg)
+    batches = got.of("a")
+    starts_ms = [(b.t_ns - 1_000_000_000) // 1_000_000 for b in batches]
+    if data_clock:  # sample 0 carries no count; then 5 ms of data a batch
+        assert starts_ms == [1, 6, 11, 16, 21, 26, 31, 36], starts_ms
+    else:  # every sample waited 3 ms of wall time: the 5 ms deadline cut them short
+        assert len(batches) > 9, starts_ms
+    assert got.sums("a", 2).tolist() == [39, -39]
+
+
+def test_a_data_clock_heartbeat_follows_everything_up_to_its_time(tmp_path):
+    """On a data clock a periodic heartbeat flushes what is pending first: its totals are
+    every count up to its data time (a ``clock: data`` core releases up to there)."""
+    cfg = _cfg(tmp_path, "max_batch_latency_ms=20", "heartbeat_period_s=0.005")
+    got = _run_threaded(_stepped(True), cfg)
+    checked = 0
+    for hb in got.heartbeats:
+        k = (hb.t_ns - 1_000_000_000) // 1_000_000
+        if hb.totals is not None:
+            assert hb.totals["a"].tolist() == [k, -k], (k, hb.totals)
+            checked += 1
+    assert checked >= 5 and len(got.of("a")) > 5
+
+
 def test_max_batch_events_splits_batches(tmp_path):
     cfg = _cfg(
         tmp_path,

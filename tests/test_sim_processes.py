@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.protocol import MotorCommand, Status, decode
+from spikefuse.protocol import EventBatch, MotorCommand, Status, decode
 from spikefuse.recording.mcapio import open_log
 from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.subscriber import Subscriber
@@ -48,19 +48,30 @@ def _changes(cmds) -> list[tuple[int, tuple[float, ...]]]:
 
 
 def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp_path):
+    """Run 0 batches each stream per 10 ms sync (the launch file's default), run 1 sends
+    every sample alone: the core pushes every sample at its own time either way, so both
+    runs are the same bit for bit (a batch pushed at its last sample's time would move the
+    causes and, through the wheels, the world); the batched recording replays offline to
+    the same commands and causes."""
     runs = []
-    for i in range(2):
+    for i, latency_ms in enumerate((10, 0)):
         r = _launch(
             tmp_path,
             "sim_lockstep.yaml",
             "robot.laps=null",
             "robot.duration_s=2.5",
+            f"robot.max_batch_latency_ms={latency_ms}",
             f"robot.report.png={tmp_path}/ls{i}.png",
             SIM_LOCKSTEP_OUT=f"ls{i}.mcap",
         )
         assert r.returncode == 0, r.stdout[-4000:]
         assert "robot finished: stopping the launch" in r.stdout
         runs.append(tmp_path / f"ls{i}.mcap")
+    batches = [_messages(p, "sensor/robot") for p in runs]
+    gyro = [[b for b in bs if isinstance(b, EventBatch) and b.input == "gyro"] for bs in batches]
+    assert sum(b.n_events for b in gyro[0]) == sum(b.n_events for b in gyro[1]) > 100
+    assert len(gyro[0]) * 4 < len(gyro[1])  # run 0 batched: several samples a batch
+    assert sum(b.dt_ns is not None for b in gyro[0]) > len(gyro[0]) // 2
     truths = [
         [
             {k: v for k, v in s.metrics.items() if k != "track_xy"}

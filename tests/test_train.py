@@ -69,8 +69,12 @@ def test_training_lowers_validation_loss(trained):
     _, rep, proc = trained
     hist = rep["history"]
     assert len(hist) == 6
-    assert hist[-1]["val_loss"] < 0.5 * hist[0]["val_loss"]
-    assert hist[-1]["val_loss"] < 0.2  # predicting the mean scores 1.0 (normalised MSE)
+    # the weights kept are the best epoch's (on a camera whose DVS events are pushed at
+    # their own times the validation loss moves up and down between epochs)
+    best = hist[rep["best_epoch"] - 1]["val_loss"]
+    assert best == min(h["val_loss"] for h in hist)
+    assert best < 0.5 * hist[0]["val_loss"]
+    assert best < 0.2  # predicting the mean scores 1.0 (normalised MSE)
     assert all(h["ops_ratio_estimate"] > 0 for h in hist)
     assert "engine = rounding network: True" in proc.stdout
     assert rep["train_seconds"] > 0 and rep["n_train_samples"] > 1000

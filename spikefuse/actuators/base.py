@@ -37,6 +37,11 @@ DEADMAN_LAST_LOOK_S = 0.005
 """When the deadman is due, how long the actuator still waits for a command that is on its
 way before applying the safe values."""
 
+DEADMAN_LOG_EVERY_NS = 10_000_000_000
+"""A deadman trip is logged at most this often (the first at once); the trips in between
+are counted (summary, status) and named in the next line: a lock-stepped simulator's
+actuator, idle between runs of its world, trips every few hundred ms."""
+
 DRAIN_NS = 100_000_000
 """Longest a stopping actuator counts commands still on their way (after its safe values)."""
 
@@ -183,6 +188,9 @@ class ActuatorRunner:
         self.n_bad = 0
         self.n_after_stop = 0
         self.n_deadman = 0
+        self._deadman_logged_ns: int | None = None
+        self._deadman_logged_n = 0
+        self._quiet_trip = False
         self.tripped = False
         self.last_cmd_ns = 0
         self.max_gap_ns = 0
@@ -224,9 +232,12 @@ class ActuatorRunner:
             self.latency.add(now_ns - msg.cause_t_ns)
         if self.tripped:
             self.tripped = False
-            log.info(
-                "%s: commands flowing (deadman armed, %g ms)", self.cfg.name, self.cfg.deadman_ms
-            )
+            if not self._quiet_trip:
+                log.info(
+                    "%s: commands flowing (deadman armed, %g ms)",
+                    self.cfg.name,
+                    self.cfg.deadman_ms,
+                )
         self.actuator.command = msg
         self.actuator.apply(
             msg.values,
@@ -258,14 +269,27 @@ class ActuatorRunner:
         if dl is None or now_ns < dl:
             return
         self.n_deadman += 1
-        self.go_safe(
-            now_ns, f"DEADMAN: no MotorCommand for {(now_ns - self.last_cmd_ns) / 1e6:.1f} ms"
-        )
+        reason = f"DEADMAN: no MotorCommand for {(now_ns - self.last_cmd_ns) / 1e6:.1f} ms"
+        last = self._deadman_logged_ns
+        quiet = last is not None and now_ns - last < DEADMAN_LOG_EVERY_NS
+        if not quiet:
+            unlogged = self.n_deadman - self._deadman_logged_n - 1
+            if unlogged:
+                reason += f" (trip {self.n_deadman}; {unlogged} more since the last such line)"
+            self._deadman_logged_ns, self._deadman_logged_n = now_ns, self.n_deadman
+        self.go_safe(now_ns, reason, quiet)
 
-    def go_safe(self, now_ns: int, reason: str) -> None:
-        """Apply the safe values (if the channel count is known) and say why."""
+    def go_safe(self, now_ns: int, reason: str, quiet: bool = False) -> None:
+        """Apply the safe values (if the channel count is known) and say why (``quiet``:
+        counted only, see ``DEADMAN_LOG_EVERY_NS``)."""
         self.tripped = True
-        log.warning("%s: %s: safe values applied", self.cfg.name, reason)
+        self._quiet_trip = quiet
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "%s: %s: safe values applied",
+            self.cfg.name,
+            reason,
+        )
         if self.safe is not None:
             self.actuator.apply(self.safe, safe=True, seq=-1, cause_t_ns=now_ns, t_ns=now_ns)
 

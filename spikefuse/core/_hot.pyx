@@ -310,6 +310,7 @@ cdef class _Hot:
     # scratch
     cdef i32[::1] ch_buf
     cdef i32[::1] co_buf
+    cdef i64[::1] dt_buf
     cdef f64[::1] value_buf
     cdef f64[::1] new_buf
     cdef u8[::1] out_buf
@@ -444,6 +445,7 @@ cdef class _Hot:
         self.out_buf = np.zeros(max(1, cap), np.uint8)
         self.ch_buf = np.zeros(64, np.int32)
         self.co_buf = np.zeros(64, np.int32)
+        self.dt_buf = np.zeros(64, np.int64)
 
     # -------------------------------------------------------------- helpers (nogil)
     cdef Py_ssize_t find_stream(self, const Parsed* m) noexcept nogil:
@@ -459,11 +461,12 @@ cdef class _Hot:
         return -1
 
     cdef int load_events(self, const Parsed* m, i64 size, i64* t_end) noexcept nogil:
-        """Copy channels/counts into the scratch buffers; -1 if a channel is outside
-        [0, size) or an offset outside [0, max_dt_ns]. ``t_end``: t_ns + max(dt_ns)."""
+        """Copy channels/counts/offsets into the scratch buffers; -1 if a channel is outside
+        [0, size), an offset outside [0, max_dt_ns] or the offsets are not in time order
+        (the Python path sorts them). ``t_end``: t_ns + max(dt_ns)."""
         cdef Py_ssize_t i
         cdef i32 c
-        cdef i64 d, dmax = 0
+        cdef i64 d = 0, dmax = 0
         for i in range(m.n):
             memcpy(&c, m.ch + 4 * i, 4)
             if c < 0 or c >= size:
@@ -473,10 +476,10 @@ cdef class _Hot:
             self.co_buf[i] = c
             if m.dt != NULL:
                 memcpy(&d, m.dt + 8 * i, 8)
-                if d < 0 or d > self.lim.max_dt_ns:
+                if d < 0 or d > self.lim.max_dt_ns or d < dmax:
                     return -1
-                if d > dmax:
-                    dmax = d
+                dmax = d
+            self.dt_buf[i] = d
         t_end[0] = m.t_ns + dmax
         return 0
 
@@ -629,6 +632,28 @@ cdef class _Hot:
             pos += ln
         return out
 
+    cdef int push_parts(self, const Parsed* m, Py_ssize_t k, i64 now_ns) except -1:
+        """FusionCore._apply for each part of the loaded batch (its events of one time, in
+        time order): pushed at its time (``now_ns`` if earlier), outputs routed with the
+        part's time as the cause."""
+        cdef Py_ssize_t lo = 0, hi
+        cdef i64 t_part, push_t
+        eng = self.engine
+        while lo < m.n:
+            hi = lo + 1
+            while hi < m.n and self.dt_buf[hi] == self.dt_buf[lo]:
+                hi += 1
+            t_part = m.t_ns + self.dt_buf[lo]
+            push_t = t_part if t_part < now_ns else now_ns
+            with nogil:
+                self.core.push_one(push_t, self.node[k], self.ch_buf, self.co_buf, lo, hi)
+            eng.now = push_t
+            eng.events_out += self.core.n_out
+            self.route(now_ns, t_part, True, push_t)
+            self.core.n_out = 0
+            lo = hi
+        return 0
+
     # -------------------------------------------------------------- the entry point
     def on_payload(self, bytes topic, bytes payload, i64 now_ns, i64 stamp_ns):
         """Handle one EventBatch payload completely; None (nothing changed) for anything
@@ -636,7 +661,7 @@ cdef class _Hot:
         ``(motor index, payload, t_ns, cause_t_ns, fresh)``."""
         cdef Parsed m
         cdef Py_ssize_t k
-        cdef i64 t_end, push_t, engine_now
+        cdef i64 t_end, t_part, push_t, engine_now
         cdef i64 skew = self.lim.max_skew_ns
         cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
@@ -653,13 +678,15 @@ cdef class _Hot:
         if m.n > self.ch_buf.shape[0]:
             self.ch_buf = np.zeros(2 * m.n, np.int32)
             self.co_buf = np.zeros(2 * m.n, np.int32)
+            self.dt_buf = np.zeros(2 * m.n, np.int64)
         with nogil:
             ok = self.load_events(&m, self.size[k], &t_end)
         if ok != 0:
             return None
         if not (-skew <= m.t_ns - now_ns <= skew and -skew <= t_end - now_ns <= skew):
             return None
-        push_t = t_end if t_end < now_ns else now_ns
+        t_part = m.t_ns + (self.dt_buf[0] if m.n else 0)  # the first part's time
+        push_t = t_part if t_part < now_ns else now_ns
         engine_now = self.engine.now
         if push_t < engine_now or not self.staleness_unchanged(k, now_ns):
             return None
@@ -677,13 +704,8 @@ cdef class _Hot:
         if m.n:
             eng = self.engine
             eng.events_in += m.n
-            with nogil:
-                self.core.push_one(push_t, self.node[k], self.ch_buf, self.co_buf, 0, m.n)
-            eng.now = push_t
-            eng.events_out += self.core.n_out
-            self.route(now_ns, t_end, True, push_t)
-            self.core.n_out = 0
-            engine_now = push_t
+            self.push_parts(&m, k, now_ns)
+            engine_now = eng.now
         # ---- FusionCore.service: crossings due (no reorder window), then the motors
         if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
             with nogil:

@@ -101,9 +101,11 @@ class CoreConfig(FileConfig):
     (``docs/core.md``); false: every message on the Python path (same results, slower)."""
     clock: Literal["monotonic", "data"] = "monotonic"
     """``data``: the core's clock is the time of the data it has received (lock-step
-    simulation): every message is processed and serviced at the latest time seen, motor
-    commands are stamped with it, and every heartbeat is answered with a command to each
-    actuator stamped at the heartbeat's time ("everything up to here is answered")."""
+    simulation): batches are held until a heartbeat vouches for their time, then applied
+    event time by event time (one push per distinct time, in time order across streams),
+    each serviced at its time; motor commands are stamped with it, and every heartbeat is
+    answered with a command to each actuator stamped at the heartbeat's time ("everything
+    up to here is answered")."""
 
     clock_offsets_ns: dict[str, int] = Field(default_factory=dict)
     """sensor -> ns added to its messages' times to put them on this host's monotonic

@@ -16,6 +16,7 @@ from spikefuse.core.config import CoreConfig
 from spikefuse.core.fusion import FusionCore, data_time_ns
 from spikefuse.errors import ConfigError
 from spikefuse.graph import Graph
+from spikefuse.protocol import Heartbeat
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 0.25
 """Longest single poll (a stop request is also seen through the wake-up fd)."""
+MAX_DATA_TIME_NS = 2**62
+"""Later than any data time: ``clock: data`` applies what it still holds at the end."""
 MAX_PER_WAKE = 1024
 """Most messages one wake hands over (a flood still lets deadlines and stops be seen)."""
 
@@ -84,6 +87,7 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
         if cfg.clock == "data":
             core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
             if core is not None:
+                core.release_data(MAX_DATA_TIME_NS)  # what no last heartbeat vouched for
                 core.publish_status(core.data_now_ns)
                 print(core.summary(), flush=True)
             return 0
@@ -159,17 +163,25 @@ def _wake_python(core: FusionCore, sub: Subscriber, timeout_s: float) -> None:
 
 
 def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopSignal, pub):
-    """``clock: data``: the core starts at the time of the first message it receives and
+    """``clock: data``: the core starts at the earliest time of what arrived up to the
+    first heartbeat (nothing is applied before one: see :meth:`FusionCore.on_data`) and
     from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
     core: FusionCore | None = None
+    early: list = []
     while not stop.requested:
         for msg in sub.recv_many(MAX_SLEEP_S):
-            t_ns = data_time_ns(msg)
             if core is None:
-                core = FusionCore(cfg, graph, engine, t_ns, pub.send, data_clock=True)
+                early.append(msg)
+                if not isinstance(msg, Heartbeat):
+                    continue
+                t0 = min(data_time_ns(m) for m in early)
+                core = FusionCore(cfg, graph, engine, t0, pub.send, data_clock=True)
                 core.bus_stats = _bus_stats(sub)
-                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t_ns)
-            core.on_data(msg, t_ns)
+                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t0)
+                for m in early:
+                    core.on_data(m, data_time_ns(m))
+                continue
+            core.on_data(msg, data_time_ns(msg))
     return core
 
 

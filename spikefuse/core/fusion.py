@@ -62,6 +62,7 @@ class FusionCore:
         self.inputs = self._make_inputs(now_ns)
         self.drops: dict[str, int] = {}
         self.input_set = InputSet(self.inputs, self._apply, self.drops, self.epoch_offset_ns)
+        self.input_set.hold = data_clock
         self.max_window_ns = self.input_set.max_window_ns
         # routing reads each Output node's newest value and the time it last changed: the
         # engine folds its output events to that as it makes them, so a long stall of a
@@ -88,6 +89,8 @@ class FusionCore:
         """Stamps MotorCommands (``t_ns``) with the monotonic clock (not with ``clock: data``)."""
         self.send_payload: Callable[[bytes, bytes], bool] | None = None
         """Sends an encoded ``[topic, payload]`` (the compiled path's MotorCommands)."""
+        self._outbox: list[tuple] | None = None
+        """Messages held to go out together (:meth:`on_data`), None: sent at once."""
         self._status_seq = 0
         self.status_period_ns = round(cfg.status_period_s * 1e9)
         self.next_status_ns = now_ns + self.status_period_ns
@@ -195,8 +198,9 @@ class FusionCore:
     def _apply(
         self, st: InputState, batch: EventBatch, reset: bool, t_ns: int, now_ns: int, _tag
     ) -> None:
-        """A batch due (see :class:`InputSet`): converted and pushed at its time, or at the
-        engine's time if that is later (engine time never goes back: ``n_clamped``)."""
+        """A part due (the events of a batch at one time, see :class:`InputSet`): converted
+        and pushed at its time (at ``now_ns`` if that is earlier), or at the engine's time if
+        that is later (engine time never goes back: ``n_clamped``)."""
         got = self.input_set.take(st, batch, reset)
         if got is None:
             return
@@ -308,15 +312,39 @@ class FusionCore:
 
     # ---------------------------------------------------------------- data clock
     def on_data(self, msg: Message, t_ns: int) -> None:
-        """``clock: data``: handle one message at the latest data time seen, do what is
-        due, and answer a heartbeat with a command to every actuator stamped at its time."""
-        self.data_now_ns = max(self.data_now_ns, t_ns)
-        now = self.data_now_ns
-        self.handle(msg, now)
-        self.service(now)
-        if isinstance(msg, Heartbeat):
+        """``clock: data``. A batch is held (:attr:`InputSet.hold`): the data is complete
+        up to a time only when its driver's heartbeat says so. A heartbeat at ``t_ns``
+        releases what is held up to then, part by part in (time, arrival) order: the clock
+        moves to each part's time, the part is pushed and what is due then is done; then
+        the heartbeat is handled and answered with a command to every actuator stamped at
+        its time ("everything up to here is answered"). How the drivers batched their
+        samples, and how their streams' batches interleave on the way, does not change
+        what the engine computes (offline replay orders the same way)."""
+        if not isinstance(msg, Heartbeat):
+            self.handle(msg, self.data_now_ns)
+            return
+        self._outbox = []  # what this heartbeat releases goes out in one burst at the end:
+        try:  # the receivers wake once (the same messages, in the same order)
+            self.release_data(t_ns)
+            self.data_now_ns = max(self.data_now_ns, t_ns)
+            now = self.data_now_ns
+            self.handle(msg, now)
+            self.release_data(now)  # a keyframe's correction, at the heartbeat's time
+            self.service(now)
             for name, motor in self.motors.items():
                 self._publish_motor(name, motor, motor.commanded.copy(), now)
+        finally:
+            self._flush_outbox()
+
+    def release_data(self, t_ns: int) -> None:
+        """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
+        what is due at each (see :meth:`on_data`)."""
+        while (held := self.input_set.pop_held(t_ns)) is not None:
+            t, st, part, reset, tag = held
+            self.data_now_ns = max(self.data_now_ns, t)
+            now = self.data_now_ns
+            self._apply(st, part, reset, t, now, tag)
+            self.service(now)
 
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
@@ -327,7 +355,22 @@ class FusionCore:
         t_ns = now_ns if self.data_clock else self.clock()
         msg = MotorCommand(name, seq, t_ns, motor.cause_t_ns, values)
         fresh, motor.fresh = motor.fresh, False
-        self._motor_sent(name, t_ns, motor.cause_t_ns, fresh, self.send(msg))
+        self._send(name, t_ns, motor.cause_t_ns, fresh, msg)
+
+    def _send(self, motor: str | None, t_ns: int, cause_t_ns: int, fresh: bool, msg) -> None:
+        """Send a MotorCommand of ``motor`` (counted) or a Status (``motor`` None), at once
+        or, while :attr:`_outbox` collects (``clock: data``), when it is flushed."""
+        if self._outbox is not None:
+            self._outbox.append((motor, t_ns, cause_t_ns, fresh, msg))
+            return
+        ok = self.send(msg)
+        if motor is not None:
+            self._motor_sent(motor, t_ns, cause_t_ns, fresh, ok)
+
+    def _flush_outbox(self) -> None:
+        out, self._outbox = self._outbox or [], None
+        for item in out:
+            self._send(*item)
 
     def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
         """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
@@ -416,7 +459,7 @@ class FusionCore:
         self._status_seq += 1
         self._period_latency = LatencyHistogram()
         self.next_status_ns = max(self.next_status_ns + self.status_period_ns, now_ns + 1)
-        self.send(status)
+        self._send(None, 0, 0, False, status)
         return status
 
     def summary(self, now_ns: int | None = None) -> str:
@@ -425,10 +468,8 @@ class FusionCore:
 
 
 def data_time_ns(msg: Message) -> int:
-    """The data time of a message: a batch's last sample (``t_ns + max(dt_ns)``), else its
-    ``t_ns``."""
-    if isinstance(msg, EventBatch) and msg.dt_ns is not None and msg.dt_ns.size:
-        return msg.t_ns + int(msg.dt_ns.max())
+    """The data time of a message: its ``t_ns`` (a batch's earliest event: ``dt_ns`` >= 0),
+    where a ``clock: data`` core starts."""
     return int(getattr(msg, "t_ns", 0))
 
 

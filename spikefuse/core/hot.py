@@ -4,8 +4,9 @@ that decides whether it applies and checks what it is given.
 One call per received EventBatch payload decodes it (msgpack framing, raw little-endian
 arrays), checks it (kind, known stream, seq = last + 1, times within
 ``MAX_CLOCK_SKEW_NS`` of now, channels in range, scale = the input's), updates the input's
-totals, pushes it into the compiled engine, routes the outputs to the motors (clamp,
-minimum interval) and encodes the MotorCommands that are due, with the semantics of
+totals, pushes it into the compiled engine part by part (one push per distinct event
+time, as the Python path does), routes the outputs to the motors (clamp, minimum interval)
+and encodes the MotorCommands that are due, with the semantics of
 ``FusionCore.handle`` followed by ``FusionCore.service`` at the same time. Anything else
 (another kind, a seq anomaly, a scale change, an out-of-range value, an input whose
 staleness changes, a heartbeat, a bad payload) returns ``None`` having

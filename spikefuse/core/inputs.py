@@ -6,10 +6,15 @@ input of a core and does everything that happens to an input message before the 
 it: the time check (``MAX_CLOCK_SKEW_NS``), the stream lookup, the sequence checks (a
 duplicate is dropped, a forward jump counted as a gap, a seq going back is a restarted
 driver: the input is reset), out-of-range channels, keyframe resync from heartbeat totals,
-and the reorder window. What is due is handed to an ``apply`` callable, which converts it
-(:meth:`InputSet.take`) and pushes it into an engine: :class:`~spikefuse.core.fusion.FusionCore`
-on the host's clock, :mod:`spikefuse.recording.offline` on the recording's arrival times
-with a window that covers every transport delay.
+and the reorder window. A batch whose events carry several times (``dt_ns``) is taken
+apart into one part per time (:func:`split_by_time`): each part is scheduled, applied and
+pushed at its own time, so a batch of ten samples acts exactly as ten one-sample batches
+(how a driver batches does not change what the engine computes). What is due is handed to
+an ``apply`` callable, which converts it (:meth:`InputSet.take`) and pushes it into an
+engine: :class:`~spikefuse.core.fusion.FusionCore` on the host's clock (or, ``clock: data``,
+holding everything until a heartbeat vouches for its time: :attr:`InputSet.hold`),
+:mod:`spikefuse.recording.offline` on the recording's arrival times with a window that
+covers every transport delay.
 """
 
 from __future__ import annotations
@@ -41,9 +46,36 @@ SEQ_OK, SEQ_DROP, SEQ_RESTART = 0, 1, 2
 """What :meth:`InputSet.check_seq` makes of a batch's sequence number."""
 
 ApplyFn = Callable[["InputState", EventBatch, bool, int, int, object], None]
-"""``apply(input, batch, reset, t_ns, now_ns, tag)``: the batch is due at ``t_ns`` (its last
-sample); ``reset``: the input goes back to zero first (its driver restarted); ``tag``: what
-the caller gave :meth:`InputSet.on_batch` (None for a keyframe correction)."""
+"""``apply(input, part, reset, t_ns, now_ns, tag)``: the part (the events of one batch at one
+time, :func:`split_by_time`) is due at ``t_ns``, its time; ``reset``: the input goes back to
+zero first (its driver restarted); ``tag``: what the caller gave :meth:`InputSet.on_batch`
+(None for a keyframe correction)."""
+
+
+def split_by_time(batch: EventBatch) -> list[tuple[int, EventBatch]]:
+    """A batch's events as parts of one time each: ``(t_ns, part)`` in time order, the events
+    of one time in their order in the batch. A part is an EventBatch of the same stream and
+    seq stamped with its time (``dt_ns`` None); a batch of one time is its own part."""
+    dt = batch.dt_ns
+    if dt is None or not dt.size:
+        return [(batch.t_ns, batch)]
+    offsets = dt.tolist()
+    ch, co = batch.channels, batch.counts
+    if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)):
+        order = np.argsort(dt, kind="stable")
+        ch, co, offsets = ch[order], co[order], dt[order].tolist()
+    cuts = [i for i in range(1, len(offsets)) if offsets[i] != offsets[i - 1]]
+    if not cuts and not offsets[0]:
+        return [(batch.t_ns, batch)]
+    parts = []
+    for a, b in zip([0, *cuts], [*cuts, len(offsets)], strict=True):
+        t = batch.t_ns + offsets[a]
+        part = EventBatch(
+            batch.sensor, batch.seq, t, batch.input, batch.scale, ch[a:b], co[a:b],
+            batch.epoch_offset_ns,
+        )  # fmt: skip
+        parts.append((t, part))
+    return parts
 
 
 class InputState:
@@ -188,6 +220,9 @@ class InputSet:
         self.n_events = 0
         self._reorder: list[tuple[int, int, str, EventBatch, bool, object]] = []
         self._tiebreak = count()
+        self.hold = False
+        """Hold every part until :meth:`pop_held` takes it (``clock: data``: a heartbeat
+        says up to which time its driver's data is complete)."""
 
     def add(self, st: InputState) -> InputState:
         """One more input (offline replay feeds each graph input from the first stream it
@@ -237,10 +272,18 @@ class InputSet:
             batch.dt_ns = None if batch.dt_ns is None else batch.dt_ns[~bad]
         np.add.at(st.received, batch.channels, batch.counts.astype(np.int64))
         st.last_scale = batch.scale
-        t_ns = batch.t_ns + (
-            int(batch.dt_ns.max()) if batch.dt_ns is not None and batch.dt_ns.size else 0
-        )
-        self.schedule(st, batch, verdict == SEQ_RESTART, t_ns, now_ns, tag)
+        self.count(st, batch)
+        reset = verdict == SEQ_RESTART
+        for t_ns, part in split_by_time(batch):
+            self.schedule(st, part, reset, t_ns, now_ns, tag)
+            reset = False
+
+    def count(self, st: InputState, batch: EventBatch) -> None:
+        """A batch accepted for ``st`` (counted once, however many parts it has)."""
+        st.n_batches += 1
+        st.n_events += batch.n_events
+        self.n_batches += 1
+        self.n_events += batch.n_events
 
     def on_heartbeat(self, hb: Heartbeat, now_ns: int) -> bool:
         """A heartbeat arrived: liveness of its sensor's inputs and the keyframe of its
@@ -335,6 +378,7 @@ class InputSet:
                 nz.astype(np.int32),
                 diff[nz].astype(np.int32),
             )
+            self.count(st, fix)
             self.schedule(st, fix, False, max(hb.t_ns, 0), now_ns, None)
 
     # ---------------------------------------------------------------- reorder window
@@ -347,8 +391,9 @@ class InputSet:
         now_ns: int,
         tag: object,
     ) -> None:
-        """Apply at once, or hold until ``t_ns + window`` (then in (time, arrival) order)."""
-        if st.window_ns and t_ns + st.window_ns > now_ns:
+        """Apply at once, or hold until ``t_ns + window`` (then in (time, arrival) order), or
+        in :attr:`hold` mode until :meth:`pop_held`."""
+        if self.hold or (st.window_ns and t_ns + st.window_ns > now_ns):
             item = (t_ns, next(self._tiebreak), st.name, batch, reset, tag)
             heapq.heappush(self._reorder, item)
             return
@@ -357,22 +402,33 @@ class InputSet:
         self.apply(st, batch, reset, t_ns, now_ns, tag)
 
     def next_release_ns(self) -> int | None:
-        """When the earliest held batch is due, None when nothing is held."""
-        if not self._reorder:
+        """When the earliest held batch is due, None when nothing is held (or in
+        :attr:`hold` mode, where :meth:`pop_held` decides)."""
+        if not self._reorder or self.hold:
             return None
         t, _, name, *_ = self._reorder[0]
         return t + self.states[name].window_ns
 
     def release(self, now_ns: int | None = None) -> None:
-        """Apply every held batch due at ``now_ns`` (None: all of them), in time order."""
+        """Apply every held batch due at ``now_ns`` (None: all of them), in time order
+        (in :attr:`hold` mode only ``None`` releases)."""
         heap = self._reorder
         while heap:
             t, _, name, batch, reset, tag = heap[0]
             st = self.states[name]
-            if now_ns is not None and t + st.window_ns > now_ns:
+            if now_ns is not None and (self.hold or t + st.window_ns > now_ns):
                 break
             heapq.heappop(heap)
             self.apply(st, batch, reset, t, t if now_ns is None else now_ns, tag)
+
+    def pop_held(self, t_ns: int) -> tuple[int, InputState, EventBatch, bool, object] | None:
+        """The earliest held part at or before ``t_ns`` (ties in arrival order), removed from
+        the hold: ``(t_ns, input, part, reset, tag)``; None when there is none."""
+        heap = self._reorder
+        if not heap or heap[0][0] > t_ns:
+            return None
+        t, _, name, batch, reset, tag = heapq.heappop(heap)
+        return t, self.states[name], batch, reset, tag
 
     # ---------------------------------------------------------------- application
     def take(
@@ -381,10 +437,6 @@ class InputSet:
         """The counts to push for a due batch: converted to the input's scale, after the
         counts that bring the input back to zero when its driver restarted. None when
         nothing is to be pushed (the converted value is out of range: ``out_of_range``)."""
-        st.n_batches += 1
-        st.n_events += batch.n_events
-        self.n_batches += 1
-        self.n_events += batch.n_events
         back = st.reset() if reset else None
         converted = st.convert(batch)
         if converted is None:

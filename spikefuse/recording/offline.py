@@ -6,9 +6,11 @@ arrives at its recorded ``log_time`` (the recorder's receive time on CLOCK_MONOT
 through the same time check, sequence checks (a duplicate is dropped, a seq going back resets
 the input, gaps are counted), channel check, keyframe resync from heartbeat totals and scale
 conversion (per-channel herding residual) as in ``spikefuse core``. The reorder window is one
-that covers every transport delay: each batch is applied in one push at the time of its last
-sample (``t_ns + max(dt_ns)``), in that time's order (ties in arrival order), which is what a
-live core with a window larger than its transport delay does (``n_late == 0``). Each graph
+that covers every transport delay: each batch is applied part by part, one push per
+distinct event time (``t_ns + dt_ns``, :func:`~spikefuse.core.inputs.split_by_time`), every
+part in its time's order (ties in arrival order), which is what a live core with a window
+larger than its transport delay does (``n_late == 0``) and what a ``clock: data`` core does
+between its drivers' heartbeats. Each graph
 input is fed by the first stream (sensor, input) seen for it (``map_input`` renames an
 input); other streams and unknown inputs are counted and skipped. Consecutive batches with
 increasing times go through ``Engine.push_many`` (the same outputs as pushing them one by
@@ -134,9 +136,7 @@ class _MotorWriter:
 
 
 def apply_time_ns(batch: EventBatch) -> int:
-    """When a batch takes effect: its last sample (``t_ns + max(dt_ns)``), as in the core."""
-    if batch.dt_ns is not None and batch.dt_ns.size:
-        return batch.t_ns + int(batch.dt_ns.max())
+    """When a batch starts to take effect: its first part (``t_ns``; ``dt_ns`` >= 0)."""
     return batch.t_ns
 
 
@@ -166,7 +166,8 @@ def core_batches(
     log_file: LogFile, sizes: dict[str, int], drops: dict[str, int] | None = None
 ) -> list[tuple[int, EventBatch]]:
     """The log's EventBatches of the inputs ``sizes`` (name -> channels) as a core applies
-    them: ``(apply_time_ns, batch)`` in application order, through the core's input path
+    them: ``(t_ns, part)`` in application order (a part: a batch's events at one time),
+    through the core's input path
     (duplicates dropped, heartbeat resyncs included, a restarted driver's input brought
     back to zero by a batch of the negated counts so far). What was refused is counted in
     ``drops`` (e.g. ``bad_channel``). What training reads as its inputs."""
@@ -333,7 +334,9 @@ class _Runner:
         now = raw.log_time_ns
         if isinstance(msg, Heartbeat):
             if msg.totals:
+                before = self.inputs.n_batches
                 self.inputs.on_heartbeat(msg, now)
+                self.res.n_batches += self.inputs.n_batches - before  # keyframe corrections
             return
         if not isinstance(msg, EventBatch):
             return
@@ -347,7 +350,12 @@ class _Runner:
             cfg = InputMap(sensor=msg.sensor, input=msg.input)
             st = InputState(name, cfg, self.size[name], self.scale[name], now, WINDOW_ALL)
             self.inputs.add(st)
+        accepted = self.inputs.n_batches
         self.inputs.on_batch(msg, now, i)
+        if self.inputs.n_batches > accepted:  # a batch (of one or more parts) scheduled
+            self.res.n_batches += 1
+            if msg.scale != self.scale[name]:
+                self.res.n_rescaled_batches += 1
 
     def start(self, t0: int) -> None:
         self.t0 = t0
@@ -368,10 +376,7 @@ class _Runner:
             self.next_status_ns += self.status_period_ns
         self._take_copies((t_ns, -1 if tag is None else tag))
         res = self.res
-        if batch.scale != st.scale:
-            res.n_rescaled_batches += 1
         got = self.inputs.take(st, batch, reset)
-        res.n_batches += 1
         res.n_events_in += int(batch.channels.size)
         if got is None:
             return

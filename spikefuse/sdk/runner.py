@@ -92,8 +92,12 @@ class DriverContext:
         self._runner._heartbeat(t_ns, with_status=False)
 
     def stamp_heartbeats(self, clock: Callable[[], int]) -> None:
-        """Stamp the periodic heartbeats with ``clock()`` instead of the monotonic time (a
-        driver on a data clock: its heartbeats then never run ahead of its samples)."""
+        """Put the driver on a data clock: the periodic heartbeats are stamped with
+        ``clock()`` instead of the monotonic time and flush every pending batch first (a
+        heartbeat then says "everything up to here is sent", as :meth:`heartbeat` does), and
+        batches flush on data time only (``max_batch_latency_ms`` of data time, a full
+        batch, a heartbeat, the stop), never on a wall-clock deadline, so what is batched
+        together follows from the data alone (a lock-stepped simulator)."""
         self._runner.heartbeat_clock = clock
 
     def bad_reading(self, group: str, detail: str) -> None:
@@ -367,6 +371,8 @@ class Runner:
     # ------------------------------------------------------------------ timing
     def next_service_ns(self) -> int:
         t = self.next_hb_ns
+        if self.heartbeat_clock is not None:  # a data clock: no wall-clock batch deadlines
+            return t
         for s in self.streams.values():
             d = s.flush_deadline_ns()
             if d is not None and d < t:
@@ -374,12 +380,17 @@ class Runner:
         return t
 
     def service(self, now_ns: int) -> None:
-        for s in self.streams.values():
+        data_clock = self.heartbeat_clock
+        for s in self.streams.values() if data_clock is None else ():
             d = s.flush_deadline_ns()
             if d is not None and now_ns >= d:
                 s.flush(self._send_batch)
         if now_ns >= self.next_hb_ns or self.health.state != self._hb_state:
-            self._heartbeat(now_ns if self.heartbeat_clock is None else self.heartbeat_clock())
+            if data_clock is None:
+                self._heartbeat(now_ns)
+            else:  # everything up to the heartbeat's data time goes out before it
+                self.flush_all()
+                self._heartbeat(data_clock())
             self.next_hb_ns += self.hb_period_ns
             if self.next_hb_ns <= now_ns:  # late (a long blocking read): back on the grid
                 behind = (now_ns - self.next_hb_ns) // self.hb_period_ns + 1

@@ -125,8 +125,6 @@ class World:
             mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, f"obstacle{i}")
             for i in range(len(self.track.spec.obstacles))
         }
-        self._is_obstacle = np.zeros(self.model.ngeom, bool)  # per geom id: one lookup a step
-        self._is_obstacle[sorted(self._obstacle_geoms)] = True
         self._touching: set[int] = set()
         self.schedules = {
             "gyro": _Schedule(cfg.gyro.rate_hz),
@@ -206,12 +204,13 @@ class World:
 
     def _check_contacts(self) -> None:
         d = self.data
-        geoms = d.contact.geom[: d.ncon] if d.ncon else None
-        if geoms is None or not self._is_obstacle[geoms].any():
+        pairs = d.contact.geom[: d.ncon].tolist() if d.ncon else []
+        obstacles = self._obstacle_geoms
+        if not any(g1 in obstacles or g2 in obstacles for g1, g2 in pairs):
             self._touching = set()
             return
         now: set[int] = set()
-        for g1, g2 in geoms.tolist():
+        for g1, g2 in pairs:
             if g1 in self._obstacle_geoms and g2 in self._robot_geoms:
                 now.add(g1)
             elif g2 in self._obstacle_geoms and g1 in self._robot_geoms:
