@@ -66,6 +66,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "priority (1-99; needs CAP_SYS_NICE): shows how much is scheduling (default 0: off)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds of floor, core chain (10k ev/s), SDK chain and zenoh, each "
+        "--round-seconds long: the *_median ratios are the medians of the per-round ratios, "
+        "so a load change between chains moves no ratio (default 5; 0: off)",
+    )
+    p.add_argument("--round-seconds", type=float, default=1.5, help="per chain in a round")
+    p.add_argument(
         "--no-pinned",
         action="store_true",
         help="skip the floor and SDK chains pinned to one CPU (fields *_1cpu; always skipped "
@@ -388,10 +397,12 @@ def _drive(
     return sent, t[keep], cause[keep], cpu_us
 
 
-def measure_e2e(run: Path, seconds: float, seed: int, rt_priority: int = 0) -> dict[int, Run]:
+def measure_e2e(
+    run: Path, seconds: float, seed: int, rt_priority: int = 0, rates: tuple[int, ...] = RATES
+) -> dict[int, Run]:
     core_cfg = _write_core_config(run, seed)
     out = {}
-    for rate in RATES:
+    for rate in rates:
         argv = [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)]
         stream = make_stream(rate, seconds, seed)
         sent, t, cause, cpu_us = _drive(run, f"e2e-{rate}", argv, "core", stream, rt_priority)
@@ -852,7 +863,57 @@ def run(args: argparse.Namespace) -> BenchResult:
     if pinned is not None:
         _report_pinned(res, floor, sdk, *pinned)
     _report_inprocess(res, *measure_core_inprocess(args.seed))
+    if args.rounds > 0:
+        with tempfile.TemporaryDirectory(prefix="sfbench") as tmp:
+            _report_rounds(
+                res, measure_rounds(Path(tmp), args.rounds, args.round_seconds, args.seed)
+            )
     return res
+
+
+def measure_rounds(run: Path, n: int, seconds: float, seed: int) -> list[dict[str, float]]:
+    """``n`` rounds, each: the floor, the core chain at 10k ev/s, the SDK chain and (if
+    installed) zenoh, back to back; per round the p50 of each chain (us)."""
+    rounds = []
+    for i in range(n):
+        d = run / f"round{i}"
+        d.mkdir()
+        p50 = {"floor": float(np.percentile(measure_floor(d, seconds)[0], 50))}
+        p50["core"] = float(
+            np.percentile(measure_e2e(d, seconds, seed, rates=(10_000,))[10_000].lat_us, 50)
+        )
+        p50["sdk"] = float(np.percentile(measure_sdk(d, seconds), 50))
+        if zenoh_available():
+            p50["zenoh"] = float(np.percentile(measure_zenoh(d, seconds), 50))
+        rounds.append(p50)
+    return rounds
+
+
+def _report_rounds(res: BenchResult, rounds: list[dict[str, float]]) -> None:
+    """Medians of the per-round p50 ratios (each ratio within one round)."""
+
+    def median_ratio(a: str, b: str) -> float:
+        return round(float(np.median([r[a] / r[b] for r in rounds if b in r])), 3)
+
+    res.fields["rounds"] = len(rounds)
+    res.fields["p50_ratio_vs_floor_10k_median"] = median_ratio("core", "floor")
+    res.fields["sdk_p50_ratio_vs_floor_median"] = median_ratio("sdk", "floor")
+    line = ", ".join(
+        "/".join(f"{r[k]:.0f}" for k in ("floor", "core", "sdk", "zenoh") if k in r) for r in rounds
+    )
+    if all("zenoh" in r for r in rounds):
+        res.fields["sdk_p50_ratio_vs_zenoh_median"] = median_ratio("sdk", "zenoh")
+        res.fields["zenoh_p50_ratio_vs_floor_median"] = median_ratio("zenoh", "floor")
+    res.notes.append(
+        f"{len(rounds)} interleaved rounds, p50 us floor/core 10k/SDK/zenoh: {line}; median "
+        f"ratios: core/floor {res.fields['p50_ratio_vs_floor_10k_median']}, SDK/floor "
+        f"{res.fields['sdk_p50_ratio_vs_floor_median']}"
+        + (
+            f", SDK/zenoh {res.fields['sdk_p50_ratio_vs_zenoh_median']}"
+            if "sdk_p50_ratio_vs_zenoh_median" in res.fields
+            else ""
+        )
+    )
 
 
 def _report_inprocess(res: BenchResult, hot_us: float, py_us: float, share: float) -> None:

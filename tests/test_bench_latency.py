@@ -55,3 +55,26 @@ def test_fixed_rate_loop_child_ticks_and_reflects_every_batch(tmp_path):
     # a batch waits for the next tick (<= 10 ms) plus transport; generous for a loaded host
     assert 1_000 < float(np.mean(r.batch_lat_us)) < 60_000
     assert r.ops_per_s > 0.5 * 100 * st["ops_per_tick"]
+
+
+def test_round_ratios_are_taken_within_each_round():
+    """A load change between rounds moves every chain of that round together: the median of
+    per-round ratios keeps the ratio, pooling the p50s across rounds would not."""
+    from spikefuse.benchmarks._common import BenchResult
+
+    rounds = [
+        {"floor": 100.0, "core": 120.0, "sdk": 150.0, "zenoh": 80.0},
+        {"floor": 400.0, "core": 480.0, "sdk": 600.0, "zenoh": 320.0},  # a loaded round
+        {"floor": 100.0, "core": 130.0, "sdk": 140.0, "zenoh": 100.0},
+    ]
+    res = BenchResult("t", header=("a",))
+    bl._report_rounds(res, rounds)
+    assert res.fields["rounds"] == 3
+    assert res.fields["p50_ratio_vs_floor_10k_median"] == 1.2
+    assert res.fields["sdk_p50_ratio_vs_floor_median"] == 1.5
+    assert res.fields["sdk_p50_ratio_vs_zenoh_median"] == 1.875
+    assert res.fields["zenoh_p50_ratio_vs_floor_median"] == 0.8
+    no_zenoh = BenchResult("t", header=("a",))
+    bl._report_rounds(no_zenoh, [{"floor": 1.0, "core": 2.0, "sdk": 3.0}])
+    assert "sdk_p50_ratio_vs_zenoh_median" not in no_zenoh.fields  # zenoh not installed
+    assert no_zenoh.fields["sdk_p50_ratio_vs_floor_median"] == 3.0
