@@ -126,3 +126,11 @@ def test_cli_eval_folder(tmp_path: Path, shared_data: Path) -> None:
         cmd + ["--plot", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 2 and "--plot takes a single log" in res.stderr
+    # a corrupt log among good ones: named, the others still scored, exit 1
+    (logs / "broken.csv").write_bytes(b"\xfb\x00not a table")
+    res = subprocess.run(
+        cmd + ["--json", "--no-dense", "--no-compare"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 1 and "broken.csv" in res.stderr and "Traceback" not in res.stderr
+    f = json.loads(res.stdout)
+    assert len(f["trials"]) == 2 and [Path(x["log"]).name for x in f["failed"]] == ["broken.csv"]

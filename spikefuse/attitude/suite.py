@@ -84,6 +84,8 @@ class SuiteReport:
     """Per-log fields plus the summary over the logs."""
 
     trials: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    """logs that could not be read or scored: ``{"log", "error"}`` (the others are scored)"""
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class SuiteReport:
         return out
 
     def as_json(self) -> dict[str, Any]:
-        return {"trials": self.trials, **self.summary}
+        return {"trials": self.trials, "failed": self.failed, **self.summary}
 
     def render(self) -> str:
         head = ("log",) + tuple(c[0] for c in COLUMNS)
@@ -121,10 +123,11 @@ class SuiteReport:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.insert(len(rows), "  ".join("-" * w for w in widths))
+        failed = "".join(f"not scored: {f['error']}\n" for f in self.failed)
         return (
             "\n".join(lines)
             + "\nincl/head: RMSE [deg]; mr: multi-rate (accel 50 Hz); ratios to VQF in the same "
-            "run (heading: VQF 9D); ops/dense: syn ops over the same graph run densely\n"
+            "run (heading: VQF 9D); ops/dense: syn ops over the same graph run densely\n" + failed
         )
 
 
@@ -140,11 +143,18 @@ def evaluate_logs(
     score: Callable[[Table], dict[str, Any]],
     progress: bool | None = None,
 ) -> SuiteReport:
-    """``score(load(log))`` for every log, with a progress bar on a terminal."""
+    """``score(load(log))`` for every log, with a progress bar on a terminal. A log that
+    cannot be read (:class:`LogFileError`, naming the file and what is wrong) is listed in
+    ``failed`` and the others are still scored."""
     rep = SuiteReport()
     with Progress(len(logs), "eval attitude", enabled=progress) as bar:
         for log in logs:
-            rep.trials.append(add_ratios(score(load(log))))
+            try:
+                table = load(log)
+            except LogFileError as exc:
+                rep.failed.append({"log": str(log), "error": str(exc)})
+            else:
+                rep.trials.append(add_ratios(score(table)))
             bar.update(1)
     return rep
 

@@ -138,7 +138,10 @@ def _run_suite(args: argparse.Namespace, logs: list[Path], mapping, graph) -> in
         sys.stdout.write("\n")
     else:
         sys.stdout.write(rep.render())
-    return 0
+    sys.stdout.flush()
+    for f in rep.failed:
+        print(f"spikefuse eval: error: {f['error']}", file=sys.stderr)
+    return 1 if rep.failed else 0
 
 
 def _time_slice(table, start_s: float | None, end_s: float | None):
