@@ -18,6 +18,11 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   Optional **hysteresis** ``h`` (quanta, < 1/2): a channel sends only when
   ``|k*v - sent| > 1/2 + h``, so a still value on a level boundary does not toggle with
   its noise (the reconstruction is then within ``1/2 + h`` quanta).
+  Optional **smoothing** ``smooth_samples`` ``s`` (>= 1; 1: off): each channel quantizes an
+  exponential moving average ``m += (v - m)/s`` (started at its first finite value) instead
+  of ``v``: a noisy sensor (a magnetometer) whose consumer low-passes it anyway sends its
+  noise ``~sqrt(2 s)`` times smaller, so a finer quantum stays quiet at rest. It lags a
+  changing value by ``s - 1`` samples. A non-finite value leaves the average unchanged.
 * :class:`DvsEncoder` emulates a dynamic-vision-sensor pixel array on frames: per pixel the
   log intensity is compared with a reference; every crossing of the contrast threshold ``C``
   emits one signed event, ``n = floor(|dL| / C)`` of them, timestamped by linear
@@ -88,6 +93,7 @@ class SigmaDeltaEncoder:
         rest_samples: int = 0,
         zero_tau_samples: float = 1.0,
         hysteresis: float = 0.0,
+        smooth_samples: float = 1.0,
     ):
         if int(n_channels) <= 0:
             raise ValueError(f"n_channels must be > 0, found {n_channels}")
@@ -97,6 +103,8 @@ class SigmaDeltaEncoder:
             raise ValueError(f"zero_tau_samples must be >= 1, found {zero_tau_samples}")
         if not 0.0 <= hysteresis < 0.5:
             raise ValueError(f"hysteresis must be in [0, 0.5), found {hysteresis}")
+        if not (np.isfinite(smooth_samples) and smooth_samples >= 1.0):
+            raise ValueError(f"smooth_samples must be >= 1, found {smooth_samples}")
         self.n_channels = int(n_channels)
         self.scale = _as_scale(scale, self.n_channels)
         self.threshold = 0.5 + float(hysteresis)
@@ -105,6 +113,8 @@ class SigmaDeltaEncoder:
         self.zero_gain = 1.0 / float(zero_tau_samples)
         self.offset = np.zeros(self.n_channels, dtype=np.float64)
         self.n_rest = 0  # samples in a row with nothing sent and a zero reconstruction
+        self.smooth_gain = 1.0 / float(smooth_samples)
+        self.smoothed = np.full(self.n_channels, np.nan)  # NaN: no finite value seen yet
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
         self.n_saturated = 0
@@ -115,6 +125,7 @@ class SigmaDeltaEncoder:
         zero the counters."""
         self.sent[:] = 0
         self.offset[:] = 0.0
+        self.smoothed[:] = np.nan
         self.n_rest = 0
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
@@ -127,6 +138,20 @@ class SigmaDeltaEncoder:
         if not self.rest_samples or np.shape(values) != self.offset.shape:
             return values  # (a wrong shape is reported by the quantizer)
         return values - self.offset
+
+    def smooth(self, values: np.ndarray) -> np.ndarray:
+        """The moving average the quantizer sees (``values`` itself when smoothing is off);
+        updates it. A channel starts at its first finite value; a non-finite value is
+        passed on (the quantizer skips it) and leaves the average as it was."""
+        if self.smooth_gain == 1.0 or np.shape(values) != self.smoothed.shape:
+            return values
+        fin = np.isfinite(values)
+        m = self.smoothed
+        start = fin & np.isnan(m)
+        m[start] = values[start]
+        run = fin & ~start
+        m[run] = m[run] + self.smooth_gain * (values[run] - m[run])
+        return np.where(fin, m, values)
 
     def learn_offset(self, values: np.ndarray, n_sent: int) -> None:
         """Auto-zero bookkeeping after a sample (``n_sent`` channels sent): count the
@@ -153,7 +178,7 @@ class SigmaDeltaEncoder:
         if v.shape != (self.n_channels,):
             raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         self.n_samples += 1
-        raw, v = v, self.zeroed(v)
+        raw, v = v, self.smooth(self.zeroed(v))
         target = self.scale * v
         if np.isfinite(target).all() and np.abs(target).max() <= _MAX_TARGET:
             delta = send_counts(target - self.sent, self.threshold)  # the common case

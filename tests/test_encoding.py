@@ -329,3 +329,39 @@ def test_hysteresis_keeps_a_noisy_value_on_a_level_boundary_still():
     assert err.max() <= 0.75 + 1e-12 and err.max() > 0.5
     with pytest.raises(ValueError, match="hysteresis"):
         SigmaDeltaEncoder(1, 1.0, hysteresis=0.5)
+
+
+def test_smoothing_quiets_sensor_noise_and_follows_a_moving_value():
+    """A still value with noise of 0.4 quanta (a magnetometer on a fine quantum) keeps the
+    plain encoder toggling; quantizing a moving average over 12 samples sends at most a
+    few counts. On a ramp the reconstruction lags by ``s - 1`` samples and stays within
+    half a quantum of the average; ``smooth_samples`` 1 is the plain encoder."""
+    rng = np.random.default_rng(7)
+    still = (3.0 + 0.4 * rng.standard_normal(3000))[:, None]
+    sends = {}
+    for s in (1.0, 12.0):
+        enc = SigmaDeltaEncoder(1, 1.0, hysteresis=0.2, smooth_samples=s)
+        recv = _run(enc, still)[:, 0]
+        sends[s] = int(np.count_nonzero(np.diff(recv[100:])))
+    assert sends[1.0] > 100 and sends[12.0] <= 5
+    ramp = (0.05 * np.arange(2000.0))[:, None]
+    enc = SigmaDeltaEncoder(1, 1.0, smooth_samples=12.0)
+    recv = _run(enc, ramp)[:, 0]
+    lagged = ramp[500:, 0] - 0.05 * 11.0  # the moving average's steady lag
+    assert np.abs(recv[500:] - lagged).max() <= 0.5 + 1e-9
+    plain, one = SigmaDeltaEncoder(1, 1.0), SigmaDeltaEncoder(1, 1.0, smooth_samples=1.0)
+    np.testing.assert_array_equal(_run(plain, still), _run(one, still))
+
+
+def test_smoothing_starts_at_the_first_finite_value_and_skips_nonfinite():
+    enc = SigmaDeltaEncoder(2, 1.0, smooth_samples=4.0)
+    ch, ct = enc.encode(np.array([np.nan, 10.0]))  # channel 0 has no average yet
+    assert ch.tolist() == [1] and ct.tolist() == [10] and enc.n_skipped_nonfinite == 1
+    enc.encode(np.array([8.0, np.inf]))  # channel 0 starts at 8; channel 1 keeps 10
+    assert enc.smoothed.tolist() == [8.0, 10.0] and enc.sent.tolist() == [8, 10]
+    enc.encode(np.array([12.0, 6.0]))
+    assert enc.smoothed.tolist() == [9.0, 9.0] and enc.sent.tolist() == [9, 9]
+    enc.reset()
+    assert np.isnan(enc.smoothed).all()
+    with pytest.raises(ValueError, match="smooth_samples"):
+        SigmaDeltaEncoder(1, 1.0, smooth_samples=0.5)

@@ -67,6 +67,7 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
             st.integers(0, 4),
             st.floats(1.0, 10.0),
             st.sampled_from([0.0, 0.1, 0.25, 0.49]),
+            st.sampled_from([1.0, 1.5, 4.0, 11.43]),
             st.lists(
                 st.lists(st.one_of(values, st.floats(-2.0, 2.0)), min_size=n, max_size=n),
                 min_size=1,
@@ -76,17 +77,20 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
     )
 )
 def test_compiled_sigma_delta_with_auto_zero_and_hysteresis_matches_the_numpy_encoder(case):
-    """The encoder options (encoding.SigmaDeltaEncoder rest_samples, hysteresis) on the
-    compiled path: the same counts, offsets and rest counts as the reference, per sample."""
-    scale, rest, tau, hyst, samples = case
-    ref = SigmaDeltaEncoder(len(scale), np.array(scale), rest, tau, hyst)
-    fast = CompiledSigmaDelta(len(scale), np.array(scale), rest, tau, hyst)
+    """The encoder options (encoding.SigmaDeltaEncoder rest_samples, hysteresis,
+    smooth_samples) on the compiled path: the same counts, offsets, rest counts and moving
+    averages as the reference, per sample (non-finite values included)."""
+    scale, rest, tau, hyst, smooth, samples = case
+    ref = SigmaDeltaEncoder(len(scale), np.array(scale), rest, tau, hyst, smooth)
+    fast = CompiledSigmaDelta(len(scale), np.array(scale), rest, tau, hyst, smooth)
     for v in samples:
         a, b = ref.encode(np.array(v)), fast.encode(np.array(v))
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
         np.testing.assert_array_equal(ref.offset, fast.offset)
+        np.testing.assert_array_equal(ref.smoothed, fast.smoothed)
         assert ref.n_rest == fast.n_rest
+        assert ref.n_skipped_nonfinite == fast.n_skipped_nonfinite
     np.testing.assert_array_equal(ref.sent, fast.sent)
 
 
@@ -245,7 +249,7 @@ def test_a_group_config_sets_the_encoder_options():
     cfg = _Cfg(
         groups={
             "a": {"scale": 1.0, "zero_rest_samples": 5, "zero_tau_samples": 2.0},
-            "b": {"hysteresis": 0.25},
+            "b": {"hysteresis": 0.25, "smooth_samples": 4.0},
         },
         max_batch_latency_ms=0.0,
         heartbeat_period_s=3600.0,
@@ -262,5 +266,8 @@ def test_a_group_config_sets_the_encoder_options():
     assert [b.channels.tolist() for b in batches] == [[0]] and batches[0].counts.tolist() == [1]
     runner.handle(Sample("b", 3_000, np.array([0.0])))
     assert runner.streams["b"].encoder.threshold == 0.75
+    assert runner.streams["b"].encoder.smooth_gain == 0.25
+    with pytest.raises(ValidationError, match="smooth_samples"):
+        _Cfg(groups={"a": {"smooth_samples": 0.5}})
     with pytest.raises(ValidationError, match="zero_tau_samples"):
         _Cfg(groups={"a": {"zero_tau_samples": 0.5}})

@@ -4,7 +4,7 @@
 # byte for byte on the wire).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.math cimport copysign, fabs, floor, isfinite
+from libc.math cimport copysign, fabs, floor, isfinite, isnan
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
@@ -36,34 +36,57 @@ cdef class SigmaDeltaStep:
     with the Python object, updated in place): :meth:`encode` returns new (channels, counts)
     int32 arrays of the nonzero counts; the channels skipped or saturated by the last call
     are in ``last_nonfinite``, ``last_out_of_range``, ``last_saturated`` (``last_bad``: any).
+    With ``smoothed`` (the encoder's moving-average state, shared) and ``smooth_gain`` < 1
+    each channel quantizes its moving average (SigmaDeltaEncoder.smooth).
     The same arithmetic as SigmaDeltaEncoder.encode, which is its oracle."""
 
     cdef const double[::1] scale
     cdef int64_t[::1] sent
+    cdef double[::1] smoothed
+    cdef double smooth_gain
     cdef double threshold
     cdef int32_t[::1] ch
     cdef int32_t[::1] co
     cdef public int last_nonfinite, last_out_of_range, last_saturated
     cdef public bint last_bad
 
-    def __init__(self, const double[::1] scale, int64_t[::1] sent, double threshold=0.5):
+    def __init__(
+        self,
+        const double[::1] scale,
+        int64_t[::1] sent,
+        double threshold=0.5,
+        double[::1] smoothed=None,
+        double smooth_gain=1.0,
+    ):
         if scale.shape[0] != sent.shape[0]:
             raise ValueError("scale and sent differ in length")
+        if smooth_gain != 1.0 and (smoothed is None or smoothed.shape[0] != sent.shape[0]):
+            raise ValueError("smoothing needs a smoothed array as long as sent")
         self.scale = scale
         self.sent = sent
         self.threshold = threshold
+        self.smoothed = smoothed
+        self.smooth_gain = smooth_gain
         self.ch = np.empty(sent.shape[0], np.int32)
         self.co = np.empty(sent.shape[0], np.int32)
 
     def encode(self, const double[::1] values):
         cdef Py_ssize_t i, n = 0, nch = self.sent.shape[0]
         cdef int n_nonfinite = 0, n_range = 0, n_sat = 0
-        cdef double target, delta
+        cdef double target, delta, x
         cdef int64_t d
+        cdef bint smooth = self.smooth_gain != 1.0
         if values.shape[0] != nch:
             raise ValueError(f"values have shape ({values.shape[0]},), expected ({nch},)")
         for i in range(nch):
-            target = self.scale[i] * values[i]
+            x = values[i]
+            if smooth and isfinite(x):
+                if isnan(self.smoothed[i]):
+                    self.smoothed[i] = x
+                else:
+                    self.smoothed[i] = self.smoothed[i] + self.smooth_gain * (x - self.smoothed[i])
+                x = self.smoothed[i]
+            target = self.scale[i] * x
             if not isfinite(target):
                 n_nonfinite += 1
                 continue

@@ -51,6 +51,14 @@ class GroupConfig(StrictModel):
         description="encoder hysteresis in quanta (SigmaDeltaEncoder): a still reading on a "
         "level boundary does not toggle with its noise",
     )
+    smooth_samples: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="the encoder quantizes a moving average over this many samples "
+        "(SigmaDeltaEncoder smooth_samples; 1: off): a noisy sensor stays quiet at rest",
+    )
 
 
 class RetryConfig(StrictModel):

@@ -326,7 +326,12 @@ class Runner:
         if stream.encoder is None:
             gc = self.cfg.groups[stream.group]
             stream.encoder = CompiledSigmaDelta(
-                values.size, stream.scale, gc.zero_rest_samples, gc.zero_tau_samples, gc.hysteresis
+                values.size,
+                stream.scale,
+                gc.zero_rest_samples,
+                gc.zero_tau_samples,
+                gc.hysteresis,
+                gc.smooth_samples,
             )
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != values.size:

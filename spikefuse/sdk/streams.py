@@ -42,9 +42,15 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
         rest_samples: int = 0,
         zero_tau_samples: float = 1.0,
         hysteresis: float = 0.0,
+        smooth_samples: float = 1.0,
     ):
-        super().__init__(n_channels, scale, rest_samples, zero_tau_samples, hysteresis)
-        self._step = SigmaDeltaStep(self.scale, self.sent, self.threshold)  # shares the arrays
+        super().__init__(
+            n_channels, scale, rest_samples, zero_tau_samples, hysteresis, smooth_samples
+        )
+        # shares the arrays (the moving average is done by the step)
+        self._step = SigmaDeltaStep(
+            self.scale, self.sent, self.threshold, self.smoothed, self.smooth_gain
+        )
 
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = values
