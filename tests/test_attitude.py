@@ -265,8 +265,9 @@ def test_heading_tracks_constant_yaw_rate() -> None:
 
 def test_heading_converges_from_wrong_start_and_then_is_quiet() -> None:
     """Still, level IMU, the field tracker started 90 degrees off: it converges through the
-    correction (tau_mag 3 s) and then does no work."""
-    t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=60.0, rate_rad_s=0.0)
+    correction (tau_mag_s, 9 s) within 10 time constants and then does no work."""
+    seconds = 20.0 * AttitudeParams().tau_mag_s
+    t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=seconds, rate_rad_s=0.0)
     run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, 0.0))  # north pointing east
     q = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
     err = np.degrees(np.abs(heading_error_rad(q, q_gt)))

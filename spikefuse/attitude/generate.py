@@ -76,11 +76,17 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
 
     dn/dt = n x w + K_m ( t_m (mf/B_h - (mf.g/B_h) g) + (1 - t_m) n_q - n ) + lam (1 - |n|^2) n_q
 
-* the magnetometer is first smoothed in the body frame by a leaky Integrator ``mf``
-  (``tau_mag_filter_s``): each input spike costs one op, and at rest the Integrator's
-  hysteresis keeps ``mf`` still under the sensor noise, so the rest of the field path does
-  no work (the raw field made the 9D graph cost ~1000 ops/s at rest). The filter lags a
-  turning field by ``w tau``, which is why it is short;
+* ``K_m = 1/tau_mag_s`` (9 s, VQF's ``tauMag``): the field is noisier than gravity and
+  rejected often; at 3 s the heading followed the field's quantization and noise (trials
+  09 and 15: 2.3x and 2.9x VQF 9D; 1.1x and 1.8x at 9 s with nothing else changed);
+* the magnetometer's *encoder* quantizes a 40 ms moving average (``mag_smooth_s``; the
+  encoder's ``smooth_samples``), at its own quantum ``mag_quantum_uT`` (2.5 uT; it feeds
+  only the Integrator below, so it is on no grid). The raw noise (0.7 uT) toggled the
+  3.7 uT quantum it used to share with the gyro grid at rest (9D rest ops up to
+  1100/s); the average is ~5x quieter, so a finer quantum stays still at rest;
+* the field is then smoothed in the body frame by a leaky Integrator ``mf``
+  (``tau_mag_filter_s``): each input spike costs one op. Both filters lag a turning field
+  (``mag_lag_s``, compensated below), which is why they are short;
 * only the horizontal part carries heading; the vertical field is removed with the tracked
   ``g``: ``Pmg = mf * g``, Dense ``mv`` (``s = mf.g/B_h``), ``st = t_m s``,
   ``Pv_c = st * g_c``;
@@ -91,8 +97,14 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   only after the field held the reference for ~2.3 ``mag_settle_s`` (a magnet passing
   through the thresholds no longer pulls the heading; stationary-magnet trial 9.8x -> 2.0x
   VQF on an excerpt), off within a tenth of it; while off ``n`` follows the gyro alone;
-* the smoothed field lags the rotation by ~``tau_mag_filter_s``: the vertical part is
-  taken with ``g`` set as far behind (``gm_c = g_c - (tau_f - lead)(g x w)_c``, else the
+* the references ``B0^2`` (per axis, ``rb2``) and ``B_v/B_h`` (``rmv``) follow the field
+  with ``mag_ref_tau_s`` (20 s, VQF's ``magRefTau``; leaky Integrators, so at rest they
+  stand still): taken from one first sample they were 4-9 % off the field in motion on the
+  fast-translation trial, so the norm check sat at its threshold and rejected the field
+  at random; a magnet passing by in less than ~T is still rejected, a field that stays
+  is accepted as the new reference (as VQF does after ``magNewTime``);
+* the smoothed field lags the rotation by ``mag_lag_s``: the vertical part is
+  taken with ``g`` set as far behind (``gm_c = g_c - (lag - lead)(g x w)_c``, else the
   dip check fails in fast rotation), and ``n`` is relaxed as far behind (gated by
   ``t_m``: while the field is not trusted nothing scales the gyro); the output ``north``
   leads like ``gravity``;
@@ -261,8 +273,21 @@ class AttitudeParams(StrictModel):
     tau_mag_filter_s: float = Field(
         default=0.04, gt=0, description="smoothing of the magnetometer before the tracker"
     )
+    mag_smooth_s: float = Field(
+        default=0.04,
+        ge=0,
+        description="moving average of the magnetometer in its encoder (the encoder's "
+        "smooth_samples; 0: off): the noise the quantizer sees shrinks, so the field stays "
+        "quiet at rest",
+    )
     mag_trust_levels: int = Field(
         default=1, ge=1, description="levels of the magnetometer trust (1: on/off at the midpoint)"
+    )
+    mag_ref_tau_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="the norm and dip references follow the smoothed field with this time "
+        "constant (VQF's magRefTau; 0: fixed at the start values)",
     )
     mag_settle_s: float = Field(
         default=0.5, ge=0, description="time scale of the magnetometer re-trust (0: instant)"
@@ -271,7 +296,15 @@ class AttitudeParams(StrictModel):
         default=math.radians(3.0), gt=0, description="quantization heading budget (field side)"
     )
     mag_noise_uT: float = Field(default=0.7, gt=0, description="per-sample magnetometer noise")
-    tau_mag_s: float = Field(default=3.0, gt=0, description="magnetometer correction time constant")
+    mag_quantum_uT: float | None = Field(
+        default=2.5,
+        gt=0,
+        description="magnetometer input quantum, uT (it feeds only the smoothing integrator "
+        "mf: no grid to keep); None: 4 sigma of the noise rounded up to the mf grid",
+    )
+    tau_mag_s: float = Field(
+        default=9.0, gt=0, description="magnetometer correction time constant (VQF's tauMag)"
+    )
     n0: tuple[float, float, float] = Field(
         default=(0.0, 1.0, 0.0),
         description="initial body-frame horizontal field (north), units of mag_horizontal_uT",
@@ -292,12 +325,16 @@ class AttitudeParams(StrictModel):
             )
         return self
 
-    def encoder_options(self, group: str) -> dict[str, float]:
+    def encoder_options(self, group: str, sample_rate_hz: float | None = None) -> dict[str, float]:
         """Keyword arguments of the :class:`~spikefuse.encoding.SigmaDeltaEncoder` of a
         sensor group (a driver's ``groups.<group>.*``): the gyro's auto-zero, the
-        hysteresis of the accelerometer and the magnetometer."""
+        hysteresis of the accelerometer and the magnetometer, the magnetometer's moving
+        average (in samples of ``sample_rate_hz``, the group's rate; default ``rate_hz``)."""
         hyst = {"accel": self.accel_hysteresis, "mag": self.mag_hysteresis}.get(group, 0.0)
         out: dict[str, float] = {"hysteresis": hyst} if hyst else {}
+        n_smooth = self.mag_smooth_s * (sample_rate_hz or self.rate_hz)
+        if group == "mag" and n_smooth > 1.0:
+            out["smooth_samples"] = n_smooth
         if group == "gyro" and self.gyro_zero_rest_s:
             out["rest_samples"] = max(1, round(self.gyro_zero_rest_s * self.rate_hz))
             out["zero_tau_samples"] = max(1.0, self.gyro_zero_tau_s * self.rate_hz)
@@ -307,6 +344,13 @@ class AttitudeParams(StrictModel):
     def lead_s(self) -> float:
         """The output lead (``gyro_lead_s``, or one gyro sample period)."""
         return 1.0 / self.rate_hz if self.gyro_lead_s is None else self.gyro_lead_s
+
+    @property
+    def mag_lag_s(self) -> float:
+        """How far the smoothed field ``mf`` lags: its integrator's time constant plus the
+        encoder's moving average (``s - 1`` samples)."""
+        enc = max(0.0, self.mag_smooth_s - 1.0 / self.rate_hz)
+        return self.tau_mag_filter_s + enc
 
     @property
     def b_vertical_uT(self) -> float:
@@ -378,7 +422,7 @@ class AttitudeParams(StrictModel):
             step_m = k_m * eps_m
             b_h = self.mag_horizontal_uT
             q_mf = eps_m * b_h  # eps_m of heading at B_h
-            q_mag = q_mf * math.ceil(4.0 * self.mag_noise_uT / q_mf - 1e-9)  # >= 4 sigma
+            q_mag = self.mag_quantum_uT or q_mf * math.ceil(4.0 * self.mag_noise_uT / q_mf - 1e-9)
             s.update(
                 {
                     "mag": 1.0 / q_mag,
@@ -535,9 +579,9 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
     g.input("mag", 3, scale=s["mag"])
     tf = p.tau_mag_filter_s
     g.integrator("mf", "mag", gain=1.0 / tf, tau_s=tf, y0=p.mag_start_uT, scale=s["mf"])
-    # g as far behind the rotation as the smoothed field (it lags ~tau_mag_filter_s; g
+    # g as far behind the rotation as the smoothed field (it lags mag_lag_s; g
     # lags one gyro period): the vertical part mf.g is then consistent in fast rotation
-    g_comp = _add_lead(g, "g", s["g"], p.lead_s - tf, "m")
+    g_comp = _add_lead(g, "g", s["g"], p.lead_s - p.mag_lag_s, "m")
     g.product("Pmg", "mf", g_comp, scale=s["Pmg"])  # mf_c g_c
     g.dense("mv", "Pmg", np.full((3, 1), 1.0 / b_h), scale=s["mv"])  # mf.g / B_h
     # disturbance measure, 1 at the thresholds: norm | |B|^2/B0^2 - 1 | / th_norm and dip
@@ -545,11 +589,27 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
     b0 = p.mag_field_uT
     g.product("b2", "mf", "mf", scale=s["b2"])
     cos_dip = max(b_h / b0, 0.1)
+    w_norm = 1.0 / (b0**2 * p.mag_norm_th)
+    w_dip = b_h / (b0 * cos_dip * p.mag_dip_th_rad)
     w = np.zeros((4, 2))
-    w[:3, 0] = 1.0 / (b0**2 * p.mag_norm_th)
-    w[3, 1] = b_h / (b0 * cos_dip * p.mag_dip_th_rad)
-    bias = [-1.0 / p.mag_norm_th, -p.b_vertical_uT / (b0 * cos_dip * p.mag_dip_th_rad)]
-    g.dense("mgate", ["b2", "mv"], w, bias=bias, activation="abs", scale=s["mgate"])
+    w[:3, 0] = w_norm
+    w[3, 1] = w_dip
+    srcs = ["b2", "mv"]
+    if p.mag_ref_tau_s:
+        # the references follow the field slowly (VQF's magRefTau): a field whose norm or
+        # dip differs from the start values by a few percent (another place in the room,
+        # a sensor calibration that varies with orientation) is accepted within ~T, a
+        # magnet passing by in less is not
+        tr = p.mag_ref_tau_s
+        b2_0 = [float(v) ** 2 for v in p.mag_start_uT]
+        g.integrator("rb2", "b2", gain=1.0 / tr, tau_s=tr, y0=b2_0, scale=s["b2"])
+        g.integrator("rmv", "mv", gain=1.0 / tr, tau_s=tr, y0=p.b_vertical_uT / b_h, scale=s["mv"])
+        srcs += ["rb2", "rmv"]
+        w = np.vstack([w, -w])
+        bias = [0.0, 0.0]
+    else:
+        bias = [-1.0 / p.mag_norm_th, -p.b_vertical_uT / (b0 * cos_dip * p.mag_dip_th_rad)]
+    g.dense("mgate", srcs, w, bias=bias, activation="abs", scale=s["mgate"])
     # on/off per criterion; the trust is the product (both must hold)
     span = p.mag_gate_out - p.mag_gate_in
     for name, col in (("mtn", 0), ("mtd", 1)):
@@ -592,9 +652,9 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         w[3, 0] = -km
         w[4, 0] = 1.0  # Qn_c: hold and renormalisation
         corr.append(([f"Qmag_{axis}", f"Pv_{axis}", f"Qn_{axis}"], w))
-    # the smoothed field lags the rotation by ~tau_mag_filter_s: relax n as far behind
+    # the smoothed field lags the rotation by mag_lag_s: relax n as far behind
     bias = "bm" if p.bias_gain else None
-    lead = p.lead_s - p.tau_mag_filter_s
+    lead = p.lead_s - p.mag_lag_s
     comp = _add_tracker(g, "n", s, p.tau_mag_s, list(p.n0), corr, bias, lead, "mtrust")
     if p.lead_s:
         comp = _add_lead(g, "n", s["n"], p.lead_s)

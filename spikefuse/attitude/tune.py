@@ -4,7 +4,8 @@ leave-one-log-out check of that choice.
 ``python -m spikefuse.attitude.tune DIR|FILE... [--grid KEY=V1,V2,...]... [--json]``
 
 Every grid point is scored on every log (6D graph on the engine, full rate and multi-rate,
-inclination RMSE over VQF 6D's in the same run; 9D heading over VQF 9D's with ``--heading``).
+inclination RMSE over VQF 6D's in the same run; 9D heading over VQF 9D's with ``--heading``,
+which adds the same choice and leave-one-out check on the heading ratio).
 The choice minimises the objective over the logs (mean log-ratio plus the worst log-ratio:
 good on the median, no log left behind). Leave-one-out: for each log, the choice made on
 the others, and that log's ratio under it next to its ratio under the all-log choice. The
@@ -30,6 +31,7 @@ from spikefuse.attitude.evaluate import (
     MULTIRATE_MAG_HZ,
     _held_mag,
     _initial_state,
+    _rest_ops_per_s,
     _scored_mask,
 )
 from spikefuse.attitude.generate import AttitudeParams, build_attitude_graph
@@ -95,7 +97,8 @@ def prepare(path: Path, seconds: float | None = None, start_s: float = 0.0) -> L
 def score(
     log: Log, p: AttitudeParams, heading: bool = False, multirate: bool = True
 ) -> dict[str, float]:
-    """Ratios to VQF and the ops ratio of the graph for ``p`` on ``log``."""
+    """Ratios to VQF, the ops ratio of the graph for ``p`` on ``log`` and (where the log
+    marks still samples, ``movement == 0``) its synaptic ops per second at rest."""
     t = log.table.t_ns
     p = _initial_state(p.model_copy(update={"rate_hz": log.table.rate_hz}), log.accel, log.mag)
     p = p.model_copy(update={"with_mag": heading and log.mag is not None})
@@ -109,7 +112,8 @@ def score(
         }
         if p.with_mag:
             mag_due = decimate(t, MULTIRATE_MAG_HZ if acc_hz else None)
-            st["mag"] = Stream(log.mag, mag_due, p.encoder_options("mag"))
+            mag_hz = MULTIRATE_MAG_HZ if acc_hz else None
+            st["mag"] = Stream(log.mag, mag_due, p.encoder_options("mag", mag_hz))
         ev = run_events(g, t, st)
         up = ev.outputs["gravity"]
         incl = _rmse_deg(inclination_error_rad(quat_from_up(up)[log.mask], log.gt[log.mask]))
@@ -119,6 +123,10 @@ def score(
                 DenseExecutor(g).ops_per_step * len(log.table)
             )
             out["gravity_norm_max_dev"] = float(np.max(np.abs(np.linalg.norm(up, axis=1) - 1)))
+            mv = log.table.extra.get("movement")
+            if mv is not None and not np.all(np.asarray(mv) != 0):
+                rest = np.asarray(mv) == 0
+                out["rest_ops_per_s"] = _rest_ops_per_s(ev.syn_ops, rest, log.table.rate_hz)
             if p.with_mag:
                 q9 = quat_from_up_and_mag(up, ev.outputs["north"])
                 h = _rmse_deg(heading_error_rad(q9[log.mask], log.gt[log.mask]))
@@ -216,10 +224,17 @@ def _result(args, points, logs, mat) -> dict[str, Any]:
     objs = [objective([m["incl_ratio"] for m in row]) for row in mat]
     best = int(np.argmin(objs))
     loo = leave_one_out("incl_ratio", mat)
-    for d in loo:
+    heading = all("heading_ratio" in m for row in mat for m in row)
+    loo_h = leave_one_out("heading_ratio", mat) if heading else []
+    for d in loo + loo_h:
         d["log"] = logs[d["log"]].name
         d["point"] = {k: getattr(points[d["point"]], k) for k in keys}
+    extra: dict[str, Any] = {}
+    if heading:  # the same choice and check on the heading ratio to VQF 9D
+        extra["objective_heading"] = [objective([m["heading_ratio"] for m in row]) for row in mat]
+        extra["leave_one_out_heading"] = loo_h
     return {
+        **extra,
         "grid": {k: [getattr(pt, k) for pt in points] for k in keys},
         "objective": objs,
         "best": {k: getattr(points[best], k) for k in keys},
@@ -246,9 +261,17 @@ def _render(res: dict[str, Any]) -> str:
             f"  {d['log']:45s} {d['ratio_held_out']:.2f} / {d['ratio_tuned_on_all']:.2f} = "
             f"{d['held_out_over_all']:.2f}  {d['point']}"
         )
+    for d in res.get("leave_one_out_heading", []):
+        lines.append(
+            f"  heading {d['log']:37s} {d['ratio_held_out']:.2f} / {d['ratio_tuned_on_all']:.2f} = "
+            f"{d['held_out_over_all']:.2f}  {d['point']}"
+        )
     for i, o in enumerate(res["objective"]):
         pt = {k: v[i] for k, v in res["grid"].items()}
-        lines.append(f"  point {i}: objective {o:.3f} {pt}")
+        oh = res.get("objective_heading")
+        lines.append(
+            f"  point {i}: objective {o:.3f}" + (f", heading {oh[i]:.3f}" if oh else "") + f" {pt}"
+        )
     return "\n".join(lines) + "\n"
 
 
