@@ -73,11 +73,12 @@ def test_graph_uses_engine_node_types_only() -> None:
     kinds = {type(n).__name__ for n in g.nodes.values()}
     assert kinds <= {"Input", "Dense", "Product", "Integrator", "Output"}
     assert [n for n, nd in g.nodes.items() if isinstance(nd, Input)] == ["gyro", "accel"]
-    # two low-pass stages h, g; per axis a rotation part (one unit per gyro product term)
+    # two low-pass stages h and g = h + d; per axis a rotation part (one unit per gyro
+    # product term)
     # and a correction part; the output leads by one gyro period (go_c); the bias estimate
     # in motion only with bias_gain > 0 (the gyro encoder's auto-zero removes it at rest)
     assert sum(isinstance(nd, Integrator) for nd in g.nodes.values()) == 12
-    assert g.nodes["gr_x"].size == 3 and g.nodes["gravity"].source == ["go_x", "go_y", "go_z"]
+    assert g.nodes["dr_x"].size == 3 and g.nodes["gravity"].source == ["go_x", "go_y", "go_z"]
     gb = build_attitude_graph(AttitudeParams(bias_gain=0.05)).resolve()
     assert sum(isinstance(nd, Integrator) for nd in gb.nodes.values()) == 13
     assert gb.nodes["b"].size == 3
@@ -85,8 +86,9 @@ def test_graph_uses_engine_node_types_only() -> None:
     assert {"mag", "north", "mag_trust"} <= set(mag.nodes)
     assert {type(n).__name__ for n in mag.nodes.values()} <= kinds
     # + the north tracker n and the magnetometer smoothing mf
-    # and the re-trust delay mtl
-    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 20
+    # and the re-trust delay mtl, and the norm and dip references rb2, rmv
+    assert sum(isinstance(nd, Integrator) for nd in mag.nodes.values()) == 22
+    assert {"rb2", "rmv"} <= set(mag.nodes)
     # the gravity part of the 9D graph is the 6D graph, node for node
     for name, node in g.nodes.items():
         assert mag.nodes[name].model_dump() == node.model_dump()
@@ -318,8 +320,11 @@ def test_garbage_nan_and_disturbed_magnetometer(broad_slice) -> None:
     assert f["input_flags"]["n_mag_nonfinite"] == math.ceil(len(t) / 97)
     assert "nonfinite_samples" in f["flags"]
     # the 10 s of 45 s more than the clean slice (whose own brief rejections last ~1 s
-    # longer each with the re-trust delay), no more
-    assert 0.15 < f["mag_untrusted_frac"] - clean["mag_untrusted_frac"] < 0.35
+    # longer each with the re-trust delay), and a few seconds after it: the norm and dip
+    # references follow the field (mag_ref_tau_s 60 s), so the 10 s of a 1.4x field move
+    # them 15 % of the way (|B|^2: 0.14 of B0^2, the threshold is 0.2) and the clean field
+    # is trusted again only as they come back (measured: 0.37; a fixed reference: 0.13)
+    assert 0.15 < f["mag_untrusted_frac"] - clean["mag_untrusted_frac"] < 0.45
     assert math.isfinite(f["heading_rmse_deg"])
     assert f["heading_rmse_deg"] < clean["heading_rmse_deg"] + 1.0
     assert f["incl_rmse_deg"] == clean["incl_rmse_deg"]
