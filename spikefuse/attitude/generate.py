@@ -110,8 +110,8 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   trial, so the norm check sat at its threshold and rejected the field at random (heading
   1.8x -> 0.5-0.9x VQF 9D there). VQF adapts its references (``magRefTau`` 20 s) only
   while the field is undisturbed; these follow it always, so they are slower: a 10 s
-  disturbance moves them 15 % of the way (at 20 s: 40 %, and the clean field after it was
-  rejected for seconds), a field that stays is accepted within ~T (VQF: ``magNewTime``);
+  disturbance moves them 15 % of the way (and the clean field after it is rejected until
+  they come back), a field that stays is accepted within ~T (VQF: ``magNewTime``);
 * the smoothed field lags the rotation by ``mag_lag_s``: the vertical part is
   taken with ``g`` set as far behind (``gm_c = g_c - (lag - lead)(g x w)_c``, else the
   dip check fails in fast rotation), and ``n`` is relaxed as far behind (gated by
