@@ -127,22 +127,26 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _actuator(
-    run: Path, csv: Path, core: str, rt_priority: int = 0, n_channels: int = N_OUT
+    run: Path,
+    csv: Path,
+    core: str,
+    rt_priority: int = 0,
+    n_channels: int = N_OUT,
+    endpoint: str | None = None,
 ) -> subprocess.Popen:
     cfg = run / f"act-{csv.stem}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "motors",
-                "core": core,
-                "run_dir": str(run),
-                "n_channels": n_channels,
-                "csv": str(csv),
-                "print_hz": 0,
-                "deadman_ms": 1000,
-            }
-        )
-    )
+    data = {
+        "name": "motors",
+        "core": core,
+        "run_dir": str(run),
+        "n_channels": n_channels,
+        "csv": str(csv),
+        "print_hz": 0,
+        "deadman_ms": 1000,
+    }
+    if endpoint is not None:  # else the core's default, ipc://<run_dir>/<core>.sock
+        data["endpoint"] = endpoint
+    cfg.write_text(yaml.safe_dump(data))
     return _spawn(
         [sys.executable, "-m", "spikefuse", "actuator", "console", "--config", str(cfg)],
         run / f"act-{csv.stem}.log",
@@ -493,10 +497,25 @@ SDK_WARMUP_S = 0.5
 N_SDK = 3
 
 
-def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
+SDK_SCHEMES = ("ipc", "unix")
+"""The SDK chain's two hops: ZeroMQ ipc (the default endpoints) or spikefuse's unix://."""
+
+
+def _sdk_endpoint(run: Path, scheme: str, name: str) -> str | None:
+    """The chain's endpoint ``name`` on ``scheme`` (None: the configs' default, ipc)."""
+    return None if scheme == "ipc" else f"unix://{run}/{name}.sock"
+
+
+def _write_sdk_configs(run: Path, seconds: float, scheme: str = "ipc") -> tuple[Path, Path]:
     """A real ``spikefuse driver imu`` (synthetic gyro only, 3 channels at 1 kHz, every
-    sample sent at once) and a core with a 3 -> 3 pass-through graph."""
+    sample sent at once) and a core with a 3 -> 3 pass-through graph, on ``scheme``."""
     from spikefuse.graph import Graph
+
+    sensor_ep = _sdk_endpoint(run, scheme, "u-imu")
+    core_ep = _sdk_endpoint(run, scheme, "u-sdkcore")
+    driver_extra = {"endpoint": sensor_ep} if sensor_ep else {}
+    input_extra = {"endpoint": sensor_ep} if sensor_ep else {}
+    core_extra = {"endpoint": core_ep} if core_ep else {}
 
     scale = 1000.0  # one count = 1 mrad/s: the synthetic gyro's noise changes every sample
     g = Graph("passthrough")
@@ -519,6 +538,7 @@ def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
                     "mag": {"enabled": False},
                 },
                 "source": {"type": "synthetic", "seed": 0},
+                **driver_extra,
             }
         )
     )
@@ -529,27 +549,34 @@ def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
                 "name": "sdkcore",
                 "graph": str(run / "g3.npz"),
                 "run_dir": str(run),
-                "inputs": {"gyro": {"sensor": "imu", "timeout_s": 60}},
+                "inputs": {"gyro": {"sensor": "imu", "timeout_s": 60, **input_extra}},
                 "actuators": {"motors": {"output": "y"}},
+                **core_extra,
             }
         )
     )
     return driver, core
 
 
-def measure_sdk(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
+def measure_sdk(run: Path, seconds: float, rt_priority: int = 0, scheme: str = "ipc") -> np.ndarray:
     """Latencies (us) of a real SDK driver process -> ``spikefuse core`` (3 -> 3
-    pass-through) -> the console actuator: sample time to command receipt, two hops."""
-    driver_cfg, core_cfg = _write_sdk_configs(run, seconds)
+    pass-through) -> the console actuator: sample time to command receipt, two hops, both
+    on ``scheme`` (ZeroMQ ``ipc`` or spikefuse's ``unix``)."""
+    if scheme not in SDK_SCHEMES:
+        raise ConfigError(f"SDK chain scheme must be one of {SDK_SCHEMES}, found {scheme!r}")
+    run = run / f"sdk-{scheme}"  # fresh files per chain (a stale CSV would count)
+    run.mkdir(exist_ok=True)
+    driver_cfg, core_cfg = _write_sdk_configs(run, seconds, scheme)
     csv = run / "sdk.csv"
     core = _spawn(
         [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)],
         run / "sdkcore.log",
         rt_priority,
     )
-    act = _actuator(run, csv, "sdkcore", rt_priority, n_channels=N_SDK)
+    core_ep = _sdk_endpoint(run, scheme, "u-sdkcore")
+    act = _actuator(run, csv, "sdkcore", rt_priority, n_channels=N_SDK, endpoint=core_ep)
     try:
-        _wait_started(run / "sdkcore.sock", 30.0)
+        _wait_started(run / ("sdkcore.sock" if core_ep is None else "u-sdkcore.sock"), 30.0)
         drv = _spawn(
             [sys.executable, "-m", "spikefuse", "driver", "imu", "--config", str(driver_cfg)],
             run / "sdk-imu.log",
@@ -847,6 +874,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         run_dir = Path(tmp)
         floor, relay_cpu_us = measure_floor(run_dir, args.seconds, prio)
         sdk = measure_sdk(run_dir, args.seconds, prio)
+        sdk_unix = measure_sdk(run_dir, args.seconds, prio, scheme="unix")
         # zenoh under SCHED_FIFO: its runtime threads inherit the policy; not run there
         zen = measure_zenoh(run_dir, args.seconds) if zenoh_available() and not prio else None
         # not under SCHED_FIFO: there the bench process spun at 100 % of the one CPU its
@@ -860,6 +888,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     ev_ops, dense1k_ops = demo_compute(5.0)
     res = _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
     _report_sdk(res, floor, sdk, zen)
+    _report_sdk_unix(res, floor, sdk, sdk_unix, zen)
     if pinned is not None:
         _report_pinned(res, floor, sdk, *pinned)
     _report_inprocess(res, *measure_core_inprocess(args.seed))
@@ -883,6 +912,7 @@ def measure_rounds(run: Path, n: int, seconds: float, seed: int) -> list[dict[st
             np.percentile(measure_e2e(d, seconds, seed, rates=(10_000,))[10_000].lat_us, 50)
         )
         p50["sdk"] = float(np.percentile(measure_sdk(d, seconds), 50))
+        p50["sdk_unix"] = float(np.percentile(measure_sdk(d, seconds, scheme="unix"), 50))
         if zenoh_available():
             p50["zenoh"] = float(np.percentile(measure_zenoh(d, seconds), 50))
         rounds.append(p50)
@@ -898,21 +928,25 @@ def _report_rounds(res: BenchResult, rounds: list[dict[str, float]]) -> None:
     res.fields["rounds"] = len(rounds)
     res.fields["p50_ratio_vs_floor_10k_median"] = median_ratio("core", "floor")
     res.fields["sdk_p50_ratio_vs_floor_median"] = median_ratio("sdk", "floor")
-    line = ", ".join(
-        "/".join(f"{r[k]:.0f}" for k in ("floor", "core", "sdk", "zenoh") if k in r) for r in rounds
-    )
+    keys = ("floor", "core", "sdk", "sdk_unix", "zenoh")
+    line = ", ".join("/".join(f"{r[k]:.0f}" for k in keys if k in r) for r in rounds)
+    has_unix = all("sdk_unix" in r for r in rounds)
+    if has_unix:
+        res.fields["sdk_unix_p50_us_median"] = round(
+            float(np.median([r["sdk_unix"] for r in rounds])), 1
+        )
+        res.fields["sdk_unix_p50_ratio_vs_floor_median"] = median_ratio("sdk_unix", "floor")
+        res.fields["sdk_unix_p50_ratio_vs_sdk_median"] = median_ratio("sdk_unix", "sdk")
     if all("zenoh" in r for r in rounds):
         res.fields["sdk_p50_ratio_vs_zenoh_median"] = median_ratio("sdk", "zenoh")
         res.fields["zenoh_p50_ratio_vs_floor_median"] = median_ratio("zenoh", "floor")
+        if has_unix:
+            res.fields["sdk_unix_p50_ratio_vs_zenoh_median"] = median_ratio("sdk_unix", "zenoh")
+    names = "/".join(("floor", "core 10k", "SDK", "SDK unix", "zenoh")[i] for i, k in
+                     enumerate(keys) if k in rounds[0])  # fmt: skip
     res.notes.append(
-        f"{len(rounds)} interleaved rounds, p50 us floor/core 10k/SDK/zenoh: {line}; median "
-        f"ratios: core/floor {res.fields['p50_ratio_vs_floor_10k_median']}, SDK/floor "
-        f"{res.fields['sdk_p50_ratio_vs_floor_median']}"
-        + (
-            f", SDK/zenoh {res.fields['sdk_p50_ratio_vs_zenoh_median']}"
-            if "sdk_p50_ratio_vs_zenoh_median" in res.fields
-            else ""
-        )
+        f"{len(rounds)} interleaved rounds, p50 us {names}: {line}; median ratios: "
+        + ", ".join(f"{k} {v}" for k, v in res.fields.items() if k.endswith("_median"))
     )
 
 
@@ -1066,6 +1100,27 @@ def _report_sdk(
         note += f"{sdk_p50 / zen_p50:.2f}"
     else:
         note += "; no zenoh chain (not installed: pip install eclipse-zenoh; or --rt-priority)"
+    res.notes.append(note)
+
+
+def _report_sdk_unix(
+    res: BenchResult,
+    floor: np.ndarray,
+    sdk: np.ndarray,
+    sdk_unix: np.ndarray,
+    zen: np.ndarray | None,
+) -> None:
+    """The same SDK chain with both hops on ``unix://`` (one wake per hop)."""
+    res.add("SDK chain over unix://", len(sdk_unix), *_stats(sdk_unix), "-", "-", "-")
+    p50 = float(np.percentile(sdk_unix, 50))
+    res.fields["sdk_unix_p50_us"] = _r(p50)
+    res.fields["sdk_unix_p99_us"] = _r(np.percentile(sdk_unix, 99))
+    res.fields["sdk_unix_p50_ratio_vs_floor"] = round(p50 / float(np.percentile(floor, 50)), 3)
+    res.fields["sdk_unix_p50_ratio_vs_sdk"] = round(p50 / float(np.percentile(sdk, 50)), 3)
+    note = f"SDK chain over unix:// p50 / over ipc p50: {res.fields['sdk_unix_p50_ratio_vs_sdk']}"
+    if zen is not None and zen.size:
+        res.fields["sdk_unix_p50_ratio_vs_zenoh"] = round(p50 / float(np.percentile(zen, 50)), 3)
+        note += f"; / zenoh p50: {res.fields['sdk_unix_p50_ratio_vs_zenoh']}"
     res.notes.append(note)
 
 
