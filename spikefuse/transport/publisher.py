@@ -48,6 +48,7 @@ class Publisher(Closes):
         self.n_subscriptions = 0
         self._live: dict[bytes, int] = {}  # topic prefix -> subscriptions currently held
         self._encoder = Encoder()
+        self._dropped: tuple[bytes, bytes] | None = None
         self._unix: UnixPublisherSocket | None = None
         ep = Endpoint(endpoint)
         if ep.scheme == "unix":
@@ -114,10 +115,21 @@ class Publisher(Closes):
             self._sock.send(topic, _MORE_NOBLOCK)
         except zmq.Again:
             self.n_dropped += 1
+            self._dropped = (topic, payload)
             return False
         self._sock.send(payload, _NOBLOCK)
         self.n_sent += 1
         return True
+
+    def retry_dropped(self) -> bool:
+        """Send the message of the last ``send`` that returned False again, to whoever
+        missed it (ZeroMQ: everyone, a full high-water mark queued nothing of it;
+        ``unix://``: only the subscribers that were full), never twice to anyone. False
+        (counted in ``n_dropped``) if it is missed again; True if nothing was missed."""
+        if self._unix is not None:
+            return self._count(self._unix.retry())
+        dropped, self._dropped = self._dropped, None
+        return True if dropped is None else self._send_frames(*dropped)
 
     def _count(self, ok: bool) -> bool:
         if ok:

@@ -14,7 +14,8 @@ Wire format (the socket keeps message boundaries: one datagram is one message):
 
 The publisher binds (the socket file is created owner-only, 0600; a stale file whose
 process is gone is replaced, a live one is an error); subscribers connect, in any start
-order, and reconnect every :data:`RECONNECT_S` while the publisher is away. Both sides
+order, and reconnect every :data:`RECONNECT_S` while the publisher is away (in a thread
+that carries no message: it only connects). Both sides
 check the peer's uid (SO_PEERCRED) and refuse another user (counted, logged once per uid).
 A subscriber's queue is its socket's buffer (SO_SNDBUF of the publisher's side, bytes, not
 messages): when it is full the message is a drop for that subscriber, counted, and the
@@ -22,13 +23,14 @@ publisher never blocks."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import socket
 import stat
 import struct
-import time
+import threading
 from pathlib import Path
 
 import zmq
@@ -169,8 +171,8 @@ class UnixPublisherSocket:
 
     ``send`` first takes in what changed (new subscribers, (un)subscriptions, leavers:
     one ``epoll_wait(0)``), then sends one datagram to each subscriber of the topic; a full
-    one misses it. Sending the same ``topic`` and ``payload`` objects again right after a
-    send that some subscribers missed reaches only those (a retry never duplicates)."""
+    one misses it. :meth:`retry` sends the last missed message again to only those that
+    missed it (a retry never duplicates)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.path = Path(endpoint.address)
@@ -264,12 +266,19 @@ class UnixPublisherSocket:
     def send(self, topic: bytes, payload: bytes) -> bool:
         """One datagram to every subscriber of ``topic``; False if one (or more) missed it."""
         self.service()
-        missed = self._missed
-        if missed is not None and missed[0] is topic and missed[1] is payload:
-            targets = [p for p in missed[2] if p.sock.fileno() in self.peers]
-        else:
-            targets = [p for p in self.peers.values() if p.wants(topic)]
         self._missed = None
+        return self._send_to([p for p in self.peers.values() if p.wants(topic)], topic, payload)
+
+    def retry(self) -> bool:
+        """Send the message of the last :meth:`send` that returned False again, to the
+        subscribers that missed it and are still there; False if one misses it again."""
+        missed, self._missed = self._missed, None
+        if missed is None:
+            return True
+        topic, payload, peers = missed
+        return self._send_to([p for p in peers if p.sock.fileno() in self.peers], topic, payload)
+
+    def _send_to(self, targets: list[_Peer], topic: bytes, payload: bytes) -> bool:
         if not targets:
             return True
         head = self._heads.get(topic)
@@ -344,19 +353,101 @@ class UnixPublisherSocket:
 class _Link:
     """One subscriber connection to one ``unix://`` publisher."""
 
-    __slots__ = ("endpoint", "path", "sock", "retry_at_s")
+    __slots__ = ("endpoint", "path", "sock")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.path = endpoint.address
         self.sock: socket.socket | None = None
-        self.retry_at_s = 0.0
+
+
+def _connect(link: _Link, topics: tuple[bytes, ...], refusals: _Refusals) -> socket.socket | None:
+    """A connected, subscribed, non-blocking socket to ``link``'s publisher, or None (not
+    there, or of another user)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(link.path)
+        if refusals.allowed(sock, str(link.endpoint)):
+            sock.setblocking(False)
+            for t in topics:
+                sock.send(_SUBSCRIBE + t, _SEND_FLAGS)
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
+class _Connector:
+    """Connects the links that are down, in a thread of its own, every :data:`RECONNECT_S`
+    until all are up (as ZeroMQ's I/O thread does): a subscriber connects whether or not it
+    is waiting. It carries no message; a connected socket is handed over by :meth:`take`,
+    and :attr:`wake_fd` is readable while one waits to be taken."""
+
+    def __init__(self, topics: list[bytes], refusals: _Refusals) -> None:
+        self._topics = topics
+        self._refusals = refusals
+        self._lock = threading.Lock()
+        self._down: list[_Link] = []
+        self._done: list[tuple[_Link, socket.socket, tuple[bytes, ...]]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def add(self, link: _Link) -> None:
+        with self._lock:
+            self._down.append(link)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"unix-connect {link.endpoint}", daemon=True
+                )
+                self._thread.start()
+
+    def take(self) -> list[tuple[_Link, socket.socket, tuple[bytes, ...]]]:
+        """The links connected since the last call (with the topics they subscribed)."""
+        try:
+            os.read(self.wake_fd, 4096)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                todo = list(self._down)
+            for link in todo:
+                topics = tuple(self._topics)
+                sock = _connect(link, topics, self._refusals)
+                if sock is not None:
+                    with self._lock:
+                        self._down.remove(link)
+                        self._done.append((link, sock, topics))
+                    with contextlib.suppress(BlockingIOError):
+                        os.write(self._wake_w, b"\0")
+            with self._lock:
+                if not self._down:
+                    self._thread = None
+                    return
+            self._stop.wait(RECONNECT_S)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(5.0)
+        for _, sock, _ in self.take():
+            sock.close()
+        os.close(self.wake_fd)
+        os.close(self._wake_w)
 
 
 class UnixLinks:
     """The connections of one subscriber to its ``unix://`` publishers: connecting and
-    reconnecting, subscriptions, waiting (with a ZeroMQ socket in the same poll) and
-    receiving one datagram at a time without blocking."""
+    reconnecting (:class:`_Connector`), subscriptions, waiting (with a ZeroMQ socket in the
+    same poll) and receiving one datagram at a time without blocking."""
 
     def __init__(self, endpoints: list[Endpoint], topics: list[bytes]) -> None:
         self.links = [_Link(e) for e in endpoints]
@@ -369,36 +460,24 @@ class UnixLinks:
         self._ready: list[_Link] = []
         self._poller: select.poll | zmq.Poller | None = None
         self._zsock: zmq.Socket | None = None
-        self._n_down = len(self.links)
-        self._retry(time.monotonic())
+        self._connector = _Connector(self.topics, self.refusals)
+        for link in self.links:  # at once: a publisher already there is there from now on
+            sock = _connect(link, tuple(self.topics), self.refusals)
+            if sock is None:
+                self._connector.add(link)
+            else:
+                self._adopt(link, sock, tuple(self.topics))
 
     # -- connections
 
-    def _retry(self, now_s: float) -> None:
-        for link in self.links:
-            if link.sock is None and link.retry_at_s <= now_s:
-                self._connect(link, now_s)
-
-    def _connect(self, link: _Link, now_s: float) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            sock.connect(link.path)
-            ok = self.refusals.allowed(sock, str(link.endpoint))
-            if ok:
-                sock.setblocking(False)
-                for t in self.topics:
-                    sock.send(_SUBSCRIBE + t, _SEND_FLAGS)
-        except OSError:
-            ok = False
-        if not ok:
-            sock.close()
-            link.retry_at_s = now_s + RECONNECT_S
-            return
+    def _adopt(self, link: _Link, sock: socket.socket, topics: tuple[bytes, ...]) -> None:
         link.sock = sock
         self._by_fd[sock.fileno()] = link
-        self._n_down -= 1
         self.n_connects += 1
         self._poller = None
+        for t in topics:
+            if t not in self.topics:  # unsubscribed while it was connecting
+                self._send_note(link, _UNSUBSCRIBE + t)
 
     def _lost(self, link: _Link) -> None:
         sock = link.sock
@@ -407,10 +486,15 @@ class UnixLinks:
         self._by_fd.pop(sock.fileno(), None)
         sock.close()
         link.sock = None
-        link.retry_at_s = 0.0  # at once: a restarted publisher may be there already
-        self._n_down += 1
         self._poller = None
         self._ready = [r for r in self._ready if r is not link]
+        self._connector.add(link)  # at once: a restarted publisher may be there already
+
+    def _send_note(self, link: _Link, note: bytes) -> None:
+        try:
+            link.sock.send(note, _SEND_FLAGS)
+        except OSError:
+            self._lost(link)
 
     def unsubscribe(self, topics: list[bytes]) -> None:
         for t in topics:
@@ -418,22 +502,20 @@ class UnixLinks:
                 self.topics.remove(t)
             for link in self.links:
                 if link.sock is not None:
-                    try:
-                        link.sock.send(_UNSUBSCRIBE + t, _SEND_FLAGS)
-                    except OSError:
-                        self._lost(link)
+                    self._send_note(link, _UNSUBSCRIBE + t)
 
     # -- waiting
 
     def _make_poller(self, zsock: zmq.Socket | None):
+        fds = [self._connector.wake_fd, *self._by_fd]
         if zsock is None:
             poller = select.poll()
-            for fd in self._by_fd:
+            for fd in fds:
                 poller.register(fd, select.POLLIN)
         else:
             poller = zmq.Poller()
             poller.register(zsock, zmq.POLLIN)
-            for fd in self._by_fd:
+            for fd in fds:
                 poller.register(fd, zmq.POLLIN)
         self._zsock = zsock
         return poller
@@ -441,14 +523,8 @@ class UnixLinks:
     def poll(self, timeout_ms: float, zsock: zmq.Socket | None = None) -> tuple[bool, bool]:
         """Wait up to ``timeout_ms`` (negative: no limit) for a datagram on a link or a
         message on ``zsock`` (a ZeroMQ socket waited on in the same poll); returns
-        (a link is ready, ``zsock`` is ready). While a publisher is away the wait is cut
-        to its next reconnect."""
-        if self._n_down:
-            now_s = time.monotonic()
-            self._retry(now_s)
-            if self._n_down:
-                due_ms = max(0.0, (min(self._due_s()) - now_s) * 1000)
-                timeout_ms = due_ms if timeout_ms < 0 else min(timeout_ms, due_ms)
+        (a link is ready, ``zsock`` is ready). A link that connected meanwhile is taken in
+        (and waited on from then on)."""
         if self._poller is None or self._zsock is not zsock:
             self._poller = self._make_poller(zsock)
         events = self._poller.poll(None if timeout_ms < 0 else timeout_ms)
@@ -459,11 +535,12 @@ class UnixLinks:
                 z_ready = True
             elif (link := self._by_fd.get(fd)) is not None:
                 ready.append(link)
+            elif fd == self._connector.wake_fd:
+                for link, sock, topics in self._connector.take():
+                    self._adopt(link, sock, topics)
+                    ready.append(link)  # what it sent already
         self._ready = ready
         return bool(ready), z_ready
-
-    def _due_s(self) -> list[float]:
-        return [link.retry_at_s for link in self.links if link.sock is None]
 
     # -- receiving
 
@@ -524,6 +601,7 @@ class UnixLinks:
                 os.close(fd)
 
     def close(self) -> None:
+        self._connector.close()
         for link in self.links:
             if link.sock is not None:
                 link.sock.close()
