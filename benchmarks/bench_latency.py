@@ -756,32 +756,36 @@ def demo_compute(seconds: float) -> tuple[float, float]:
     return eng.counters["syn_ops"] / seconds, DenseExecutor(g).ops_per_step * 1000.0
 
 
-def measure_idle(run: Path, seconds: float) -> float:
-    """CPU % (all threads) of a core whose sensors are static."""
+def measure_idle(run: Path, seconds: float, scheme: str = "ipc") -> float:
+    """CPU % (all threads) of a core whose sensors are static, its sockets on ``scheme``."""
     from spikefuse.core.demo import write_demo_graph
 
     gdir = run / "graphs"
     write_demo_graph(gdir)
-    cfg = run / "idle.yaml"
+    tag = "idle" if scheme == "ipc" else f"idle-{scheme}"
+    still = {"sensor": "still", "timeout_s": 3600}
+    extra = {}
+    if scheme != "ipc":
+        still["endpoint"] = _sdk_endpoint(run, scheme, "still-u")
+        extra["endpoint"] = _sdk_endpoint(run, scheme, tag)
+    cfg = run / f"{tag}.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "name": "idle",
                 "graph": str(gdir / "demo.yaml"),
                 "run_dir": str(run),
-                "inputs": {
-                    "gyro": {"sensor": "still", "timeout_s": 3600},
-                    "accel": {"sensor": "still", "timeout_s": 3600},
-                },
+                "inputs": {"gyro": dict(still), "accel": dict(still)},
                 "actuators": {"motors": {"output": "motors"}},
+                **extra,
             }
         )
     )
     core = _spawn(
-        [sys.executable, "-m", "spikefuse", "core", "--config", str(cfg)], run / "idle.log"
+        [sys.executable, "-m", "spikefuse", "core", "--config", str(cfg)], run / f"{tag}.log"
     )
     try:
-        _wait_started(run / "idle.sock", 30.0)
+        _wait_started(run / f"{tag}.sock", 30.0)
         time.sleep(1.0)  # let start-up finish
         c0, t0 = cpu_ns(core.pid), time.monotonic_ns()
         time.sleep(seconds)
@@ -885,10 +889,13 @@ def run(args: argparse.Namespace) -> BenchResult:
             hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
         }
         idle = measure_idle(run_dir, args.idle_seconds)
+        idle_unix = measure_idle(run_dir, args.idle_seconds, scheme="unix")
     ev_ops, dense1k_ops = demo_compute(5.0)
     res = _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
     _report_sdk(res, floor, sdk, zen)
     _report_sdk_unix(res, floor, sdk, sdk_unix, zen)
+    res.fields["idle_cpu_percent_unix"] = round(idle_unix, 3)
+    res.notes.append(f"idle core CPU: {idle:.2f} % over ipc://, {idle_unix:.2f} % over unix://")
     if pinned is not None:
         _report_pinned(res, floor, sdk, *pinned)
     _report_inprocess(res, *measure_core_inprocess(args.seed))

@@ -78,3 +78,35 @@ def test_round_ratios_are_taken_within_each_round():
     bl._report_rounds(no_zenoh, [{"floor": 1.0, "core": 2.0, "sdk": 3.0}])
     assert "sdk_p50_ratio_vs_zenoh_median" not in no_zenoh.fields  # zenoh not installed
     assert no_zenoh.fields["sdk_p50_ratio_vs_floor_median"] == 3.0
+
+
+def test_round_ratios_of_the_sdk_chain_over_unix():
+    """The SDK chain over unix:// gets its own median ratios, within each round, against
+    the floor, the same chain over ipc and zenoh; the ipc fields stay as they were."""
+    from spikefuse.benchmarks._common import BenchResult
+
+    rounds = [
+        {"floor": 100.0, "core": 120.0, "sdk": 150.0, "sdk_unix": 75.0, "zenoh": 80.0},
+        {"floor": 400.0, "core": 480.0, "sdk": 600.0, "sdk_unix": 360.0, "zenoh": 320.0},
+        {"floor": 100.0, "core": 130.0, "sdk": 140.0, "sdk_unix": 70.0, "zenoh": 100.0},
+    ]
+    res = BenchResult("t", header=("a",))
+    bl._report_rounds(res, rounds)
+    assert res.fields["sdk_p50_ratio_vs_floor_median"] == 1.5
+    assert res.fields["sdk_unix_p50_ratio_vs_floor_median"] == 0.75
+    assert res.fields["sdk_unix_p50_ratio_vs_sdk_median"] == 0.5
+    assert res.fields["sdk_unix_p50_ratio_vs_zenoh_median"] == 0.938  # 75/80, 360/320, 70/100
+    assert res.fields["sdk_unix_p50_us_median"] == 75.0
+    assert "SDK unix" in res.notes[-1]
+
+
+def test_sdk_chain_endpoints_per_scheme(tmp_path):
+    """ipc: the configs' defaults (no endpoint written); unix: every hop named."""
+    import yaml
+
+    d, c = bl._write_sdk_configs(tmp_path, 1.0, "ipc")
+    assert "endpoint" not in yaml.safe_load(d.read_text())
+    d, c = bl._write_sdk_configs(tmp_path, 1.0, "unix")
+    drv, core = yaml.safe_load(d.read_text()), yaml.safe_load(c.read_text())
+    assert drv["endpoint"] == core["inputs"]["gyro"]["endpoint"] == f"unix://{tmp_path}/u-imu.sock"
+    assert core["endpoint"] == f"unix://{tmp_path}/u-sdkcore.sock"
