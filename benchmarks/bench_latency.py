@@ -248,6 +248,21 @@ def relay_main(sub_ep: str, pub_ep: str) -> None:
             pass
 
 
+def unix_relay_main(sub_ep: str, pub_ep: str) -> None:
+    """The floor's middle hop on ``unix://`` (RawSocket is ZeroMQ only): the same raw
+    forwarding through a Subscriber's ``recv_frames`` and a Publisher's ``send_payload``."""
+    from spikefuse.transport.publisher import Publisher
+    from spikefuse.transport.subscriber import Subscriber
+
+    with Subscriber(sub_ep) as sub, Publisher(pub_ep) as pub:
+        try:
+            while True:
+                for topic, payload in sub.recv_frames(None):
+                    pub.send_payload(topic, payload)
+        except KeyboardInterrupt:
+            pass
+
+
 # --------------------------------------------------------------------------- the frame loop
 
 
@@ -455,25 +470,32 @@ def _wait_rows(csv: Path, timeout_s: float) -> None:
     raise RuntimeError(f"no command reached the actuator ({csv})")
 
 
-def measure_floor(run: Path, seconds: float, rt_priority: int = 0) -> tuple[np.ndarray, float]:
-    """(latencies us, CPU us of the relay process per message)."""
+def measure_floor(
+    run: Path, seconds: float, rt_priority: int = 0, scheme: str = "ipc"
+) -> tuple[np.ndarray, float]:
+    """(latencies us, CPU us of the relay process per message); ``scheme`` ``unix``: the
+    same two hops on ``unix://`` (the relay through Subscriber/Publisher, no decoding)."""
     from spikefuse.transport.publisher import Publisher
 
-    csv = run / "floor.csv"
-    with Publisher(f"ipc://{run}/floor-in.sock", hwm=1_000_000) as pub:
+    tag = "" if scheme == "ipc" else f"-{scheme}"
+    csv = run / f"floor{tag}.csv"
+    relay_out = f"{scheme}://{run}/relay{tag}.sock"
+    with Publisher(f"{scheme}://{run}/floor-in{tag}.sock", hwm=1_000_000) as pub:
         relay = _spawn(
             [
                 sys.executable,
                 "-m",
                 "spikefuse.benchmarks.bench_latency",
-                "relay",
-                f"ipc://{run}/floor-in.sock",
-                f"ipc://{run}/relay.sock",
+                "relay" if scheme == "ipc" else "urelay",
+                f"{scheme}://{run}/floor-in{tag}.sock",
+                relay_out,
             ],
-            run / "relay.log",
+            run / f"relay{tag}.log",
             rt_priority,
         )
-        act = _actuator(run, csv, "relay", rt_priority)
+        act = _actuator(
+            run, csv, "relay", rt_priority, endpoint=None if scheme == "ipc" else relay_out
+        )
         try:
             if not pub.wait_for_subscribers(1, 30.0):
                 raise RuntimeError("relay did not subscribe")
@@ -920,39 +942,52 @@ def measure_rounds(run: Path, n: int, seconds: float, seed: int) -> list[dict[st
         )
         p50["sdk"] = float(np.percentile(measure_sdk(d, seconds), 50))
         p50["sdk_unix"] = float(np.percentile(measure_sdk(d, seconds, scheme="unix"), 50))
+        p50["floor_unix"] = float(np.percentile(measure_floor(d, seconds, scheme="unix")[0], 50))
         if zenoh_available():
             p50["zenoh"] = float(np.percentile(measure_zenoh(d, seconds), 50))
         rounds.append(p50)
     return rounds
 
 
+ROUND_CHAINS = {
+    "floor": "floor",
+    "core": "core 10k",
+    "sdk": "SDK",
+    "sdk_unix": "SDK unix",
+    "floor_unix": "floor unix",
+    "zenoh": "zenoh",
+}
+"""The chains of a round (keys of its p50s) and their labels in the printed note."""
+ROUND_RATIOS = (
+    ("p50_ratio_vs_floor_10k_median", "core", "floor"),
+    ("sdk_p50_ratio_vs_floor_median", "sdk", "floor"),
+    ("sdk_unix_p50_ratio_vs_floor_median", "sdk_unix", "floor"),
+    ("sdk_unix_p50_ratio_vs_sdk_median", "sdk_unix", "sdk"),
+    ("floor_unix_p50_ratio_vs_floor_median", "floor_unix", "floor"),
+    ("sdk_p50_ratio_vs_zenoh_median", "sdk", "zenoh"),
+    ("zenoh_p50_ratio_vs_floor_median", "zenoh", "floor"),
+    ("sdk_unix_p50_ratio_vs_zenoh_median", "sdk_unix", "zenoh"),
+    ("floor_unix_p50_ratio_vs_zenoh_median", "floor_unix", "zenoh"),
+)
+"""(field, chain a, chain b): the median over rounds of a's p50 / b's p50, when every round
+has both (zenoh only when installed)."""
+
+
 def _report_rounds(res: BenchResult, rounds: list[dict[str, float]]) -> None:
     """Medians of the per-round p50 ratios (each ratio within one round)."""
-
-    def median_ratio(a: str, b: str) -> float:
-        return round(float(np.median([r[a] / r[b] for r in rounds if b in r])), 3)
-
     res.fields["rounds"] = len(rounds)
-    res.fields["p50_ratio_vs_floor_10k_median"] = median_ratio("core", "floor")
-    res.fields["sdk_p50_ratio_vs_floor_median"] = median_ratio("sdk", "floor")
-    keys = ("floor", "core", "sdk", "sdk_unix", "zenoh")
-    line = ", ".join("/".join(f"{r[k]:.0f}" for k in keys if k in r) for r in rounds)
-    has_unix = all("sdk_unix" in r for r in rounds)
-    if has_unix:
+    if all("sdk_unix" in r for r in rounds):
         res.fields["sdk_unix_p50_us_median"] = round(
             float(np.median([r["sdk_unix"] for r in rounds])), 1
         )
-        res.fields["sdk_unix_p50_ratio_vs_floor_median"] = median_ratio("sdk_unix", "floor")
-        res.fields["sdk_unix_p50_ratio_vs_sdk_median"] = median_ratio("sdk_unix", "sdk")
-    if all("zenoh" in r for r in rounds):
-        res.fields["sdk_p50_ratio_vs_zenoh_median"] = median_ratio("sdk", "zenoh")
-        res.fields["zenoh_p50_ratio_vs_floor_median"] = median_ratio("zenoh", "floor")
-        if has_unix:
-            res.fields["sdk_unix_p50_ratio_vs_zenoh_median"] = median_ratio("sdk_unix", "zenoh")
-    names = "/".join(("floor", "core 10k", "SDK", "SDK unix", "zenoh")[i] for i, k in
-                     enumerate(keys) if k in rounds[0])  # fmt: skip
+    for name, a, b in ROUND_RATIOS:
+        if all(a in r and b in r for r in rounds):
+            res.fields[name] = round(float(np.median([r[a] / r[b] for r in rounds])), 3)
+    keys = [k for k in ROUND_CHAINS if k in rounds[0]]
+    line = ", ".join("/".join(f"{r[k]:.0f}" for k in keys if k in r) for r in rounds)
     res.notes.append(
-        f"{len(rounds)} interleaved rounds, p50 us {names}: {line}; median ratios: "
+        f"{len(rounds)} interleaved rounds, p50 us {'/'.join(ROUND_CHAINS[k] for k in keys)}: "
+        f"{line}; median ratios: "
         + ", ".join(f"{k} {v}" for k, v in res.fields.items() if k.endswith("_median"))
     )
 
@@ -1180,6 +1215,8 @@ def _r(v: float) -> float:
 if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate loop
     if len(sys.argv) == 4 and sys.argv[1] == "relay":
         relay_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "urelay":
+        unix_relay_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "zrelay":
         zenoh_relay_main(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "zrecv":  # OUT_CSV
@@ -1189,6 +1226,7 @@ if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate lo
     else:
         sys.exit(
             "usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP\n"
+            "       python -m spikefuse.benchmarks.bench_latency urelay SUB_EP PUB_EP\n"
             "       python -m spikefuse.benchmarks.bench_latency zrelay LISTEN_EP\n"
             "       python -m spikefuse.benchmarks.bench_latency zrecv CONNECT_EP OUT_CSV\n"
             "       python -m spikefuse.benchmarks.bench_latency loop SUB_EP PUB_EP RATE_HZ "
