@@ -4,6 +4,7 @@ real AF_UNIX sockets in tmp_path and real child processes."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -580,3 +581,28 @@ def test_seqpacket_keeps_message_boundaries_under_the_wire_format(ep):
         assert sub.recv(0.5) is None
         assert sub.stats.n_rejected == 2 and sub.stats.rejected == {"bad_frames": 2}
         assert socket.SOCK_SEQPACKET == peer.type
+
+
+def test_a_unix_endpoint_does_not_cross_hosts_in_a_launch_file(tmp_path):
+    """``spikefuse validate``: a core reading the unix:// socket of a driver placed on
+    another host is a config error naming the line and field, as for ipc://."""
+    from _agent_util import load_launch_data
+
+    run = tmp_path / "run"
+    base = load_launch_data("demo.yaml", {"SPIKEFUSE_RUN_DIR": str(run)})
+    edits = {"imu": {"host": "a"}, "core": {"inputs": [f"unix://{run}/imu.sock", "sensor/camera"]}}
+    data = {**base, "hosts": {"a": {"endpoint": "tcp://127.0.0.1:7601"}}}
+    data["processes"] = [dict(p, **edits.get(p["name"], {})) for p in base["processes"]]
+    path = write_yaml(tmp_path / "split.yaml", data)
+    r = subprocess.run(
+        [sys.executable, "-m", "spikefuse", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert re.search(
+        r"split\.yaml:\d+: processes\[\d\]\.inputs\[0\]: unix endpoint .*imu\.sock is 'imu' on "
+        r"host a, but 'core' runs on local: unix does not cross hosts",
+        r.stderr,
+    ), r.stderr
