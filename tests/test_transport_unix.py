@@ -3,6 +3,7 @@ real AF_UNIX sockets in tmp_path and real child processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -606,3 +607,34 @@ def test_a_unix_endpoint_does_not_cross_hosts_in_a_launch_file(tmp_path):
         r"host a, but 'core' runs on local: unix does not cross hosts",
         r.stderr,
     ), r.stderr
+
+
+def test_echo_finds_unix_and_ipc_publishers_in_a_run_folder(tmp_path):
+    """``spikefuse echo --run-dir``: each ``*.sock`` is named by what listens there (a
+    unix:// publisher, a ZeroMQ ipc one, or a stale file: ipc as before)."""
+    from spikefuse.transport.unix import endpoint_of_socket_file
+
+    (tmp_path / "dead.sock").touch()
+    with (
+        Publisher(Endpoint.unix(tmp_path, "u")) as pu,
+        Publisher(Endpoint.ipc(tmp_path, "z")) as pz,
+    ):
+        assert endpoint_of_socket_file(tmp_path / "u.sock") == f"unix://{tmp_path}/u.sock"
+        assert endpoint_of_socket_file(tmp_path / "z.sock") == f"ipc://{tmp_path}/z.sock"
+        assert endpoint_of_socket_file(tmp_path / "dead.sock") == f"ipc://{tmp_path}/dead.sock"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spikefuse", "echo", "sensor/", "--run-dir", str(tmp_path)]
+            + ["--count", "2", "--json", "--duration-s", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for pub in (pu, pz):
+                assert pub.wait_for_subscribers(1, 30.0)
+            assert pu.send(_batch(0, sensor="a")) and pz.send(_batch(0, sensor="b"))
+            out, err = proc.communicate(timeout=60)
+        finally:
+            stop(proc)
+    assert proc.returncode == 0, err
+    assert sorted(json.loads(line)["sensor"] for line in out.splitlines()) == ["a", "b"]

@@ -116,6 +116,20 @@ class _Refusals:
         return False
 
 
+def endpoint_of_socket_file(path: str | Path) -> Endpoint:
+    """``unix://path`` if a unix:// publisher listens there, else ``ipc://path`` (ZeroMQ's
+    stream socket refuses a SEQPACKET peer; a stale file stays ``ipc://``, as before): how
+    ``echo``, ``top`` and ``view`` name the ``*.sock`` files of a run folder."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return Endpoint(f"ipc://{path}")
+    finally:
+        probe.close()
+    return Endpoint(f"unix://{path}")
+
+
 # ------------------------------------------------------------------------- publisher
 
 
