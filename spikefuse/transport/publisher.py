@@ -158,6 +158,9 @@ class Publisher(Closes):
             self._unix.service()
             self.n_subscriptions = self._unix.n_subscriptions
             return self.n_subscriptions
+        sock = self._sock
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # none: no raised zmq.Again
+            return self.n_subscriptions
         while True:
             try:
                 frame = self._sock.recv(zmq.NOBLOCK)
