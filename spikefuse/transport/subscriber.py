@@ -227,8 +227,9 @@ class Subscriber(ReceiveCore, Closes):
         return self._sock
 
     def fileno(self) -> int:
-        """The socket's edge-triggered notification fd (for select/epoll integration):
-        when it signals, call ``recv_many(0)`` until it returns ``[]``."""
+        """The ZeroMQ socket's edge-triggered notification fd (for select/epoll
+        integration): when it signals, call ``recv_many(0)`` until it returns ``[]``. It
+        does not signal for ``unix://`` endpoints (those wait in the subscriber's poll)."""
         return self._sock.getsockopt(zmq.FD)
 
     def _recv_nowait(self) -> list[bytes] | None:
