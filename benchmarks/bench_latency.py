@@ -586,8 +586,9 @@ def measure_sdk(run: Path, seconds: float, rt_priority: int = 0, scheme: str = "
     on ``scheme`` (ZeroMQ ``ipc`` or spikefuse's ``unix``)."""
     if scheme not in SDK_SCHEMES:
         raise ConfigError(f"SDK chain scheme must be one of {SDK_SCHEMES}, found {scheme!r}")
-    run = run / f"sdk-{scheme}"  # fresh files per chain (a stale CSV would count)
-    run.mkdir(exist_ok=True)
+    if scheme != "ipc":  # its own files (the same names; a stale CSV would count)
+        run = run / f"sdk-{scheme}"
+        run.mkdir(exist_ok=True)
     driver_cfg, core_cfg = _write_sdk_configs(run, seconds, scheme)
     csv = run / "sdk.csv"
     core = _spawn(
