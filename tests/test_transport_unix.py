@@ -316,6 +316,9 @@ def test_endpoint_rules_and_bad_endpoint_errors(tmp_path):
     assert (tmp_path / "file.sock").read_text() == "not a socket"  # never removed
     with Publisher(ep), pytest.raises(BusError, match="another process is publishing"):
         Publisher(ep)
+    zmq_there = Endpoint.ipc(tmp_path, "z")
+    with Publisher(zmq_there), pytest.raises(BusError, match="in use or not ours"):
+        Publisher(Endpoint.unix(tmp_path, "z"))  # a live ZeroMQ listener is never replaced
 
 
 def test_curve_keys_on_a_unix_endpoint_are_a_config_error_naming_the_field(tmp_path):

@@ -160,9 +160,15 @@ def _clear_stale(path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError, OSError):
+    except ConnectionRefusedError:
         path.unlink(missing_ok=True)  # nobody listens: a dead process's file
         return
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # e.g. a ZeroMQ ipc:// listener (a stream socket), or no access
+        raise BusError(
+            f"cannot bind unix://{path}: a socket there is in use or not ours ({exc.strerror})"
+        ) from None
     finally:
         probe.close()
     raise BusError(f"cannot bind unix://{path}: another process is publishing there")
