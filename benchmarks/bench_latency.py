@@ -127,22 +127,26 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _actuator(
-    run: Path, csv: Path, core: str, rt_priority: int = 0, n_channels: int = N_OUT
+    run: Path,
+    csv: Path,
+    core: str,
+    rt_priority: int = 0,
+    n_channels: int = N_OUT,
+    endpoint: str | None = None,
 ) -> subprocess.Popen:
     cfg = run / f"act-{csv.stem}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "motors",
-                "core": core,
-                "run_dir": str(run),
-                "n_channels": n_channels,
-                "csv": str(csv),
-                "print_hz": 0,
-                "deadman_ms": 1000,
-            }
-        )
-    )
+    data = {
+        "name": "motors",
+        "core": core,
+        "run_dir": str(run),
+        "n_channels": n_channels,
+        "csv": str(csv),
+        "print_hz": 0,
+        "deadman_ms": 1000,
+    }
+    if endpoint is not None:  # else the core's default, ipc://<run_dir>/<core>.sock
+        data["endpoint"] = endpoint
+    cfg.write_text(yaml.safe_dump(data))
     return _spawn(
         [sys.executable, "-m", "spikefuse", "actuator", "console", "--config", str(cfg)],
         run / f"act-{csv.stem}.log",
@@ -240,6 +244,21 @@ def relay_main(sub_ep: str, pub_ep: str) -> None:
         try:
             while True:
                 pub.send(sub.recv())
+        except KeyboardInterrupt:
+            pass
+
+
+def unix_relay_main(sub_ep: str, pub_ep: str) -> None:
+    """The floor's middle hop on ``unix://`` (RawSocket is ZeroMQ only): the same raw
+    forwarding through a Subscriber's ``recv_frames`` and a Publisher's ``send_payload``."""
+    from spikefuse.transport.publisher import Publisher
+    from spikefuse.transport.subscriber import Subscriber
+
+    with Subscriber(sub_ep) as sub, Publisher(pub_ep) as pub:
+        try:
+            while True:
+                for topic, payload in sub.recv_frames(None):
+                    pub.send_payload(topic, payload)
         except KeyboardInterrupt:
             pass
 
@@ -451,25 +470,32 @@ def _wait_rows(csv: Path, timeout_s: float) -> None:
     raise RuntimeError(f"no command reached the actuator ({csv})")
 
 
-def measure_floor(run: Path, seconds: float, rt_priority: int = 0) -> tuple[np.ndarray, float]:
-    """(latencies us, CPU us of the relay process per message)."""
+def measure_floor(
+    run: Path, seconds: float, rt_priority: int = 0, scheme: str = "ipc"
+) -> tuple[np.ndarray, float]:
+    """(latencies us, CPU us of the relay process per message); ``scheme`` ``unix``: the
+    same two hops on ``unix://`` (the relay through Subscriber/Publisher, no decoding)."""
     from spikefuse.transport.publisher import Publisher
 
-    csv = run / "floor.csv"
-    with Publisher(f"ipc://{run}/floor-in.sock", hwm=1_000_000) as pub:
+    tag = "" if scheme == "ipc" else f"-{scheme}"
+    csv = run / f"floor{tag}.csv"
+    relay_out = f"{scheme}://{run}/relay{tag}.sock"
+    with Publisher(f"{scheme}://{run}/floor-in{tag}.sock", hwm=1_000_000) as pub:
         relay = _spawn(
             [
                 sys.executable,
                 "-m",
                 "spikefuse.benchmarks.bench_latency",
-                "relay",
-                f"ipc://{run}/floor-in.sock",
-                f"ipc://{run}/relay.sock",
+                "relay" if scheme == "ipc" else "urelay",
+                f"{scheme}://{run}/floor-in{tag}.sock",
+                relay_out,
             ],
-            run / "relay.log",
+            run / f"relay{tag}.log",
             rt_priority,
         )
-        act = _actuator(run, csv, "relay", rt_priority)
+        act = _actuator(
+            run, csv, "relay", rt_priority, endpoint=None if scheme == "ipc" else relay_out
+        )
         try:
             if not pub.wait_for_subscribers(1, 30.0):
                 raise RuntimeError("relay did not subscribe")
@@ -493,10 +519,25 @@ SDK_WARMUP_S = 0.5
 N_SDK = 3
 
 
-def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
+SDK_SCHEMES = ("ipc", "unix")
+"""The SDK chain's two hops: ZeroMQ ipc (the default endpoints) or spikefuse's unix://."""
+
+
+def _sdk_endpoint(run: Path, scheme: str, name: str) -> str | None:
+    """The chain's endpoint ``name`` on ``scheme`` (None: the configs' default, ipc)."""
+    return None if scheme == "ipc" else f"unix://{run}/{name}.sock"
+
+
+def _write_sdk_configs(run: Path, seconds: float, scheme: str = "ipc") -> tuple[Path, Path]:
     """A real ``spikefuse driver imu`` (synthetic gyro only, 3 channels at 1 kHz, every
-    sample sent at once) and a core with a 3 -> 3 pass-through graph."""
+    sample sent at once) and a core with a 3 -> 3 pass-through graph, on ``scheme``."""
     from spikefuse.graph import Graph
+
+    sensor_ep = _sdk_endpoint(run, scheme, "u-imu")
+    core_ep = _sdk_endpoint(run, scheme, "u-sdkcore")
+    driver_extra = {"endpoint": sensor_ep} if sensor_ep else {}
+    input_extra = {"endpoint": sensor_ep} if sensor_ep else {}
+    core_extra = {"endpoint": core_ep} if core_ep else {}
 
     scale = 1000.0  # one count = 1 mrad/s: the synthetic gyro's noise changes every sample
     g = Graph("passthrough")
@@ -519,6 +560,7 @@ def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
                     "mag": {"enabled": False},
                 },
                 "source": {"type": "synthetic", "seed": 0},
+                **driver_extra,
             }
         )
     )
@@ -529,27 +571,35 @@ def _write_sdk_configs(run: Path, seconds: float) -> tuple[Path, Path]:
                 "name": "sdkcore",
                 "graph": str(run / "g3.npz"),
                 "run_dir": str(run),
-                "inputs": {"gyro": {"sensor": "imu", "timeout_s": 60}},
+                "inputs": {"gyro": {"sensor": "imu", "timeout_s": 60, **input_extra}},
                 "actuators": {"motors": {"output": "y"}},
+                **core_extra,
             }
         )
     )
     return driver, core
 
 
-def measure_sdk(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
+def measure_sdk(run: Path, seconds: float, rt_priority: int = 0, scheme: str = "ipc") -> np.ndarray:
     """Latencies (us) of a real SDK driver process -> ``spikefuse core`` (3 -> 3
-    pass-through) -> the console actuator: sample time to command receipt, two hops."""
-    driver_cfg, core_cfg = _write_sdk_configs(run, seconds)
+    pass-through) -> the console actuator: sample time to command receipt, two hops, both
+    on ``scheme`` (ZeroMQ ``ipc`` or spikefuse's ``unix``)."""
+    if scheme not in SDK_SCHEMES:
+        raise ConfigError(f"SDK chain scheme must be one of {SDK_SCHEMES}, found {scheme!r}")
+    if scheme != "ipc":  # its own files (the same names; a stale CSV would count)
+        run = run / f"sdk-{scheme}"
+        run.mkdir(exist_ok=True)
+    driver_cfg, core_cfg = _write_sdk_configs(run, seconds, scheme)
     csv = run / "sdk.csv"
     core = _spawn(
         [sys.executable, "-m", "spikefuse", "core", "--config", str(core_cfg)],
         run / "sdkcore.log",
         rt_priority,
     )
-    act = _actuator(run, csv, "sdkcore", rt_priority, n_channels=N_SDK)
+    core_ep = _sdk_endpoint(run, scheme, "u-sdkcore")
+    act = _actuator(run, csv, "sdkcore", rt_priority, n_channels=N_SDK, endpoint=core_ep)
     try:
-        _wait_started(run / "sdkcore.sock", 30.0)
+        _wait_started(run / ("sdkcore.sock" if core_ep is None else "u-sdkcore.sock"), 30.0)
         drv = _spawn(
             [sys.executable, "-m", "spikefuse", "driver", "imu", "--config", str(driver_cfg)],
             run / "sdk-imu.log",
@@ -729,32 +779,36 @@ def demo_compute(seconds: float) -> tuple[float, float]:
     return eng.counters["syn_ops"] / seconds, DenseExecutor(g).ops_per_step * 1000.0
 
 
-def measure_idle(run: Path, seconds: float) -> float:
-    """CPU % (all threads) of a core whose sensors are static."""
+def measure_idle(run: Path, seconds: float, scheme: str = "ipc") -> float:
+    """CPU % (all threads) of a core whose sensors are static, its sockets on ``scheme``."""
     from spikefuse.core.demo import write_demo_graph
 
     gdir = run / "graphs"
     write_demo_graph(gdir)
-    cfg = run / "idle.yaml"
+    tag = "idle" if scheme == "ipc" else f"idle-{scheme}"
+    still = {"sensor": "still", "timeout_s": 3600}
+    extra = {}
+    if scheme != "ipc":
+        still["endpoint"] = _sdk_endpoint(run, scheme, "still-u")
+        extra["endpoint"] = _sdk_endpoint(run, scheme, tag)
+    cfg = run / f"{tag}.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "name": "idle",
                 "graph": str(gdir / "demo.yaml"),
                 "run_dir": str(run),
-                "inputs": {
-                    "gyro": {"sensor": "still", "timeout_s": 3600},
-                    "accel": {"sensor": "still", "timeout_s": 3600},
-                },
+                "inputs": {"gyro": dict(still), "accel": dict(still)},
                 "actuators": {"motors": {"output": "motors"}},
+                **extra,
             }
         )
     )
     core = _spawn(
-        [sys.executable, "-m", "spikefuse", "core", "--config", str(cfg)], run / "idle.log"
+        [sys.executable, "-m", "spikefuse", "core", "--config", str(cfg)], run / f"{tag}.log"
     )
     try:
-        _wait_started(run / "idle.sock", 30.0)
+        _wait_started(run / f"{tag}.sock", 30.0)
         time.sleep(1.0)  # let start-up finish
         c0, t0 = cpu_ns(core.pid), time.monotonic_ns()
         time.sleep(seconds)
@@ -847,6 +901,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         run_dir = Path(tmp)
         floor, relay_cpu_us = measure_floor(run_dir, args.seconds, prio)
         sdk = measure_sdk(run_dir, args.seconds, prio)
+        sdk_unix = measure_sdk(run_dir, args.seconds, prio, scheme="unix")
         # zenoh under SCHED_FIFO: its runtime threads inherit the policy; not run there
         zen = measure_zenoh(run_dir, args.seconds) if zenoh_available() and not prio else None
         # not under SCHED_FIFO: there the bench process spun at 100 % of the one CPU its
@@ -857,9 +912,13 @@ def run(args: argparse.Namespace) -> BenchResult:
             hz: measure_loop(run_dir, hz, args.seconds, args.seed, prio) for hz in (30.0, 1000.0)
         }
         idle = measure_idle(run_dir, args.idle_seconds)
+        idle_unix = measure_idle(run_dir, args.idle_seconds, scheme="unix")
     ev_ops, dense1k_ops = demo_compute(5.0)
     res = _report(floor, relay_cpu_us, e2e, loops, idle, ev_ops, dense1k_ops)
     _report_sdk(res, floor, sdk, zen)
+    _report_sdk_unix(res, floor, sdk, sdk_unix, zen)
+    res.fields["idle_cpu_percent_unix"] = round(idle_unix, 3)
+    res.notes.append(f"idle core CPU: {idle:.2f} % over ipc://, {idle_unix:.2f} % over unix://")
     if pinned is not None:
         _report_pinned(res, floor, sdk, *pinned)
     _report_inprocess(res, *measure_core_inprocess(args.seed))
@@ -883,36 +942,54 @@ def measure_rounds(run: Path, n: int, seconds: float, seed: int) -> list[dict[st
             np.percentile(measure_e2e(d, seconds, seed, rates=(10_000,))[10_000].lat_us, 50)
         )
         p50["sdk"] = float(np.percentile(measure_sdk(d, seconds), 50))
+        p50["sdk_unix"] = float(np.percentile(measure_sdk(d, seconds, scheme="unix"), 50))
+        p50["floor_unix"] = float(np.percentile(measure_floor(d, seconds, scheme="unix")[0], 50))
         if zenoh_available():
             p50["zenoh"] = float(np.percentile(measure_zenoh(d, seconds), 50))
         rounds.append(p50)
     return rounds
 
 
+ROUND_CHAINS = {
+    "floor": "floor",
+    "core": "core 10k",
+    "sdk": "SDK",
+    "sdk_unix": "SDK unix",
+    "floor_unix": "floor unix",
+    "zenoh": "zenoh",
+}
+"""The chains of a round (keys of its p50s) and their labels in the printed note."""
+ROUND_RATIOS = (
+    ("p50_ratio_vs_floor_10k_median", "core", "floor"),
+    ("sdk_p50_ratio_vs_floor_median", "sdk", "floor"),
+    ("sdk_unix_p50_ratio_vs_floor_median", "sdk_unix", "floor"),
+    ("sdk_unix_p50_ratio_vs_sdk_median", "sdk_unix", "sdk"),
+    ("floor_unix_p50_ratio_vs_floor_median", "floor_unix", "floor"),
+    ("sdk_p50_ratio_vs_zenoh_median", "sdk", "zenoh"),
+    ("zenoh_p50_ratio_vs_floor_median", "zenoh", "floor"),
+    ("sdk_unix_p50_ratio_vs_zenoh_median", "sdk_unix", "zenoh"),
+    ("floor_unix_p50_ratio_vs_zenoh_median", "floor_unix", "zenoh"),
+)
+"""(field, chain a, chain b): the median over rounds of a's p50 / b's p50, when every round
+has both (zenoh only when installed)."""
+
+
 def _report_rounds(res: BenchResult, rounds: list[dict[str, float]]) -> None:
     """Medians of the per-round p50 ratios (each ratio within one round)."""
-
-    def median_ratio(a: str, b: str) -> float:
-        return round(float(np.median([r[a] / r[b] for r in rounds if b in r])), 3)
-
     res.fields["rounds"] = len(rounds)
-    res.fields["p50_ratio_vs_floor_10k_median"] = median_ratio("core", "floor")
-    res.fields["sdk_p50_ratio_vs_floor_median"] = median_ratio("sdk", "floor")
-    line = ", ".join(
-        "/".join(f"{r[k]:.0f}" for k in ("floor", "core", "sdk", "zenoh") if k in r) for r in rounds
-    )
-    if all("zenoh" in r for r in rounds):
-        res.fields["sdk_p50_ratio_vs_zenoh_median"] = median_ratio("sdk", "zenoh")
-        res.fields["zenoh_p50_ratio_vs_floor_median"] = median_ratio("zenoh", "floor")
-    res.notes.append(
-        f"{len(rounds)} interleaved rounds, p50 us floor/core 10k/SDK/zenoh: {line}; median "
-        f"ratios: core/floor {res.fields['p50_ratio_vs_floor_10k_median']}, SDK/floor "
-        f"{res.fields['sdk_p50_ratio_vs_floor_median']}"
-        + (
-            f", SDK/zenoh {res.fields['sdk_p50_ratio_vs_zenoh_median']}"
-            if "sdk_p50_ratio_vs_zenoh_median" in res.fields
-            else ""
+    if all("sdk_unix" in r for r in rounds):
+        res.fields["sdk_unix_p50_us_median"] = round(
+            float(np.median([r["sdk_unix"] for r in rounds])), 1
         )
+    for name, a, b in ROUND_RATIOS:
+        if all(a in r and b in r for r in rounds):
+            res.fields[name] = round(float(np.median([r[a] / r[b] for r in rounds])), 3)
+    keys = [k for k in ROUND_CHAINS if k in rounds[0]]
+    line = ", ".join("/".join(f"{r[k]:.0f}" for k in keys if k in r) for r in rounds)
+    res.notes.append(
+        f"{len(rounds)} interleaved rounds, p50 us {'/'.join(ROUND_CHAINS[k] for k in keys)}: "
+        f"{line}; median ratios: "
+        + ", ".join(f"{k} {v}" for k, v in res.fields.items() if k.endswith("_median"))
     )
 
 
@@ -1069,6 +1146,27 @@ def _report_sdk(
     res.notes.append(note)
 
 
+def _report_sdk_unix(
+    res: BenchResult,
+    floor: np.ndarray,
+    sdk: np.ndarray,
+    sdk_unix: np.ndarray,
+    zen: np.ndarray | None,
+) -> None:
+    """The same SDK chain with both hops on ``unix://`` (one wake per hop)."""
+    res.add("SDK chain over unix://", len(sdk_unix), *_stats(sdk_unix), "-", "-", "-")
+    p50 = float(np.percentile(sdk_unix, 50))
+    res.fields["sdk_unix_p50_us"] = _r(p50)
+    res.fields["sdk_unix_p99_us"] = _r(np.percentile(sdk_unix, 99))
+    res.fields["sdk_unix_p50_ratio_vs_floor"] = round(p50 / float(np.percentile(floor, 50)), 3)
+    res.fields["sdk_unix_p50_ratio_vs_sdk"] = round(p50 / float(np.percentile(sdk, 50)), 3)
+    note = f"SDK chain over unix:// p50 / over ipc p50: {res.fields['sdk_unix_p50_ratio_vs_sdk']}"
+    if zen is not None and zen.size:
+        res.fields["sdk_unix_p50_ratio_vs_zenoh"] = round(p50 / float(np.percentile(zen, 50)), 3)
+        note += f"; / zenoh p50: {res.fields['sdk_unix_p50_ratio_vs_zenoh']}"
+    res.notes.append(note)
+
+
 def _report_pinned(
     res: BenchResult,
     floor: np.ndarray,
@@ -1118,6 +1216,8 @@ def _r(v: float) -> float:
 if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate loop
     if len(sys.argv) == 4 and sys.argv[1] == "relay":
         relay_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "urelay":
+        unix_relay_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "zrelay":
         zenoh_relay_main(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "zrecv":  # OUT_CSV
@@ -1127,6 +1227,7 @@ if __name__ == "__main__":  # the children: the floor's relay, the fixed-rate lo
     else:
         sys.exit(
             "usage: python -m spikefuse.benchmarks.bench_latency relay SUB_EP PUB_EP\n"
+            "       python -m spikefuse.benchmarks.bench_latency urelay SUB_EP PUB_EP\n"
             "       python -m spikefuse.benchmarks.bench_latency zrelay LISTEN_EP\n"
             "       python -m spikefuse.benchmarks.bench_latency zrecv CONNECT_EP OUT_CSV\n"
             "       python -m spikefuse.benchmarks.bench_latency loop SUB_EP PUB_EP RATE_HZ "

@@ -90,7 +90,9 @@ def _endpoints(args: argparse.Namespace) -> list[str]:
     if args.endpoint:
         return list(args.endpoint)
     run_dir = args.run_dir or DEFAULT_RUN_DIR
-    endpoints = [f"ipc://{p}" for p in sorted(Path(run_dir).glob("*.sock"))]
+    from spikefuse.transport.unix import endpoint_of_socket_file
+
+    endpoints = [endpoint_of_socket_file(p) for p in sorted(Path(run_dir).glob("*.sock"))]
     if not endpoints:
         raise ConfigError(f"no *.sock endpoints in {run_dir}; give --run-dir or --endpoint")
     return endpoints

@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     endpoints = list(args.endpoint)
     if not endpoints:
         run_dir = args.run_dir or DEFAULT_RUN_DIR
-        endpoints = [f"ipc://{p}" for p in sorted(Path(run_dir).glob("*.sock"))]
+        from spikefuse.transport.unix import endpoint_of_socket_file
+
+        endpoints = [endpoint_of_socket_file(p) for p in sorted(Path(run_dir).glob("*.sock"))]
         if not endpoints:
             raise ConfigError(f"no *.sock endpoints in {run_dir}; give --run-dir or --endpoint")
     if not args.period > 0:

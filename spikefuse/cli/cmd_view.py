@@ -67,7 +67,11 @@ def build_config(args: argparse.Namespace):
     else:
         run_dir = args.run_dir or DEFAULT_RUN_DIR
         data["run_dir"] = run_dir
-        data["endpoints"] += [f"ipc://{p}" for p in sorted(Path(run_dir).glob("*.sock"))]
+        from spikefuse.transport.unix import endpoint_of_socket_file
+
+        data["endpoints"] += [
+            endpoint_of_socket_file(p) for p in sorted(Path(run_dir).glob("*.sock"))
+        ]
         if not data["endpoints"]:
             raise ConfigError(
                 f"no *.sock endpoints in {run_dir}; give --launch, --run-dir or --endpoint"

@@ -176,10 +176,14 @@ class FusionCore:
         if cmds is None:
             return False
         self.n_compiled += 1
+        self._send_encoded(cmds)
+        return True
+
+    def _send_encoded(self, cmds: list) -> None:
+        """Send and count the commands the compiled path encoded."""
         for i, data, t_ns, cause_t_ns, fresh in cmds:
             ok = self.send_payload(self._motor_topics[i], data)
             self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
-        return True
 
     def handle(self, msg: Message, now_ns: int) -> None:
         if self.cfg.clock_offsets_ns and not self.data_clock:
@@ -278,10 +282,13 @@ class FusionCore:
             ev = self.engine.advance(horizon)
             self._route_outputs(ev, now_ns, horizon, None)
         self._check_stale(now_ns)
-        for name, motor in self.motors.items():
-            values = motor.poll(now_ns)
-            if values is not None:
-                self._publish_motor(name, motor, values, now_ns)
+        if self.hot is not None and self.send_payload is not None:
+            self._send_encoded(self.hot.refresh(now_ns, self.clock()))
+        else:
+            for name, motor in self.motors.items():
+                values = motor.poll(now_ns)
+                if values is not None:
+                    self._publish_motor(name, motor, values, now_ns)
         if now_ns >= self.next_status_ns:
             self.publish_status(now_ns)
 

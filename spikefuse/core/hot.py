@@ -121,3 +121,8 @@ class HotPath:
         if type(topic) is not bytes or type(payload) is not bytes:
             return None
         return self._hot.on_payload(topic, payload, now_ns, stamp_ns)
+
+    def refresh(self, now_ns: int, stamp_ns: int) -> list[Command]:
+        """The motors due at ``now_ns`` (the motor part of ``FusionCore.service``), their
+        commands encoded and stamped with ``stamp_ns``."""
+        return self._hot.refresh(now_ns, stamp_ns)

@@ -243,8 +243,9 @@ def _check_rewired(cfg: LaunchFile, w: Wiring) -> None:
 
 
 def _ipc_owner(cfg: LaunchFile, endpoint: str) -> int | None:
-    """The process whose default ipc socket ``endpoint`` is (by socket file name)."""
-    if not endpoint.startswith("ipc://"):
+    """The process whose same-host socket (``ipc://`` or ``unix://``) ``endpoint`` is (by
+    socket file name)."""
+    if not endpoint.startswith(("ipc://", "unix://")):
         return None
     stem = endpoint.rsplit("/", 1)[-1].removesuffix(".sock")
     for i, p in enumerate(cfg.processes):
@@ -261,17 +262,22 @@ def _check_ipc(cfg: LaunchFile) -> None:
             for k, a in enumerate(c.args[:-1])
             if a == "--endpoint" and c.kind == "record"
         ]
-        given += [("set", s.partition("=")[2]) for s in c.set if "endpoint=ipc://" in s]
+        given += [
+            ("set", s.partition("=")[2])
+            for s in c.set
+            if "endpoint=ipc://" in s or "endpoint=unix://" in s
+        ]
         for field_name, e in given:
             i = _ipc_owner(cfg, e)
             if i is None or host_of(cfg.processes[i]) == host_of(c):
                 continue
             head, _, rest = field_name.partition("[")
             where = cfg.where(f"processes[{j}]", head) + (f"[{rest}" if rest else "")
+            scheme = e.partition("://")[0]
             raise ConfigError(
-                f"ipc endpoint {e} is '{cfg.processes[i].name}' on host "
-                f"{host_of(cfg.processes[i])}, but '{c.name}' runs on {host_of(c)}: ipc does "
-                "not cross hosts (name the topic instead; the launcher makes it tcp)",
+                f"{scheme} endpoint {e} is '{cfg.processes[i].name}' on host "
+                f"{host_of(cfg.processes[i])}, but '{c.name}' runs on {host_of(c)}: {scheme} "
+                "does not cross hosts (name the topic instead; the launcher makes it tcp)",
                 where,
             )
 

@@ -80,12 +80,14 @@ def _seq_spans(msgs: list[LogMessage]) -> dict[str, int]:
 
 
 def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopSignal, res: LiveResult) -> bool:
-    while not pub.send_payload(topic, payload):
+    ok = pub.send_payload(topic, payload)
+    while not ok:
         res.n_send_retries += 1
         pub.n_dropped -= 1  # not a drop: we retry until the subscriber takes it
         if stop.requested:
             return False
         pub.wait_writable(SEND_RETRY_MS / 1000)
+        ok = pub.retry_dropped()  # to whoever missed it: never twice to anyone
     return True
 
 

@@ -146,7 +146,7 @@ def _wait_for_subscribers(pub: Publisher, cfg: DriverConfig, stop: StopSignal) -
                 cfg.wait_for_subscribers_timeout_s,
             )
             return
-        pub.socket.poll(min(50, max(1, remaining_ns // 1_000_000)))
+        pub.wait_notice(min(50, max(1, remaining_ns // 1_000_000)) / 1000)
 
 
 def add_driver_arguments(parser: argparse.ArgumentParser) -> None:

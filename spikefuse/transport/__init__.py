@@ -1,4 +1,5 @@
-"""The ZeroMQ transport: the only spikefuse package that imports ``zmq``.
+"""The transport (ZeroMQ, and spikefuse's own same-host ``unix://``): the only spikefuse
+package that imports ``zmq``.
 
 One module per concern (import what you use from its module; this file imports nothing,
 so a config model can take :class:`~spikefuse.transport.endpoint.Endpoint` or
@@ -19,4 +20,6 @@ so a config model can take :class:`~spikefuse.transport.endpoint.Endpoint` or
 * :mod:`.raw` - :class:`RawSocket`, bare frames with no protocol (benchmark floors, tests).
 * :mod:`.control` - :class:`ControlSocket`, ROUTER/DEALER request/reply for
   ``spikefuse agent`` and the launcher (docs/multihost.md).
+* :mod:`.unix` - ``unix://`` endpoints under :class:`Publisher` / :class:`Subscriber`:
+  AF_UNIX SEQPACKET on one host, one wake per hop, no I/O thread (docs/protocol.md 6.1).
 """

@@ -11,6 +11,7 @@ import zmq.asyncio
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import Message, topic_of
 from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.queue import Policy
 from spikefuse.transport.security import check_plaintext
@@ -18,11 +19,18 @@ from spikefuse.transport.sockets import SUB_LINGER_MS, Closes, SocketOwner
 from spikefuse.transport.subscriber import DEFAULT_MAX_DRAIN, ReceiveCore
 
 
+def _no_unix(endpoints: list[str]) -> None:
+    for e in endpoints:
+        if Endpoint(e).scheme == "unix":
+            raise ConfigError(f"endpoint {e}: the asyncio variants take ZeroMQ endpoints only")
+
+
 class AsyncPublisher(Publisher):
     """:class:`Publisher` for asyncio code: ``await pub.send(msg)`` (never blocks) and
     ``await pub.wait_for_subscribers(...)`` (waits on the socket through ``zmq.asyncio``)."""
 
     def __init__(self, endpoint: str, **kwargs) -> None:
+        _no_unix([endpoint])
         super().__init__(endpoint, **kwargs)
         # an asyncio view of the same socket, used only to wait for subscriptions
         self._asock = zmq.asyncio.Socket.shadow(self._sock.underlying)
@@ -68,6 +76,7 @@ class AsyncSubscriber(ReceiveCore, Closes):
         endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoints:
             raise ConfigError("a subscriber needs at least one endpoint")
+        _no_unix(endpoints)
         check_plaintext(endpoints, security)
         self._init_core(name, policy, max_queue, max_drain)
         secure = security is not None and security.uses_curve
@@ -90,7 +99,7 @@ class AsyncSubscriber(ReceiveCore, Closes):
 
     async def _fill(self, timeout_s: float | None) -> None:
         """Drain what is ready; if nothing is queued, wait up to ``timeout_s``."""
-        self._drain(self._sock)
+        self._drain()
         if len(self.queue) or (timeout_s is not None and timeout_s <= 0):
             return
         deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
@@ -103,7 +112,7 @@ class AsyncSubscriber(ReceiveCore, Closes):
                     return
                 wait_ms = max(1, int(remaining_s * 1000 + 0.999))
             if await self._asock.poll(wait_ms, zmq.POLLIN):
-                self._drain(self._sock)
+                self._drain()
 
     async def recv(self, timeout_s: float | None = None) -> Message | None:
         await self._fill(timeout_s)

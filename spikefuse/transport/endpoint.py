@@ -10,13 +10,17 @@ from pydantic_core import core_schema
 from spikefuse.errors import ConfigError
 
 IPC_PATH_MAX = 107
-"""Longest ipc path in bytes (the Unix socket limit, ``sun_path`` minus its NUL)."""
-SCHEMES = ("ipc", "tcp", "inproc")
+"""Longest ipc:// or unix:// path in bytes (the Unix socket limit, ``sun_path`` minus its
+NUL)."""
+SCHEMES = ("ipc", "tcp", "inproc", "unix")
+_PATH_SCHEMES = ("ipc", "unix")
 _LOOPBACK_HOSTS = {"localhost", "::1", "[::1]", "ip6-localhost"}
 
 
 class Endpoint(str):
-    """A checked endpoint string: ``ipc://path``, ``tcp://host:port`` or ``inproc://name``.
+    """A checked endpoint string: ``ipc://path``, ``tcp://host:port``, ``inproc://name``
+    (ZeroMQ) or ``unix://path`` (spikefuse's own same-host transport, one wake per hop:
+    :mod:`spikefuse.transport.unix`).
 
     ``Endpoint(text)`` raises :class:`ConfigError` naming what is wrong. It is a ``str``, so
     it goes wherever an endpoint string goes; as a pydantic field type (``endpoint:
@@ -36,11 +40,13 @@ class Endpoint(str):
             raise ConfigError(f"endpoint {text!r}: empty address")
         if scheme == "tcp" and ":" not in address:
             raise ConfigError(f"endpoint {text!r}: tcp needs host:port")
-        if scheme == "ipc" and len(address.encode()) > IPC_PATH_MAX:
+        if scheme in _PATH_SCHEMES and len(address.encode()) > IPC_PATH_MAX:
             raise ConfigError(
-                f"endpoint {text!r}: ipc path longer than {IPC_PATH_MAX} bytes "
+                f"endpoint {text!r}: {scheme} path longer than {IPC_PATH_MAX} bytes "
                 "(the Unix socket limit); use a shorter run directory"
             )
+        if scheme == "unix" and ("\0" in address or address.endswith("/")):
+            raise ConfigError(f"endpoint {text!r}: unix needs a socket file path")
         return super().__new__(cls, text)
 
     @classmethod
@@ -49,6 +55,12 @@ class Endpoint(str):
         if not name or "/" in name or "\0" in name:
             raise ConfigError(f"endpoint name {name!r} must be non-empty without '/'")
         return cls(f"ipc://{Path(run_dir).absolute() / name}.sock")
+
+    @classmethod
+    def unix(cls, run_dir: str | Path, name: str) -> Endpoint:
+        """``unix://<run_dir>/<name>.sock``: the same socket file as :meth:`ipc` on
+        spikefuse's own same-host transport."""
+        return cls("unix://" + cls.ipc(run_dir, name).address)
 
     @property
     def scheme(self) -> str:
@@ -64,8 +76,14 @@ class Endpoint(str):
         return Path(self.address) if self.scheme == "ipc" else None
 
     @property
+    def socket_path(self) -> Path | None:
+        """The socket file of an ``ipc://`` or ``unix://`` endpoint (None for the others)."""
+        return Path(self.address) if self.scheme in _PATH_SCHEMES else None
+
+    @property
     def is_local(self) -> bool:
-        """True for ipc://, inproc:// and tcp:// on a loopback address: plaintext allowed."""
+        """True for ipc://, unix://, inproc:// and tcp:// on a loopback address: plaintext
+        allowed."""
         if self.scheme != "tcp":
             return True
         host = self.address.rsplit(":", 1)[0]

@@ -1,6 +1,8 @@
 """The sending side: :class:`Publisher`, an XPUB socket (PUB semantics) that sends
 ``[topic, payload]`` without blocking; with ``nodrop`` (default) a full high-water mark
-makes ``send`` count a drop instead of ZeroMQ dropping silently."""
+makes ``send`` count a drop instead of ZeroMQ dropping silently. On a ``unix://``
+endpoint it is :class:`~spikefuse.transport.unix.UnixPublisherSocket` underneath, with the
+same methods."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from collections.abc import Sequence
 
 import zmq
 
+from spikefuse.errors import BusError
 from spikefuse.protocol import Encoder, Message, topic_of
 from spikefuse.transport.config import PublisherConfig, SecurityConfig
+from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.security import apply_client_security, check_plaintext
 from spikefuse.transport.sockets import PUB_LINGER_MS, Closes, SocketOwner, bind_or_connect
+from spikefuse.transport.unix import UnixPublisherSocket, check_unix_options
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -38,12 +43,21 @@ class Publisher(Closes):
     ) -> None:
         check_plaintext([endpoint], security)
         self._linger_ms = max(0, int(linger_s * 1000))
-        self._owner = SocketOwner(context, private=False)
         self.n_sent = 0
         self.n_dropped = 0
         self.n_subscriptions = 0
         self._live: dict[bytes, int] = {}  # topic prefix -> subscriptions currently held
         self._encoder = Encoder()
+        self._dropped: tuple[bytes, bytes] | None = None
+        self._unix: UnixPublisherSocket | None = None
+        ep = Endpoint(endpoint)
+        if ep.scheme == "unix":
+            check_unix_options([ep], security, bind, publisher=True)
+            self._unix = UnixPublisherSocket(ep)
+            self.endpoint = str(ep)
+            self._sock = None
+            return
+        self._owner = SocketOwner(context, private=False)
         try:
             sock = self._owner.sock = self._owner.ctx.socket(zmq.XPUB)
             sock.linger = self._linger_ms
@@ -73,7 +87,14 @@ class Publisher(Closes):
 
     @property
     def socket(self) -> zmq.Socket:
+        if self._sock is None:
+            raise BusError(f"{self.endpoint}: a unix:// publisher has no ZeroMQ socket")
         return self._sock
+
+    @property
+    def n_auth_denied(self) -> int:
+        """Subscribers refused (a ``unix://`` peer of another user)."""
+        return 0 if self._unix is None else self._unix.refusals.n_denied
 
     def send(self, msg: Message) -> bool:
         """Encode and send; returns False (and counts ``n_dropped``) if a subscriber's queue
@@ -88,22 +109,58 @@ class Publisher(Closes):
         # two plain sends with int flags: a third of send_multipart's cost per message (the
         # flag enums and its loop). A message is atomic: only its first frame can hit the
         # high-water mark (EAGAIN), and then nothing of it was queued.
+        if self._unix is not None:
+            return self._count(self._unix.send(topic, payload))
         try:
             self._sock.send(topic, _MORE_NOBLOCK)
         except zmq.Again:
             self.n_dropped += 1
+            self._dropped = (topic, payload)
             return False
         self._sock.send(payload, _NOBLOCK)
         self.n_sent += 1
         return True
 
+    def retry_dropped(self) -> bool:
+        """Send the message of the last ``send`` that returned False again, to whoever
+        missed it (ZeroMQ: everyone, a full high-water mark queued nothing of it;
+        ``unix://``: only the subscribers that were full), never twice to anyone. False
+        (counted in ``n_dropped``) if it is missed again; True if nothing was missed."""
+        if self._unix is not None:
+            return self._count(self._unix.retry())
+        dropped, self._dropped = self._dropped, None
+        return True if dropped is None else self._send_frames(*dropped)
+
+    def _count(self, ok: bool) -> bool:
+        if ok:
+            self.n_sent += 1
+        else:
+            self.n_dropped += 1
+        return ok
+
     def wait_writable(self, timeout_s: float) -> bool:
         """Block up to ``timeout_s`` until a send would not hit the high-water mark (used by
         back-pressured senders such as fast replay)."""
+        if self._unix is not None:
+            return self._unix.wait_writable(timeout_s)
         return bool(self._sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLOUT))
+
+    def wait_notice(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a subscriber's (un)subscription or arrival (then
+        call :meth:`poll_subscriptions`); False on timeout."""
+        if self._unix is not None:
+            return self._unix.service(max(0.0, timeout_s))
+        return bool(self._sock.poll(max(1, int(timeout_s * 1000)), zmq.POLLIN))
 
     def poll_subscriptions(self) -> int:
         """Read pending (un)subscription notices; returns the number of subscriptions seen."""
+        if self._unix is not None:
+            self._unix.service()
+            self.n_subscriptions = self._unix.n_subscriptions
+            return self.n_subscriptions
+        sock = self._sock
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # none: no raised zmq.Again
+            return self.n_subscriptions
         while True:
             try:
                 frame = self._sock.recv(zmq.NOBLOCK)
@@ -120,12 +177,16 @@ class Publisher(Closes):
         """How many subscriptions held right now would receive ``topic`` (call
         :meth:`poll_subscriptions` first). A process that subscribes to several topics of
         this socket (the core: ``sensor/x`` and ``status/x``) counts once for ``sensor/x``."""
+        if self._unix is not None:
+            return self._unix.n_subscribed(topic)
         return sum(n for p, n in self._live.items() if topic.startswith(p))
 
     def has_subscriber(self, topic: bytes) -> bool:
         """Whether a subscription matching ``topic`` is held right now, as far as the
         notices read so far tell (call :meth:`poll_subscriptions` first): a message sent
         to a topic nobody holds reaches no one, which ZeroMQ does not count."""
+        if self._unix is not None:
+            return self._unix.n_subscribed(topic) > 0
         return any(n > 0 and topic.startswith(p) for p, n in self._live.items())
 
     def wait_for_subscribers(
@@ -140,7 +201,7 @@ class Publisher(Closes):
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
                 return False
-            self._sock.poll(max(1, int(remaining_s * 1000)), zmq.POLLIN)
+            self.wait_notice(remaining_s)
         return True
 
     def _n_waited_for(self, topics: Sequence[bytes]) -> int:
@@ -148,9 +209,13 @@ class Publisher(Closes):
         return max(self.n_subscribed(t) for t in topics) if topics else n_all
 
     def close(self) -> None:
-        """Close; queued messages still get ``linger_s`` to leave."""
+        """Close; queued messages still get ``linger_s`` to leave (``unix://``: what the
+        subscribers' sockets hold is theirs already)."""
+        if self._unix is not None:
+            self._unix.close()
+            return
         self._owner.close(self._linger_ms)
 
     @property
     def closed(self) -> bool:
-        return self._sock.closed
+        return self._unix.closed if self._unix is not None else self._sock.closed

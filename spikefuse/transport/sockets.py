@@ -9,7 +9,7 @@ from typing import Self
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from spikefuse.errors import BusError
+from spikefuse.errors import BusError, ConfigError
 from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.security import ZAP_DOMAIN, KeyList
 
@@ -24,6 +24,11 @@ def bind_or_connect(sock: zmq.Socket, endpoint: str, bind: bool) -> str:
     """Bind (creating an ipc socket's folder) or connect; returns the endpoint actually
     bound (a ``tcp://...:*`` wildcard port resolved)."""
     ep = Endpoint(endpoint)
+    if ep.scheme == "unix":
+        raise ConfigError(
+            f"endpoint {endpoint}: unix:// serves publishers and subscribers only; "
+            "this socket needs ipc:// or tcp://"
+        )
     try:
         if bind:
             if ep.ipc_path is not None:

@@ -5,7 +5,10 @@ counted and logged, never raised), sequence gaps are counted per stream
 (:class:`~spikefuse.transport.seq.SeqTracker`), and what is ready is drained into a
 per-stream :class:`~spikefuse.transport.queue.InputQueue` with policy ``keep`` (bounded,
 oldest dropped and counted) or ``coalesce`` (consecutive batches of one stream merged by
-summing counts per channel: overload costs temporal resolution, never the signal)."""
+summing counts per channel: overload costs temporal resolution, never the signal).
+
+``unix://`` endpoints (:mod:`spikefuse.transport.unix`) mix with the ZeroMQ ones: their
+connections and the SUB socket are waited on in one poll."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from spikefuse.transport.sockets import (
     SocketOwner,
     bind_or_connect,
 )
+from spikefuse.transport.unix import UnixLinks, check_unix_options, split_endpoints
 
 DEFAULT_MAX_DRAIN = 65536
 """Most messages pulled off a socket per drain (bounds one call's latency)."""
@@ -50,6 +54,10 @@ def check_frames(decoder: Decoder, frames: list[bytes]) -> Message | None:
         decoder.reject("topic_mismatch", f"topic frame {frames[0][:80]!r} != {topic_of(msg)!r}")
         return None
     return msg
+
+
+def _topic_bytes(topic: str | bytes) -> bytes:
+    return topic.encode() if isinstance(topic, str) else bytes(topic)
 
 
 @dataclass
@@ -82,6 +90,7 @@ class ReceiveCore:
         self.n_received = 0
         self._rcvtimeo_ms = -1
         self.seq = SeqTracker()
+        self._unix: UnixLinks | None = None
 
     def _setup_socket(
         self,
@@ -117,13 +126,23 @@ class ReceiveCore:
             self.seq.see(stream_of(msg), msg.seq)
         return msg
 
-    def _drain(self, sock: zmq.Socket) -> int:
+    def _recv_nowait(self) -> list[bytes] | None:
+        """The next message's frames if one is ready, else None (never waits)."""
+        try:
+            return self._sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def _refresh(self) -> None:
+        """Before taking what is ready without a wait (the ZeroMQ socket needs nothing)."""
+
+    def _drain(self) -> int:
         """Move every ready message (at most ``max_drain``) into the queue."""
+        self._refresh()
         n = 0
         while n < self.max_drain:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = self._recv_nowait()
+            if frames is None:
                 break
             msg = self.accept(frames)
             if msg is not None:
@@ -142,7 +161,8 @@ class ReceiveCore:
             n_coalesced=self.queue.n_coalesced,
             seq_gaps=dict(self.seq.gaps),
             seq_resets=dict(self.seq.resets),
-            n_auth_denied=keylist.n_denied if keylist else 0,
+            n_auth_denied=(keylist.n_denied if keylist else 0)
+            + (self._unix.refusals.n_denied if self._unix is not None else 0),
         )
 
 
@@ -169,17 +189,25 @@ class Subscriber(ReceiveCore, Closes):
         if not endpoints:
             raise ConfigError("a subscriber needs at least one endpoint")
         check_plaintext(endpoints, security)
+        zmq_eps, unix_eps = split_endpoints(endpoints)
+        check_unix_options(unix_eps, security, bind, publisher=False)
         self._init_core(name, policy, max_queue, max_drain)
         secure = security is not None and security.uses_curve
+        topics = topics or [""]
         self._owner = SocketOwner(context, private=secure)
         try:
             self._sock = self._owner.sock = self._owner.ctx.socket(zmq.SUB)
-            self.endpoints = self._setup_socket(
-                self._owner, self._sock, endpoints, topics or [""], bind, hwm, security
+            bound = self._setup_socket(
+                self._owner, self._sock, zmq_eps, topics, bind, hwm, security
             )
+            if unix_eps:
+                self._unix = UnixLinks(unix_eps, [_topic_bytes(t) for t in topics])
         except BaseException:
             self._owner.close(0)
             raise
+        self._zpoll = self._sock if zmq_eps else None  # polled with the unix links
+        self._z_ready = False
+        self.endpoints = bound + [str(e) for e in unix_eps]
 
     @classmethod
     def from_config(cls, cfg: SubscriberConfig, **kwargs) -> Subscriber:
@@ -199,14 +227,60 @@ class Subscriber(ReceiveCore, Closes):
         return self._sock
 
     def fileno(self) -> int:
-        """The socket's edge-triggered notification fd (for select/epoll integration):
-        when it signals, call ``recv_many(0)`` until it returns ``[]``."""
+        """The ZeroMQ socket's edge-triggered notification fd (for select/epoll
+        integration): when it signals, call ``recv_many(0)`` until it returns ``[]``. It
+        does not signal for ``unix://`` endpoints (those wait in the subscriber's poll)."""
         return self._sock.getsockopt(zmq.FD)
+
+    def _recv_nowait(self) -> list[bytes] | None:
+        if self._unix is None:
+            try:
+                return self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+        frames = self._unix.recv_ready()
+        if frames is None and self._z_ready:
+            try:
+                return self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                self._z_ready = False
+        return frames
+
+    def _refresh(self) -> None:
+        if self._unix is not None:
+            self._poll_any(0)
+
+    def _poll_any(self, wait_ms: float) -> None:
+        self._z_ready = self._unix.poll(wait_ms, self._zpoll)[1]
+
+    def _wait_any(self, deadline_s: float | None) -> list[bytes] | None:
+        """The ``unix://`` links and the ZeroMQ socket (if it has endpoints) in one poll."""
+        while True:
+            frames = self._recv_nowait()
+            if frames is not None:
+                return frames
+            if deadline_s is None:
+                wait_ms = -1.0
+            else:
+                wait_ms = (deadline_s - time.monotonic()) * 1000
+                if wait_ms <= 0:
+                    return None
+            self._poll_any(wait_ms)
+
+    def _first(self, timeout_s: float | None) -> list[bytes] | None:
+        """The first message's frames: waited for up to ``timeout_s`` (None: block), or
+        taken if ready (``timeout_s <= 0``)."""
+        if timeout_s is not None and timeout_s <= 0:
+            self._refresh()
+            return self._recv_nowait()
+        return self._wait_frames(self._deadline(timeout_s))
 
     def _wait_frames(self, deadline_s: float | None) -> list[bytes] | None:
         """Block (up to the deadline) for the next multipart message, as raw frames. Uses
         RCVTIMEO on a blocking receive, which wakes up sooner than a poll followed by a
         receive."""
+        if self._unix is not None:
+            return self._wait_any(deadline_s)
         if deadline_s is None:
             wait_ms = -1
         else:
@@ -244,7 +318,7 @@ class Subscriber(ReceiveCore, Closes):
         if len(self.queue):
             return self.queue.pop()
         if timeout_s is not None and timeout_s <= 0:
-            self._drain(self._sock)
+            self._drain()
             return self.queue.pop()
         return self._wait_one(self._deadline(timeout_s))
 
@@ -252,16 +326,12 @@ class Subscriber(ReceiveCore, Closes):
         """Raw ``[topic, payload]`` frame lists as they arrived (no decoding, no queue
         policy): for consumers that store bytes verbatim, such as the recorder. Waits up to
         ``timeout_s`` for the first, then takes what is ready (at most ``max_n``)."""
-        sock = self.socket
-        wait_ms = -1 if timeout_s is None else max(0, int(timeout_s * 1000))
-        if not sock.poll(wait_ms, zmq.POLLIN):
+        first = self._first(timeout_s)
+        if first is None:
             return []
-        out: list[list[bytes]] = []
-        while len(out) < max_n:
-            try:
-                out.append(sock.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        out: list[list[bytes]] = [first]
+        while len(out) < max_n and (frames := self._recv_nowait()) is not None:
+            out.append(frames)
         return out
 
     def dispatch(
@@ -288,19 +358,13 @@ class Subscriber(ReceiveCore, Closes):
         the others would count their seqs as gaps; the consumer checks sequence itself."""
         for msg in self.queue.pop_all():
             handle(msg)
-        sock = self._sock
         n_max = self.max_drain if max_n is None else max_n
         n = 0
+        recv_nowait = self._recv_nowait
         while n < n_max:
-            if n == 0 and (timeout_s is None or timeout_s > 0):
-                frames = self._wait_frames(self._deadline(timeout_s))
-                if frames is None:
-                    return 0
-            else:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            frames = self._first(timeout_s) if n == 0 else recv_nowait()
+            if frames is None:
+                break
             n += 1
             if len(frames) == 2 and raw(frames[0], frames[1]):
                 self.n_received += 1
@@ -318,7 +382,7 @@ class Subscriber(ReceiveCore, Closes):
             if first is None:
                 return []
             self.queue.put(first)
-        self._drain(self._sock)
+        self._drain()
         return self.queue.pop_all()
 
     def unsubscribe(self, topics: list[str]) -> None:
@@ -326,8 +390,12 @@ class Subscriber(ReceiveCore, Closes):
         :meth:`recv_many` still returns what was already on its way)."""
         for t in topics:
             self._sock.setsockopt(zmq.UNSUBSCRIBE, t.encode())
+        if self._unix is not None:
+            self._unix.unsubscribe([t.encode() for t in topics])
 
     def close(self) -> None:
+        if self._unix is not None:
+            self._unix.close()
         self._owner.close(SUB_LINGER_MS)
 
     @property
