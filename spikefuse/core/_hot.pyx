@@ -525,7 +525,8 @@ cdef class _Hot:
 
     # -------------------------------------------------------------- Python-level steps
     cdef bint staleness_unchanged(self, Py_ssize_t k, i64 now_ns) except -1:
-        """No input's staleness changes at ``now_ns`` once input ``k`` is seen now."""
+        """No input's staleness changes at ``now_ns`` once input ``k`` is seen now (-1:
+        none is)."""
         cdef Py_ssize_t j
         for j in range(self.n_in):
             st = self.states[j]
@@ -715,3 +716,61 @@ cdef class _Hot:
             self.route(now_ns, now_ns, False, 0)
             self.core.n_out = 0
         return self.poll_motors(now_ns, stamp_ns)
+
+    def on_part(self, Py_ssize_t k, channels, counts, f64 scale, i64 t_ns, i64 now_ns):
+        """``clock: data``: one held part (the events of one batch at one time, already
+        checked and counted on arrival by ``InputSet.on_batch``) of input ``k`` applied at
+        its time ``t_ns`` with the core's clock at ``now_ns``, then serviced, with exactly the
+        semantics of ``FusionCore._apply`` followed by ``FusionCore.service`` (a status due
+        then is left to the caller); commands are stamped ``now_ns``. None (nothing changed):
+        the Python path's turn (a reset, another scale, a time before the engine's clock, a
+        staleness change, arrays it does not take)."""
+        cdef const i32[::1] ch
+        cdef const i32[::1] co
+        cdef Py_ssize_t i, n
+        cdef i64 push_t, engine_now
+        cdef i64* snt
+        cdef i64 size = self.size[k]
+        if scale != self.scale[k]:
+            return None
+        try:
+            ch = channels
+            co = counts
+        except (ValueError, TypeError):
+            return None
+        n = ch.shape[0]
+        if co.shape[0] != n:
+            return None
+        for i in range(n):
+            if ch[i] < 0 or ch[i] >= size:
+                return None
+        push_t = t_ns if t_ns < now_ns else now_ns
+        engine_now = self.engine.now
+        if push_t < engine_now or not self.staleness_unchanged(-1, now_ns):
+            return None
+        # ---- handled: InputState.convert (same scale), FusionCore._push
+        if n:
+            st = self.states[k]
+            st._target_synced = False
+            snt = self.sent[k]
+            with nogil:
+                for i in range(n):
+                    snt[ch[i]] += co[i]
+            eng = self.engine
+            eng.events_in += n
+            with nogil:
+                self.core.push_one(push_t, self.node[k], ch, co, 0, n)
+            eng.now = push_t
+            eng.events_out += self.core.n_out
+            self.route(now_ns, t_ns, True, push_t)
+            self.core.n_out = 0
+            engine_now = push_t
+        # ---- FusionCore.service: crossings due (no reorder window), then the motors
+        if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
+            with nogil:
+                self.core.fire_due(now_ns)
+            self.engine.now = now_ns
+            self.engine.events_out += self.core.n_out
+            self.route(now_ns, now_ns, False, 0)
+            self.core.n_out = 0
+        return self.poll_motors(now_ns, now_ns)

@@ -176,6 +176,7 @@ def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopS
                     continue
                 t0 = min(data_time_ns(m) for m in early)
                 core = FusionCore(cfg, graph, engine, t0, pub.send, data_clock=True)
+                core.send_payload = pub.send_payload
                 core.bus_stats = _bus_stats(sub)
                 log.info("core '%s': data clock, started at t=%d ns", cfg.name, t0)
                 for m in early:

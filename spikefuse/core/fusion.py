@@ -76,7 +76,7 @@ class FusionCore:
         self._period_latency = LatencyHistogram()
         self.n_heartbeats = 0
         self.n_compiled = 0
-        """messages handled by the compiled path"""
+        """messages (``clock: data``: held parts) handled by the compiled path"""
         self.n_motor_commands = 0
         self.n_motor_dropped = 0
         self.motor_seq = np.zeros(len(self.motors), np.int64)
@@ -170,15 +170,14 @@ class FusionCore:
         serviced as :meth:`handle` + :meth:`service` at ``now_ns`` would, its commands sent
         through ``send_payload``. False: not handled, nothing changed (decode it and call
         :meth:`handle`)."""
-        if self.hot is None or self.send_payload is None:
+        if self.hot is None or self.send_payload is None or self.data_clock:
             return False
         cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
         if cmds is None:
             return False
         self.n_compiled += 1
-        for i, data, t_ns, cause_t_ns, fresh in cmds:
-            ok = self.send_payload(self._motor_topics[i], data)
-            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+        for cmd in cmds:
+            self._send_encoded(*cmd)
         return True
 
     def handle(self, msg: Message, now_ns: int) -> None:
@@ -343,8 +342,26 @@ class FusionCore:
             t, st, part, reset, tag = held
             self.data_now_ns = max(self.data_now_ns, t)
             now = self.data_now_ns
+            if not reset and self._apply_compiled(st, part, t, now):
+                continue
             self._apply(st, part, reset, t, now, tag)
             self.service(now)
+
+    def _apply_compiled(self, st: InputState, part: EventBatch, t_ns: int, now_ns: int) -> bool:
+        """``clock: data``: a held part applied and serviced through the compiled path, as
+        :meth:`_apply` + :meth:`service` at ``now_ns`` would; False: not taken, nothing
+        changed."""
+        if self.hot is None or self.send_payload is None:
+            return False
+        cmds = self.hot.on_part(st, part, t_ns, now_ns)
+        if cmds is None:
+            return False
+        self.n_compiled += 1
+        for cmd in cmds:
+            self._send_encoded(*cmd)
+        if now_ns >= self.next_status_ns:
+            self.publish_status(now_ns)
+        return True
 
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
@@ -367,10 +384,22 @@ class FusionCore:
         if motor is not None:
             self._motor_sent(motor, t_ns, cause_t_ns, fresh, ok)
 
+    def _send_encoded(self, i: int, data: bytes, t_ns: int, cause_t_ns: int, fresh: bool) -> None:
+        """Send a MotorCommand of motor ``i`` encoded by the compiled path (counted), at once
+        or, while :attr:`_outbox` collects, when it is flushed."""
+        if self._outbox is not None:
+            self._outbox.append((i, data, t_ns, cause_t_ns, fresh))
+            return
+        ok = self.send_payload(self._motor_topics[i], data)  # type: ignore[misc]
+        self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+
     def _flush_outbox(self) -> None:
         out, self._outbox = self._outbox or [], None
         for item in out:
-            self._send(*item)
+            if type(item[0]) is int:
+                self._send_encoded(*item)
+            else:
+                self._send(*item)
 
     def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
         """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
