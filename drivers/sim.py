@@ -211,6 +211,8 @@ class Loop:
         self.watchdog_tripped = False
         self.pending: list[MotorCommand] = []
         self.acked_ns = -1
+        self.synced_ns = self.anchor_ns
+        """lock-step: the data time of the last sync (what the periodic heartbeats vouch for)"""
         self.last_cause_ns = -1
         self.sent_at: dict[int, int] = {}
         self.status_seq = 0
@@ -325,6 +327,7 @@ class Loop:
     def sync(self) -> bool:
         """Lock-step: mark everything up to now as sent, wait for the answer, apply."""
         t_ns = self.anchor_ns + self.world.t_ns + 999  # after every phase of this step
+        self.synced_ns = t_ns
         self.ctx.heartbeat(t_ns)
         now = time.monotonic_ns()
         give_up = now + round(self.cfg.lockstep_timeout_s * 1e9)
@@ -483,7 +486,10 @@ def SIM(cfg: SimDriverConfig, ctx: DriverContext) -> Iterator[Item]:
 def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> Iterator[Item]:
     dvs = cfg.dvs.encoder()
     if cfg.clock == "lockstep":
-        ctx.stamp_heartbeats(lambda: loop.anchor_ns + world.t_ns)
+        # the periodic heartbeats (liveness, the driver's status) come on wall-clock time, at
+        # any step: they vouch for the last sync only, so the core's answer to one repeats
+        # that sync's answer and what the core sends depends on the data alone
+        ctx.stamp_heartbeats(lambda: loop.synced_ns)
     dvs.encode(loop.t_of("camera"), world.flat_frame(), STEP_NS)  # the reference frame
     sync_steps = max(1, round(cfg.sync_ms * 1e6 / STEP_NS))
     loop.status(force=True)

@@ -100,6 +100,10 @@ class FusionCore:
         """Whether anyone holds a subscription for a topic (the daemon's publisher)."""
         self.n_unheard = {name: 0 for name in self.motors}
         self.n_motor_dropped_by: dict[str, int] = {}
+        self.n_superseded = {name: 0 for name in self.motors}
+        """``clock: data``: commands superseded by their heartbeat's answer (not sent)"""
+        self.n_answered = 0
+        """``clock: data``: heartbeats answered (a command to every motor each)"""
         self.n_unheard_startup: dict[str, int] = {}
         self._heard: set[str] = set()
         self._sensors = {st.cfg.sensor for st in self.inputs.values()}
@@ -318,12 +322,21 @@ class FusionCore:
         the heartbeat is handled and answered with a command to every actuator stamped at
         its time ("everything up to here is answered"). How the drivers batched their
         samples, and how their streams' batches interleave on the way, does not change
-        what the engine computes (offline replay orders the same way)."""
+        what the engine computes (offline replay orders the same way).
+
+        The answer is the only command of a motor that goes out for a heartbeat
+        (:meth:`_answers_only`): the motors are polled at every part's time as on the
+        host's clock (minimum interval, refresh, their counters), but what they published
+        in between is superseded by the answer, which carries the same values a moment
+        later in data time; a lock-stepped world applies every command of a sync at the
+        sync's step anyway. So the actuators, the world and a recording see one command
+        per motor and heartbeat: exactly the commands applied, at the step they name."""
         if not isinstance(msg, Heartbeat):
             self.handle(msg, self.data_now_ns)
             return
         self._outbox = []  # what this heartbeat releases goes out in one burst at the end:
-        try:  # the receivers wake once (the same messages, in the same order)
+        seq0 = self.motor_seq.copy()  # the receivers wake once
+        try:
             self.release_data(t_ns)
             self.data_now_ns = max(self.data_now_ns, t_ns)
             now = self.data_now_ns
@@ -332,8 +345,42 @@ class FusionCore:
             self.service(now)
             for name, motor in self.motors.items():
                 self._publish_motor(name, motor, motor.commanded.copy(), now)
+            self.n_answered += 1
+            self._answers_only(seq0)
         finally:
             self._flush_outbox()
+
+    def _answers_only(self, seq0: np.ndarray) -> None:
+        """Drop from the outbox every command that the same motor's answer (its last one)
+        supersedes (counted in :attr:`n_superseded`); the answer takes the burst's first
+        sequence number (``seq0``: the actuators see no gap) and is fresh if any command it
+        supersedes was (its cause is the motor's newest)."""
+        out = self._outbox or []
+        last: dict[str, int] = {}
+        fresh: dict[str, bool] = {}
+        for k, item in enumerate(out):
+            name = self._motor_of(item)
+            if name is not None:
+                last[name] = k
+                fresh[name] = fresh.get(name, False) or bool(item[3 if type(item[0]) is str else 4])
+        kept = []
+        for k, item in enumerate(out):
+            name = self._motor_of(item)
+            if name is None:
+                kept.append(item)
+            elif last[name] != k:
+                self.n_superseded[name] += 1
+            else:
+                motor, t_ns, cause_t_ns, _, msg = item  # the answer: a MotorCommand
+                i = self._motor_index[name]
+                msg.seq = int(seq0[i])
+                self.motor_seq[i] = seq0[i] + 1
+                kept.append((motor, t_ns, cause_t_ns, fresh[name], msg))
+        self._outbox = kept
+
+    def _motor_of(self, item: tuple) -> str | None:
+        """The motor of an outbox item (None: a Status)."""
+        return self._motor_names[item[0]] if type(item[0]) is int else item[0]
 
     def release_data(self, t_ns: int) -> None:
         """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
@@ -472,6 +519,7 @@ class FusionCore:
                 "n_heartbeats": self.n_heartbeats,
                 "n_compiled": self.n_compiled,
                 "n_motor_commands": self.n_motor_commands,
+                "n_superseded": sum(self.n_superseded.values()),
                 "syn_ops": snap["syn_ops"],
                 "n_saturated": snap["n_saturated"],  # clipped sends and deferred crossings
             },
