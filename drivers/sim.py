@@ -212,7 +212,8 @@ class Loop:
         self.pending: list[MotorCommand] = []
         self.acked_ns = -1
         self.synced_ns = self.anchor_ns
-        """lock-step: the data time of the last sync (what the periodic heartbeats vouch for)"""
+        """lock-step: the data time of the last sync, up to which every sample went to the
+        SDK (what the periodic heartbeats vouch for)"""
         self.last_cause_ns = -1
         self.sent_at: dict[int, int] = {}
         self.status_seq = 0
@@ -324,10 +325,13 @@ class Loop:
                 return False
             self.receive(min(deadline - now, 2_000_000) / 1e9)
 
+    def sync_time(self) -> int:
+        """The time a sync at this step vouches for: after every phase of the step."""
+        return self.anchor_ns + self.world.t_ns + 999
+
     def sync(self) -> bool:
         """Lock-step: mark everything up to now as sent, wait for the answer, apply."""
-        t_ns = self.anchor_ns + self.world.t_ns + 999  # after every phase of this step
-        self.synced_ns = t_ns
+        t_ns = self.synced_ns = self.sync_time()
         self.ctx.heartbeat(t_ns)
         now = time.monotonic_ns()
         give_up = now + round(self.cfg.lockstep_timeout_s * 1e9)
@@ -523,8 +527,9 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
     dvs = cfg.dvs.encoder()
     if cfg.clock == "lockstep":
         # the periodic heartbeats (liveness, the driver's status) come on wall-clock time, at
-        # any step: they vouch for the last sync only, so the core's answer to one repeats
-        # that sync's answer and what the core sends depends on the data alone
+        # any step: they vouch for the last sync only (the samples since then may still be
+        # in a SyncBatch), so the core's answer to one repeats that sync's answer and what
+        # the core sends depends on the data alone
         ctx.stamp_heartbeats(lambda: loop.synced_ns)
     dvs.encode(loop.t_of("camera"), world.flat_frame(), STEP_NS)  # the reference frame
     sync_steps = max(1, round(cfg.sync_ms * 1e6 / STEP_NS))
@@ -537,15 +542,17 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
     next_loop_status = 1_000_000_000
     while True:
         if cfg.clock == "lockstep":
+            at_sync = world.step_index % sync_steps == 0
+            if at_sync and batch is not None:
+                yield from batch.items()
             if cfg.controller == "teacher":  # nothing to wait for: as fast as it goes
+                if at_sync:
+                    loop.synced_ns = loop.sync_time()
                 ctx.service()
                 if ctx.stopping:
                     break
-            elif world.step_index % sync_steps == 0:
-                if batch is not None:
-                    yield from batch.items()
-                if not loop.sync():
-                    break
+            elif at_sync and not loop.sync():
+                break
         elif not loop.wait_step():
             break
         if ctx.past_duration(loop.anchor_ns + world.t_ns + STEP_NS + PHASE_NS["camera"]):

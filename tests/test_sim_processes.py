@@ -37,15 +37,14 @@ def _messages(path: Path, topic: str) -> list:
     return [decode(m.payload) for m in open_log(path).select([topic])]
 
 
-def _changes(cmds) -> list[tuple[int, tuple[float, ...]]]:
-    """(cause, values) of each command whose values differ from the previous one (drops
-    the refreshes and lock-step answers, which repeat the values)."""
-    out: list[tuple[int, tuple[float, ...]]] = []
-    for m in cmds:
-        v = tuple(m.values.tolist())
-        if not out or out[-1][1] != v:
-            out.append((m.cause_t_ns, v))
-    return out
+def _answers(path: Path) -> dict[int, tuple[int, tuple[float, ...]]]:
+    """The core's commands of a lock-step recording: sync time -> (cause, values), both
+    times from the run's start (the first status/sim, at sim time 0)."""
+    start = _messages(path, "status/sim")[0].t_ns
+    return {
+        m.t_ns - start: (m.cause_t_ns - start, tuple(m.values.tolist()))
+        for m in _messages(path, "motor/wheels")
+    }
 
 
 def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp_path):
@@ -84,7 +83,7 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     last = truths[0][-1]
     assert last["sim_t_s"] >= 2.49 and last["progress_m"] > 1.0  # a fixed distance ...
     assert last["collisions"] == 0 and abs(last["cross_track_m"]) < 0.05  # ... on the line
-    cmds = [_changes(_messages(p, "motor/wheels")) for p in runs]
+    answers = [_answers(p) for p in runs]
     # offline replay of the recording through the same graph: the same commands
     out = tmp_path / "offline.mcap"
     rr = subprocess.run(
@@ -93,8 +92,11 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert rr.returncode == 0, rr.stderr
-    assert [v for _, v in cmds[0]] == [v for _, v in cmds[1]]
-    assert len(cmds[0]) > 50
+    # the same answer at every sync both recordings hold (whether the recorder had joined
+    # the core by its first answers depends on the machine's load)
+    common = answers[0].keys() & answers[1].keys()
+    assert len(common) >= 200 and all(answers[0][t] == answers[1][t] for t in common)
+    assert len(set(answers[0].values())) > 50  # the wheels were steered
     # The live core answers each sync's heartbeat with one command (what the world applies
     # at that step, stamped with its time); offline replay writes every change of the
     # output. Every live command is offline's last one at or before its time: the same
