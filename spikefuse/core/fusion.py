@@ -172,10 +172,16 @@ class FusionCore:
     def receive(self, topic: bytes, payload: bytes, now_ns: int) -> bool:
         """The compiled path (:mod:`spikefuse.core.hot`): one received message handled and
         serviced as :meth:`handle` + :meth:`service` at ``now_ns`` would, its commands sent
-        through ``send_payload``. False: not handled, nothing changed (decode it and call
-        :meth:`handle`)."""
-        if self.hot is None or self.send_payload is None or self.data_clock:
+        through ``send_payload`` (``clock: data``: checked, counted and held as
+        :meth:`on_data` would, at the data clock's time). False: not handled, nothing
+        changed (decode it and call :meth:`handle`, or :meth:`on_data`)."""
+        if self.hot is None or self.send_payload is None:
             return False
+        if self.data_clock:  # held until a heartbeat (InputSet.on_batch in hold mode)
+            if self.hot.on_payload_held(topic, payload, self.data_now_ns) is None:
+                return False
+            self.n_compiled += 1
+            return True
         cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
         if cmds is None:
             return False

@@ -130,6 +130,14 @@ class HotPath:
             return None
         return self._hot.on_payload(topic, payload, now_ns, stamp_ns)
 
+    def on_payload_held(self, topic: bytes, payload: bytes, now_ns: int) -> bool | None:
+        """``clock: data``: check, count and hold one received ``[topic, payload]`` as
+        ``InputSet.on_batch`` in hold mode would at ``now_ns``; None: not handled, nothing
+        changed (the Python path's turn)."""
+        if type(topic) is not bytes or type(payload) is not bytes:
+            return None
+        return self._hot.on_payload_held(topic, payload, now_ns)
+
     def on_part(
         self, st: InputState, part: EventBatch, t_ns: int, now_ns: int
     ) -> list[Command] | None:
