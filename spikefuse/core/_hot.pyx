@@ -639,6 +639,12 @@ cdef class _Hot:
             pos += ln
         return out
 
+    def refresh(self, i64 now_ns, i64 stamp_ns):
+        """The motor part of FusionCore.service on a wake without a message (the refresh
+        wake of an idle core): the commands of every motor due, encoded, as
+        :meth:`on_payload` returns them."""
+        return self.poll_motors(now_ns, stamp_ns)
+
     cdef int push_parts(self, const Parsed* m, Py_ssize_t k, i64 now_ns) except -1:
         """FusionCore._apply for each part of the loaded batch (its events of one time, in
         time order): pushed at its time (``now_ns`` if earlier), outputs routed with the

@@ -186,8 +186,7 @@ class FusionCore:
         if cmds is None:
             return False
         self.n_compiled += 1
-        for cmd in cmds:
-            self._send_encoded(*cmd)
+        self._send_encoded(cmds)
         return True
 
     def handle(self, msg: Message, now_ns: int) -> None:
@@ -287,10 +286,14 @@ class FusionCore:
             ev = self.engine.advance(horizon)
             self._route_outputs(ev, now_ns, horizon, None)
         self._check_stale(now_ns)
-        for name, motor in self.motors.items():
-            values = motor.poll(now_ns)
-            if values is not None:
-                self._publish_motor(name, motor, values, now_ns)
+        if self.hot is not None and self.send_payload is not None:
+            stamp_ns = now_ns if self.data_clock else self.clock()  # as _publish_motor
+            self._send_encoded(self.hot.refresh(now_ns, stamp_ns))
+        else:
+            for name, motor in self.motors.items():
+                values = motor.poll(now_ns)
+                if values is not None:
+                    self._publish_motor(name, motor, values, now_ns)
         if now_ns >= self.next_status_ns:
             self.publish_status(now_ns)
 
@@ -410,8 +413,7 @@ class FusionCore:
         if cmds is None:
             return False
         self.n_compiled += 1
-        for cmd in cmds:
-            self._send_encoded(*cmd)
+        self._send_encoded(cmds)
         if now_ns >= self.next_status_ns:
             self.publish_status(now_ns)
         return True
@@ -437,20 +439,23 @@ class FusionCore:
         if motor is not None:
             self._motor_sent(motor, t_ns, cause_t_ns, fresh, ok)
 
-    def _send_encoded(self, i: int, data: bytes, t_ns: int, cause_t_ns: int, fresh: bool) -> None:
-        """Send a MotorCommand of motor ``i`` encoded by the compiled path (counted), at once
-        or, while :attr:`_outbox` collects, when it is flushed."""
-        if self._outbox is not None:
-            self._outbox.append((i, data, t_ns, cause_t_ns, fresh))
-            return
-        ok = self.send_payload(self._motor_topics[i], data)  # type: ignore[misc]
-        self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+    def _send_encoded(self, cmds: list) -> None:
+        """Send and count the commands the compiled path encoded (``(motor index, payload,
+        t_ns, cause_t_ns, fresh)``), at once or, while :attr:`_outbox` collects, when it is
+        flushed."""
+        for cmd in cmds:
+            if self._outbox is not None:
+                self._outbox.append(cmd)
+                continue
+            i, data, t_ns, cause_t_ns, fresh = cmd
+            ok = self.send_payload(self._motor_topics[i], data)  # type: ignore[misc]
+            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
 
     def _flush_outbox(self) -> None:
         out, self._outbox = self._outbox or [], None
         for item in out:
             if type(item[0]) is int:
-                self._send_encoded(*item)
+                self._send_encoded([item])
             else:
                 self._send(*item)
 

@@ -130,6 +130,11 @@ class HotPath:
             return None
         return self._hot.on_payload(topic, payload, now_ns, stamp_ns)
 
+    def refresh(self, now_ns: int, stamp_ns: int) -> list[Command]:
+        """The motors due at ``now_ns`` (the motor part of ``FusionCore.service``), their
+        commands encoded and stamped with ``stamp_ns``."""
+        return self._hot.refresh(now_ns, stamp_ns)
+
     def on_payload_held(self, topic: bytes, payload: bytes, now_ns: int) -> bool | None:
         """``clock: data``: check, count and hold one received ``[topic, payload]`` as
         ``InputSet.on_batch`` in hold mode would at ``now_ns``; None: not handled, nothing

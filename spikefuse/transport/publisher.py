@@ -104,6 +104,9 @@ class Publisher(Closes):
 
     def poll_subscriptions(self) -> int:
         """Read pending (un)subscription notices; returns the number of subscriptions seen."""
+        sock = self._sock
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # none: no raised zmq.Again
+            return self.n_subscriptions
         while True:
             try:
                 frame = self._sock.recv(zmq.NOBLOCK)
