@@ -371,7 +371,7 @@ class FusionCore:
             name = self._motor_of(item)
             if name is not None:
                 last[name] = k
-                fresh[name] = fresh.get(name, False) or bool(item[3 if type(item[0]) is str else 4])
+                fresh[name] = fresh.get(name, False) or self._fresh_of(item)
         kept = []
         for k, item in enumerate(out):
             name = self._motor_of(item)
@@ -388,8 +388,14 @@ class FusionCore:
         self._outbox = kept
 
     def _motor_of(self, item: tuple) -> str | None:
-        """The motor of an outbox item (None: a Status)."""
+        """The motor of an outbox item (None: a Status). Items are ``(motor, t_ns,
+        cause_t_ns, fresh, message)`` (:meth:`_send`) or, encoded by the compiled path,
+        ``(motor index, payload, t_ns, cause_t_ns, fresh)`` (:meth:`_send_encoded`)."""
         return self._motor_names[item[0]] if type(item[0]) is int else item[0]
+
+    @staticmethod
+    def _fresh_of(item: tuple) -> bool:
+        return bool(item[4] if type(item[0]) is int else item[3])
 
     def release_data(self, t_ns: int) -> None:
         """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
