@@ -211,6 +211,9 @@ class Loop:
         self.watchdog_tripped = False
         self.pending: list[MotorCommand] = []
         self.acked_ns = -1
+        self.synced_ns = self.anchor_ns
+        """lock-step: the data time of the last sync, up to which every sample went to the
+        SDK (what the periodic heartbeats vouch for)"""
         self.last_cause_ns = -1
         self.sent_at: dict[int, int] = {}
         self.status_seq = 0
@@ -322,9 +325,13 @@ class Loop:
                 return False
             self.receive(min(deadline - now, 2_000_000) / 1e9)
 
+    def sync_time(self) -> int:
+        """The time a sync at this step vouches for: after every phase of the step."""
+        return self.anchor_ns + self.world.t_ns + 999
+
     def sync(self) -> bool:
         """Lock-step: mark everything up to now as sent, wait for the answer, apply."""
-        t_ns = self.anchor_ns + self.world.t_ns + 999  # after every phase of this step
+        t_ns = self.synced_ns = self.sync_time()
         self.ctx.heartbeat(t_ns)
         now = time.monotonic_ns()
         give_up = now + round(self.cfg.lockstep_timeout_s * 1e9)
@@ -444,13 +451,49 @@ class Loop:
         return self.cfg.laps is not None and t.lap >= self.cfg.laps
 
 
-def _items(loop: Loop, readings, dvs) -> Iterator[Item]:
+class SyncBatch:
+    """Lock-step with batching (``max_batch_latency_ms`` > 0): a sync period's samples of
+    each sigma-delta group, encoded here with the runner's own encoders
+    (``ctx.sample_encoder``: the same counts, totals and counters) and handed over as one
+    :class:`Events` item per group before the sync's heartbeat, so the SDK sends the very
+    batch it would have made from the samples one by one, for a fraction of the per-sample
+    cost."""
+
+    def __init__(self, ctx: DriverContext):
+        self.ctx = ctx
+        self.encoders: dict[str, Any] = {}
+        self.parts: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+
+    def add(self, group: str, t_ns: int, values: np.ndarray) -> None:
+        enc = self.encoders.get(group)
+        if enc is None:
+            enc = self.encoders[group] = self.ctx.sample_encoder(group, values.size)
+        ch, co = enc.encode(values)
+        if ch.size:
+            self.parts.setdefault(group, []).append((t_ns, ch, co))
+
+    def items(self) -> Iterator[Item]:
+        """One Events item per group with counts since the last call (the events of each
+        sample at its own time: ``t_ns`` of the first, ``dt_ns`` the offsets)."""
+        parts, self.parts = self.parts, {}
+        for g, got in parts.items():
+            t0 = got[0][0]
+            ch = np.concatenate([c for _, c, _ in got])
+            co = np.concatenate([n for _, _, n in got])
+            dt = np.concatenate([np.full(c.size, t - t0, np.int64) for t, c, _ in got])
+            n_values = self.encoders[g].n_channels
+            yield Events(g, t0, ch, co, dt if dt.any() else None, n_values=n_values)
+
+
+def _items(loop: Loop, readings, dvs, batch: SyncBatch | None) -> Iterator[Item]:
     timed = loop.cfg.clock == "realtime"  # lock-step measures no latency (data time)
     for r in readings:
         g = r.group
         t = loop.t_of(g)
         loop.n_samples[g] += 1
-        if g == "camera":
+        if batch is not None and g != "camera":
+            batch.add(g, t, r.values)
+        elif g == "camera":
             ch, co, _ = dvs.encode(t, r.values, STEP_NS)
             if ch.size:
                 if timed:
@@ -483,20 +526,32 @@ def SIM(cfg: SimDriverConfig, ctx: DriverContext) -> Iterator[Item]:
 def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> Iterator[Item]:
     dvs = cfg.dvs.encoder()
     if cfg.clock == "lockstep":
-        ctx.stamp_heartbeats(lambda: loop.anchor_ns + world.t_ns)
+        # the periodic heartbeats (liveness, the driver's status) come on wall-clock time, at
+        # any step: they vouch for the last sync only (the samples since then may still be
+        # in a SyncBatch), so the core's answer to one repeats that sync's answer and what
+        # the core sends depends on the data alone
+        ctx.stamp_heartbeats(lambda: loop.synced_ns)
     dvs.encode(loop.t_of("camera"), world.flat_frame(), STEP_NS)  # the reference frame
     sync_steps = max(1, round(cfg.sync_ms * 1e6 / STEP_NS))
+    batch = None
+    if cfg.clock == "lockstep" and cfg.max_batch_latency_ms > 0:
+        batch = SyncBatch(ctx)
     loop.status(force=True)
     loop.loop_status(done=False)
     loop.report.mark_start()
     next_loop_status = 1_000_000_000
     while True:
         if cfg.clock == "lockstep":
+            at_sync = world.step_index % sync_steps == 0
+            if at_sync and batch is not None:
+                yield from batch.items()
             if cfg.controller == "teacher":  # nothing to wait for: as fast as it goes
+                if at_sync:
+                    loop.synced_ns = loop.sync_time()
                 ctx.service()
                 if ctx.stopping:
                     break
-            elif world.step_index % sync_steps == 0 and not loop.sync():
+            elif at_sync and not loop.sync():
                 break
         elif not loop.wait_step():
             break
@@ -504,13 +559,15 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
             break
         loop.teacher()
         readings = world.step()
-        yield from _items(loop, readings, dvs)
+        yield from _items(loop, readings, dvs, batch)
         loop.status()
         if world.t_ns >= next_loop_status:
             next_loop_status += 1_000_000_000
             loop.loop_status(done=False)
         if loop.finished() or ctx.past_duration(loop.anchor_ns + world.t_ns) or ctx.stopping:
             break
+    if batch is not None:
+        yield from batch.items()  # the last period's samples (the SDK's last heartbeat)
     world.set_wheels(0.0, 0.0)
     loop.status(force=True)
     metrics = loop.loop_status(done=True)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikefuse.core import CoreConfig, FusionCore
+from spikefuse.core.fusion import data_time_ns
 from spikefuse.engine import Engine
 from spikefuse.errors import ProtocolError
 from spikefuse.graph import Graph
@@ -241,7 +242,6 @@ def test_compiled_path_takes_the_steady_stream_and_is_deterministic(tmp_path):
     [
         ({"inputs": {"x": {"sensor": "s", "reorder_window_ms": 2}}}, "reorder_window_ms"),
         ({"actuators": {"m": {"output": "y", "max_rate_per_s": 5}}}, "max_rate_per_s"),
-        ({"clock": "data"}, "clock: data"),
     ],
 )
 def test_compiled_path_stands_aside_where_it_does_not_apply(tmp_path, over, reason):
@@ -296,3 +296,116 @@ def test_a_batch_acts_as_its_samples_one_by_one(tmp_path, fast):
         )
     assert states[0][0]["n_crossings"] > 20
     assert states[0] == states[1]
+
+
+class DataHarness(Harness):
+    """One ``clock: data`` core fed the way the daemon feeds it (compiled first where
+    enabled, else ``on_data`` at each message's data time): batches are held until a
+    heartbeat vouches for them, then applied part by part (compiled where enabled)."""
+
+    def __init__(self, gpath, actuators: dict, fast: bool, timeout_s: float, t0: int):
+        cfg = CoreConfig(
+            graph=gpath,
+            inputs={"x": {"sensor": "s", "timeout_s": timeout_s}},
+            actuators=actuators,
+            refresh_hz=50.0,
+            status_period_s=0.01,
+            clock="data",
+        )
+        graph = Graph.load(gpath).resolve()
+        self.out = []
+        self.rejected = []
+        self.now = t0
+        self.fast = fast
+        self.n_compiled = 0
+        send = self._send(Encoder())
+        self.core = FusionCore(cfg, graph, Engine(graph), t0, send, data_clock=True, fast_path=fast)
+        self.core.send_payload = lambda topic, data: self.out.append((topic, data)) or True
+
+    def feed(self, topic: bytes, payload: bytes) -> None:
+        if self.fast and self.core.receive(topic, payload, 0):  # held compiled
+            self.n_compiled += 1
+            return
+        try:
+            msg = decode(payload)  # each core decodes its own (the input path edits batches)
+        except ProtocolError as exc:
+            self.rejected.append(exc.reason)
+            return
+        if topic_of(msg) != topic:
+            self.rejected.append("topic_mismatch")
+            return
+        self.core.on_data(msg, data_time_ns(msg))
+        self.now = self.core.data_now_ns
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_compiled_path_equals_python_path_on_a_data_clock(tmp_path, data):
+    """``clock: data``: batches held compiled (``_Hot.on_payload_held``) and the held parts
+    applied compiled (``_Hot.on_part``) give the same commands (bytes: values, times,
+    causes, seq), statuses, drops and counters as the Python path, whatever arrives: batches of several times, out of order across batches,
+    resets, gaps, duplicates, other scales, bad channels, bad times, corrupt payloads,
+    wrong topics, heartbeats with and without totals (keyframe corrections), heartbeats
+    going back, inputs going stale."""
+    gpath = tmp_path / "g.npz"
+    if not gpath.exists():
+        small_graph(gpath, n=N, with_integrator=True)
+    actuators = data.draw(st.sampled_from(ACTUATORS))
+    timeout_s = data.draw(st.sampled_from([0.005, 0.2]))
+    py = DataHarness(gpath, actuators, False, timeout_s, T0)
+    hot = DataHarness(gpath, actuators, True, timeout_s, T0)
+    assert hot.core.hot is not None and py.core.hot is None
+    sync, seq = T0, -1
+    kinds = KINDS + ["heartbeat"] * 3
+    for _ in range(data.draw(st.integers(1, 80))):
+        kind = data.draw(st.sampled_from(kinds))
+        if kind == "heartbeat":  # usually forward (a sync), now and then late or far
+            sync += data.draw(st.sampled_from([-MS, 0, 1, MS, 5 * MS, 10 * MS, 300 * MS]))
+        if kind == "duplicate":
+            s = max(seq, 0)
+        elif kind == "back":
+            s = data.draw(st.integers(0, max(seq, 0)))
+        elif kind == "gap":
+            s = seq + data.draw(st.integers(2, 5))
+        else:
+            s = seq + 1
+        # batches of the coming sync period (data time: up to 10 ms after the last sync)
+        now = sync if kind == "heartbeat" else sync + 3 * MS + data.draw(st.integers(0, 7 * MS))
+        topic, payload = _payload(kind, s, now, data.draw)
+        if kind != "heartbeat":
+            seq = max(seq, s) if kind != "back" else s
+        py.feed(topic, payload)
+        hot.feed(topic, payload)
+        assert hot.out == py.out
+    for h in (py, hot):
+        h.core.release_data(sync + 100 * MS)
+        h.now = max(h.core.data_now_ns, sync + 100 * MS)
+    assert hot.out == py.out
+    assert hot.state() == py.state()
+    assert hot.core.n_compiled >= hot.n_compiled
+
+
+def test_compiled_path_takes_the_held_parts_of_a_data_clock(tmp_path):
+    """A steady lock-step stream (one batch of 10 samples per 10 ms, then the heartbeat) is
+    applied part by part on the compiled path, with the Python path's bytes."""
+    gpath = small_graph(tmp_path / "g.npz", n=N, with_integrator=True)
+    outs = []
+    for fast in (True, False):
+        h = DataHarness(gpath, ACTUATORS[2], fast, 0.2, T0)
+        rng = np.random.default_rng(5)
+        for k in range(100):
+            t0 = T0 + k * 10 * MS
+            ch = rng.integers(0, N, 20).astype(np.int32)
+            co = rng.integers(-3, 4, 20).astype(np.int32)
+            dt = np.repeat(np.arange(10, dtype=np.int64) * MS, 2)
+            h.feed(b"sensor/s", encode(EventBatch("s", k, t0, "x", 1.0, ch, co, dt_ns=dt)))
+            h.feed(b"sensor/s", encode(Heartbeat("s", k, t0 + 10 * MS - 1, "ok", "")))
+        # every batch held compiled but the first (no seq before it), every part applied
+        assert h.n_compiled == (99 if fast else 0)
+        assert h.core.n_compiled == (99 + 1000 if fast else 0)
+        outs.append(h.state())
+    assert outs[0] == outs[1] and len(outs[0]["out"]) > 100

@@ -4,6 +4,7 @@ the core dies."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import signal
@@ -36,15 +37,14 @@ def _messages(path: Path, topic: str) -> list:
     return [decode(m.payload) for m in open_log(path).select([topic])]
 
 
-def _changes(cmds) -> list[tuple[int, tuple[float, ...]]]:
-    """(cause, values) of each command whose values differ from the previous one (drops
-    the refreshes and lock-step answers, which repeat the values)."""
-    out: list[tuple[int, tuple[float, ...]]] = []
-    for m in cmds:
-        v = tuple(m.values.tolist())
-        if not out or out[-1][1] != v:
-            out.append((m.cause_t_ns, v))
-    return out
+def _answers(path: Path) -> dict[int, tuple[int, tuple[float, ...]]]:
+    """The core's commands of a lock-step recording: sync time -> (cause, values), both
+    times from the run's start (the first status/sim, at sim time 0)."""
+    start = _messages(path, "status/sim")[0].t_ns
+    return {
+        m.t_ns - start: (m.cause_t_ns - start, tuple(m.values.tolist()))
+        for m in _messages(path, "motor/wheels")
+    }
 
 
 def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp_path):
@@ -52,7 +52,7 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     every sample alone: the core pushes every sample at its own time either way, so both
     runs are the same bit for bit (a batch pushed at its last sample's time would move the
     causes and, through the wheels, the world); the batched recording replays offline to
-    the same commands and causes."""
+    the same commands and causes (sampled at the syncs: the live core sends one a sync)."""
     runs = []
     for i, latency_ms in enumerate((10, 0)):
         r = _launch(
@@ -83,7 +83,7 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     last = truths[0][-1]
     assert last["sim_t_s"] >= 2.49 and last["progress_m"] > 1.0  # a fixed distance ...
     assert last["collisions"] == 0 and abs(last["cross_track_m"]) < 0.05  # ... on the line
-    cmds = [_changes(_messages(p, "motor/wheels")) for p in runs]
+    answers = [_answers(p) for p in runs]
     # offline replay of the recording through the same graph: the same commands
     out = tmp_path / "offline.mcap"
     rr = subprocess.run(
@@ -92,18 +92,31 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert rr.returncode == 0, rr.stderr
-    offline = _changes(_messages(out, "motor/wheels_out"))
-    # the engine's initial output goes out when the core starts; whether the recorder had
-    # joined by then depends on the machine's load, so it is compared without it
-    initial = offline[0][1]
-
-    def driven(c):
-        return c[1:] if c and c[0][1] == initial else c
-
-    assert [v for _, v in driven(cmds[0])] == [v for _, v in driven(cmds[1])]
-    assert len(driven(cmds[0])) > 50
-    # the same values and the same causes (sample times) as the live run
-    assert driven(offline) == driven(cmds[0])
+    # the same answer at every sync both recordings hold (whether the recorder had joined
+    # the core by its first answers depends on the machine's load)
+    common = answers[0].keys() & answers[1].keys()
+    assert len(common) >= 200 and all(answers[0][t] == answers[1][t] for t in common)
+    assert len(set(answers[0].values())) > 50  # the wheels were steered
+    # The live core answers each sync's heartbeat with one command (what the world applies
+    # at that step, stamped with its time); offline replay writes every change of the
+    # output. Every live command is offline's last one at or before its time: the same
+    # values and the same cause (sample time), bit for bit.
+    offline = _messages(out, "motor/wheels_out")
+    times = [m.t_ns for m in offline]
+    live = _messages(runs[0], "motor/wheels")
+    assert [m.seq for m in live] == list(range(live[0].seq, live[0].seq + len(live)))
+    assert len(live) >= 240  # one a sync (10 ms of sim time)
+    for m in live:
+        k = bisect.bisect_right(times, m.t_ns) - 1
+        # before the first sample: the engine's initial output (the live core starts at
+        # the first heartbeat, offline replay at the first sample)
+        if k < 0:
+            assert m.values.tolist() == offline[0].values.tolist()
+            continue
+        assert (offline[k].cause_t_ns, offline[k].values.tolist()) == (
+            m.cause_t_ns,
+            m.values.tolist(),
+        )
 
 
 def test_realtime_launch_end_to_end(tmp_path):

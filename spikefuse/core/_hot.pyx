@@ -24,6 +24,10 @@ from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
+from spikefuse.protocol import EventBatch
+
+I4 = np.dtype("<i4")  # the wire's int32 (as spikefuse.protocol decodes it)
+
 from spikefuse.engine._engine cimport Core, OutEvent, f64, i32, i64, u8
 
 
@@ -289,6 +293,7 @@ cdef class _Hot:
     cdef const u8** inp
     cdef Py_ssize_t* inp_len
     cdef list topics
+    cdef list names  # (sensor, input) as str: the held parts' fields
     cdef i64* node
     cdef i64* size
     cdef f64* scale
@@ -378,6 +383,7 @@ cdef class _Hot:
         self.n_in = len(streams)
         self.states = [s[0] for s in streams]
         self.topics = [s[3] for s in streams]
+        self.names = [(s[0].cfg.sensor, s[0].cfg.input or s[0].name) for s in streams]
         self.sensor = <const u8**>malloc(self.n_in * sizeof(u8*))
         self.sensor_len = <Py_ssize_t*>malloc(self.n_in * sizeof(Py_ssize_t))
         self.inp = <const u8**>malloc(self.n_in * sizeof(u8*))
@@ -525,7 +531,8 @@ cdef class _Hot:
 
     # -------------------------------------------------------------- Python-level steps
     cdef bint staleness_unchanged(self, Py_ssize_t k, i64 now_ns) except -1:
-        """No input's staleness changes at ``now_ns`` once input ``k`` is seen now."""
+        """No input's staleness changes at ``now_ns`` once input ``k`` is seen now (-1:
+        none is)."""
         cdef Py_ssize_t j
         for j in range(self.n_in):
             st = self.states[j]
@@ -721,3 +728,125 @@ cdef class _Hot:
             self.route(now_ns, now_ns, False, 0)
             self.core.n_out = 0
         return self.poll_motors(now_ns, stamp_ns)
+
+    def on_part(self, Py_ssize_t k, channels, counts, f64 scale, i64 t_ns, i64 now_ns):
+        """``clock: data``: one held part (the events of one batch at one time, already
+        checked and counted on arrival by ``InputSet.on_batch``) of input ``k`` applied at
+        its time ``t_ns`` with the core's clock at ``now_ns``, then serviced, with exactly the
+        semantics of ``FusionCore._apply`` followed by ``FusionCore.service`` (a status due
+        then is left to the caller); commands are stamped ``now_ns``. None (nothing changed):
+        the Python path's turn (a reset, another scale, a time before the engine's clock, a
+        staleness change, arrays it does not take)."""
+        cdef const i32[::1] ch
+        cdef const i32[::1] co
+        cdef Py_ssize_t i, n
+        cdef i64 push_t, engine_now
+        cdef i64* snt
+        cdef i64 size = self.size[k]
+        if scale != self.scale[k]:
+            return None
+        try:
+            ch = channels
+            co = counts
+        except (ValueError, TypeError):
+            return None
+        n = ch.shape[0]
+        if co.shape[0] != n:
+            return None
+        for i in range(n):
+            if ch[i] < 0 or ch[i] >= size:
+                return None
+        push_t = t_ns if t_ns < now_ns else now_ns
+        engine_now = self.engine.now
+        if push_t < engine_now or not self.staleness_unchanged(-1, now_ns):
+            return None
+        # ---- handled: InputState.convert (same scale), FusionCore._push
+        if n:
+            st = self.states[k]
+            st._target_synced = False
+            snt = self.sent[k]
+            with nogil:
+                for i in range(n):
+                    snt[ch[i]] += co[i]
+            eng = self.engine
+            eng.events_in += n
+            with nogil:
+                self.core.push_one(push_t, self.node[k], ch, co, 0, n)
+            eng.now = push_t
+            eng.events_out += self.core.n_out
+            self.route(now_ns, t_ns, True, push_t)
+            self.core.n_out = 0
+            engine_now = push_t
+        # ---- FusionCore.service: crossings due (no reorder window), then the motors
+        if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
+            with nogil:
+                self.core.fire_due(now_ns)
+            self.engine.now = now_ns
+            self.engine.events_out += self.core.n_out
+            self.route(now_ns, now_ns, False, 0)
+            self.core.n_out = 0
+        return self.poll_motors(now_ns, now_ns)
+
+    def on_payload_held(self, bytes topic, bytes payload, i64 now_ns):
+        """``clock: data``: one EventBatch payload received with the core's clock at
+        ``now_ns`` checked, counted and held part by part, exactly as
+        ``InputSet.on_batch`` in hold mode does (the parts are EventBatch objects whose
+        arrays are views of the payload); True when handled, None (nothing changed) for
+        anything the Python path must handle (another kind, a seq anomaly, a scale change,
+        unsorted offsets, a channel out of range, a time beyond the skew)."""
+        cdef Parsed m
+        cdef Py_ssize_t k, i, lo, hi
+        cdef i64 t_end
+        cdef i64 skew = self.lim.max_skew_ns
+        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        cdef i64* rec
+        cdef int ok
+        with nogil:
+            ok = parse_batch(b, n, &self.lim, &m)
+            k = self.find_stream(&m) if ok == 0 else -1
+        if k < 0 or topic != self.topics[k]:
+            return None
+        st = self.states[k]
+        last_seq = st.last_seq
+        if last_seq is None or m.seq - 1 != last_seq or st.last_scale != m.scale:
+            return None
+        if m.n > self.ch_buf.shape[0]:
+            self.ch_buf = np.zeros(2 * m.n, np.int32)
+            self.co_buf = np.zeros(2 * m.n, np.int32)
+            self.dt_buf = np.zeros(2 * m.n, np.int64)
+        with nogil:
+            ok = self.load_events(&m, self.size[k], &t_end)
+        if ok != 0:
+            return None
+        if not (-skew <= m.t_ns - now_ns <= skew and -skew <= t_end - now_ns <= skew):
+            return None
+        # ---- handled: InputSet.on_batch (check_seq in order, counted), then the parts
+        st.last_seq = m.seq
+        st.last_seen_ns = now_ns
+        rec = self.received[k]
+        with nogil:
+            for i in range(m.n):
+                rec[self.ch_buf[i]] += self.co_buf[i]
+        ins = self.input_set
+        st.n_batches += 1
+        st.n_events += m.n
+        ins.n_batches += 1
+        ins.n_events += m.n
+        sensor, inp = self.names[k]
+        chs = np.frombuffer(payload, I4, m.n, m.ch - b)
+        cos = np.frombuffer(payload, I4, m.n, m.co - b)
+        if m.n == 0:  # a batch of no events is its own part
+            part = EventBatch(sensor, m.seq, m.t_ns, inp, m.scale, chs, cos, m.epoch_ns)
+            ins.schedule(st, part, False, m.t_ns, now_ns, None)
+            return True
+        lo = 0
+        while lo < m.n:
+            hi = lo + 1
+            while hi < m.n and self.dt_buf[hi] == self.dt_buf[lo]:
+                hi += 1
+            t_part = m.t_ns + self.dt_buf[lo]
+            part = EventBatch(sensor, m.seq, t_part, inp, m.scale, chs[lo:hi], cos[lo:hi], m.epoch_ns)
+            ins.schedule(st, part, False, t_part, now_ns, None)
+            lo = hi
+        return True

@@ -166,23 +166,32 @@ def _run_data_clock(cfg: CoreConfig, graph, engine, sub: Subscriber, stop: StopS
     """``clock: data``: the core starts at the earliest time of what arrived up to the
     first heartbeat (nothing is applied before one: see :meth:`FusionCore.on_data`) and
     from then on runs on the data's time (see :attr:`CoreConfig.clock`)."""
-    core: FusionCore | None = None
+    cores: list[FusionCore] = []  # the core, once started
     early: list = []
+
+    def compiled(topic: bytes, payload: bytes) -> bool:
+        return bool(cores) and cores[0].receive(topic, payload, 0)
+
+    def python(msg) -> None:
+        if cores:
+            cores[0].on_data(msg, data_time_ns(msg))
+            return
+        early.append(msg)
+        if not isinstance(msg, Heartbeat):
+            return
+        t0 = min(data_time_ns(m) for m in early)
+        core = FusionCore(cfg, graph, engine, t0, pub.send, data_clock=True)
+        core.send_payload = pub.send_payload
+        core.bus_stats = _bus_stats(sub)
+        log.info("core '%s': data clock, started at t=%d ns", cfg.name, t0)
+        for m in early:
+            core.on_data(m, data_time_ns(m))
+        cores.append(core)
+
+    # every message as it comes off the socket, batches compiled where that applies
     while not stop.requested:
-        for msg in sub.recv_many(MAX_SLEEP_S):
-            if core is None:
-                early.append(msg)
-                if not isinstance(msg, Heartbeat):
-                    continue
-                t0 = min(data_time_ns(m) for m in early)
-                core = FusionCore(cfg, graph, engine, t0, pub.send, data_clock=True)
-                core.bus_stats = _bus_stats(sub)
-                log.info("core '%s': data clock, started at t=%d ns", cfg.name, t0)
-                for m in early:
-                    core.on_data(m, data_time_ns(m))
-                continue
-            core.on_data(msg, data_time_ns(msg))
-    return core
+        sub.dispatch(MAX_SLEEP_S, compiled, python, MAX_PER_WAKE)
+    return cores[0] if cores else None
 
 
 class _nullctx:

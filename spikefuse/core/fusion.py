@@ -76,7 +76,7 @@ class FusionCore:
         self._period_latency = LatencyHistogram()
         self.n_heartbeats = 0
         self.n_compiled = 0
-        """messages handled by the compiled path"""
+        """messages (``clock: data``: held parts) handled by the compiled path"""
         self.n_motor_commands = 0
         self.n_motor_dropped = 0
         self.motor_seq = np.zeros(len(self.motors), np.int64)
@@ -100,6 +100,10 @@ class FusionCore:
         """Whether anyone holds a subscription for a topic (the daemon's publisher)."""
         self.n_unheard = {name: 0 for name in self.motors}
         self.n_motor_dropped_by: dict[str, int] = {}
+        self.n_superseded = {name: 0 for name in self.motors}
+        """``clock: data``: commands superseded by their heartbeat's answer (not sent)"""
+        self.n_answered = 0
+        """``clock: data``: heartbeats answered (a command to every motor each)"""
         self.n_unheard_startup: dict[str, int] = {}
         self._heard: set[str] = set()
         self._sensors = {st.cfg.sensor for st in self.inputs.values()}
@@ -168,22 +172,22 @@ class FusionCore:
     def receive(self, topic: bytes, payload: bytes, now_ns: int) -> bool:
         """The compiled path (:mod:`spikefuse.core.hot`): one received message handled and
         serviced as :meth:`handle` + :meth:`service` at ``now_ns`` would, its commands sent
-        through ``send_payload``. False: not handled, nothing changed (decode it and call
-        :meth:`handle`)."""
+        through ``send_payload`` (``clock: data``: checked, counted and held as
+        :meth:`on_data` would, at the data clock's time). False: not handled, nothing
+        changed (decode it and call :meth:`handle`, or :meth:`on_data`)."""
         if self.hot is None or self.send_payload is None:
             return False
+        if self.data_clock:  # held until a heartbeat (InputSet.on_batch in hold mode)
+            if self.hot.on_payload_held(topic, payload, self.data_now_ns) is None:
+                return False
+            self.n_compiled += 1
+            return True
         cmds = self.hot.on_payload(topic, payload, now_ns, self.clock())
         if cmds is None:
             return False
         self.n_compiled += 1
         self._send_encoded(cmds)
         return True
-
-    def _send_encoded(self, cmds: list) -> None:
-        """Send and count the commands the compiled path encoded."""
-        for i, data, t_ns, cause_t_ns, fresh in cmds:
-            ok = self.send_payload(self._motor_topics[i], data)
-            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
 
     def handle(self, msg: Message, now_ns: int) -> None:
         if self.cfg.clock_offsets_ns and not self.data_clock:
@@ -283,7 +287,8 @@ class FusionCore:
             self._route_outputs(ev, now_ns, horizon, None)
         self._check_stale(now_ns)
         if self.hot is not None and self.send_payload is not None:
-            self._send_encoded(self.hot.refresh(now_ns, self.clock()))
+            stamp_ns = now_ns if self.data_clock else self.clock()  # as _publish_motor
+            self._send_encoded(self.hot.refresh(now_ns, stamp_ns))
         else:
             for name, motor in self.motors.items():
                 values = motor.poll(now_ns)
@@ -326,12 +331,21 @@ class FusionCore:
         the heartbeat is handled and answered with a command to every actuator stamped at
         its time ("everything up to here is answered"). How the drivers batched their
         samples, and how their streams' batches interleave on the way, does not change
-        what the engine computes (offline replay orders the same way)."""
+        what the engine computes (offline replay orders the same way).
+
+        The answer is the only command of a motor that goes out for a heartbeat
+        (:meth:`_answers_only`): the motors are polled at every part's time as on the
+        host's clock (minimum interval, refresh, their counters), but what they published
+        in between is superseded by the answer, which carries the same values a moment
+        later in data time; a lock-stepped world applies every command of a sync at the
+        sync's step anyway. So the actuators, the world and a recording see one command
+        per motor and heartbeat: exactly the commands applied, at the step they name."""
         if not isinstance(msg, Heartbeat):
             self.handle(msg, self.data_now_ns)
             return
         self._outbox = []  # what this heartbeat releases goes out in one burst at the end:
-        try:  # the receivers wake once (the same messages, in the same order)
+        seq0 = self.motor_seq.copy()  # the receivers wake once
+        try:
             self.release_data(t_ns)
             self.data_now_ns = max(self.data_now_ns, t_ns)
             now = self.data_now_ns
@@ -340,8 +354,48 @@ class FusionCore:
             self.service(now)
             for name, motor in self.motors.items():
                 self._publish_motor(name, motor, motor.commanded.copy(), now)
+            self.n_answered += 1
+            self._answers_only(seq0)
         finally:
             self._flush_outbox()
+
+    def _answers_only(self, seq0: np.ndarray) -> None:
+        """Drop from the outbox every command that the same motor's answer (its last one)
+        supersedes (counted in :attr:`n_superseded`); the answer takes the burst's first
+        sequence number (``seq0``: the actuators see no gap) and is fresh if any command it
+        supersedes was (its cause is the motor's newest)."""
+        out = self._outbox or []
+        last: dict[str, int] = {}
+        fresh: dict[str, bool] = {}
+        for k, item in enumerate(out):
+            name = self._motor_of(item)
+            if name is not None:
+                last[name] = k
+                fresh[name] = fresh.get(name, False) or self._fresh_of(item)
+        kept = []
+        for k, item in enumerate(out):
+            name = self._motor_of(item)
+            if name is None:
+                kept.append(item)
+            elif last[name] != k:
+                self.n_superseded[name] += 1
+            else:
+                motor, t_ns, cause_t_ns, _, msg = item  # the answer: a MotorCommand
+                i = self._motor_index[name]
+                msg.seq = int(seq0[i])
+                self.motor_seq[i] = seq0[i] + 1
+                kept.append((motor, t_ns, cause_t_ns, fresh[name], msg))
+        self._outbox = kept
+
+    def _motor_of(self, item: tuple) -> str | None:
+        """The motor of an outbox item (None: a Status). Items are ``(motor, t_ns,
+        cause_t_ns, fresh, message)`` (:meth:`_send`) or, encoded by the compiled path,
+        ``(motor index, payload, t_ns, cause_t_ns, fresh)`` (:meth:`_send_encoded`)."""
+        return self._motor_names[item[0]] if type(item[0]) is int else item[0]
+
+    @staticmethod
+    def _fresh_of(item: tuple) -> bool:
+        return bool(item[4] if type(item[0]) is int else item[3])
 
     def release_data(self, t_ns: int) -> None:
         """``clock: data``: apply every held part up to ``t_ns`` at its own time, doing
@@ -350,8 +404,25 @@ class FusionCore:
             t, st, part, reset, tag = held
             self.data_now_ns = max(self.data_now_ns, t)
             now = self.data_now_ns
+            if not reset and self._apply_compiled(st, part, t, now):
+                continue
             self._apply(st, part, reset, t, now, tag)
             self.service(now)
+
+    def _apply_compiled(self, st: InputState, part: EventBatch, t_ns: int, now_ns: int) -> bool:
+        """``clock: data``: a held part applied and serviced through the compiled path, as
+        :meth:`_apply` + :meth:`service` at ``now_ns`` would; False: not taken, nothing
+        changed."""
+        if self.hot is None or self.send_payload is None:
+            return False
+        cmds = self.hot.on_part(st, part, t_ns, now_ns)
+        if cmds is None:
+            return False
+        self.n_compiled += 1
+        self._send_encoded(cmds)
+        if now_ns >= self.next_status_ns:
+            self.publish_status(now_ns)
+        return True
 
     def _publish_motor(
         self, name: str, motor: MotorChannel, values: np.ndarray, now_ns: int
@@ -374,10 +445,25 @@ class FusionCore:
         if motor is not None:
             self._motor_sent(motor, t_ns, cause_t_ns, fresh, ok)
 
+    def _send_encoded(self, cmds: list) -> None:
+        """Send and count the commands the compiled path encoded (``(motor index, payload,
+        t_ns, cause_t_ns, fresh)``), at once or, while :attr:`_outbox` collects, when it is
+        flushed."""
+        for cmd in cmds:
+            if self._outbox is not None:
+                self._outbox.append(cmd)
+                continue
+            i, data, t_ns, cause_t_ns, fresh = cmd
+            ok = self.send_payload(self._motor_topics[i], data)  # type: ignore[misc]
+            self._motor_sent(self._motor_names[i], t_ns, cause_t_ns, fresh, ok)
+
     def _flush_outbox(self) -> None:
         out, self._outbox = self._outbox or [], None
         for item in out:
-            self._send(*item)
+            if type(item[0]) is int:
+                self._send_encoded([item])
+            else:
+                self._send(*item)
 
     def _motor_sent(self, name: str, t_ns: int, cause_t_ns: int, fresh: bool, ok: bool) -> None:
         """Count a MotorCommand handed to the socket (``ok``) or refused by it."""
@@ -450,6 +536,7 @@ class FusionCore:
                 "n_heartbeats": self.n_heartbeats,
                 "n_compiled": self.n_compiled,
                 "n_motor_commands": self.n_motor_commands,
+                "n_superseded": sum(self.n_superseded.values()),
                 "syn_ops": snap["syn_ops"],
                 "n_saturated": snap["n_saturated"],  # clipped sends and deferred crossings
             },

@@ -12,6 +12,13 @@ and encodes the MotorCommands that are due, with the semantics of
 staleness changes, a heartbeat, a bad payload) returns ``None`` having
 changed nothing, and the Python path handles the message: every rule has one source, the
 Python code, which the compiled path only takes a short cut through. See ``docs/core.md``.
+
+A ``clock: data`` core (the lock-stepped simulator's) holds every batch until a heartbeat
+vouches for its time (:attr:`~spikefuse.core.inputs.InputSet.hold`, the Python input path
+checks and counts it on arrival), then applies the held parts in (time, arrival) order:
+:meth:`HotPath.on_part` applies one part and services at its time, with the semantics of
+``FusionCore._apply`` followed by ``FusionCore.service``, or returns ``None`` (a reset,
+another scale, a time before the engine's clock, a staleness change) for the Python path.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from spikefuse.engine import Engine
 
 if TYPE_CHECKING:
     from spikefuse.core.fusion import FusionCore
+    from spikefuse.core.inputs import InputState
+    from spikefuse.protocol import EventBatch
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +50,6 @@ def unavailable(core: FusionCore) -> str | None:
         return "a wire format whose envelope is no msgpack fixarray (> 15 items)"
     if sys.byteorder != "little":
         return "a big-endian host (the wire arrays are little-endian)"
-    if core.data_clock:
-        return "clock: data"
     if core.cfg.clock_offsets_ns:
         return "clock_offsets_ns (another host's sensor times, moved on the Python path)"
     if type(core.engine) is not Engine:
@@ -104,6 +111,7 @@ class HotPath:
             "motor_fields": protocol._KINDS[protocol.KIND_MOTOR_COMMAND][1],
         }
         self._hot = _Hot(core, limits, streams, routes, motors, core.motor_seq)
+        self._stream_of = {st.name: k for k, (st, *_) in enumerate(streams)}
 
     @classmethod
     def build(cls, core: FusionCore) -> HotPath | None:
@@ -126,3 +134,21 @@ class HotPath:
         """The motors due at ``now_ns`` (the motor part of ``FusionCore.service``), their
         commands encoded and stamped with ``stamp_ns``."""
         return self._hot.refresh(now_ns, stamp_ns)
+
+    def on_payload_held(self, topic: bytes, payload: bytes, now_ns: int) -> bool | None:
+        """``clock: data``: check, count and hold one received ``[topic, payload]`` as
+        ``InputSet.on_batch`` in hold mode would at ``now_ns``; None: not handled, nothing
+        changed (the Python path's turn)."""
+        if type(topic) is not bytes or type(payload) is not bytes:
+            return None
+        return self._hot.on_payload_held(topic, payload, now_ns)
+
+    def on_part(
+        self, st: InputState, part: EventBatch, t_ns: int, now_ns: int
+    ) -> list[Command] | None:
+        """``clock: data``: apply a held part of ``st`` at its time ``t_ns`` and service at
+        ``now_ns`` (``FusionCore._apply`` + ``service``), commands stamped ``now_ns``; None:
+        not handled, nothing changed (the Python path's turn)."""
+        return self._hot.on_part(
+            self._stream_of[st.name], part.channels, part.counts, part.scale, t_ns, now_ns
+        )

@@ -81,12 +81,20 @@ def _motor_lines(core: FusionCore) -> list[str]:
     for name, motor in core.motors.items():
         unheard = core.n_unheard[name]
         before = core.n_unheard_startup.get(name, 0)
+        # answers to heartbeats (clock: data) go out without a poll; what they superseded
+        # did not go out
+        published = motor.n_published + core.n_answered - core.n_superseded[name]
+        superseded = ""
+        if core.n_superseded[name]:
+            superseded = (
+                f"; {core.n_superseded[name]} superseded by their heartbeat's answer (not sent)"
+            )
         lines.append(
-            f"  motor '{name}': {motor.n_published} published = "
-            f"{motor.n_published - unheard - _dropped(core, name)} to a listening actuator"
+            f"  motor '{name}': {published} published = "
+            f"{published - unheard - _dropped(core, name)} to a listening actuator"
             f" + {before} before one subscribed + {unheard - before} after it left"
             f" + {_dropped(core, name)} refused at the high-water mark;"
-            f" {motor.n_coalesced} value changes superseded before they went out"
+            f" {motor.n_coalesced} value changes superseded before they went out{superseded}"
         )
     return lines
 

@@ -100,6 +100,25 @@ class DriverContext:
         together follows from the data alone (a lock-stepped simulator)."""
         self._runner.heartbeat_clock = clock
 
+    def sample_encoder(self, group: str, n_channels: int) -> SigmaDeltaEncoder:
+        """The sigma-delta encoder the runner uses for ``group``'s samples (the group's
+        scale, auto-zero and hysteresis), for a driver that encodes its samples itself and
+        yields the counts as :class:`Events` (e.g. a lock-stepped simulator collecting a
+        sync period's samples into one item): the counts, totals and counters are the
+        ones yielding each :class:`Sample` would give."""
+        stream = self._runner.streams.get(group)
+        if stream is None:
+            raise ConfigError(
+                f"the driver encodes group '{group}' that its config does not enable "
+                f"(groups: {sorted(self._runner.streams)})"
+            )
+        enc = self._runner.sample_encoder(stream, n_channels)
+        if enc is None:
+            raise ConfigError(
+                f"group '{group}' already encodes {_width(stream.encoder)} values, not {n_channels}"
+            )
+        return enc
+
     def bad_reading(self, group: str, detail: str) -> None:
         """Count (and log, rate-limited) a reading the driver had to drop, e.g. a corrupt
         image file: it shows in ``Status.metrics.groups.<group>.n_bad_items``."""
@@ -323,10 +342,21 @@ class Runner:
         values = item.values
         if values.ndim != 1 or values.size == 0:
             raise _BadItem(f"sample values have shape {values.shape}, expected (n,)")
+        enc = self.sample_encoder(stream, values.size)
+        if enc is None:
+            raise _BadItem(
+                f"sample has {values.size} values, the group had {_width(stream.encoder)}"
+            )
+        ch, cnt = enc.encode(values)
+        stream.add(item.t_ns, ch, cnt, None, now_ns, self._send_batch)
+
+    def sample_encoder(self, stream: GroupStream, n_channels: int) -> SigmaDeltaEncoder | None:
+        """The group's sigma-delta encoder (made on first use from the group's settings);
+        None when the group already encodes something else (frames, another width)."""
         if stream.encoder is None:
             gc = self.cfg.groups[stream.group]
             stream.encoder = CompiledSigmaDelta(
-                values.size,
+                n_channels,
                 stream.scale,
                 gc.zero_rest_samples,
                 gc.zero_tau_samples,
@@ -334,10 +364,9 @@ class Runner:
                 gc.smooth_samples,
             )
         enc = stream.encoder
-        if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != values.size:
-            raise _BadItem(f"sample has {values.size} values, the group had {_width(enc)}")
-        ch, cnt = enc.encode(values)
-        stream.add(item.t_ns, ch, cnt, None, now_ns, self._send_batch)
+        if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != n_channels:
+            return None
+        return enc
 
     def _handle_frame(self, stream: GroupStream, item: Frame, now_ns: int) -> None:
         if stream.encoder is None:
