@@ -667,6 +667,38 @@ cdef class _Hot:
             lo = hi
         return 0
 
+    cdef Py_ssize_t load_next(self, bytes topic, bytes payload, i64 now_ns, Parsed* m) except -2:
+        """The checks both entry points share: ``payload`` parsed into ``m`` as the next
+        batch (in seq order, same scale) of one of the core's streams, on ``topic``, its
+        events loaded into the buffers and its times within the skew of ``now_ns``.
+        Returns the stream index, or -1 for anything the Python path must handle."""
+        cdef Py_ssize_t k
+        cdef i64 t_end
+        cdef i64 skew = self.lim.max_skew_ns
+        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+        cdef int ok
+        with nogil:
+            ok = parse_batch(b, n, &self.lim, m)
+            k = self.find_stream(m) if ok == 0 else -1
+        if k < 0 or topic != self.topics[k]:
+            return -1
+        st = self.states[k]
+        last_seq = st.last_seq
+        if last_seq is None or m.seq - 1 != last_seq or st.last_scale != m.scale:
+            return -1
+        if m.n > self.ch_buf.shape[0]:
+            self.ch_buf = np.zeros(2 * m.n, np.int32)
+            self.co_buf = np.zeros(2 * m.n, np.int32)
+            self.dt_buf = np.zeros(2 * m.n, np.int64)
+        with nogil:
+            ok = self.load_events(m, self.size[k], &t_end)
+        if ok != 0:
+            return -1
+        if not (-skew <= m.t_ns - now_ns <= skew and -skew <= t_end - now_ns <= skew):
+            return -1
+        return k
+
     # -------------------------------------------------------------- the entry point
     def on_payload(self, bytes topic, bytes payload, i64 now_ns, i64 stamp_ns):
         """Handle one EventBatch payload completely; None (nothing changed) for anything
@@ -674,30 +706,11 @@ cdef class _Hot:
         ``(motor index, payload, t_ns, cause_t_ns, fresh)``."""
         cdef Parsed m
         cdef Py_ssize_t k
-        cdef i64 t_end, t_part, push_t, engine_now
-        cdef i64 skew = self.lim.max_skew_ns
-        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-        cdef int ok
-        with nogil:
-            ok = parse_batch(b, n, &self.lim, &m)
-            k = self.find_stream(&m) if ok == 0 else -1
-        if k < 0 or topic != self.topics[k] or m.scale != self.scale[k]:
+        cdef i64 t_part, push_t, engine_now
+        k = self.load_next(topic, payload, now_ns, &m)
+        if k < 0 or m.scale != self.scale[k]:
             return None
         st = self.states[k]
-        last_seq = st.last_seq
-        if last_seq is None or m.seq - 1 != last_seq or st.last_scale != m.scale:
-            return None
-        if m.n > self.ch_buf.shape[0]:
-            self.ch_buf = np.zeros(2 * m.n, np.int32)
-            self.co_buf = np.zeros(2 * m.n, np.int32)
-            self.dt_buf = np.zeros(2 * m.n, np.int64)
-        with nogil:
-            ok = self.load_events(&m, self.size[k], &t_end)
-        if ok != 0:
-            return None
-        if not (-skew <= m.t_ns - now_ns <= skew and -skew <= t_end - now_ns <= skew):
-            return None
         t_part = m.t_ns + (self.dt_buf[0] if m.n else 0)  # the first part's time
         push_t = t_part if t_part < now_ns else now_ns
         engine_now = self.engine.now
@@ -796,31 +809,12 @@ cdef class _Hot:
         unsorted offsets, a channel out of range, a time beyond the skew)."""
         cdef Parsed m
         cdef Py_ssize_t k, i, lo, hi
-        cdef i64 t_end
-        cdef i64 skew = self.lim.max_skew_ns
-        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
         cdef i64* rec
-        cdef int ok
-        with nogil:
-            ok = parse_batch(b, n, &self.lim, &m)
-            k = self.find_stream(&m) if ok == 0 else -1
-        if k < 0 or topic != self.topics[k]:
+        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
+        k = self.load_next(topic, payload, now_ns, &m)
+        if k < 0:
             return None
         st = self.states[k]
-        last_seq = st.last_seq
-        if last_seq is None or m.seq - 1 != last_seq or st.last_scale != m.scale:
-            return None
-        if m.n > self.ch_buf.shape[0]:
-            self.ch_buf = np.zeros(2 * m.n, np.int32)
-            self.co_buf = np.zeros(2 * m.n, np.int32)
-            self.dt_buf = np.zeros(2 * m.n, np.int64)
-        with nogil:
-            ok = self.load_events(&m, self.size[k], &t_end)
-        if ok != 0:
-            return None
-        if not (-skew <= m.t_ns - now_ns <= skew and -skew <= t_end - now_ns <= skew):
-            return None
         # ---- handled: InputSet.on_batch (check_seq in order, counted), then the parts
         st.last_seq = m.seq
         st.last_seen_ns = now_ns
