@@ -31,6 +31,7 @@ import numpy as np
 
 from spikefuse.benchmarks._common import BenchResult
 from spikefuse.engine import Engine
+from spikefuse.errors import LogFileError
 from spikefuse.graph import Graph
 from spikefuse.protocol import EventBatch, encode
 from spikefuse.recording.info import summarize
@@ -119,6 +120,15 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _n_recorded(out: Path) -> int:
+    """Messages in the recorder's file so far (0 before it has written its header: a
+    recorder that subscribed may not have yet, on a busy machine)."""
+    try:
+        return len(open_log(out).messages)
+    except LogFileError:
+        return 0
+
+
 def _record(
     batches: list[EventBatch], d: Path, flush_s: float, tag: str
 ) -> tuple[float, int, float, int]:
@@ -136,7 +146,7 @@ def _record(
                 while not pub.send_payload(b"sensor/imu", p):
                     pub.wait_writable(0.005)
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and len(open_log(out).messages) < len(payloads):
+            while time.monotonic() < deadline and _n_recorded(out) < len(payloads):
                 time.sleep(0.2)
         finally:
             stats = _stop_recorder(proc)
