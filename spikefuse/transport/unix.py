@@ -36,6 +36,7 @@ from pathlib import Path
 import zmq
 
 from spikefuse.errors import BusError, ConfigError
+from spikefuse.transport._unixfast import DatagramReader
 from spikefuse.transport.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ _SUBSCRIBE = b"\x01"
 _UNSUBSCRIBE = b"\x00"
 _CRED = struct.Struct("3i")
 _SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)  # ints: an enum op costs a us
-_TRUNC = int(socket.MSG_TRUNC)
-_U32 = struct.Struct("<I")
-_M = _INLINE[0]
-_ANC_BYTES = socket.CMSG_SPACE(4 * 4)  # one fd expected; room to close strays
 _FULL = (BlockingIOError, InterruptedError)
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionRefusedError)
 
@@ -477,8 +474,7 @@ class UnixLinks:
         self.topics = list(topics)
         self.refusals = _Refusals("subscriber")
         self.n_connects = 0
-        self._buf = bytearray(INLINE_MAX_BYTES + 16)
-        self._view = memoryview(self._buf)
+        self._reader = DatagramReader(INLINE_MAX_BYTES + 16, _INLINE, _HEAD.size, 16)
         self._by_fd: dict[int, _Link] = {}
         self._ready: list[_Link] = []
         self._poller: select.poll | zmq.Poller | None = None
@@ -585,27 +581,19 @@ class UnixLinks:
         if sock is None:
             return None
         try:
-            n, anc, flags, _ = sock.recvmsg_into([self._buf], _ANC_BYTES)
-        except _FULL:
-            return None
+            got = self._reader.recv(sock.fileno())
         except OSError:
-            n, anc, flags = 0, [], 0
-        if n == 0 and not anc:  # the publisher went away (EOF)
+            got = b""
+        if type(got) is list:
+            return got
+        if got is None:
+            return None
+        if got == b"":  # the publisher went away (EOF)
             self._lost(link)
             return None
-        if anc:
-            return self._from_memfd(anc, str(link.endpoint))
-        if flags & _TRUNC:
-            return [bytes(self._view[:16])]  # not ours: longer than any inline message
-        return _parse(self._view[:n])
+        return self._from_memfd(got, str(link.endpoint))
 
-    def _from_memfd(self, anc, where: str) -> list[bytes]:
-        fds = [
-            fd
-            for level, kind, data in anc
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
-        ]
+    def _from_memfd(self, fds: tuple[int, ...], where: str) -> list[bytes]:
         try:
             if len(fds) != 1:
                 return []
@@ -618,7 +606,7 @@ class UnixLinks:
                     MAX_MSG_BYTES,
                 )
                 return []
-            return _parse(memoryview(os.pread(fds[0], size, 0)))
+            return self._reader.split(os.pread(fds[0], size, 0))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -636,13 +624,3 @@ class UnixLinks:
     @property
     def n_connected(self) -> int:
         return len(self._by_fd)
-
-
-def _parse(view: memoryview) -> list[bytes]:
-    """``[topic, payload]`` of an inline datagram; a malformed one as one frame."""
-    if len(view) < _HEAD.size or view[0] != _M:
-        return [bytes(view)]
-    end = _HEAD.size + _U32.unpack_from(view, 1)[0]
-    if end > len(view):
-        return [bytes(view)]
-    return [bytes(view[_HEAD.size : end]), bytes(view[end:])]
