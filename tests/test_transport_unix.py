@@ -685,3 +685,43 @@ def test_the_compiled_datagram_reader_on_a_real_seqpacket_pair():
     assert reader.split(b"") == [b""]
     with pytest.raises(ValueError):
         DatagramReader(64, b"MM", 5, 16)
+
+
+def test_the_compiled_datagram_sender_gathers_and_reports_each_failure():
+    """``DatagramSender.send``: head + payload as one datagram to each fd; a full peer
+    (EAGAIN) and a gone one (EPIPE) are reported by position, the others still get it;
+    ``pending`` sees a readable fd of the epoll set without taking it."""
+    import errno
+
+    from spikefuse.transport._unixfast import DatagramSender
+
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
+    ok, full, gone = pairs
+    for a, _ in pairs:
+        a.setblocking(False)
+    gone[1].close()
+    while True:  # fill ``full`` until the kernel refuses
+        try:
+            full[0].send(b"x" * 4096)
+        except BlockingIOError:
+            break
+    ep = select.epoll()
+    sender = DatagramSender(ep.fileno())
+    try:
+        assert not sender.pending()
+        fds = (full[0].fileno(), ok[0].fileno(), gone[0].fileno())
+        assert sender.send(fds, b"M\x01\0\0\0t", b"payload") == [
+            (0, errno.EAGAIN),
+            (2, errno.EPIPE),
+        ]
+        assert ok[1].recv(64) == b"M\x01\0\0\0tpayload"
+        assert sender.send((ok[0].fileno(),), b"", b"") is None  # an empty datagram
+        ep.register(ok[1].fileno(), select.EPOLLIN)
+        assert sender.pending() and sender.pending()  # level-triggered: not taken
+        assert ok[1].recv(64) == b""
+        assert not sender.pending()
+    finally:
+        ep.close()
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -1,9 +1,10 @@
-# The unix:// transport's per-message receive, compiled: one recvmsg into a buffer owned
-# here, the fds passed with it (SCM_RIGHTS) collected, and an inline datagram split into
-# [topic, payload] in the same call. The wire format and its constants are
+# The unix:// transport's per-message work, compiled. Receiving: one recvmsg into a buffer
+# owned here, the fds passed with it (SCM_RIGHTS) collected, and an inline datagram split
+# into [topic, payload] in the same call. Sending: the check for what the publisher has to
+# take in first and one gathered sendmsg per subscriber. The wire format and its constants are
 # spikefuse.transport.unix's (passed in at construction); that module is the only user.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
@@ -139,3 +140,65 @@ cdef class DatagramReader:
             PyBytes_FromStringAndSize(<const char*>b + self.head_bytes, tlen),
             PyBytes_FromStringAndSize(<const char*>b + end, n - end),
         ]
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+    int MSG_NOSIGNAL
+
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        int fd
+    struct epoll_event:
+        unsigned int events
+        epoll_data_t data
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+
+
+cdef class DatagramSender:
+    """The publisher's per-message send: :meth:`pending` tells whether its epoll set has
+    something to take in first (a new subscriber, a notice, a leaver) without taking it;
+    :meth:`send` sends ``head + payload`` as one datagram to each fd (gathered, no copy into
+    one buffer) without blocking."""
+
+    cdef int epfd
+
+    def __init__(self, int epfd):
+        self.epfd = epfd
+
+    def pending(self):
+        cdef epoll_event ev
+        cdef int r
+        with nogil:
+            r = epoll_wait(self.epfd, &ev, 1, 0)
+        return r != 0  # an error too: the caller's own epoll call then raises it
+
+    def send(self, tuple fds, bytes head, bytes payload):
+        """None when every fd took the datagram, else a list of (position in ``fds``,
+        errno) of those that did not."""
+        cdef iovec iov[2]
+        cdef msghdr msg
+        cdef Py_ssize_t k
+        cdef int fd
+        cdef ssize_t r
+        memset(&msg, 0, sizeof(msg))
+        iov[0].iov_base = <void*>PyBytes_AS_STRING(head)
+        iov[0].iov_len = PyBytes_GET_SIZE(head)
+        iov[1].iov_base = <void*>PyBytes_AS_STRING(payload)
+        iov[1].iov_len = PyBytes_GET_SIZE(payload)
+        msg.msg_iov = iov
+        msg.msg_iovlen = 2
+        failed = None
+        for k in range(len(fds)):
+            fd = fds[k]
+            while True:
+                with nogil:
+                    r = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+                if r >= 0 or errno != EINTR:
+                    break
+            if r < 0:
+                if failed is None:
+                    failed = []
+                failed.append((k, errno))
+        return failed
