@@ -44,7 +44,8 @@ are counted (summary, status) and named in the next line: a lock-stepped simulat
 actuator, idle between runs of its world, trips every few hundred ms."""
 
 MAX_PER_WAKE = 1000
-"""Most commands one wake applies (a flood still lets the deadman and status be seen)."""
+"""Commands one wake applies one by one as they are read; a longer backlog's rest goes
+through the subscriber's queue (``max_queue`` newest kept, the older dropped and counted)."""
 
 DRAIN_NS = 100_000_000
 """Longest a stopping actuator counts commands still on their way (after its safe values)."""
@@ -354,7 +355,8 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
 
 def _receiver(runner: ActuatorRunner, sub: Subscriber) -> Callable[[float], int]:
     """``receive(timeout_s)``: wait up to ``timeout_s`` for commands and apply each as it
-    comes off the socket (at most ``MAX_PER_WAKE``), stamped when it is read. This
+    comes off the socket, stamped when it is read; after ``MAX_PER_WAKE`` of them the rest
+    of a backlog is drained under the subscriber's queue policy, as before. This
     actuator's own commands are read by the compiled reader (``spikefuse.core.hot``: the
     encoder's counterpart, the decoder's result); anything else goes through the
     subscriber's checks (rejections counted). Sequence gaps are counted per stream, as the
@@ -377,7 +379,12 @@ def _receiver(runner: ActuatorRunner, sub: Subscriber) -> Callable[[float], int]
             runner.on_command(msg, time.monotonic_ns())
 
     def receive(timeout_s: float) -> int:
-        return sub.dispatch(timeout_s, raw, decoded, MAX_PER_WAKE)
+        n = sub.dispatch(timeout_s, raw, decoded, MAX_PER_WAKE)
+        if n >= MAX_PER_WAKE:  # a backlog: the rest under the queue policy (keep: the
+            for msg in sub.recv_many(0):  # newest max_queue, the older dropped, counted)
+                if isinstance(msg, MotorCommand):
+                    runner.on_command(msg, time.monotonic_ns())
+        return n
 
     return receive
 
