@@ -702,7 +702,9 @@ def zenoh_relay_main(listen_ep: str) -> None:
 def zenoh_recv_main(connect_ep: str, out: str) -> None:
     """The zenoh chain's receiver (a child) does per message what the console actuator
     does, in its order: decode the MotorCommand, stamp the receipt, write a CSV row
-    (line-buffered); until the payload ``END``. ``out``.ready appears at the first message."""
+    (line-buffered); until the payload ``END``. ``out``.ready appears at the first message.
+    Each row also holds the time the payload came off the subscriber, before decoding
+    (``zenoh_stamp_first``: the chain without the receiver's decode)."""
     from spikefuse.protocol import decode
 
     session = _zenoh_session([], [connect_ep])
@@ -710,14 +712,16 @@ def zenoh_recv_main(connect_ep: str, out: str) -> None:
     ready = Path(out + ".ready")
     n = 0
     with open(out, "w", encoding="utf-8", buffering=1) as f:
-        f.write("t_ns,cause_t_ns,values\n")
+        f.write("t_ns,cause_t_ns,received_t_ns,values\n")
         while True:
             payload = sub.recv().payload.to_bytes()
+            received = time.monotonic_ns()
             if payload == b"END":
                 break
             cmd = decode(payload)
             now = time.monotonic_ns()  # decoded first, as the console actuator stamps
-            f.write(f"{now},{cmd.cause_t_ns},{','.join(map(str, cmd.values.tolist()))}\n")
+            values = ",".join(map(str, cmd.values.tolist()))
+            f.write(f"{now},{cmd.cause_t_ns},{received},{values}\n")
             n += 1
             if n == 1:
                 ready.touch()
@@ -726,7 +730,16 @@ def zenoh_recv_main(connect_ep: str, out: str) -> None:
 
 def measure_zenoh(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray:
     """Latencies (us) of the floor's messages over a zenoh two-hop chain (this process ->
-    a relay process -> a receiver process; unix sockets, peer mode, express publishers)."""
+    a relay process -> a receiver process; unix sockets, peer mode, express publishers),
+    stamped after the receiver decoded each (as the console actuator stamps)."""
+    return measure_zenoh_both(run, seconds, rt_priority)[0]
+
+
+def measure_zenoh_both(
+    run: Path, seconds: float, rt_priority: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`measure_zenoh`'s latencies, and the same messages stamped as they came off
+    the receiver's subscriber (before decoding)."""
     ep = f"unixsock-stream/{run}/zenoh-relay.sock"
     out = str(run / "zenoh.csv")
     me = [sys.executable, "-m", "spikefuse.benchmarks.bench_latency"]
@@ -759,9 +772,9 @@ def measure_zenoh(run: Path, seconds: float, rt_priority: int = 0) -> np.ndarray
         _stop(relay)
         if recv is not None:
             _stop(recv)
-    rows = np.loadtxt(out, np.int64, delimiter=",", skiprows=1, usecols=(0, 1), ndmin=2)
+    rows = np.loadtxt(out, np.int64, delimiter=",", skiprows=1, usecols=(0, 1, 2), ndmin=2)
     rows = rows[rows[:, 1] >= t_start]
-    return (rows[:, 0] - rows[:, 1]) / 1e3
+    return (rows[:, 0] - rows[:, 1]) / 1e3, (rows[:, 2] - rows[:, 1]) / 1e3
 
 
 def demo_compute(seconds: float) -> tuple[float, float]:
@@ -945,7 +958,9 @@ def measure_rounds(run: Path, n: int, seconds: float, seed: int) -> list[dict[st
         p50["sdk_unix"] = float(np.percentile(measure_sdk(d, seconds, scheme="unix"), 50))
         p50["floor_unix"] = float(np.percentile(measure_floor(d, seconds, scheme="unix")[0], 50))
         if zenoh_available():
-            p50["zenoh"] = float(np.percentile(measure_zenoh(d, seconds), 50))
+            zen, zen_first = measure_zenoh_both(d, seconds)
+            p50["zenoh"] = float(np.percentile(zen, 50))
+            p50["zenoh_stamp_first"] = float(np.percentile(zen_first, 50))
         rounds.append(p50)
     return rounds
 
@@ -957,6 +972,7 @@ ROUND_CHAINS = {
     "sdk_unix": "SDK unix",
     "floor_unix": "floor unix",
     "zenoh": "zenoh",
+    "zenoh_stamp_first": "zenoh (stamped before decoding)",
 }
 """The chains of a round (keys of its p50s) and their labels in the printed note."""
 ROUND_RATIOS = (
@@ -969,6 +985,7 @@ ROUND_RATIOS = (
     ("zenoh_p50_ratio_vs_floor_median", "zenoh", "floor"),
     ("sdk_unix_p50_ratio_vs_zenoh_median", "sdk_unix", "zenoh"),
     ("floor_unix_p50_ratio_vs_zenoh_median", "floor_unix", "zenoh"),
+    ("sdk_unix_p50_ratio_vs_zenoh_stamp_first_median", "sdk_unix", "zenoh_stamp_first"),
 )
 """(field, chain a, chain b): the median over rounds of a's p50 / b's p50, when every round
 has both (zenoh only when installed)."""

@@ -53,5 +53,7 @@ def test_sdk_chain_runs_a_real_driver_core_and_actuator(in_a_checkout: Path) -> 
 
 def test_zenoh_chain_relays_every_message(in_a_checkout: Path) -> None:
     assert bench_latency.zenoh_available(), "eclipse-zenoh is in the [test] extra"
-    lat_us = bench_latency.measure_zenoh(in_a_checkout, 0.5)
+    lat_us, first_us = bench_latency.measure_zenoh_both(in_a_checkout, 0.5)
     assert len(lat_us) > 300 and np.all(lat_us > 0)
+    # the same messages, stamped before the receiver's decode: never later than after it
+    assert len(first_us) == len(lat_us) and np.all(first_us > 0) and np.all(first_us <= lat_us)
