@@ -227,6 +227,36 @@ class AttitudeParams(StrictModel):
     mag_hysteresis: float = Field(
         default=0.3, ge=0, lt=0.5, description="hysteresis of the magnetometer encoder, quanta"
     )
+    rest_quiet_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="an encoder that sent nothing for this long is at rest: its threshold "
+        "widens by its rest hysteresis until it sends again (0: off)",
+    )
+    gyro_rest_hysteresis: float = Field(
+        default=0.0, ge=0, lt=1, description="extra gyro hysteresis at rest, quanta"
+    )
+    accel_rest_hysteresis: float = Field(
+        default=0.0, ge=0, lt=1, description="extra accelerometer hysteresis at rest, quanta"
+    )
+    rest_smooth_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="at rest the gyro and accelerometer encoders quantize a moving average "
+        "over this long (their quiet_smooth_samples; 0: off)",
+    )
+    gyro_smooth_lag_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="the gyro encoder quantizes a moving average that lags the rate by this "
+        "(its smooth_samples = 1 + lag x rate; 0: off); the outputs lead by as much more",
+    )
+    accel_smooth_lag_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="the accelerometer encoder quantizes a moving average that lags by this "
+        "(0: off); the first stage is compared with it as far behind",
+    )
     bias_gain: float = Field(
         default=0.0,
         description="gyro bias integral gain, 1/s^2 (db/dt = gain * moving * (g x h)); 0: off",
@@ -347,9 +377,21 @@ class AttitudeParams(StrictModel):
         average (in samples of ``sample_rate_hz``, the group's rate; default ``rate_hz``)."""
         hyst = {"accel": self.accel_hysteresis, "mag": self.mag_hysteresis}.get(group, 0.0)
         out: dict[str, float] = {"hysteresis": hyst} if hyst else {}
-        n_smooth = self.mag_smooth_s * (sample_rate_hz or self.rate_hz)
-        if group == "mag" and n_smooth > 1.0:
+        rate = sample_rate_hz or self.rate_hz
+        n_smooth = {
+            "mag": self.mag_smooth_s * rate,
+            # an exponential average lags s - 1 samples: the same lag at any rate
+            "gyro": 1.0 + self.gyro_smooth_lag_s * rate,
+            "accel": 1.0 + self.accel_smooth_lag_s * rate,
+        }.get(group, 1.0)
+        if n_smooth > 1.0:
             out["smooth_samples"] = n_smooth
+        h_rest = {"gyro": self.gyro_rest_hysteresis, "accel": self.accel_rest_hysteresis}
+        if self.rest_quiet_s and h_rest.get(group):
+            out["quiet_samples"] = max(1, round(self.rest_quiet_s * rate))
+            out["quiet_hysteresis"] = h_rest[group]
+            if self.rest_smooth_s * rate > 1.0:
+                out["quiet_smooth_samples"] = self.rest_smooth_s * rate
         if group == "gyro" and self.gyro_zero_rest_s:
             out["rest_samples"] = max(1, round(self.gyro_zero_rest_s * self.rate_hz))
             out["zero_tau_samples"] = max(1.0, self.gyro_zero_tau_s * self.rate_hz)
@@ -357,8 +399,17 @@ class AttitudeParams(StrictModel):
 
     @property
     def lead_s(self) -> float:
-        """The output lead (``gyro_lead_s``, or one gyro sample period)."""
-        return 1.0 / self.rate_hz if self.gyro_lead_s is None else self.gyro_lead_s
+        """The output lead (``gyro_lead_s``, or one gyro sample period plus the lag of the
+        gyro encoder's moving average)."""
+        if self.gyro_lead_s is not None:
+            return self.gyro_lead_s
+        return 1.0 / self.rate_hz + self.gyro_smooth_lag_s
+
+    @property
+    def accel_lead_s(self) -> float:
+        """How far ahead of the trackers the accelerometer is compared: the trackers lag by
+        ``lead_s``, the (averaged) accelerometer by ``accel_smooth_lag_s``."""
+        return self.lead_s - self.accel_smooth_lag_s
 
     @property
     def mag_lag_s(self) -> float:
@@ -780,7 +831,7 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
     bias = "bm" if p.bias_gain else None
-    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias, p.lead_s)
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias, p.accel_lead_s)
     # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
     # an inertial frame), kept on the unit sphere
     _add_hold(g, "g", None, k, p, s)

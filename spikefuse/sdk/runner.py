@@ -362,6 +362,9 @@ class Runner:
                 gc.zero_tau_samples,
                 gc.hysteresis,
                 gc.smooth_samples,
+                gc.quiet_samples,
+                gc.quiet_hysteresis,
+                gc.quiet_smooth_samples,
             )
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != n_channels:
