@@ -8,8 +8,9 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   residual: for a value ``v`` with scale ``k`` (counts per unit) it sends
   ``n = round_half_away(k*v - sent)`` and accumulates ``sent += n``, so a receiver that sums
   the counts reconstructs ``sent / k`` and ``|k*v - sent| <= 1/2`` after every sample.
-  Optional **auto-zero at rest** (``rest_samples`` > 0): once no channel has sent anything
-  and every channel's reconstruction has been 0 for ``rest_samples`` samples in a row, each
+  Optional **auto-zero at rest** (``rest_samples`` > 0): once no channel has sent anything,
+  every channel's reconstruction has been 0 and every raw value (after the offset) within
+  the threshold of 0 for ``rest_samples`` samples in a row, each
   channel's offset moves towards its raw value by ``1/zero_tau_samples`` per sample, and the
   encoder sends ``k*(v - offset)``: a sensor offset under half a quantum (a gyro bias under
   a coarse rate quantum) is invisible downstream at rest, but it biases every motion that
@@ -31,7 +32,8 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   (the value at rest is within ``1/2 + h`` of it), and a change from rest shows once it
   exceeds ``h_q`` more. With ``quiet_smooth_samples`` ``s_q`` > 1 the encoder also keeps
   an exponential moving average ``m_q += (v - m_q)/s_q`` of every value, and while at rest
-  it quantizes ``m_q`` instead of ``v``: a vibration or noise burst at rest averages out
+  it quantizes ``m_q`` instead of ``v`` (``quiet_needs_zero``: a rate sensor is at rest only
+  where every channel's reconstruction is 0 too, not in a steady rotation): a vibration or noise burst at rest averages out
   (``s_q`` 30: ~8x smaller), and motion from rest still shows within a few samples, since
   a rate or tilt change moves the average by ``1/s_q`` of it per sample; after the first
   count the values are quantized as they are again.
@@ -109,6 +111,7 @@ class SigmaDeltaEncoder:
         quiet_samples: int = 0,
         quiet_hysteresis: float = 0.0,
         quiet_smooth_samples: float = 1.0,
+        quiet_needs_zero: bool = False,
     ):
         if int(n_channels) <= 0:
             raise ValueError(f"n_channels must be > 0, found {n_channels}")
@@ -140,6 +143,7 @@ class SigmaDeltaEncoder:
         self.quiet_hysteresis = float(quiet_hysteresis)
         self.n_quiet = 0  # samples in a row with nothing sent (and finite values)
         self.quiet_gain = 1.0 / float(quiet_smooth_samples)
+        self.quiet_needs_zero = bool(quiet_needs_zero)
         self.quiet_avg = np.full(self.n_channels, np.nan)  # the average quantized at rest
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
@@ -189,10 +193,12 @@ class SigmaDeltaEncoder:
 
     def count_quiet(self, values: np.ndarray, n_sent: int) -> None:
         """Rest-hysteresis bookkeeping after a sample (``n_sent`` channels sent): count the
-        samples in a row with nothing sent; a non-finite value is no evidence of rest."""
+        samples in a row with nothing sent (and, with ``quiet_needs_zero``, a zero
+        reconstruction); a non-finite value is no evidence of rest."""
         if not self.quiet_samples:
             return
-        if n_sent or not np.isfinite(values).all():
+        moved = n_sent or (self.quiet_needs_zero and self.sent.any())
+        if moved or not np.isfinite(values).all():
             self.n_quiet = 0
         else:
             self.n_quiet += 1
@@ -224,7 +230,7 @@ class SigmaDeltaEncoder:
         values (clipped to half a quantum). A non-finite value is no evidence of rest."""
         if not self.rest_samples:
             return
-        if n_sent or self.sent.any() or not np.isfinite(values).all():
+        if n_sent or self.sent.any() or not self._reads_zero(values):
             self.n_rest = 0
             return
         self.n_rest += 1
@@ -233,6 +239,14 @@ class SigmaDeltaEncoder:
             self.offset = np.clip(
                 self.offset + self.zero_gain * (values - self.offset), -half, half
             )
+
+    def _reads_zero(self, values: np.ndarray) -> bool:
+        """Every value is finite and, after the offset, within the plain threshold of 0:
+        what the quantizer alone would send nothing for (a value that only a moving
+        average or the rest hysteresis kept silent is motion, not rest)."""
+        if not np.isfinite(values).all():
+            return False
+        return bool(np.all(np.abs(self.scale * (values - self.offset)) <= self.threshold))
 
     def reconstruction(self) -> np.ndarray:
         """What a receiver that summed every count holds: ``sent / scale``."""

@@ -71,6 +71,7 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
             st.integers(0, 4),
             st.sampled_from([0.0, 0.2, 0.45, 0.9]),
             st.sampled_from([1.0, 3.0, 7.5]),
+            st.booleans(),
             st.lists(
                 st.lists(st.one_of(values, st.floats(-2.0, 2.0)), min_size=n, max_size=n),
                 min_size=1,
@@ -81,11 +82,11 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
 )
 def test_compiled_sigma_delta_with_auto_zero_and_hysteresis_matches_the_numpy_encoder(case):
     """The encoder options (encoding.SigmaDeltaEncoder rest_samples, hysteresis,
-    smooth_samples, quiet_samples/quiet_hysteresis/quiet_smooth_samples) on the compiled
+    smooth_samples, quiet_samples/_hysteresis/_smooth_samples/_needs_zero) on the compiled
     path: the same counts, offsets, rest and quiet counts and moving averages as the
     reference, per sample (non-finite values included)."""
-    scale, rest, tau, hyst, smooth, quiet, hq, qs, samples = case
-    opts = (rest, tau, hyst, smooth, quiet, hq, qs)
+    scale, rest, tau, hyst, smooth, quiet, hq, qs, qz, samples = case
+    opts = (rest, tau, hyst, smooth, quiet, hq, qs, qz)
     ref = SigmaDeltaEncoder(len(scale), np.array(scale), *opts)
     fast = CompiledSigmaDelta(len(scale), np.array(scale), *opts)
     for v in samples:
@@ -262,6 +263,7 @@ def test_a_group_config_sets_the_encoder_options():
                 "quiet_samples": 3,
                 "quiet_hysteresis": 0.4,
                 "quiet_smooth_samples": 8.0,
+                "quiet_needs_zero": True,
             },
         },
         max_batch_latency_ms=0.0,
@@ -282,6 +284,7 @@ def test_a_group_config_sets_the_encoder_options():
     assert runner.streams["b"].encoder.smooth_gain == 0.25
     enc_b = runner.streams["b"].encoder
     assert (enc_b.quiet_samples, enc_b.quiet_hysteresis, enc_b.quiet_gain) == (3, 0.4, 0.125)
+    assert enc_b.quiet_needs_zero
     with pytest.raises(ValidationError, match="smooth_samples"):
         _Cfg(groups={"a": {"smooth_samples": 0.5}})
     with pytest.raises(ValidationError, match="zero_tau_samples"):

@@ -119,7 +119,7 @@ def encoder_options(
     p: AttitudeParams, mag_hz: float | None = None, accel_hz: float | None = None
 ) -> dict[str, dict[str, float]]:
     """Each sensor group's encoder options under ``p`` (the magnetometer at ``mag_hz``, the
-    accelerometer at ``accel_hz``; None: the gyro's rate)."""
+    accelerometer at ``accel_hz``; None: the gyro's rate: the rest options are in time)."""
     rates = {"mag": mag_hz, "accel": accel_hz}
     return {grp: p.encoder_options(grp, rates.get(grp)) for grp in ("gyro", "accel", "mag")}
 

@@ -81,6 +81,11 @@ class GroupConfig(StrictModel):
         description="at rest the encoder quantizes a moving average over this many samples "
         "(SigmaDeltaEncoder quiet_smooth_samples; 1: off): vibration at rest averages out",
     )
+    quiet_needs_zero: bool = Field(
+        default=False,
+        description="at rest only where every channel's reconstruction is 0 too "
+        "(SigmaDeltaEncoder quiet_needs_zero: a rate sensor, not in a steady rotation)",
+    )
 
 
 class RetryConfig(StrictModel):

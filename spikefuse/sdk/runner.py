@@ -365,6 +365,7 @@ class Runner:
                 gc.quiet_samples,
                 gc.quiet_hysteresis,
                 gc.quiet_smooth_samples,
+                gc.quiet_needs_zero,
             )
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != n_channels:

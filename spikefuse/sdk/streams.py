@@ -46,6 +46,7 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
         quiet_samples: int = 0,
         quiet_hysteresis: float = 0.0,
         quiet_smooth_samples: float = 1.0,
+        quiet_needs_zero: bool = False,
     ):
         super().__init__(
             n_channels,
@@ -57,6 +58,7 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
             quiet_samples,
             quiet_hysteresis,
             quiet_smooth_samples,
+            quiet_needs_zero,
         )
         # shares the arrays (the moving average is done by the step)
         self._step = SigmaDeltaStep(
