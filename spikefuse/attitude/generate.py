@@ -268,12 +268,6 @@ class AttitudeParams(StrictModel):
     accel_rest_smooth_s: float = Field(
         default=0.25, ge=0, description="the same for the accelerometer encoder (0: off)"
     )
-    mag_rest_hysteresis: float = Field(
-        default=0.0, ge=0, lt=1, description="extra magnetometer hysteresis at rest, quanta"
-    )
-    mag_rest_smooth_s: float = Field(
-        default=0.0, ge=0, description="the rest average of the magnetometer encoder (0: off)"
-    )
     accel_lead: bool = Field(
         default=False,
         description="compare the accelerometer with the first stage led like the outputs "
@@ -431,7 +425,6 @@ class AttitudeParams(StrictModel):
         hyst, smooth = {
             "gyro": (self.gyro_rest_hysteresis, self.gyro_rest_smooth_s),
             "accel": (self.accel_rest_hysteresis, self.accel_rest_smooth_s),
-            "mag": (self.mag_rest_hysteresis, self.mag_rest_smooth_s),
         }.get(group, (0.0, 0.0))
         n_smooth = smooth * rate
         if not self.rest_quiet_s or not (hyst or n_smooth > 1.0):
