@@ -66,12 +66,44 @@ def test_9d_graph_is_quiet_at_rest_after_fast_rotation(shared_data: Path) -> Non
     """The 9D graph on the still phases between fast rotations (trial 09, 55-110 s: the end
     of one rotation phase, 11 s still, a rotation phase, 11 s still): the magnetometer's
     encoder quantizes a 40 ms moving average, so its noise no longer moves the smoothed
-    field at rest; its references stand still. Measured: 59 synaptic ops/s at rest (the
-    previous graph, the raw field at a 3.7 uT quantum and tau_mag 3 s: 118)."""
+    field at rest; its references stand still; the gyro's and accelerometer's encoders go
+    quiet at rest. Measured: 47 synaptic ops/s at rest (the graph before the encoders' rest
+    options: 59; before the magnetometer's moving average: 118)."""
     fname = "broad_09_undisturbed_fast_rotation_breaks.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=55.0, start_s=55.0)
     f = score(log, AttitudeParams(), heading=True, multirate=False)
-    assert f["rest_ops_per_s"] <= 75.0, f
+    assert f["rest_ops_per_s"] <= 57.0, f
+
+
+@pytest.mark.parametrize(("heading", "bound"), [(False, 2.0), (True, 8.5)])
+def test_still_phone_vibration_costs_almost_nothing(
+    shared_data: Path, heading: bool, bound: float
+) -> None:
+    """Trial 27's first still phase (0-60 s: 45.7 s still, in which a phone lying on the IMU
+    vibrates in bursts of 1.5 deg/s RMS, then the motion starts): the encoders' rest options
+    (after 0.25 s without a count, a 0.25 s average and a wider threshold) keep the bursts
+    and the accelerometer's noise out of the graph. Measured: 1.6 ops/s at rest 6D, 6.8 9D
+    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it)."""
+    fname = "broad_27_disturbed_phone_vibration.csv.gz"
+    log = prepare(shared_data / "broad" / fname, seconds=60.0, start_s=0.0)
+    f = score(log, AttitudeParams(), heading=heading, multirate=False)
+    assert f["rest_ops_per_s"] <= bound, f
+
+
+@pytest.mark.parametrize("heading", [False, True])
+def test_stationary_magnet_work_within_the_fast_target(
+    scored: dict, shared_data: Path, heading: bool
+) -> None:
+    """The issue's work target on fast motion (<= 0.6 of the dense run of the same graph)
+    on the stationary-magnet excerpt, the fastest rotation of the shared trials. Measured:
+    0.568 6D, 0.516 9D (the full trial: 0.590 and 0.541; before this round 0.637 and
+    0.663)."""
+    f = scored["stationary_magnet"]  # the 9D graph (scored with heading)
+    if not heading:
+        fname, start_s, seconds, _, _ = EXCERPTS["stationary_magnet"]
+        log = prepare(shared_data / "broad" / fname, seconds=seconds, start_s=start_s)
+        f = score(log, AttitudeParams(), heading=False, multirate=False)
+    assert f["ops_ratio_vs_dense"] <= 0.6, f
 
 
 @pytest.mark.parametrize("name", ["fast_rotation", "fast_translation"])
