@@ -20,8 +20,9 @@ DIRECTIVES = {
 runpy.run_path("spikefuse/graph/kinds.py")["write_pxi"]("spikefuse/engine/_kinds.pxi")
 
 # Every compiled module: the engine's event loop and kernels, the fusion core's per-message
-# path (cimports the engine's Core) and the driver SDK's per-sample path (oracles in
-# tests/test_core_hot.py and tests/test_sdk_fast.py); one set of build flags for all.
+# path (cimports the engine's Core), the driver SDK's per-sample path (oracles in
+# tests/test_core_hot.py and tests/test_sdk_fast.py) and the unix:// transport's receive;
+# one set of build flags for all.
 # -ffp-contract=off keeps a*b+c unfused so results match the NumPy reference bit-for-bit
 # where the operation order is the same.
 COMPILED = (
@@ -29,6 +30,7 @@ COMPILED = (
     "spikefuse.engine._kernels",
     "spikefuse.core._hot",
     "spikefuse.sdk._fast",
+    "spikefuse.transport._unixfast",
 )
 extensions = [
     Extension(

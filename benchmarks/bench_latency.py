@@ -701,8 +701,8 @@ def zenoh_relay_main(listen_ep: str) -> None:
 
 def zenoh_recv_main(connect_ep: str, out: str) -> None:
     """The zenoh chain's receiver (a child) does per message what the console actuator
-    does: decode the MotorCommand, write a CSV row (line-buffered) with the receipt time;
-    until the payload ``END``. ``out``.ready appears at the first message."""
+    does, in its order: decode the MotorCommand, stamp the receipt, write a CSV row
+    (line-buffered); until the payload ``END``. ``out``.ready appears at the first message."""
     from spikefuse.protocol import decode
 
     session = _zenoh_session([], [connect_ep])
@@ -713,10 +713,10 @@ def zenoh_recv_main(connect_ep: str, out: str) -> None:
         f.write("t_ns,cause_t_ns,values\n")
         while True:
             payload = sub.recv().payload.to_bytes()
-            now = time.monotonic_ns()
             if payload == b"END":
                 break
             cmd = decode(payload)
+            now = time.monotonic_ns()  # decoded first, as the console actuator stamps
             f.write(f"{now},{cmd.cause_t_ns},{','.join(map(str, cmd.values.tolist()))}\n")
             n += 1
             if n == 1:

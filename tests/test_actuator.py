@@ -4,6 +4,7 @@ command), console CSV, serial line protocol over a pty pair."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -265,3 +266,91 @@ def test_repeated_deadman_trips_are_counted_and_logged_at_most_every_10_s(tmp_pa
     flowing = [r for r in caplog.records if "commands flowing" in r.getMessage()]
     assert len(flowing) == 3  # at the start and after each logged trip
     runner.actuator.close()
+
+
+@pytest.mark.parametrize("scheme", ["ipc", "unix"])
+def test_commands_read_compiled_keep_the_subscribers_counters(tmp_path, scheme):
+    """The actuator reads its own commands with the compiled reader and the rest through
+    the subscriber's checks: in-order commands, a seq gap of 2, a duplicate, a payload the
+    decoder rejects, a non-finite value, a Status on its topic prefix; every one is
+    accounted for in the closing summary (applied, bad, lost on the way) and in the CSV,
+    stamped after the command's own cause."""
+    ep = f"{scheme}://{tmp_path}/core.sock"
+    cfg = _console_cfg(tmp_path, endpoint=ep, deadman_ms=60_000, n_channels=2)
+    pub = Publisher(ep)
+    act = spawn("actuator", "console", "--config", str(cfg))
+    csv = tmp_path / "m.csv"
+    try:
+        assert pub.wait_for_subscribers(1, STARTUP_S)
+        sent = [_cmd(s, [s, -s]) for s in (0, 1, 2, 5, 5, 6)]  # 3, 4 lost; 5 twice
+        for msg in sent[:3]:
+            assert pub.send(msg)
+        pub.send_payload(b"motor/motors", b"\x97\x01\x03junk")  # rejected, counted
+        bad = MotorCommand("motors", 99, 1, 1, np.array([1.0, 2.0]))
+        pub.send_payload(b"motor/motors", _with_nan(bad))  # non-finite: the decoder's call
+        pub.send(Status("motors", 0, 1, {}))  # another topic: not a command, not applied
+        for msg in sent[3:]:
+            assert pub.send(msg)
+        pub.send(_cmd(7, [1.0]))  # the wrong width: bad
+
+        def applied():
+            return [r for r in read_csv_rows(csv) if r[1] == "cmd"]
+
+        assert wait_until(lambda: len(applied()) >= len(sent), 20.0)
+    finally:
+        assert stop(act) == 0
+        pub.close()
+    out = act.stdout.read()
+    rows = applied()
+    assert [int(r[2]) for r in rows] == [m.seq for m in sent]
+    assert [float(r[4]) for r in rows] == [float(m.values[0]) for m in sent]
+    assert all(int(r[0]) > int(r[3]) == m.cause_t_ns for r, m in zip(rows, sent, strict=True))
+    assert f"{len(sent)} commands applied, 1 bad," in out, out
+    assert "2 lost on the way (seq gaps)" in out, out
+
+
+def _with_nan(cmd: MotorCommand) -> bytes:
+    """``cmd``'s payload with its first value made NaN (the encoder refuses to write one)."""
+    from spikefuse.protocol import encode
+
+    data = bytearray(encode(cmd))
+    data[-16:-8] = np.array([np.nan]).tobytes()
+    return bytes(data)
+
+
+def test_a_backlog_is_applied_in_order_and_every_command_accounted_for(tmp_path):
+    """An actuator stopped (SIGSTOP) while 3000 commands queue up: once it runs again it
+    applies them in order, one by one up to its per-wake bound and the rest of a backlog
+    under its queue policy (the newest kept, the older dropped and counted): applied +
+    dropped = sent, the last one applied."""
+    ep = f"ipc://{tmp_path}/core.sock"
+    cfg = _console_cfg(tmp_path, endpoint=ep, deadman_ms=60_000, n_channels=1, print_hz=0)
+    pub = Publisher(ep)
+    act = spawn("actuator", "console", "--config", str(cfg))
+    csv = tmp_path / "m.csv"
+    n = 3000
+    try:
+        assert pub.wait_for_subscribers(1, STARTUP_S)
+        assert pub.send(_cmd(0, [0.0]))
+        assert wait_until(lambda: [r for r in read_csv_rows(csv) if r[1] == "cmd"], 20.0)
+        os.kill(act.pid, signal.SIGSTOP)
+        try:
+            sent = sum(pub.send(_cmd(s, [float(s)])) for s in range(1, n))
+        finally:
+            os.kill(act.pid, signal.SIGCONT)
+        assert sent == n - 1
+
+        def last_seq():
+            rows = [r for r in read_csv_rows(csv) if r[1] == "cmd"]
+            return rows and int(rows[-1][2]) == n - 1
+
+        assert wait_until(last_seq, 30.0)
+    finally:
+        assert stop(act) == 0
+        pub.close()
+    out = act.stdout.read()
+    seqs = [int(r[2]) for r in read_csv_rows(csv) if r[1] == "cmd"]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == n - 1
+    m = re.search(r"(\d+) commands applied, 0 bad, (\d+) dropped from a full queue, 0 lost", out)
+    assert m is not None, out
+    assert int(m[1]) == len(seqs) and int(m[1]) + int(m[2]) == n, out

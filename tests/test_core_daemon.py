@@ -245,3 +245,47 @@ def test_a_backlog_takes_the_compiled_path_and_keeps_every_count(tmp_path):
         assert stop(proc) == 0
         pub.close()
         sub.close()
+
+
+def test_wait_for_subscribers_holds_the_inputs_until_its_listeners_are_there(tmp_path):
+    """``wait_for_subscribers``: the core subscribes to its inputs only once that many
+    processes hold its commands' topic, so a driver waiting for the core (a lock-stepped
+    world) starts only when an actuator or recorder cannot miss the first commands."""
+    from _core_util import LineReader
+
+    graph = small_graph(tmp_path / "g.npz")
+    cfg = core_config(tmp_path, graph, wait_for_subscribers=1, wait_for_subscribers_timeout_s=120)
+    with Publisher(f"ipc://{tmp_path}/sens.sock") as pub:
+        proc = spawn("core", "--config", str(cfg))
+        out = LineReader(proc)
+        try:
+            assert out.wait_for(lambda ln: "waiting for 1 subscriber" in ln, 60.0), out.text()
+            # a status-only subscriber is no listener of the commands
+            with Subscriber(f"ipc://{tmp_path}/core.sock", ["status/"]):
+                assert not pub.wait_for_subscribers(1, 1.0, [b"sensor/sens"])
+                assert proc.poll() is None
+            with Subscriber(f"ipc://{tmp_path}/core.sock", ["motor/"]) as sub:
+                assert pub.wait_for_subscribers(1, 60.0, [b"sensor/sens"]), out.text()
+                pub.send(_batch(0, [0], [3]))
+                deadline = time.monotonic() + 60.0
+                last = None
+                while (last is None or last.values[0] != 1.5) and time.monotonic() < deadline:
+                    last = _last_motor(sub, 0.2) or last
+                assert last is not None and last.values[0] == 1.5, last
+        finally:
+            stop(proc)
+            out.join(10.0)
+    assert "starting anyway" not in out.text()
+
+
+def test_wait_for_subscribers_times_out_and_starts_anyway(tmp_path):
+    graph = small_graph(tmp_path / "g.npz")
+    cfg = core_config(tmp_path, graph, wait_for_subscribers=2, wait_for_subscribers_timeout_s=0.5)
+    with Publisher(f"ipc://{tmp_path}/sens.sock") as pub:
+        proc = spawn("core", "--config", str(cfg))
+        try:
+            assert pub.wait_for_subscribers(1, 60.0, [b"sensor/sens"]), "core never subscribed"
+        finally:
+            stop(proc)
+        text = proc.stdout.read()
+    assert "0 of 2 subscribers after 0.5 s; starting anyway" in text, text

@@ -22,6 +22,7 @@ from spikefuse.protocol import (
     Encoder,
     EventBatch,
     Heartbeat,
+    MotorCommand,
     Status,
     decode,
     encode,
@@ -409,3 +410,76 @@ def test_compiled_path_takes_the_held_parts_of_a_data_clock(tmp_path):
         assert h.core.n_compiled == (99 + 1000 if fast else 0)
         outs.append(h.state())
     assert outs[0] == outs[1] and len(outs[0]["out"]) > 100
+
+
+# ------------------------------------------------------------------ MotorCommand reader
+def _motor_payload(data) -> tuple[bytes, bytes]:
+    """A random ``[topic, payload]``: valid commands of this and other actuators (every
+    msgpack int width), and invalid ones (bounds, NaN/inf, a wrong kind, cut or padded
+    bytes, a bin of a length no float64 array has, another field type)."""
+    import msgpack
+
+    name = data.draw(st.sampled_from(["motors", "motors2", "m", "ü" * 3, "motors"]))
+    t_max = MAX_ABS_TIME_NS
+    ints = st.one_of(
+        st.integers(-40, 300), st.integers(-t_max - 2, t_max + 2), st.integers(-(2**63), 2**64 - 1)
+    )
+    values = data.draw(
+        st.lists(
+            st.floats(allow_nan=True, allow_infinity=True)
+            | st.floats(allow_nan=False, allow_infinity=False),
+            max_size=6,
+        )
+    )
+    raw = np.array(values, "<f8").tobytes()
+    if data.draw(st.integers(0, 4)) == 0:
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    fields = [1, 3, name, data.draw(ints), data.draw(ints), data.draw(ints), raw]
+    if data.draw(st.integers(0, 9)) == 0:  # a field of another type, or another envelope
+        i = data.draw(st.integers(0, len(fields) - 1))
+        fields[i] = data.draw(st.sampled_from([None, 1.5, "x", b"x", 2, 4, [1]]))
+    payload = msgpack.packb(fields, use_bin_type=True)
+    if data.draw(st.integers(0, 4)) == 0:  # cut or padded
+        cut = data.draw(st.integers(1, 3))
+        payload = payload[:-cut] if data.draw(st.booleans()) else payload + b"\0" * cut
+    topic = data.draw(st.sampled_from([b"motor/" + name.encode(), b"motor/motors", b"motor/x"]))
+    return topic, payload
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_motor_reader_reads_what_the_decoder_reads(data):
+    """The actuator's compiled reader of its own commands reads exactly the payloads on its
+    topic that ``protocol.decode`` accepts as its commands, as the same MotorCommand;
+    everything else (None) is left to the decoder, which accepts or counts it."""
+    from spikefuse.core.hot import motor_reader
+
+    reader = motor_reader("motors")
+    topic, payload = _motor_payload(data)
+    got = reader.read(topic, payload)
+    try:
+        want = decode(payload)
+    except ProtocolError:
+        want = None
+    if want is not None and topic == topic_of(want) == b"motor/motors":
+        assert got == want  # every command of its own the decoder accepts
+        assert got.values.dtype == want.values.dtype and not got.values.flags.writeable
+    else:
+        assert got is None
+
+
+def test_motor_reader_reads_every_valid_command_of_its_actuator():
+    from spikefuse.core.hot import motor_reader
+
+    reader = motor_reader("motors")
+    enc = Encoder()
+    for seq, t, values in [
+        (0, 0, []),
+        (2**63 - 1, MAX_ABS_TIME_NS, [1e308, -0.0]),
+        (5, -MAX_ABS_TIME_NS, [0.5] * 100),
+        (70_000, 1, [-1.0, 2.0, 3.0]),
+    ]:
+        msg = MotorCommand("motors", seq, t, -t, np.array(values, np.float64))
+        got = reader.read(b"motor/motors", enc.encode(msg))
+        assert got == msg
+    assert reader.read(b"motor/motors2", enc.encode(msg)) is None

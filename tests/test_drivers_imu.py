@@ -312,6 +312,31 @@ def test_synthetic_motion_is_consistent_and_deterministic():
         np.testing.assert_array_equal(a.sample("gyro", t_ns), b.sample("gyro", t_ns))
 
 
+def test_synthetic_noise_is_one_draw_per_sample_across_blocks():
+    """The noise is drawn a block at a time, and is the same numbers as one
+    ``normal(0, sigma, 3)`` per sample from the (seed, group) generator, past a block's end;
+    the truth is the formula's (``euler``: two sinusoids per axis)."""
+    import zlib
+
+    from spikefuse.drivers.motion import NOISE_BLOCK
+
+    m = SyntheticMotion(seed=4, noise={"gyro": 0.01, "accel": 0.1})
+    ref = {g: np.random.default_rng([4, zlib.crc32(g.encode())]) for g in ("gyro", "accel")}
+    w = 2 * np.pi * m.freq_hz
+    for i in range(NOISE_BLOCK + 20):
+        t_ns = i * 1_000_000 + (i * 7919) % 1000
+        for g in ("gyro", "accel", "mag"):
+            got = m.sample(g, t_ns)
+            noise = ref[g].normal(0.0, m.noise[g], size=3) if g in ref else 0.0
+            assert np.array_equal(got, m.truth(g, t_ns / 1e9) + noise)
+        t_s = t_ns / 1e9
+        angles, rates = m.euler(t_s)
+        np.testing.assert_allclose(angles, (m.amp * np.sin(w * t_s + m.phase)).sum(1), atol=1e-15)
+        np.testing.assert_allclose(
+            rates, (m.amp * w * np.cos(w * t_s + m.phase)).sum(1), atol=1e-15
+        )
+
+
 def test_synthetic_fast_runs_are_identical(tmp_path):
     def run_once(sub_dir: str) -> list[tuple]:
         d = tmp_path / sub_dir

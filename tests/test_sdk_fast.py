@@ -19,7 +19,7 @@ from spikefuse.protocol import MAX_DT_NS, EventBatch, decode, encode
 from spikefuse.sdk import DriverConfig, Sample
 from spikefuse.sdk._fast import pack_event_batch
 from spikefuse.sdk.runner import Runner
-from spikefuse.sdk.streams import CompiledSigmaDelta
+from spikefuse.sdk.streams import CompiledSigmaDelta, GroupStream
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.publisher import Publisher
@@ -291,3 +291,28 @@ def test_a_group_config_sets_the_encoder_options():
         _Cfg(groups={"a": {"zero_tau_samples": 0.5}})
     with pytest.raises(ValidationError, match="quiet_hysteresis"):
         _Cfg(groups={"a": {"quiet_hysteresis": 1.0}})
+
+
+def test_a_stream_sends_packed_payloads_and_falls_back_to_the_batch():
+    """A stream with ``send_payload`` sends the payload the reference encoder would write,
+    with the stream's fields as they are now; a batch the compiled writer does not take
+    (an epoch offset outside the wire's bounds) goes to ``send`` as an EventBatch, for the
+    reference encoder to name the field."""
+    payloads: list[bytes] = []
+    batches: list[EventBatch] = []
+    s = GroupStream("imu", "gyro", "g_in", 8.0, 0, 1000, 7, send_payload=payloads.append)
+    ch, co = np.array([1, 4], np.int32), np.array([2, -3], np.int32)
+    s.add(100, ch, co, None, 0, batches.append)
+    s.epoch_offset_ns = 99
+    s.add(200, ch, co, np.array([0, 5], np.int64), 0, batches.append)
+    assert batches == []
+    assert payloads == [
+        encode(EventBatch("imu", 0, 100, "g_in", 8.0, ch, co, 7)),
+        encode(EventBatch("imu", 1, 200, "g_in", 8.0, ch, co, 99, np.array([0, 5], np.int64))),
+    ]
+    s.epoch_offset_ns = 2**63
+    s.add(300, ch, co, None, 0, batches.append)
+    assert len(payloads) == 2 and [b.seq for b in batches] == [2]
+    with pytest.raises(ProtocolError, match="epoch_offset_ns"):
+        encode(batches[0])
+    assert s.n_batches == 3 and s.n_events == 6 and s.totals.tolist() == [0, 6, 0, 0, -9]

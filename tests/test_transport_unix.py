@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -641,3 +642,86 @@ def test_echo_finds_unix_and_ipc_publishers_in_a_run_folder(tmp_path):
             stop(proc)
     assert proc.returncode == 0, err
     assert sorted(json.loads(line)["sensor"] for line in out.splitlines()) == ["a", "b"]
+
+
+def test_the_compiled_datagram_reader_on_a_real_seqpacket_pair():
+    """``DatagramReader.recv``: nothing waiting, inline messages (empty parts too), a
+    malformed or over-long datagram as one frame, fds passed with a datagram, the peer's
+    end, a bad fd as an OSError."""
+    from spikefuse.transport._unixfast import DatagramReader
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.setblocking(False)
+    reader = DatagramReader(64, b"M", 5, 16)
+    fd = b.fileno()
+    try:
+        assert reader.recv(fd) is None
+        a.send(b"M" + (3).to_bytes(4, "little") + b"top" + b"payload")
+        a.send(b"M\0\0\0\0")
+        a.send(b"M\x05\0\0\0ab")  # a topic longer than the datagram
+        a.send(b"?")
+        a.send(bytes(range(100)))  # longer than the reader's buffer
+        assert reader.recv(fd) == [b"top", b"payload"]
+        assert reader.recv(fd) == [b"", b""]
+        assert reader.recv(fd) == [b"M\x05\0\0\0ab"]
+        assert reader.recv(fd) == [b"?"]
+        assert reader.recv(fd) == [bytes(range(16))]
+        assert reader.recv(fd) is None
+        m1, m2 = os.memfd_create("t1"), os.memfd_create("t2")
+        os.write(m1, b"M\x01\0\0\0tp")
+        a.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("2i", m1, m2))])
+        got = reader.recv(fd)
+        assert type(got) is tuple and len(got) == 2
+        assert reader.split(os.pread(got[0], 64, 0)) == [b"t", b"p"]
+        for x in (*got, m1, m2):
+            os.close(x)
+        a.close()
+        assert reader.recv(fd) == b""
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(OSError):
+        reader.recv(fd)
+    assert reader.split(b"") == [b""]
+    with pytest.raises(ValueError):
+        DatagramReader(64, b"MM", 5, 16)
+
+
+def test_the_compiled_datagram_sender_gathers_and_reports_each_failure():
+    """``DatagramSender.send``: head + payload as one datagram to each fd; a full peer
+    (EAGAIN) and a gone one (EPIPE) are reported by position, the others still get it;
+    ``pending`` sees a readable fd of the epoll set without taking it."""
+    import errno
+
+    from spikefuse.transport._unixfast import DatagramSender
+
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
+    ok, full, gone = pairs
+    for a, _ in pairs:
+        a.setblocking(False)
+    gone[1].close()
+    while True:  # fill ``full`` until the kernel refuses
+        try:
+            full[0].send(b"x" * 4096)
+        except BlockingIOError:
+            break
+    ep = select.epoll()
+    sender = DatagramSender(ep.fileno())
+    try:
+        assert not sender.pending()
+        fds = (full[0].fileno(), ok[0].fileno(), gone[0].fileno())
+        assert sender.send(fds, b"M\x01\0\0\0t", b"payload") == [
+            (0, errno.EAGAIN),
+            (2, errno.EPIPE),
+        ]
+        assert ok[1].recv(64) == b"M\x01\0\0\0tpayload"
+        assert sender.send((ok[0].fileno(),), b"", b"") is None  # an empty datagram
+        ep.register(ok[1].fileno(), select.EPOLLIN)
+        assert sender.pending() and sender.pending()  # level-triggered: not taken
+        assert ok[1].recv(64) == b""
+        assert not sender.pending()
+    finally:
+        ep.close()
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -21,9 +21,10 @@ import numpy as np
 from pydantic import Field
 
 from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
+from spikefuse.core.hot import motor_reader
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
-from spikefuse.protocol import MotorCommand, Status
+from spikefuse.protocol import MotorCommand, Status, stream_of
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.config import SecurityConfig
@@ -41,6 +42,10 @@ DEADMAN_LOG_EVERY_NS = 10_000_000_000
 """A deadman trip is logged at most this often (the first at once); the trips in between
 are counted (summary, status) and named in the next line: a lock-stepped simulator's
 actuator, idle between runs of its world, trips every few hundred ms."""
+
+MAX_PER_WAKE = 1000
+"""Commands one wake applies one by one as they are read; a longer backlog's rest goes
+through the subscriber's queue (``max_queue`` newest kept, the older dropped and counted)."""
 
 DRAIN_NS = 100_000_000
 """Longest a stopping actuator counts commands still on their way (after its safe values)."""
@@ -348,8 +353,45 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
     return 0
 
 
+def _receiver(runner: ActuatorRunner, sub: Subscriber) -> Callable[[float], int]:
+    """``receive(timeout_s)``: wait up to ``timeout_s`` for commands and apply each as it
+    comes off the socket, stamped when it is read; after ``MAX_PER_WAKE`` of them the rest
+    of a backlog is drained under the subscriber's queue policy, as before. This
+    actuator's own commands are read by the compiled reader (``spikefuse.core.hot``: the
+    encoder's counterpart, the decoder's result); anything else goes through the
+    subscriber's checks (rejections counted). Sequence gaps are counted per stream, as the
+    subscriber's own receive counts them."""
+    reader = motor_reader(runner.cfg.name)
+    stream = f"motor/{runner.cfg.name}"
+    seqs = sub.seq
+
+    def raw(topic: bytes, payload: bytes) -> bool:
+        msg = reader.read(topic, payload) if reader is not None else None
+        if msg is None:
+            return False
+        seqs.see(stream, msg.seq)
+        runner.on_command(msg, time.monotonic_ns())
+        return True
+
+    def decoded(msg) -> None:
+        seqs.see(stream_of(msg), msg.seq)
+        if isinstance(msg, MotorCommand):
+            runner.on_command(msg, time.monotonic_ns())
+
+    def receive(timeout_s: float) -> int:
+        n = sub.dispatch(timeout_s, raw, decoded, MAX_PER_WAKE)
+        if n >= MAX_PER_WAKE:  # a backlog: the rest under the queue policy (keep: the
+            for msg in sub.recv_many(0):  # newest max_queue, the older dropped, counted)
+                if isinstance(msg, MotorCommand):
+                    runner.on_command(msg, time.monotonic_ns())
+        return n
+
+    return receive
+
+
 def _loop(runner: ActuatorRunner, sub: Subscriber, stop: StopSignal, pub: Publisher | None) -> None:
     cfg = runner.cfg
+    receive = _receiver(runner, sub)
     now_ns = time.monotonic_ns()
     runner.start(now_ns)
     end_ns = now_ns + round(cfg.duration_s * 1e9) if cfg.duration_s else None
@@ -363,19 +405,14 @@ def _loop(runner: ActuatorRunner, sub: Subscriber, stop: StopSignal, pub: Publis
         dl = runner.deadline_ns()
         if dl is not None:
             wake = min(wake, dl)
-        timeout_s = min(max(wake - now_ns, 0) / 1e9, 0.25)
-        for msg in sub.recv_many(timeout_s):
-            if isinstance(msg, MotorCommand):
-                runner.on_command(msg, time.monotonic_ns())
+        receive(min(max(wake - now_ns, 0) / 1e9, 0.25))
         now_ns = time.monotonic_ns()
         dl = runner.deadline_ns()
         if dl is not None and now_ns >= dl:
             # a last look before tripping: this process may have woken up after a stall of
             # its own, with the core's commands still in zmq's queues (I/O threads not yet
             # scheduled on a loaded machine)
-            for msg in sub.recv_many(DEADMAN_LAST_LOOK_S):
-                if isinstance(msg, MotorCommand):
-                    runner.on_command(msg, time.monotonic_ns())
+            receive(DEADMAN_LAST_LOOK_S)
             now_ns = time.monotonic_ns()
         runner.check(now_ns)
         runner.actuator.service(now_ns)

@@ -24,9 +24,10 @@ from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
-from spikefuse.protocol import EventBatch
+from spikefuse.protocol import EventBatch, MotorCommand
 
 I4 = np.dtype("<i4")  # the wire's int32 (as spikefuse.protocol decodes it)
+F8 = np.dtype("<f8")  # the wire's float64 (MotorCommand.values)
 
 from spikefuse.engine._engine cimport Core, OutEvent, f64, i32, i64, u8
 
@@ -844,3 +845,66 @@ cdef class _Hot:
             ins.schedule(st, part, False, t_part, now_ns, None)
             lo = hi
         return True
+
+
+# ------------------------------------------------------------------ MotorCommand reading
+cdef class _MotorReader:
+    """The receiving side of the MotorCommands encoded above: one actuator's commands
+    (``[version, kind, actuator, seq, t_ns, cause_t_ns, values]`` on its own topic) read in
+    one call, as ``spikefuse.protocol.decode`` would (the same MotorCommand, ``values`` a
+    read-only view of the payload as the decoder's frombuffer), or None for anything else
+    (another actuator's name, another kind, a bound or a value the decoder would reject):
+    the subscriber's decoder then decides and counts. Built by
+    spikefuse.core.hot.motor_reader."""
+
+    cdef Limits lim
+    cdef bytes topic
+    cdef bytes name_b
+    cdef str name
+
+    def __init__(self, dict limits, str name):
+        self.lim.max_abs_time_ns = limits["max_abs_time_ns"]
+        self.lim.max_payload = limits["max_payload_bytes"]
+        self.lim.version = limits["version"]
+        self.lim.kind_motor = limits["kind_motor"]
+        self.lim.motor_head = 0x90 | (2 + limits["motor_fields"])
+        self.name = name
+        self.name_b = name.encode()
+        self.topic = b"motor/" + self.name_b
+
+    def read(self, bytes topic, bytes payload):
+        """The MotorCommand of ``[topic, payload]``, or None (not read: decode it)."""
+        cdef const u8* b = <const u8*>PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), pos = 1, ln, i
+        cdef const u8* s
+        cdef const u8* vals
+        cdef i64 v, seq, t_ns, cause
+        cdef uint64_t bits
+        cdef f64 x
+        cdef i64 tmax = self.lim.max_abs_time_ns
+        if topic != self.topic or n < 1 or n > self.lim.max_payload or b[0] != self.lim.motor_head:
+            return None
+        if read_int(b, n, &pos, &v) != 0 or v != self.lim.version:
+            return None
+        if read_int(b, n, &pos, &v) != 0 or v != self.lim.kind_motor:
+            return None
+        if read_str(b, n, &pos, &s, &ln) != 0 or ln != PyBytes_GET_SIZE(self.name_b):
+            return None
+        if memcmp(s, PyBytes_AS_STRING(self.name_b), ln) != 0:
+            return None
+        if read_int(b, n, &pos, &seq) != 0 or seq < 0:
+            return None
+        if read_int(b, n, &pos, &t_ns) != 0 or not (-tmax <= t_ns <= tmax):
+            return None
+        if read_int(b, n, &pos, &cause) != 0 or not (-tmax <= cause <= tmax):
+            return None
+        if read_bin(b, n, &pos, &vals, &ln) != 0 or ln % 8 or pos != n:
+            return None
+        for i in range(ln // 8):
+            bits = 0
+            memcpy(&bits, vals + 8 * i, 8)  # little-endian host (HotPath checks)
+            memcpy(&x, &bits, 8)
+            if not isfinite(x):
+                return None
+        values = np.frombuffer(payload, F8, ln // 8, vals - b)
+        return MotorCommand(self.name, seq, t_ns, cause, values)

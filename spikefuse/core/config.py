@@ -92,6 +92,13 @@ class CoreConfig(FileConfig):
     Python path serves (docs/core.md)."""
     max_queue: int = Field(1000, ge=1)
     hwm: int = Field(100_000, ge=1)
+    wait_for_subscribers: int = Field(0, ge=0, le=10_000)
+    """before subscribing to its inputs, wait until this many processes hold a
+    subscription to the core's commands (its actuators, a recorder), up to
+    ``wait_for_subscribers_timeout_s``: a driver that waits for the core (its own
+    ``wait_for_subscribers``) then starts only once they all listen, so none of them misses
+    the first commands (a lock-stepped world's recording holds every command)"""
+    wait_for_subscribers_timeout_s: float = Field(5.0, ge=0.0, le=3600.0)
     duration_s: float | None = Field(default=None, gt=0.0)
     backend: Literal["engine", "spinnaker"] = "engine"
     spinnaker: SpinnakerConfig | None = None

@@ -74,7 +74,9 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
         stop if own_stop else _nullctx(),
         session(engine),
         Publisher(cfg.resolved_endpoint(), hwm=cfg.hwm, security=security) as pub,
-        Subscriber(
+    ):
+        _wait_for_listeners(cfg, pub, stop)
+        with Subscriber(
             endpoints,
             topics,
             hwm=cfg.hwm,
@@ -82,31 +84,51 @@ def run_core(cfg: CoreConfig, stop: StopSignal | None = None) -> int:
             policy=cfg.queue_policy,
             max_queue=cfg.max_queue,
             name=cfg.name,
-        ) as sub,
-    ):
-        if cfg.clock == "data":
-            core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
-            if core is not None:
-                core.release_data(MAX_DATA_TIME_NS)  # what no last heartbeat vouched for
-                core.publish_status(core.data_now_ns)
-                print(core.summary(), flush=True)
-            return 0
-        core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
-        core.send_payload = pub.send_payload
-        core.bus_stats = _bus_stats(sub)
-        core.listening = _listening(pub)
-        gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
-        log.info(
-            "core '%s': graph %s, inputs from %s, publishing on %s",
-            cfg.name,
-            cfg.graph_path(),
-            ", ".join(endpoints),
-            pub.endpoint,
-        )
-        _loop(core, sub, stop, cfg)
-        core.publish_status(time.monotonic_ns())
-        print(core.summary(), flush=True)
+        ) as sub:
+            _serve(cfg, graph, engine, pub, sub, stop)
     return 0
+
+
+def _serve(cfg: CoreConfig, graph, engine, pub: Publisher, sub: Subscriber, stop: StopSignal):
+    if cfg.clock == "data":
+        core = _run_data_clock(cfg, graph, engine, sub, stop, pub)
+        if core is not None:
+            core.release_data(MAX_DATA_TIME_NS)  # what no last heartbeat vouched for
+            core.publish_status(core.data_now_ns)
+            print(core.summary(), flush=True)
+        return
+    core = FusionCore(cfg, graph, engine, time.monotonic_ns(), pub.send)
+    core.send_payload = pub.send_payload
+    core.bus_stats = _bus_stats(sub)
+    core.listening = _listening(pub)
+    gc.freeze()  # start-up objects leave the collector's view: shorter pauses later
+    log.info(
+        "core '%s': graph %s, inputs from %s, publishing on %s",
+        cfg.name,
+        cfg.graph_path(),
+        ", ".join(sub.endpoints),
+        pub.endpoint,
+    )
+    _loop(core, sub, stop, cfg)
+    core.publish_status(time.monotonic_ns())
+    print(core.summary(), flush=True)
+
+
+def _wait_for_listeners(cfg: CoreConfig, pub: Publisher, stop: StopSignal):
+    """``cfg.wait_for_subscribers``: called before the inputs are subscribed."""
+    if cfg.wait_for_subscribers:
+        # a subscriber counts once, whichever of the core's topics it holds
+        topics = [f"motor/{a}".encode() for a in cfg.actuators] or [f"status/{cfg.name}".encode()]
+        n, timeout_s = cfg.wait_for_subscribers, cfg.wait_for_subscribers_timeout_s
+        log.info("core '%s': waiting for %d subscriber(s) before its inputs", cfg.name, n)
+        if not pub.wait_for_subscribers(n, timeout_s, topics, lambda: stop.requested):
+            log.warning(
+                "core '%s': %d of %d subscribers after %.3g s; starting anyway",
+                cfg.name,
+                pub.n_waited_for(topics),
+                n,
+                timeout_s,
+            )
 
 
 def _loop(core: FusionCore, sub: Subscriber, stop: StopSignal, cfg: CoreConfig) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from spikefuse.engine import Engine
 if TYPE_CHECKING:
     from spikefuse.core.fusion import FusionCore
     from spikefuse.core.inputs import InputState
-    from spikefuse.protocol import EventBatch
+    from spikefuse.protocol import EventBatch, MotorCommand
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,21 @@ Command = tuple[int, bytes, int, int, bool]
 """(motor index, MotorCommand payload, t_ns, cause_t_ns, fresh)"""
 
 
-def unavailable(core: FusionCore) -> str | None:
-    """Why the compiled path cannot serve ``core`` (None: it can)."""
+def _wire_unavailable() -> str | None:
+    """Why the compiled readers and writer cannot handle this host's wire (None: they can)."""
     kinds = (protocol.KIND_EVENT_BATCH, protocol.KIND_MOTOR_COMMAND)
     if any(2 + protocol._KINDS[k][1] > 15 for k in kinds):
         return "a wire format whose envelope is no msgpack fixarray (> 15 items)"
     if sys.byteorder != "little":
         return "a big-endian host (the wire arrays are little-endian)"
+    return None
+
+
+def unavailable(core: FusionCore) -> str | None:
+    """Why the compiled path cannot serve ``core`` (None: it can)."""
+    wire = _wire_unavailable()
+    if wire is not None:
+        return wire
     if core.cfg.clock_offsets_ns:
         return "clock_offsets_ns (another host's sensor times, moved on the Python path)"
     if type(core.engine) is not Engine:
@@ -62,6 +70,38 @@ def unavailable(core: FusionCore) -> str | None:
     if len(set(streams)) != len(streams):
         return "two graph inputs fed by the same stream"
     return None
+
+
+def wire_limits() -> dict[str, int]:
+    """The protocol's bounds and wire constants the compiled readers and writer check
+    against (each from the module that owns it: no limit is a literal in ``_hot``)."""
+    return {
+        "max_abs_time_ns": protocol.MAX_ABS_TIME_NS,
+        "max_dt_ns": protocol.MAX_DT_NS,
+        "max_skew_ns": protocol.MAX_CLOCK_SKEW_NS,
+        "max_payload_bytes": protocol.MAX_PAYLOAD_BYTES,
+        "version": protocol.PROTOCOL_VERSION,
+        "kind_batch": protocol.KIND_EVENT_BATCH,
+        "kind_motor": protocol.KIND_MOTOR_COMMAND,
+        # the number of fields of each kind (the decoder's table)
+        "batch_fields": protocol._KINDS[protocol.KIND_EVENT_BATCH][1],
+        "motor_fields": protocol._KINDS[protocol.KIND_MOTOR_COMMAND][1],
+    }
+
+
+class MotorReader(Protocol):
+    def read(self, topic: bytes, payload: bytes) -> MotorCommand | None: ...
+
+
+def motor_reader(actuator: str) -> MotorReader | None:
+    """The compiled reader of ``actuator``'s MotorCommands (``read(topic, payload)``: the
+    command ``protocol.decode`` would return, or None: decode it), for an actuator's
+    receive path; None where it does not apply (the wire checks of :func:`unavailable`)."""
+    from spikefuse.core._hot import _MotorReader
+
+    if _wire_unavailable() is not None:
+        return None
+    return _MotorReader(wire_limits(), actuator)
 
 
 class HotPath:
@@ -98,18 +138,7 @@ class HotPath:
             )
             for name, m in core.motors.items()
         ]
-        limits = {
-            "max_abs_time_ns": protocol.MAX_ABS_TIME_NS,
-            "max_dt_ns": protocol.MAX_DT_NS,
-            "max_skew_ns": protocol.MAX_CLOCK_SKEW_NS,
-            "max_payload_bytes": protocol.MAX_PAYLOAD_BYTES,
-            "version": protocol.PROTOCOL_VERSION,
-            "kind_batch": protocol.KIND_EVENT_BATCH,
-            "kind_motor": protocol.KIND_MOTOR_COMMAND,
-            # the number of fields of each kind (the decoder's table)
-            "batch_fields": protocol._KINDS[protocol.KIND_EVENT_BATCH][1],
-            "motor_fields": protocol._KINDS[protocol.KIND_MOTOR_COMMAND][1],
-        }
+        limits = wire_limits()
         self._hot = _Hot(core, limits, streams, routes, motors, core.motor_seq)
         self._stream_of = {st.name: k for k, (st, *_) in enumerate(streams)}
 

@@ -11,7 +11,6 @@ Example (``launch/demo.yaml``)::
         config: ../configs/drivers/imu.yaml   # relative to this launch file
         set: [groups.gyro.rate_hz=1000]
         outputs: [sensor/imu]
-        rate_hz: 1000
         restart: on-failure     # never | on-failure | always
       - {name: core, kind: core, config: ../configs/core/demo.yaml,
          inputs: [sensor/imu], outputs: [motor/motors, status/core]}
@@ -78,7 +77,6 @@ class ProcessSpec(StrictModel):
     for kind exec: the whole command"""
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
-    rate_hz: float | None = Field(default=None, gt=0.0, le=1e7)
     restart: Literal["never", "on-failure", "always"] = "on-failure"
     max_restarts: int = Field(5, ge=0, le=1_000_000)
     backoff_s: float = Field(0.1, ge=0.0, le=3600.0)

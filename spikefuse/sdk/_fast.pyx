@@ -241,17 +241,46 @@ def pack_event_batch(batch):
     """The payload bytes of an EventBatch (exactly ``protocol.encode(batch)``), or None when
     a field is not in the plain form this writer handles (then the reference encoder is
     used: it encodes it or raises the ProtocolError naming the field)."""
-    cdef bytes sensor = _name_bytes(batch.sensor)
-    cdef bytes inp = _name_bytes(batch.input)
-    seq, t_ns, epoch, scale = batch.seq, batch.t_ns, batch.epoch_offset_ns, batch.scale
-    if sensor is None or inp is None or type(seq) is not int or not 0 <= seq < (1 << 63):
+    return pack_batch(
+        batch.sensor,
+        batch.seq,
+        batch.t_ns,
+        batch.input,
+        batch.scale,
+        batch.channels,
+        batch.counts,
+        batch.epoch_offset_ns,
+        batch.dt_ns,
+    )
+
+
+def pack_batch(sensor, seq, t_ns, input, scale, channels, counts, epoch_offset_ns, dt_ns):
+    """:func:`pack_event_batch` of the EventBatch of these fields (in its order), without
+    building it (the SDK's per-sample path)."""
+    cdef bytes sensor_b = _name_bytes(sensor)
+    cdef bytes inp = _name_bytes(input)
+    if sensor_b is None or inp is None or not _seq_ok(seq):
         return None
-    if not (_time_ok(t_ns) and _time_ok(epoch)) or type(scale) is not float:
+    if not (_time_ok(t_ns) and _time_ok(epoch_offset_ns)) or not _scale_ok(scale):
         return None
+    return _pack(sensor_b, inp, seq, t_ns, epoch_offset_ns, scale, channels, counts, dt_ns)
+
+
+cdef inline bint _seq_ok(object seq):
+    return type(seq) is int and 0 <= seq < (1 << 63)
+
+
+cdef inline bint _scale_ok(object scale):
+    if type(scale) is not float:
+        return False
     cdef double k = scale
-    if not (isfinite(k) and k > 0):
-        return None
-    ch, co, dt = batch.channels, batch.counts, batch.dt_ns
+    return isfinite(k) and k > 0
+
+
+cdef object _pack(bytes sensor, bytes inp, object seq, object t_ns, object epoch, double k,
+                  object ch, object co, object dt):
+    """The payload of checked scalar fields and the arrays ``ch``, ``co``, ``dt`` (checked
+    here), or None."""
     if type(ch) is not np.ndarray or type(co) is not np.ndarray:
         return None
     if ch.dtype != I4 or co.dtype != I4 or ch.ndim != 1 or co.ndim != 1:

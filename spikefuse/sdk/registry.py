@@ -126,27 +126,18 @@ def run_driver(spec: DriverSpec, cfg: DriverConfig, sender: Sender | None = None
 
 
 def _wait_for_subscribers(pub: Publisher, cfg: DriverConfig, stop: StopSignal) -> None:
-    from spikefuse.sdk.timing import monotonic_ns
-
     # subscribers to this driver's data (sensor/<name>): a subscription to its status
     # only (the core's status/<name>) is not one more subscriber
-    data_topic = f"sensor/{cfg.name}".encode()
-    deadline_ns = monotonic_ns() + round(cfg.wait_for_subscribers_timeout_s * 1e9)
-    while True:
-        pub.poll_subscriptions()
-        if pub.n_subscribed(data_topic) >= cfg.wait_for_subscribers:
-            return
-        remaining_ns = deadline_ns - monotonic_ns()
-        if remaining_ns <= 0 or stop.requested:
-            log.warning(
-                "%s: %d of %d subscribers after %.3g s; starting anyway",
-                cfg.name,
-                pub.n_subscribed(data_topic),
-                cfg.wait_for_subscribers,
-                cfg.wait_for_subscribers_timeout_s,
-            )
-            return
-        pub.wait_notice(min(50, max(1, remaining_ns // 1_000_000)) / 1000)
+    topics = [f"sensor/{cfg.name}".encode()]
+    n, timeout_s = cfg.wait_for_subscribers, cfg.wait_for_subscribers_timeout_s
+    if not pub.wait_for_subscribers(n, timeout_s, topics, lambda: stop.requested):
+        log.warning(
+            "%s: %d of %d subscribers after %.3g s; starting anyway",
+            cfg.name,
+            pub.n_waited_for(topics),
+            n,
+            timeout_s,
+        )
 
 
 def add_driver_arguments(parser: argparse.ArgumentParser) -> None:

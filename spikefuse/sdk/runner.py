@@ -244,6 +244,11 @@ class Runner:
         self.start_ns = time.monotonic_ns()
         self.epoch_offset_ns = time.time_ns() - time.monotonic_ns()
         latency_ns = round(cfg.max_batch_latency_ms * 1e6)
+        self._topic = f"sensor/{cfg.name}".encode()
+        self._send_payload = getattr(sender, "send_payload", None)
+        """a sender that takes encoded frames (a Publisher) gets batches packed by the
+        compiled writer; any other gets the EventBatch"""
+        packed = None if self._send_payload is None else self._send_packed
         self.streams = {
             g: GroupStream(
                 cfg.name,
@@ -253,6 +258,7 @@ class Runner:
                 latency_ns,
                 cfg.max_batch_events,
                 self.epoch_offset_ns,
+                packed,
             )
             for g in cfg.enabled_groups()
         }
@@ -266,10 +272,6 @@ class Runner:
         self._hb_state: str | None = None
         self.heartbeat_clock: Callable[[], int] | None = None
         self._last_bad_log_s = -1e18
-        self._topic = f"sensor/{cfg.name}".encode()
-        self._send_payload = getattr(sender, "send_payload", None)
-        """a sender that takes encoded frames (a Publisher) gets batches packed by the
-        compiled writer; any other gets the EventBatch"""
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -463,7 +465,12 @@ class Runner:
         payload = None if self._send_payload is None else pack_event_batch(batch)
         if payload is None:
             self._send(batch)  # the reference encoder (which also names any bad field)
-        elif not self._send_payload(self._topic, payload):
+        else:
+            self._send_packed(payload)
+
+    def _send_packed(self, payload: bytes) -> None:
+        """A batch's payload (packed by the compiled writer) to a sender that takes them."""
+        if not self._send_payload(self._topic, payload):  # type: ignore[misc]
             self.n_send_dropped += 1
 
     def _heartbeat(self, now_ns: int, extra: str = "", with_status: bool = True) -> None:

@@ -21,9 +21,10 @@ import numpy as np
 
 from spikefuse.encoding import DvsEncoder, SigmaDeltaEncoder
 from spikefuse.protocol import EventBatch
-from spikefuse.sdk._fast import SigmaDeltaStep, add_totals
+from spikefuse.sdk._fast import SigmaDeltaStep, add_totals, pack_batch
 
 SendFn = Callable[[EventBatch], None]
+PayloadFn = Callable[[bytes], None]
 
 SYNC_MAX_CHANNELS = 4096
 """Streams up to this many channels keep per-channel totals for the heartbeat keyframes
@@ -97,7 +98,11 @@ class GroupStream:
         latency_ns: int,
         max_events: int,
         epoch_offset_ns: int,
+        send_payload: PayloadFn | None = None,
     ):
+        """``send_payload``: takes a batch's payload bytes (a sender on a Publisher): a
+        batch in the plain form goes there packed by the compiled writer, without an
+        EventBatch; others (and every batch without it) go to ``add``'s ``send``."""
         self.sensor = sensor
         self.group = group
         self.input = input_name
@@ -121,6 +126,7 @@ class GroupStream:
         self._n_pending = 0
         self._totals = np.zeros(0, np.int64)
         self._totals_on = True
+        self._send_payload = send_payload
 
     @property
     def totals(self) -> np.ndarray | None:
@@ -239,22 +245,40 @@ class GroupStream:
     def _send_batch(
         self, ch: np.ndarray, co: np.ndarray, dt: np.ndarray | None, send: SendFn
     ) -> None:
-        batch = EventBatch(
-            self.sensor,
-            self.seq,
-            self._t0_ns,  # type: ignore[arg-type]
-            self.input,
-            self.scale,
-            ch,
-            co,
-            self.epoch_offset_ns,
-            dt,
-        )
+        payload = None
+        if self._send_payload is not None:
+            payload = pack_batch(
+                self.sensor,
+                self.seq,
+                self._t0_ns,
+                self.input,
+                self.scale,
+                ch,
+                co,
+                self.epoch_offset_ns,
+                dt,
+            )
+        batch = None
+        if payload is None:
+            batch = EventBatch(
+                self.sensor,
+                self.seq,
+                self._t0_ns,  # type: ignore[arg-type]
+                self.input,
+                self.scale,
+                ch,
+                co,
+                self.epoch_offset_ns,
+                dt,
+            )
         self.seq += 1
         self.n_batches += 1
         self.n_events += int(ch.size)
         self._count(ch, co)
-        send(batch)
+        if batch is None:
+            self._send_payload(payload)  # type: ignore[misc]
+        else:
+            send(batch)
 
     # ------------------------------------------------------------------ counters
     @property

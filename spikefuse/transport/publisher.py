@@ -7,7 +7,7 @@ same methods."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
@@ -190,19 +190,28 @@ class Publisher(Closes):
         return any(n > 0 and topic.startswith(p) for p, n in self._live.items())
 
     def wait_for_subscribers(
-        self, n: int = 1, timeout_s: float = 5.0, topics: Sequence[bytes] = ()
+        self,
+        n: int = 1,
+        timeout_s: float = 5.0,
+        topics: Sequence[bytes] = (),
+        stopping: Callable[[], bool] | None = None,
     ) -> bool:
         """Block until ``n`` subscribers are there (avoids losing the first messages to the
-        'slow joiner' effect); False on timeout. With ``topics``, a subscriber counts when
-        it would receive one of them (the rule of :meth:`n_subscribed`: a process that
-        also subscribed to a status topic counts once), else every subscription counts."""
+        'slow joiner' effect); False on timeout (or when ``stopping()`` turns true: it is
+        asked at least every 50 ms). With ``topics``, a subscriber counts when it would
+        receive one of them (the rule of :meth:`n_subscribed`: a process that also
+        subscribed to a status topic counts once), else every subscription counts."""
         deadline_s = time.monotonic() + timeout_s
         while self._n_waited_for(topics) < n:
             remaining_s = deadline_s - time.monotonic()
-            if remaining_s <= 0:
+            if remaining_s <= 0 or (stopping is not None and stopping()):
                 return False
-            self.wait_notice(remaining_s)
+            self.wait_notice(remaining_s if stopping is None else min(remaining_s, 0.05))
         return True
+
+    def n_waited_for(self, topics: Sequence[bytes] = ()) -> int:
+        """The count :meth:`wait_for_subscribers` compares with ``n``, as it stands now."""
+        return self._n_waited_for(topics)
 
     def _n_waited_for(self, topics: Sequence[bytes]) -> int:
         n_all = self.poll_subscriptions()

@@ -24,6 +24,7 @@ publisher never blocks."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -36,6 +37,7 @@ from pathlib import Path
 import zmq
 
 from spikefuse.errors import BusError, ConfigError
+from spikefuse.transport._unixfast import DatagramReader, DatagramSender
 from spikefuse.transport.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
@@ -58,12 +60,8 @@ _SUBSCRIBE = b"\x01"
 _UNSUBSCRIBE = b"\x00"
 _CRED = struct.Struct("3i")
 _SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)  # ints: an enum op costs a us
-_TRUNC = int(socket.MSG_TRUNC)
-_U32 = struct.Struct("<I")
-_M = _INLINE[0]
-_ANC_BYTES = socket.CMSG_SPACE(4 * 4)  # one fd expected; room to close strays
 _FULL = (BlockingIOError, InterruptedError)
-_GONE = (BrokenPipeError, ConnectionResetError, ConnectionRefusedError)
+_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED)
 
 
 def split_endpoints(endpoints: list[str]) -> tuple[list[str], list[Endpoint]]:
@@ -209,6 +207,10 @@ class UnixPublisherSocket:
         self.n_peer_drops = 0
         """(message, subscriber) pairs lost to a full subscriber"""
         self._heads: dict[bytes, bytes] = {}
+        self._targets: dict[bytes, tuple[list[_Peer], tuple[int, ...]]] = {}
+        """topic -> its subscribers and their fds (emptied whenever a peer or a
+        subscription changes)"""
+        self._sender = DatagramSender(self._epoll.fileno())
         self._missed: tuple[bytes, bytes, list[_Peer]] | None = None
 
     # -- taking in what the subscribers did
@@ -241,6 +243,7 @@ class UnixPublisherSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
             self.peers[sock.fileno()] = _Peer(sock)
             self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+            self._targets.clear()
 
     def _read_notices(self, fd: int, ev: int) -> None:
         peer = self.peers.get(fd)
@@ -267,12 +270,14 @@ class UnixPublisherSocket:
             if not peer.prefixes[prefix]:
                 del peer.prefixes[prefix]
         peer.matches.clear()
+        self._targets.clear()
 
     def _drop_peer(self, peer: _Peer) -> None:
         fd = peer.sock.fileno()
         if self.peers.pop(fd, None) is not None:
             self._epoll.unregister(fd)
         peer.sock.close()
+        self._targets.clear()
 
     # -- what the Publisher asks
 
@@ -288,9 +293,14 @@ class UnixPublisherSocket:
 
     def send(self, topic: bytes, payload: bytes) -> bool:
         """One datagram to every subscriber of ``topic``; False if one (or more) missed it."""
-        self.service()
+        if self._sender.pending():
+            self.service()
         self._missed = None
-        return self._send_to([p for p in self.peers.values() if p.wants(topic)], topic, payload)
+        targets = self._targets.get(topic)
+        if targets is None:
+            peers = [p for p in self.peers.values() if p.wants(topic)]
+            targets = self._targets[topic] = (peers, tuple(p.sock.fileno() for p in peers))
+        return self._send_to(targets[0], targets[1], topic, payload)
 
     def retry(self) -> bool:
         """Send the message of the last :meth:`send` that returned False again, to the
@@ -299,38 +309,52 @@ class UnixPublisherSocket:
         if missed is None:
             return True
         topic, payload, peers = missed
-        return self._send_to([p for p in peers if p.sock.fileno() in self.peers], topic, payload)
+        peers = [p for p in peers if p.sock.fileno() in self.peers]
+        return self._send_to(peers, tuple(p.sock.fileno() for p in peers), topic, payload)
 
-    def _send_to(self, targets: list[_Peer], topic: bytes, payload: bytes) -> bool:
+    def _send_to(
+        self, targets: list[_Peer], fds: tuple[int, ...], topic: bytes, payload: bytes
+    ) -> bool:
         if not targets:
             return True
         head = self._heads.get(topic)
         if head is None:
             head = self._heads[topic] = _HEAD.pack(_INLINE, len(topic)) + topic
-        data = head + payload
-        if len(data) > INLINE_MAX_BYTES:
-            lost = self._send_memfd(targets, data)
+        if len(head) + len(payload) > INLINE_MAX_BYTES:
+            lost = self._send_memfd(targets, head + payload)
         else:
-            lost = [p for p in targets if not self._send_one(p, data)]
+            failed = self._sender.send(fds, head, payload)
+            lost = [] if failed is None else self._failed(targets, failed)
         if lost:
             self.n_peer_drops += len(lost)
             self._missed = (topic, payload, lost)
             return False
         return True
 
-    def _send_one(self, peer: _Peer, data: bytes, anc=()) -> bool:
-        try:
-            if anc:
-                peer.sock.sendmsg([data], anc, _SEND_FLAGS)
+    def _failed(self, targets: list[_Peer], failed: list[tuple[int, int]]) -> list[_Peer]:
+        """The subscribers that missed a datagram because they were full; those that left
+        (not a drop: nobody is there to miss it) or failed otherwise are dropped."""
+        lost = []
+        for k, err in failed:
+            peer = targets[k]
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                lost.append(peer)
+            elif err in _GONE_ERRNOS:
+                self._drop_peer(peer)
             else:
-                peer.sock.send(data, _SEND_FLAGS)
-        except _FULL:
-            return False
-        except _GONE:
-            self._drop_peer(peer)  # left: not a drop (nobody is there to miss it)
+                log.warning(
+                    "publisher unix://%s: send failed, subscriber dropped: %s",
+                    self.path,
+                    os.strerror(err),
+                )
+                self._drop_peer(peer)
+        return lost
+
+    def _send_one(self, peer: _Peer, data: bytes, anc) -> bool:
+        try:
+            peer.sock.sendmsg([data], anc, _SEND_FLAGS)
         except OSError as exc:
-            log.warning("publisher unix://%s: send failed, subscriber dropped: %s", self.path, exc)
-            self._drop_peer(peer)
+            return not self._failed([peer], [(0, exc.errno)])
         return True
 
     def _send_memfd(self, targets: list[_Peer], data: bytes) -> list[_Peer]:
@@ -477,8 +501,7 @@ class UnixLinks:
         self.topics = list(topics)
         self.refusals = _Refusals("subscriber")
         self.n_connects = 0
-        self._buf = bytearray(INLINE_MAX_BYTES + 16)
-        self._view = memoryview(self._buf)
+        self._reader = DatagramReader(INLINE_MAX_BYTES + 16, _INLINE, _HEAD.size, 16)
         self._by_fd: dict[int, _Link] = {}
         self._ready: list[_Link] = []
         self._poller: select.poll | zmq.Poller | None = None
@@ -585,27 +608,19 @@ class UnixLinks:
         if sock is None:
             return None
         try:
-            n, anc, flags, _ = sock.recvmsg_into([self._buf], _ANC_BYTES)
-        except _FULL:
-            return None
+            got = self._reader.recv(sock.fileno())
         except OSError:
-            n, anc, flags = 0, [], 0
-        if n == 0 and not anc:  # the publisher went away (EOF)
+            got = b""
+        if type(got) is list:
+            return got
+        if got is None:
+            return None
+        if got == b"":  # the publisher went away (EOF)
             self._lost(link)
             return None
-        if anc:
-            return self._from_memfd(anc, str(link.endpoint))
-        if flags & _TRUNC:
-            return [bytes(self._view[:16])]  # not ours: longer than any inline message
-        return _parse(self._view[:n])
+        return self._from_memfd(got, str(link.endpoint))
 
-    def _from_memfd(self, anc, where: str) -> list[bytes]:
-        fds = [
-            fd
-            for level, kind, data in anc
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-            for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4])
-        ]
+    def _from_memfd(self, fds: tuple[int, ...], where: str) -> list[bytes]:
         try:
             if len(fds) != 1:
                 return []
@@ -618,7 +633,7 @@ class UnixLinks:
                     MAX_MSG_BYTES,
                 )
                 return []
-            return _parse(memoryview(os.pread(fds[0], size, 0)))
+            return self._reader.split(os.pread(fds[0], size, 0))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -636,13 +651,3 @@ class UnixLinks:
     @property
     def n_connected(self) -> int:
         return len(self._by_fd)
-
-
-def _parse(view: memoryview) -> list[bytes]:
-    """``[topic, payload]`` of an inline datagram; a malformed one as one frame."""
-    if len(view) < _HEAD.size or view[0] != _M:
-        return [bytes(view)]
-    end = _HEAD.size + _U32.unpack_from(view, 1)[0]
-    if end > len(view):
-        return [bytes(view)]
-    return [bytes(view[_HEAD.size : end]), bytes(view[end:])]
