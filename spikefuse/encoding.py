@@ -8,8 +8,9 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   residual: for a value ``v`` with scale ``k`` (counts per unit) it sends
   ``n = round_half_away(k*v - sent)`` and accumulates ``sent += n``, so a receiver that sums
   the counts reconstructs ``sent / k`` and ``|k*v - sent| <= 1/2`` after every sample.
-  Optional **auto-zero at rest** (``rest_samples`` > 0): once no channel has sent anything
-  and every channel's reconstruction has been 0 for ``rest_samples`` samples in a row, each
+  Optional **auto-zero at rest** (``rest_samples`` > 0): once no channel has sent anything,
+  every channel's reconstruction has been 0 and every raw value (after the offset) within
+  the threshold of 0 for ``rest_samples`` samples in a row, each
   channel's offset moves towards its raw value by ``1/zero_tau_samples`` per sample, and the
   encoder sends ``k*(v - offset)``: a sensor offset under half a quantum (a gyro bias under
   a coarse rate quantum) is invisible downstream at rest, but it biases every motion that
@@ -23,6 +24,19 @@ Pure numpy, deterministic, no I/O: drivers, importers and tests all use these.
   of ``v``: a noisy sensor (a magnetometer) whose consumer low-passes it anyway sends its
   noise ``~sqrt(2 s)`` times smaller, so a finer quantum stays quiet at rest. It lags a
   changing value by ``s - 1`` samples. A non-finite value leaves the average unchanged.
+  Optional **rest hysteresis** ``quiet_hysteresis`` ``h_q`` (quanta) after ``quiet_samples``
+  ``N``: once the encoder has sent nothing for ``N`` samples in a row (and every value was
+  finite), a channel sends only when ``|k*v - sent| > 1/2 + h + h_q``, until it sends again.
+  A still sensor whose noise keeps crossing a level boundary toggles at most until it has
+  been quiet for ``N`` samples; its reconstruction stays what it was when it went quiet
+  (the value at rest is within ``1/2 + h`` of it), and a change from rest shows once it
+  exceeds ``h_q`` more. With ``quiet_smooth_samples`` ``s_q`` > 1 the encoder also keeps
+  an exponential moving average ``m_q += (v - m_q)/s_q`` of every value, and while at rest
+  it quantizes ``m_q`` instead of ``v`` (``quiet_needs_zero``: a rate sensor is at rest only
+  where every channel's reconstruction is 0 too, not in a steady rotation): a vibration or noise burst at rest averages out
+  (``s_q`` 30: ~8x smaller), and motion from rest still shows within a few samples, since
+  a rate or tilt change moves the average by ``1/s_q`` of it per sample; after the first
+  count the values are quantized as they are again.
 * :class:`DvsEncoder` emulates a dynamic-vision-sensor pixel array on frames: per pixel the
   log intensity is compared with a reference; every crossing of the contrast threshold ``C``
   emits one signed event, ``n = floor(|dL| / C)`` of them, timestamped by linear
@@ -94,6 +108,10 @@ class SigmaDeltaEncoder:
         zero_tau_samples: float = 1.0,
         hysteresis: float = 0.0,
         smooth_samples: float = 1.0,
+        quiet_samples: int = 0,
+        quiet_hysteresis: float = 0.0,
+        quiet_smooth_samples: float = 1.0,
+        quiet_needs_zero: bool = False,
     ):
         if int(n_channels) <= 0:
             raise ValueError(f"n_channels must be > 0, found {n_channels}")
@@ -105,6 +123,12 @@ class SigmaDeltaEncoder:
             raise ValueError(f"hysteresis must be in [0, 0.5), found {hysteresis}")
         if not (np.isfinite(smooth_samples) and smooth_samples >= 1.0):
             raise ValueError(f"smooth_samples must be >= 1, found {smooth_samples}")
+        if int(quiet_samples) < 0:
+            raise ValueError(f"quiet_samples must be >= 0, found {quiet_samples}")
+        if not 0.0 <= quiet_hysteresis < 1.0:
+            raise ValueError(f"quiet_hysteresis must be in [0, 1), found {quiet_hysteresis}")
+        if not (np.isfinite(quiet_smooth_samples) and quiet_smooth_samples >= 1.0):
+            raise ValueError(f"quiet_smooth_samples must be >= 1, found {quiet_smooth_samples}")
         self.n_channels = int(n_channels)
         self.scale = _as_scale(scale, self.n_channels)
         self.threshold = 0.5 + float(hysteresis)
@@ -115,6 +139,12 @@ class SigmaDeltaEncoder:
         self.n_rest = 0  # samples in a row with nothing sent and a zero reconstruction
         self.smooth_gain = 1.0 / float(smooth_samples)
         self.smoothed = np.full(self.n_channels, np.nan)  # NaN: no finite value seen yet
+        self.quiet_samples = int(quiet_samples)
+        self.quiet_hysteresis = float(quiet_hysteresis)
+        self.n_quiet = 0  # samples in a row with nothing sent (and finite values)
+        self.quiet_gain = 1.0 / float(quiet_smooth_samples)
+        self.quiet_needs_zero = bool(quiet_needs_zero)
+        self.quiet_avg = np.full(self.n_channels, np.nan)  # the average quantized at rest
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
         self.n_saturated = 0
@@ -127,10 +157,51 @@ class SigmaDeltaEncoder:
         self.offset[:] = 0.0
         self.smoothed[:] = np.nan
         self.n_rest = 0
+        self.n_quiet = 0
+        self.quiet_avg[:] = np.nan
         self.n_skipped_nonfinite = 0
         self.n_skipped_out_of_range = 0
         self.n_saturated = 0
         self.n_samples = 0
+
+    @property
+    def at_rest(self) -> bool:
+        """The encoder has sent nothing for ``quiet_samples`` samples (and the option is on)."""
+        return bool(self.quiet_samples) and self.n_quiet >= self.quiet_samples
+
+    def current_threshold(self) -> float:
+        """The send threshold of the next sample: ``1/2 + hysteresis``, plus the rest
+        hysteresis once the encoder has been quiet for ``quiet_samples``."""
+        return self.threshold + self.quiet_hysteresis if self.at_rest else self.threshold
+
+    def rest_averaged(self, values: np.ndarray) -> np.ndarray:
+        """Update the rest average (``quiet_smooth_samples``) with ``values`` and return what
+        the quantizer sees: the average while at rest, else ``values``. A channel's average
+        starts at its first finite value; a non-finite value leaves it as it was and is
+        passed on (the quantizer skips it)."""
+        if self.quiet_gain == 1.0 or not self.quiet_samples:
+            return values
+        if np.shape(values) != self.quiet_avg.shape:
+            return values  # (a wrong shape is reported by the quantizer)
+        fin = np.isfinite(values)
+        m = self.quiet_avg
+        start = fin & np.isnan(m)
+        m[start] = values[start]
+        run = fin & ~start
+        m[run] = m[run] + self.quiet_gain * (values[run] - m[run])
+        return np.where(fin, m, values) if self.at_rest else values
+
+    def count_quiet(self, values: np.ndarray, n_sent: int) -> None:
+        """Rest-hysteresis bookkeeping after a sample (``n_sent`` channels sent): count the
+        samples in a row with nothing sent (and, with ``quiet_needs_zero``, a zero
+        reconstruction); a non-finite value is no evidence of rest."""
+        if not self.quiet_samples:
+            return
+        moved = n_sent or (self.quiet_needs_zero and self.sent.any())
+        if moved or not np.isfinite(values).all():
+            self.n_quiet = 0
+        else:
+            self.n_quiet += 1
 
     def zeroed(self, values: np.ndarray) -> np.ndarray:
         """The values the quantizer sees: ``values - offset`` (``values`` itself when the
@@ -159,7 +230,7 @@ class SigmaDeltaEncoder:
         values (clipped to half a quantum). A non-finite value is no evidence of rest."""
         if not self.rest_samples:
             return
-        if n_sent or self.sent.any() or not np.isfinite(values).all():
+        if n_sent or self.sent.any() or not self._reads_zero(values):
             self.n_rest = 0
             return
         self.n_rest += 1
@@ -168,6 +239,14 @@ class SigmaDeltaEncoder:
             self.offset = np.clip(
                 self.offset + self.zero_gain * (values - self.offset), -half, half
             )
+
+    def _reads_zero(self, values: np.ndarray) -> bool:
+        """Every value is finite and, after the offset, within the plain threshold of 0:
+        what the quantizer alone would send nothing for (a value that only a moving
+        average or the rest hysteresis kept silent is motion, not rest)."""
+        if not np.isfinite(values).all():
+            return False
+        return bool(np.all(np.abs(self.scale * (values - self.offset)) <= self.threshold))
 
     def reconstruction(self) -> np.ndarray:
         """What a receiver that summed every count holds: ``sent / scale``."""
@@ -178,12 +257,13 @@ class SigmaDeltaEncoder:
         if v.shape != (self.n_channels,):
             raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         self.n_samples += 1
-        raw, v = v, self.smooth(self.zeroed(v))
+        raw, v = v, self.smooth(self.rest_averaged(self.zeroed(v)))
         target = self.scale * v
+        threshold = self.current_threshold()
         if np.isfinite(target).all() and np.abs(target).max() <= _MAX_TARGET:
-            delta = send_counts(target - self.sent, self.threshold)  # the common case
+            delta = send_counts(target - self.sent, threshold)  # the common case
         else:
-            delta = self._partial_delta(target)
+            delta = self._partial_delta(target, threshold)
         if np.abs(delta).max() > INT32_MAX:
             saturated = np.abs(delta) > INT32_MAX
             self.n_saturated += int(np.count_nonzero(saturated))
@@ -192,9 +272,10 @@ class SigmaDeltaEncoder:
         self.sent += n
         nz = np.flatnonzero(n)
         self.learn_offset(raw, nz.size)
+        self.count_quiet(raw, nz.size)
         return nz.astype(np.int32), n[nz].astype(np.int32)
 
-    def _partial_delta(self, target: np.ndarray) -> np.ndarray:
+    def _partial_delta(self, target: np.ndarray, threshold: float) -> np.ndarray:
         """Counts when some channels are non-finite or out of range (those are skipped)."""
         finite = np.isfinite(target)
         in_range = np.abs(np.where(finite, target, 0.0)) <= _MAX_TARGET
@@ -202,7 +283,7 @@ class SigmaDeltaEncoder:
         self.n_skipped_out_of_range += int(np.count_nonzero(finite & ~in_range))
         ok = finite & in_range
         delta = np.zeros(self.n_channels, dtype=np.float64)
-        delta[ok] = send_counts(target[ok] - self.sent[ok], self.threshold)
+        delta[ok] = send_counts(target[ok] - self.sent[ok], threshold)
         return delta
 
 

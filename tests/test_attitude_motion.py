@@ -5,12 +5,15 @@ vector on the fast trials. Each excerpt starts a few seconds before its motion p
 still start lets both estimators settle, as in the full trials).
 
 The ratio bounds are what the graph holds with a ~20 % margin (a guard against
-regressions); measured on these excerpts: inclination 1.21x VQF 6D (fast rotation; 2.44x
-before the output lead), 1.74x (fast translation), 1.66x (tapping; 3.27x before the gyro
-encoder's auto-zero), 1.45x (attached magnet), 1.24x (stationary magnet); heading 0.81x VQF
-9D (fast rotation), 1.09x (fast translation; the previous graph: 0.60x and 1.32x here, but
-2.31x and 2.89x on the full trials, where this one scores under 1x), 0.30x (attached
-magnet) and 2.28x (stationary magnet; bound: the issue's 3x for magnetic trials). The
+regressions); measured on these excerpts: inclination 1.23x VQF 6D (fast rotation; 2.44x
+before the output lead), 2.31x (fast translation: 1.74x before the encoders' rest options,
+which leave the accelerometer's reconstruction on one level at rest instead of dithering
+with its noise, so this excerpt, 10 s still before the motion, starts off by up to half a
+quantum; the full trial 1.43x -> 1.47x), 1.72x (tapping; 3.27x before the gyro
+encoder's auto-zero), 1.38x (attached magnet), 1.10x (stationary magnet); heading 0.96x
+VQF 9D (fast rotation), 1.85x (fast translation; 1.09x before the rest options; earlier
+graphs: 0.60x and 1.32x here, but 2.31x and 2.89x on the full trials), 0.31x (attached
+magnet) and 2.18x (stationary magnet; bound: the issue's 3x for magnetic trials). The
 issue's inclination targets (<= 2x VQF 6D on every trial, median <= 1.5x) are
 met on the full trials; docs/benchmarks.md has the full-trial table."""
 
@@ -31,7 +34,7 @@ from spikefuse.attitude.tune import prepare, score
 # (trial file, start s, seconds, inclination ratio bound, heading ratio bound or None)
 EXCERPTS = {
     "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 1.4, 1.0),
-    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.0, 1.3),
+    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.8, 2.2),
     "tapping": ("broad_25_disturbed_tapping.csv.gz", 35.0, 45.0, 1.8, None),
     "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.55, 0.75),
     "stationary_magnet": (
@@ -66,12 +69,44 @@ def test_9d_graph_is_quiet_at_rest_after_fast_rotation(shared_data: Path) -> Non
     """The 9D graph on the still phases between fast rotations (trial 09, 55-110 s: the end
     of one rotation phase, 11 s still, a rotation phase, 11 s still): the magnetometer's
     encoder quantizes a 40 ms moving average, so its noise no longer moves the smoothed
-    field at rest; its references stand still. Measured: 59 synaptic ops/s at rest (the
-    previous graph, the raw field at a 3.7 uT quantum and tau_mag 3 s: 118)."""
+    field at rest; its references stand still; the gyro's and accelerometer's encoders go
+    quiet at rest. Measured: 45 synaptic ops/s at rest (the graph before the encoders' rest
+    options: 59; before the magnetometer's moving average: 118)."""
     fname = "broad_09_undisturbed_fast_rotation_breaks.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=55.0, start_s=55.0)
     f = score(log, AttitudeParams(), heading=True, multirate=False)
-    assert f["rest_ops_per_s"] <= 75.0, f
+    assert f["rest_ops_per_s"] <= 54.0, f
+
+
+@pytest.mark.parametrize(("heading", "bound"), [(False, 2.0), (True, 8.5)])
+def test_still_phone_vibration_costs_almost_nothing(
+    shared_data: Path, heading: bool, bound: float
+) -> None:
+    """Trial 27's first still phase (0-60 s: 45.7 s still, in which a phone lying on the IMU
+    vibrates in bursts of 1.5 deg/s RMS, then the motion starts): the encoders' rest options
+    (after 0.25 s without a count, a 0.25 s average and a wider threshold) keep the bursts
+    and the accelerometer's noise out of the graph. Measured: 1.6 ops/s at rest 6D, 6.9 9D
+    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it)."""
+    fname = "broad_27_disturbed_phone_vibration.csv.gz"
+    log = prepare(shared_data / "broad" / fname, seconds=60.0, start_s=0.0)
+    f = score(log, AttitudeParams(), heading=heading, multirate=False)
+    assert f["rest_ops_per_s"] <= bound, f
+
+
+@pytest.mark.parametrize("heading", [False, True])
+def test_stationary_magnet_work_within_the_fast_target(
+    scored: dict, shared_data: Path, heading: bool
+) -> None:
+    """The issue's work target on fast motion (<= 0.6 of the dense run of the same graph)
+    on the stationary-magnet excerpt, the fastest rotation of the shared trials. Measured:
+    0.568 6D, 0.546 9D (the full trial: 0.590 and 0.575; before this round 0.637 and
+    0.663)."""
+    f = scored["stationary_magnet"]  # the 9D graph (scored with heading)
+    if not heading:
+        fname, start_s, seconds, _, _ = EXCERPTS["stationary_magnet"]
+        log = prepare(shared_data / "broad" / fname, seconds=seconds, start_s=start_s)
+        f = score(log, AttitudeParams(), heading=False, multirate=False)
+    assert f["ops_ratio_vs_dense"] <= 0.6, f
 
 
 @pytest.mark.parametrize("name", ["fast_rotation", "fast_translation"])

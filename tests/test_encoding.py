@@ -365,3 +365,71 @@ def test_smoothing_starts_at_the_first_finite_value_and_skips_nonfinite():
     assert np.isnan(enc.smoothed).all()
     with pytest.raises(ValueError, match="smooth_samples"):
         SigmaDeltaEncoder(1, 1.0, smooth_samples=0.5)
+
+
+def test_rest_hysteresis_stops_a_still_boundary_toggling_and_keeps_what_it_sent():
+    """A still value on a level boundary with noise of 0.1 quanta toggles the encoder with
+    hysteresis 0.15 at random; with a rest hysteresis of 0.3 after 20 quiet samples it goes
+    quiet for good after its first quiet stretch, and the reconstruction is still the
+    level next to the value. A change from rest shows once it exceeds the wider threshold,
+    and the first count puts the normal threshold back."""
+    rng = np.random.default_rng(11)
+    still = (2.5 + 0.1 * rng.standard_normal(6000))[:, None]
+    toggles = {}
+    for hq in (0.0, 0.3):
+        enc = SigmaDeltaEncoder(1, 1.0, hysteresis=0.15, quiet_samples=20, quiet_hysteresis=hq)
+        recv = _run(enc, still)[:, 0]
+        toggles[hq] = int(np.count_nonzero(np.diff(recv[1000:])))
+        assert recv[-1] in (2.0, 3.0)
+    assert toggles[0.0] > 50 and toggles[0.3] == 0
+    enc = SigmaDeltaEncoder(1, 1.0, quiet_samples=5, quiet_hysteresis=0.4)
+    assert enc.encode(np.array([0.0]))[0].size == 0
+    for _ in range(5):
+        enc.encode(np.array([0.3]))
+    assert enc.n_quiet == 6 and enc.current_threshold() == pytest.approx(0.9)
+    assert enc.encode(np.array([0.85]))[0].size == 0  # under 1/2 + 0.4: still at rest
+    ch, ct = enc.encode(np.array([0.95]))
+    assert ct.tolist() == [1] and enc.n_quiet == 0 and enc.current_threshold() == 0.5
+    enc.encode(np.array([np.nan]))  # a non-finite value is no evidence of rest
+    assert enc.n_quiet == 0
+    enc.reset()
+    assert enc.n_quiet == 0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="quiet_hysteresis"):
+            SigmaDeltaEncoder(1, 1.0, quiet_hysteresis=bad)
+    with pytest.raises(ValueError, match="quiet_samples"):
+        SigmaDeltaEncoder(1, 1.0, quiet_samples=-1)
+
+
+def test_rest_average_quiets_vibration_at_rest_and_lets_motion_through():
+    """Bursts of vibration at rest (zero mean, 1 quantum RMS) toggle an encoder with a rest
+    hysteresis of 0.4 every burst; quantizing a 30-sample average at rest keeps it silent.
+    A ramp from rest (0.2 quanta per sample) is sent within 12 samples of where the plain
+    encoder sends it (the average lags),
+    and from the first count on the values are quantized as they are."""
+    rng = np.random.default_rng(3)
+    n = 8000
+    burst = (np.arange(n) // 400) % 4 == 3  # 100 samples of vibration in every 400
+    still = (0.05 * rng.standard_normal(n) + burst * rng.standard_normal(n))[:, None]
+    sends = {}
+    for qs in (1.0, 30.0):
+        enc = SigmaDeltaEncoder(
+            1, 1.0, quiet_samples=50, quiet_hysteresis=0.4, quiet_smooth_samples=qs
+        )
+        sends[qs] = int(np.count_nonzero(np.diff(_run(enc, still)[:, 0])))
+    assert sends[1.0] > 20 and sends[30.0] == 0
+    ramp = np.r_[np.zeros(200), 0.2 * np.arange(1, 101)][:, None]
+    first = {}
+    for qs in (1.0, 30.0):
+        enc = SigmaDeltaEncoder(1, 1.0, quiet_samples=50, quiet_smooth_samples=qs)
+        recv = _run(enc, ramp)[:, 0]
+        first[qs] = int(np.flatnonzero(recv)[0])
+        assert np.abs(recv[-20:] - ramp[-20:, 0]).max() <= 0.5 + 1e-9  # raw again
+    assert first[1.0] == 202 and first[1.0] < first[30.0] <= first[1.0] + 12
+    enc = SigmaDeltaEncoder(2, 1.0, quiet_samples=1, quiet_smooth_samples=4.0)
+    enc.encode(np.array([np.nan, 0.2]))  # channel 0's average starts at its first finite value
+    assert np.isnan(enc.quiet_avg[0]) and enc.quiet_avg[1] == 0.2
+    enc.reset()
+    assert np.isnan(enc.quiet_avg).all()
+    with pytest.raises(ValueError, match="quiet_smooth_samples"):
+        SigmaDeltaEncoder(1, 1.0, quiet_smooth_samples=0.5)

@@ -68,6 +68,10 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
             st.floats(1.0, 10.0),
             st.sampled_from([0.0, 0.1, 0.25, 0.49]),
             st.sampled_from([1.0, 1.5, 4.0, 11.43]),
+            st.integers(0, 4),
+            st.sampled_from([0.0, 0.2, 0.45, 0.9]),
+            st.sampled_from([1.0, 3.0, 7.5]),
+            st.booleans(),
             st.lists(
                 st.lists(st.one_of(values, st.floats(-2.0, 2.0)), min_size=n, max_size=n),
                 min_size=1,
@@ -78,11 +82,13 @@ def test_compiled_sigma_delta_matches_the_numpy_encoder(case):
 )
 def test_compiled_sigma_delta_with_auto_zero_and_hysteresis_matches_the_numpy_encoder(case):
     """The encoder options (encoding.SigmaDeltaEncoder rest_samples, hysteresis,
-    smooth_samples) on the compiled path: the same counts, offsets, rest counts and moving
-    averages as the reference, per sample (non-finite values included)."""
-    scale, rest, tau, hyst, smooth, samples = case
-    ref = SigmaDeltaEncoder(len(scale), np.array(scale), rest, tau, hyst, smooth)
-    fast = CompiledSigmaDelta(len(scale), np.array(scale), rest, tau, hyst, smooth)
+    smooth_samples, quiet_samples/_hysteresis/_smooth_samples/_needs_zero) on the compiled
+    path: the same counts, offsets, rest and quiet counts and moving averages as the
+    reference, per sample (non-finite values included)."""
+    scale, rest, tau, hyst, smooth, quiet, hq, qs, qz, samples = case
+    opts = (rest, tau, hyst, smooth, quiet, hq, qs, qz)
+    ref = SigmaDeltaEncoder(len(scale), np.array(scale), *opts)
+    fast = CompiledSigmaDelta(len(scale), np.array(scale), *opts)
     for v in samples:
         a, b = ref.encode(np.array(v)), fast.encode(np.array(v))
         np.testing.assert_array_equal(a[0], b[0])
@@ -90,6 +96,8 @@ def test_compiled_sigma_delta_with_auto_zero_and_hysteresis_matches_the_numpy_en
         np.testing.assert_array_equal(ref.offset, fast.offset)
         np.testing.assert_array_equal(ref.smoothed, fast.smoothed)
         assert ref.n_rest == fast.n_rest
+        assert ref.n_quiet == fast.n_quiet
+        np.testing.assert_array_equal(ref.quiet_avg, fast.quiet_avg)
         assert ref.n_skipped_nonfinite == fast.n_skipped_nonfinite
     np.testing.assert_array_equal(ref.sent, fast.sent)
 
@@ -249,7 +257,14 @@ def test_a_group_config_sets_the_encoder_options():
     cfg = _Cfg(
         groups={
             "a": {"scale": 1.0, "zero_rest_samples": 5, "zero_tau_samples": 2.0},
-            "b": {"hysteresis": 0.25, "smooth_samples": 4.0},
+            "b": {
+                "hysteresis": 0.25,
+                "smooth_samples": 4.0,
+                "quiet_samples": 3,
+                "quiet_hysteresis": 0.4,
+                "quiet_smooth_samples": 8.0,
+                "quiet_needs_zero": True,
+            },
         },
         max_batch_latency_ms=0.0,
         heartbeat_period_s=3600.0,
@@ -267,10 +282,15 @@ def test_a_group_config_sets_the_encoder_options():
     runner.handle(Sample("b", 3_000, np.array([0.0])))
     assert runner.streams["b"].encoder.threshold == 0.75
     assert runner.streams["b"].encoder.smooth_gain == 0.25
+    enc_b = runner.streams["b"].encoder
+    assert (enc_b.quiet_samples, enc_b.quiet_hysteresis, enc_b.quiet_gain) == (3, 0.4, 0.125)
+    assert enc_b.quiet_needs_zero
     with pytest.raises(ValidationError, match="smooth_samples"):
         _Cfg(groups={"a": {"smooth_samples": 0.5}})
     with pytest.raises(ValidationError, match="zero_tau_samples"):
         _Cfg(groups={"a": {"zero_tau_samples": 0.5}})
+    with pytest.raises(ValidationError, match="quiet_hysteresis"):
+        _Cfg(groups={"a": {"quiet_hysteresis": 1.0}})
 
 
 def test_a_stream_sends_packed_payloads_and_falls_back_to_the_batch():

@@ -115,9 +115,12 @@ def _streams(
     return st
 
 
-def encoder_options(p: AttitudeParams, mag_hz: float | None = None) -> dict[str, dict[str, float]]:
-    """Each sensor group's encoder options under ``p`` (the magnetometer at ``mag_hz``)."""
-    rates = {"mag": mag_hz}
+def encoder_options(
+    p: AttitudeParams, mag_hz: float | None = None, accel_hz: float | None = None
+) -> dict[str, dict[str, float]]:
+    """Each sensor group's encoder options under ``p`` (the magnetometer at ``mag_hz``, the
+    accelerometer at ``accel_hz``; None: the gyro's rate: the rest options are in time)."""
+    rates = {"mag": mag_hz, "accel": accel_hz}
     return {grp: p.encoder_options(grp, rates.get(grp)) for grp in ("gyro", "accel", "mag")}
 
 
@@ -159,7 +162,7 @@ def evaluate_attitude(
     rest = (np.asarray(mv) == 0) if mv is not None else _still_mask(gyro, accel)
     inputs = (gyro, accel, mag)
     t0 = time.perf_counter()
-    encs = (encoder_options(p), encoder_options(p, MULTIRATE_MAG_HZ))
+    encs = (encoder_options(p), encoder_options(p, MULTIRATE_MAG_HZ, MULTIRATE_ACCEL_HZ))
     ev, ev_mr = _event_runs(out, g, table, inputs, rest, "", encs)
     out["event_wall_s"] = time.perf_counter() - t0
     up_ev = ev.outputs["gravity"]

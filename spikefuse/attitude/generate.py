@@ -56,16 +56,21 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
   rotation products ``w * d`` hardly move, so a gyro spike no longer runs through a second
   set of full-size products and rotation integrators (``diff_stage``; work in fast rotation
   0.71 -> 0.55 of dense on trial 09, 0.82 -> 0.64 on 31, inclination median 1.40x -> 1.43x
-  VQF). ``dd`` is at ``K eps_out``, its terms on a third of it: exact, never at a tie;
+  VQF). ``dd`` is at ``3 K eps_out`` (``dd_quanta``; its terms on a third of
+  ``K eps_out``, an odd fraction of its quantum: exact, never at a tie): it carries the
+  first stage's correction, so at ``K eps_out`` it spiked twice per sample in fast motion
+  (trial 31: 0.61 -> 0.59 of dense, 27 0.52 -> 0.43; inclination 09 1.21x -> 1.31x, the
+  others within 3 %);
 * the outputs lead the trackers by one gyro sample period (``gyro_lead_s``): an IMU's
   sample is the rate over the period *before* it (VQF integrates it so), but the engine
   holds a pushed rate from its arrival on, so every tracker is one period behind the
   rotation: 1.6 deg at 450 deg/s, which was most of the fast-rotation error (trial 09
   2.38x -> 1.23x VQF). Output nodes ``go_c = g_c + lead (g x w)_c`` add the rotation the
-  tracker has not integrated yet from the products it already has (``Pg_c``); the
-  accelerometer is compared with the led first stage (``- K lead (h x w)`` in ``hd``), so
-  a long steady rotation does not correct the lag away and then overshoot. Nothing inside
-  the loops sees the lead. With the true gyro bias removed, a float model of the same
+  tracker has not integrated yet from the products it already has (``Pg_c``). The
+  accelerometer is compared with the first stage itself (``accel_lead`` False): the led
+  stage (``- K lead (h x w)`` in ``hd``) cost one op per spike of every product ``Ph_c``
+  and scored no better on the 8 trials (31: 1.22x -> 1.01x without it, median 1.43x ->
+  1.37x; 6D work on 31 0.64 -> 0.61 of dense). Nothing inside the loops sees the lead. With the true gyro bias removed, a float model of the same
   equations scores 2.3x on trial 09 with the rate held forward (as the graph did) and
   1.0x with each sample over the period before it; the gyro quantization (2 deg/s) is
   not the cause (VQF fed the same quantized gyro, bias removed, also scores 1.0x);
@@ -75,7 +80,17 @@ kept on the unit sphere, the idea of VQF (Laidig & Seel 2023) written as a sigma
 The accelerometer's and magnetometer's encoders have a hysteresis (``accel_hysteresis``
 0.15, ``mag_hysteresis`` 0.3 quanta): a still reading that sits on a level boundary
 toggled with its noise at every sample (trial 15: ~1500 ops/s at rest), and every toggle
-ran through the trust and the first stage.
+ran through the trust and the first stage. At rest the gyro's and the accelerometer's
+encoders also go quiet (VQF's rest detection, done where the raw values are): an encoder
+that sent nothing for ``rest_quiet_s`` (0.25 s; the gyro: and reads 0) quantizes a
+0.25 s moving average of its values with a wider threshold (``gyro_rest_hysteresis``
+0.45, ``accel_rest_hysteresis`` 0.15 quanta more) until it sends again; the encoders'
+``quiet_*`` options. The accelerometer's noise on a level boundary (trial 15: 0.15
+quanta RMS on z) and a phone vibrating on the still IMU (27: bursts of 1.5 deg/s RMS)
+toggled them at rest: 6D rest ops 188 and 118/s -> about 20 and 3/s. A moving average in
+motion (either sensor, its lag compensated in the graph) cost accuracy on the fast
+trials (31: 1.2x -> 1.4-3.8x VQF) and is not used. The gyro's auto-zero learns only where
+the raw rate reads 0 (a rate the rest threshold hides is motion, not bias).
 
 With a magnetometer (``with_mag=True``, the 9D graph ``configs/graphs/attitude9d.yaml``) a
 second vector is tracked with the same structure: ``n``, the horizontal part of the
@@ -98,7 +113,11 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   ``g``: ``Pmg = mf * g``, Dense ``mv`` (``s = mf.g/B_h``), ``st = t_m s``,
   ``Pv_c = st * g_c``;
 * magnetic disturbance rejection on the field's norm AND its dip: ``mgate`` holds
-  ``| |B|^2/B0^2 - 1 | / mag_norm_th`` and ``| mf.g - B_v | / (B_h mag_dip_th_rad)``; each
+  ``| |B|^2/B0^2 - 1 | / mag_norm_th`` and ``| mf.g - B_v | / (B_h mag_dip_th_rad)``, each
+  clipped to the band where its trust changes (``mag_gate_saturate``: two units per
+  measure, ``clip(+-x - in, 0, out - in)``; a magnet close by moved the plain ``|x|`` over
+  tens of thresholds, every step a spike: 9D work on trial 31 0.64 -> 0.575 of dense);
+  each
   switches its own on/off trust (``mtn``, ``mtd``); their product is low-passed
   (Integrator ``mtl``, ``mag_settle_s``) and ``t_m`` is on only above 0.9: trusted again
   only after the field held the reference for ~2.3 ``mag_settle_s`` (a magnet passing
@@ -114,7 +133,9 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   they come back), a field that stays is accepted within ~T (VQF: ``magNewTime``);
 * the smoothed field lags the rotation by ``mag_lag_s``: the vertical part is
   taken with ``g`` set as far behind (``gm_c = g_c - (lag - lead)(g x w)_c``, else the
-  dip check fails in fast rotation), and ``n`` is relaxed as far behind (gated by
+  dip check fails in fast rotation; ``g`` through the field's own lags instead, one or
+  two leaky Integrators per axis, cut the 9D work on 31 by another 6 % but moved the
+  heading ratios by up to 2x either way, 02 to 2.1x and a 09 excerpt 1.0x -> 2.0x VQF), and ``n`` is relaxed as far behind (gated by
   ``t_m``: while the field is not trusted nothing scales the gyro); the output ``north``
   leads like ``gravity``;
 * outputs ``north`` (``n``) and ``mag_trust``; the full attitude comes from ``g`` and ``n``
@@ -125,8 +146,8 @@ body-frame magnetic field (magnetic north), in units of the horizontal field ``B
   ``--set`` for a site).
 
 Scales (:class:`AttitudeParams`); the free parameters (``tau_acc_s`` 2.25 s, ``bias_gain`` 0,
-``accel_hysteresis`` 0.15: the last a rest-work choice at 0.03 of the objective) were chosen
-by :mod:`spikefuse.attitude.tune` on all shared BROAD trials at once (one parameter set,
+``accel_hysteresis`` 0.15, ``dd_quanta`` 3, ``gyro_rest_smooth_s`` 0.25: the last three
+work choices at 0.03, 0.047 and 0.04 of the objective) were chosen by :mod:`spikefuse.attitude.tune` on all shared BROAD trials at once (one parameter set,
 checked leave-one-trial-out; the table is in docs/benchmarks.md):
 
 * tilt budget ``eps_tilt`` (1 degree), rounded to a whole number of output quanta
@@ -227,6 +248,32 @@ class AttitudeParams(StrictModel):
     mag_hysteresis: float = Field(
         default=0.3, ge=0, lt=0.5, description="hysteresis of the magnetometer encoder, quanta"
     )
+    rest_quiet_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="an encoder that sent nothing for this long is at rest: its threshold "
+        "widens by its rest hysteresis until it sends again (0: off)",
+    )
+    gyro_rest_hysteresis: float = Field(
+        default=0.45, ge=0, lt=1, description="extra gyro hysteresis at rest, quanta"
+    )
+    accel_rest_hysteresis: float = Field(
+        default=0.15, ge=0, lt=1, description="extra accelerometer hysteresis at rest, quanta"
+    )
+    gyro_rest_smooth_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="at rest the gyro encoder quantizes a moving average over this long "
+        "(its quiet_smooth_samples; 0: off): vibration at rest averages out",
+    )
+    accel_rest_smooth_s: float = Field(
+        default=0.25, ge=0, description="the same for the accelerometer encoder (0: off)"
+    )
+    accel_lead: bool = Field(
+        default=False,
+        description="compare the accelerometer with the first stage led like the outputs "
+        "(one more op per spike of its rotation products; False: with the stage itself)",
+    )
     bias_gain: float = Field(
         default=0.0,
         description="gyro bias integral gain, 1/s^2 (db/dt = gain * moving * (g x h)); 0: off",
@@ -315,10 +362,20 @@ class AttitudeParams(StrictModel):
         default=9.0, gt=0, description="magnetometer correction time constant (VQF's tauMag)"
     )
     d_product_quanta: float = Field(default=4.0, gt=0, description="Pd quantum is q_w / this")
+    dd_quanta: int = Field(
+        default=3,
+        ge=1,
+        description="odd: the difference stage's correction sum dd at this many K eps_out",
+    )
     diff_stage: bool = Field(
         default=True,
         description="second stage as g = h + d (d = g - h: small, cheap rotation products); "
         "False: g tracked with its own full-size products",
+    )
+    mag_gate_saturate: bool = Field(
+        default=True,
+        description="the field's norm and dip measures clipped to the band where the trust "
+        "changes (False: their absolute value, which a close magnet moves far beyond it)",
     )
     n0: tuple[float, float, float] = Field(
         default=(0.0, 1.0, 0.0),
@@ -327,6 +384,8 @@ class AttitudeParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_gate(self) -> AttitudeParams:
+        if self.dd_quanta % 2 == 0:  # its terms lie on a third of K eps_out: odd, no ties
+            raise ValueError(f"dd_quanta ({self.dd_quanta}) must be odd")
         if not self.gate_out > self.gate_in:
             raise ValueError(f"gate_out ({self.gate_out}) must exceed gate_in ({self.gate_in})")
         if self.with_mag and self.mag_horizontal_uT > self.mag_field_uT:
@@ -347,12 +406,32 @@ class AttitudeParams(StrictModel):
         average (in samples of ``sample_rate_hz``, the group's rate; default ``rate_hz``)."""
         hyst = {"accel": self.accel_hysteresis, "mag": self.mag_hysteresis}.get(group, 0.0)
         out: dict[str, float] = {"hysteresis": hyst} if hyst else {}
-        n_smooth = self.mag_smooth_s * (sample_rate_hz or self.rate_hz)
+        rate = sample_rate_hz or self.rate_hz
+        n_smooth = self.mag_smooth_s * rate
         if group == "mag" and n_smooth > 1.0:
             out["smooth_samples"] = n_smooth
+        out.update(self._rest_options(group, rate))
         if group == "gyro" and self.gyro_zero_rest_s:
             out["rest_samples"] = max(1, round(self.gyro_zero_rest_s * self.rate_hz))
             out["zero_tau_samples"] = max(1.0, self.gyro_zero_tau_s * self.rate_hz)
+        return out
+
+    def _rest_options(self, group: str, rate: float) -> dict[str, float]:
+        """The encoder's rest options of a group (its rest hysteresis and average)."""
+        hyst, smooth = {
+            "gyro": (self.gyro_rest_hysteresis, self.gyro_rest_smooth_s),
+            "accel": (self.accel_rest_hysteresis, self.accel_rest_smooth_s),
+        }.get(group, (0.0, 0.0))
+        n_smooth = smooth * rate
+        if not self.rest_quiet_s or not (hyst or n_smooth > 1.0):
+            return {}
+        out: dict[str, float] = {"quiet_samples": max(1, round(self.rest_quiet_s * rate))}
+        if hyst:
+            out["quiet_hysteresis"] = hyst
+        if n_smooth > 1.0:
+            out["quiet_smooth_samples"] = n_smooth
+        if group == "gyro":  # a rate sensor: at rest only where it reads 0
+            out["quiet_needs_zero"] = True
         return out
 
     @property
@@ -424,7 +503,7 @@ class AttitudeParams(StrictModel):
             # odd fraction of its quantum K eps_out: the sum never sits on a half level
             "d": 1.0 / self.eps_out_rad,
             "Pd": self.d_product_quanta / q_w,
-            "dd": 1.0 / (k_corr * self.eps_out_rad),
+            "dd": 1.0 / (self.dd_quanta * k_corr * self.eps_out_rad),
             "sub": float(self.sub_quanta),
             "wabs": 1.0 / q_w,
             "Xgh": 1.0 / math.radians(self.bias_err_quantum_deg),
@@ -652,17 +731,28 @@ def _add_field_tracker(g: Graph, p: AttitudeParams, s: dict[str, float]) -> None
         bias = [0.0, 0.0]
     else:
         bias = [-1.0 / p.mag_norm_th, -p.b_vertical_uT / (b0 * cos_dip * p.mag_dip_th_rad)]
-    g.dense("mgate", srcs, w, bias=bias, activation="abs", scale=s["mgate"])
-    # on/off per criterion; the trust is the product (both must hold)
     span = p.mag_gate_out - p.mag_gate_in
-    for name, col in (("mtn", 0), ("mtd", 1)):
-        w = np.zeros((2, 1))
-        w[col, 0] = -1.0 / span
+    if p.mag_gate_saturate:
+        # per criterion x: (|x| - in) clipped to [0, span] as two units (x - in, -x - in):
+        # only the band where the trust changes moves them, not a field far off (a magnet
+        # close by moved |x| over tens of thresholds, each step a spike)
+        w = np.hstack([w[:, :1], -w[:, :1], w[:, 1:], -w[:, 1:]])
+        b = np.array([bias[0], -bias[0], bias[1], -bias[1]]) - p.mag_gate_in
+        g.dense("mgate", srcs, w, bias=b, activation="clip", lo=0.0, hi=span, scale=s["mgate"])
+        gate_w = {"mtn": [[-1.0 / span], [-1.0 / span], [0.0], [0.0]]}
+        gate_w["mtd"] = gate_w["mtn"][2:] + gate_w["mtn"][:2]
+        gate_b = 1.0
+    else:
+        g.dense("mgate", srcs, w, bias=bias, activation="abs", scale=s["mgate"])
+        gate_w = {"mtn": [[-1.0 / span], [0.0]], "mtd": [[0.0], [-1.0 / span]]}
+        gate_b = p.mag_gate_out / span
+    # on/off per criterion; the trust is the product (both must hold)
+    for name in ("mtn", "mtd"):
         g.dense(
             name,
             "mgate",
-            w,
-            bias=[p.mag_gate_out / span],
+            np.array(gate_w[name]),
+            bias=[gate_b],
             activation="clip",
             lo=0.0,
             hi=1.0,
@@ -780,7 +870,8 @@ def build_attitude_graph(params: AttitudeParams | None = None, name: str = "atti
         w_a[c, 0] = k / G0_M_S2
         corr.append(([f"Qa_{axis}", f"Qh_{axis}"], np.vstack([w_a, [[1.0]]])))
     bias = "bm" if p.bias_gain else None
-    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias, p.lead_s)
+    acc_lead = p.lead_s if p.accel_lead else 0.0
+    h = _add_tracker(g, "h", s, p.tau_acc_s, list(p.up0), corr, bias, acc_lead)
     # stage 2: g, h low-passed once more (a second-order low-pass of the specific force in
     # an inertial frame), kept on the unit sphere
     _add_hold(g, "g", None, k, p, s)

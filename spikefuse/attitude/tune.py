@@ -108,7 +108,7 @@ def score(
     for sfx, acc_hz in runs if multirate else runs[:1]:
         st = {
             "gyro": Stream(log.gyro, decimate(t, None), p.encoder_options("gyro")),
-            "accel": Stream(log.accel, decimate(t, acc_hz), p.encoder_options("accel")),
+            "accel": Stream(log.accel, decimate(t, acc_hz), p.encoder_options("accel", acc_hz)),
         }
         if p.with_mag:
             mag_due = decimate(t, MULTIRATE_MAG_HZ if acc_hz else None)

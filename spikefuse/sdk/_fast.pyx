@@ -44,7 +44,7 @@ cdef class SigmaDeltaStep:
     cdef int64_t[::1] sent
     cdef double[::1] smoothed
     cdef double smooth_gain
-    cdef double threshold
+    cdef public double threshold  # the encoder sets it per sample (its rest hysteresis)
     cdef int32_t[::1] ch
     cdef int32_t[::1] co
     cdef public int last_nonfinite, last_out_of_range, last_saturated

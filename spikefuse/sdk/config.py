@@ -59,6 +59,33 @@ class GroupConfig(StrictModel):
         description="the encoder quantizes a moving average over this many samples "
         "(SigmaDeltaEncoder smooth_samples; 1: off): a noisy sensor stays quiet at rest",
     )
+    quiet_samples: int = Field(
+        default=0,
+        ge=0,
+        le=10**9,
+        description="rest hysteresis (SigmaDeltaEncoder quiet_samples): after this many "
+        "samples with nothing sent the threshold widens by quiet_hysteresis; 0: off",
+    )
+    quiet_hysteresis: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="the extra hysteresis at rest, quanta (a still sensor's noise does not "
+        "toggle a level boundary)",
+    )
+    quiet_smooth_samples: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="at rest the encoder quantizes a moving average over this many samples "
+        "(SigmaDeltaEncoder quiet_smooth_samples; 1: off): vibration at rest averages out",
+    )
+    quiet_needs_zero: bool = Field(
+        default=False,
+        description="at rest only where every channel's reconstruction is 0 too "
+        "(SigmaDeltaEncoder quiet_needs_zero: a rate sensor, not in a steady rotation)",
+    )
 
 
 class RetryConfig(StrictModel):

@@ -364,6 +364,10 @@ class Runner:
                 gc.zero_tau_samples,
                 gc.hysteresis,
                 gc.smooth_samples,
+                gc.quiet_samples,
+                gc.quiet_hysteresis,
+                gc.quiet_smooth_samples,
+                gc.quiet_needs_zero,
             )
         enc = stream.encoder
         if not isinstance(enc, SigmaDeltaEncoder) or enc.n_channels != n_channels:

@@ -44,9 +44,22 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
         zero_tau_samples: float = 1.0,
         hysteresis: float = 0.0,
         smooth_samples: float = 1.0,
+        quiet_samples: int = 0,
+        quiet_hysteresis: float = 0.0,
+        quiet_smooth_samples: float = 1.0,
+        quiet_needs_zero: bool = False,
     ):
         super().__init__(
-            n_channels, scale, rest_samples, zero_tau_samples, hysteresis, smooth_samples
+            n_channels,
+            scale,
+            rest_samples,
+            zero_tau_samples,
+            hysteresis,
+            smooth_samples,
+            quiet_samples,
+            quiet_hysteresis,
+            quiet_smooth_samples,
+            quiet_needs_zero,
         )
         # shares the arrays (the moving average is done by the step)
         self._step = SigmaDeltaStep(
@@ -61,9 +74,13 @@ class CompiledSigmaDelta(SigmaDeltaEncoder):
                 raise ValueError(f"values have shape {v.shape}, expected ({self.n_channels},)")
         step = self._step
         raw, v = v, self.zeroed(v)  # the auto-zero (off: v itself) in the base's arithmetic
+        if self.quiet_samples:  # the rest hysteresis and average, in the base's arithmetic
+            v = self.rest_averaged(v)
+            step.threshold = self.current_threshold()
         ch, co = step.encode(v if v.flags.c_contiguous else np.ascontiguousarray(v))
         self.n_samples += 1
         self.learn_offset(raw, ch.size)
+        self.count_quiet(raw, ch.size)
         if step.last_bad:
             self.n_skipped_nonfinite += step.last_nonfinite
             self.n_skipped_out_of_range += step.last_out_of_range
