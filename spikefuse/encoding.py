@@ -68,6 +68,18 @@ def round_half_away(x: np.ndarray | float) -> np.ndarray:
     return np.copysign(np.floor(np.abs(a) + 0.5), a) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def _average_into(m: np.ndarray, values: np.ndarray, gain: float) -> np.ndarray:
+    """One step of the encoders' moving average ``m += gain * (values - m)`` in place; a
+    channel starts at its first finite value (``m`` NaN until then) and a non-finite value
+    leaves it as it was. Returns the finite mask of ``values``."""
+    fin = np.isfinite(values)
+    start = fin & np.isnan(m)
+    m[start] = values[start]
+    run = fin & ~start
+    m[run] = m[run] + gain * (values[run] - m[run])
+    return fin
+
+
 def send_counts(residual: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Counts to send for ``residual = k*v - sent``: ``round_half_away`` where the residual
     is strictly beyond ``threshold`` (half a quantum), else 0 — so a value exactly on a half
@@ -183,13 +195,8 @@ class SigmaDeltaEncoder:
             return values
         if np.shape(values) != self.quiet_avg.shape:
             return values  # (a wrong shape is reported by the quantizer)
-        fin = np.isfinite(values)
-        m = self.quiet_avg
-        start = fin & np.isnan(m)
-        m[start] = values[start]
-        run = fin & ~start
-        m[run] = m[run] + self.quiet_gain * (values[run] - m[run])
-        return np.where(fin, m, values) if self.at_rest else values
+        fin = _average_into(self.quiet_avg, values, self.quiet_gain)
+        return np.where(fin, self.quiet_avg, values) if self.at_rest else values
 
     def count_quiet(self, values: np.ndarray, n_sent: int) -> None:
         """Rest-hysteresis bookkeeping after a sample (``n_sent`` channels sent): count the
@@ -216,13 +223,8 @@ class SigmaDeltaEncoder:
         passed on (the quantizer skips it) and leaves the average as it was."""
         if self.smooth_gain == 1.0 or np.shape(values) != self.smoothed.shape:
             return values
-        fin = np.isfinite(values)
-        m = self.smoothed
-        start = fin & np.isnan(m)
-        m[start] = values[start]
-        run = fin & ~start
-        m[run] = m[run] + self.smooth_gain * (values[run] - m[run])
-        return np.where(fin, m, values)
+        fin = _average_into(self.smoothed, values, self.smooth_gain)
+        return np.where(fin, self.smoothed, values)
 
     def learn_offset(self, values: np.ndarray, n_sent: int) -> None:
         """Auto-zero bookkeeping after a sample (``n_sent`` channels sent): count the

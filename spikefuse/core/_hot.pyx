@@ -544,6 +544,18 @@ cdef class _Hot:
                 return False
         return True
 
+    cdef int fire_due(self, i64 now_ns, i64 engine_now) except -1:
+        """The crossings due by ``now_ns`` (the engine's clock at ``engine_now``, no reorder
+        window), fired and routed, as ``FusionCore.service`` does before its motors."""
+        if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
+            with nogil:
+                self.core.fire_due(now_ns)
+            self.engine.now = now_ns
+            self.engine.events_out += self.core.n_out
+            self.route(now_ns, now_ns, False, 0)
+            self.core.n_out = 0
+        return 0
+
     cdef int route(self, i64 now_ns, i64 cause_t, bint has_push, i64 push_t) except -1:
         """FusionCore._route_outputs over the engine's buffered output events."""
         cdef Py_ssize_t r, j
@@ -734,13 +746,7 @@ cdef class _Hot:
             self.push_parts(&m, k, now_ns)
             engine_now = eng.now
         # ---- FusionCore.service: crossings due (no reorder window), then the motors
-        if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
-            with nogil:
-                self.core.fire_due(now_ns)
-            self.engine.now = now_ns
-            self.engine.events_out += self.core.n_out
-            self.route(now_ns, now_ns, False, 0)
-            self.core.n_out = 0
+        self.fire_due(now_ns, engine_now)
         return self.poll_motors(now_ns, stamp_ns)
 
     def on_part(self, Py_ssize_t k, channels, counts, f64 scale, i64 t_ns, i64 now_ns):
@@ -792,13 +798,7 @@ cdef class _Hot:
             self.core.n_out = 0
             engine_now = push_t
         # ---- FusionCore.service: crossings due (no reorder window), then the motors
-        if self.core.heap_n > 0 and self.core.heap_t[0] <= now_ns and now_ns >= engine_now:
-            with nogil:
-                self.core.fire_due(now_ns)
-            self.engine.now = now_ns
-            self.engine.events_out += self.core.n_out
-            self.route(now_ns, now_ns, False, 0)
-            self.core.n_out = 0
+        self.fire_due(now_ns, engine_now)
         return self.poll_motors(now_ns, now_ns)
 
     def on_payload_held(self, bytes topic, bytes payload, i64 now_ns):

@@ -245,32 +245,19 @@ class GroupStream:
     def _send_batch(
         self, ch: np.ndarray, co: np.ndarray, dt: np.ndarray | None, send: SendFn
     ) -> None:
-        payload = None
-        if self._send_payload is not None:
-            payload = pack_batch(
-                self.sensor,
-                self.seq,
-                self._t0_ns,
-                self.input,
-                self.scale,
-                ch,
-                co,
-                self.epoch_offset_ns,
-                dt,
-            )
-        batch = None
-        if payload is None:
-            batch = EventBatch(
-                self.sensor,
-                self.seq,
-                self._t0_ns,  # type: ignore[arg-type]
-                self.input,
-                self.scale,
-                ch,
-                co,
-                self.epoch_offset_ns,
-                dt,
-            )
+        fields = (
+            self.sensor,
+            self.seq,
+            self._t0_ns,
+            self.input,
+            self.scale,
+            ch,
+            co,
+            self.epoch_offset_ns,
+            dt,
+        )
+        payload = None if self._send_payload is None else pack_batch(*fields)
+        batch = EventBatch(*fields) if payload is None else None  # type: ignore[arg-type]
         self.seq += 1
         self.n_batches += 1
         self.n_events += int(ch.size)
