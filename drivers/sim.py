@@ -567,7 +567,8 @@ def _run(cfg: SimDriverConfig, ctx: DriverContext, world: World, loop: Loop) -> 
         if loop.finished() or ctx.past_duration(loop.anchor_ns + world.t_ns) or ctx.stopping:
             break
     if batch is not None:
-        yield from batch.items()  # the last period's samples (the SDK's last heartbeat)
+        yield from batch.items()  # the last period's samples (before the end heartbeat)
+    ctx.end_stream("the run is over")  # at once: the report below takes a while
     world.set_wheels(0.0, 0.0)
     loop.status(force=True)
     metrics = loop.loop_status(done=True)

@@ -42,7 +42,10 @@ KIND_HEARTBEAT = 2
 KIND_MOTOR_COMMAND = 3
 KIND_STATUS = 4
 
-HEARTBEAT_STATES = ("ok", "degraded", "failed")
+HEARTBEAT_ENDED = "ended"
+"""The state of a driver's last heartbeat when it stops deliberately: its stream is closed
+(its data is complete), which a receiver tells apart from a sensor gone silent."""
+HEARTBEAT_STATES = ("ok", "degraded", "failed", HEARTBEAT_ENDED)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -158,7 +161,9 @@ class EventBatch:
 
 @dataclass(slots=True, eq=False)
 class Heartbeat:
-    """Liveness and health of a sensor driver; ``state`` is ok / degraded / failed.
+    """Liveness and health of a sensor driver; ``state`` is ok / degraded / failed, or
+    ended: the driver's last message, sent once when it stops deliberately (its stream is
+    closed, nothing is lost; a driver that crashed or was killed sends none).
 
     ``totals`` (optional) maps a graph input name to the running sum of every count the
     driver has sent on that stream, per channel (int64). Change-events integrate, so one

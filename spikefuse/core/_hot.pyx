@@ -532,15 +532,20 @@ cdef class _Hot:
 
     # -------------------------------------------------------------- Python-level steps
     cdef bint staleness_unchanged(self, Py_ssize_t k, i64 now_ns) except -1:
-        """No input's staleness changes at ``now_ns`` once input ``k`` is seen now (-1:
-        none is)."""
+        """No input's state (live, stale, ended: ``FusionCore._check_stale``) changes at
+        ``now_ns`` once input ``k`` is seen now (-1: none is)."""
         cdef Py_ssize_t j
         for j in range(self.n_in):
             st = self.states[j]
             if j == k:
-                if st.stale:
+                if st.stale or st.ended or st.end_announced:
                     return False
-            elif bool(st.stale) != (now_ns - <i64>st.last_seen_ns > self.timeout_ns[j]):
+            elif st.end_announced:  # ended: time changes nothing
+                if st.stale or not st.ended:
+                    return False
+            elif st.ended or bool(st.stale) != (
+                now_ns - <i64>st.last_seen_ns > self.timeout_ns[j]
+            ):
                 return False
         return True
 
@@ -816,6 +821,8 @@ cdef class _Hot:
         if k < 0:
             return None
         st = self.states[k]
+        if st.end_announced:  # data after the end of its stream: the Python path opens it
+            return None
         # ---- handled: InputSet.on_batch (check_seq in order, counted), then the parts
         st.last_seq = m.seq
         st.last_seen_ns = now_ns

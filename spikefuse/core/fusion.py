@@ -270,7 +270,7 @@ class FusionCore:
         if release is not None:
             wake = min(wake, release)
         for st in self.inputs.values():
-            if not st.stale:
+            if not st.stale and not st.end_announced:
                 wake = min(wake, st.last_seen_ns + st.timeout_ns + 1)
         for motor in self.motors.values():
             wake = min(wake, motor.due_ns())
@@ -298,22 +298,24 @@ class FusionCore:
             self.publish_status(now_ns)
 
     def _check_stale(self, now_ns: int) -> None:
+        """The input state machine: an input is *ended* while its sensor's last word was
+        the end of its stream (normal: INFO), else *stale* once silent past its timeout (a
+        fault: WARNING), else live. An input that is not live is no longer fresh: the
+        motors depending on it fall back as its ``on_stale`` says."""
         changed = False
         for st in self.inputs.values():
-            stale = now_ns - st.last_seen_ns > st.timeout_ns
-            if stale != st.stale:
-                st.stale = stale
+            ended = st.end_announced
+            stale = not ended and now_ns - st.last_seen_ns > st.timeout_ns
+            if stale != st.stale or ended != st.ended:
+                _log_transition(st, stale, ended)
+                st.stale, st.ended = stale, ended
                 changed = True
-                if stale:
-                    st.n_stale += 1
-                    log.warning("input '%s' (sensor %s) is stale", st.name, st.cfg.sensor)
-                else:
-                    log.info("input '%s' (sensor %s) is live again", st.name, st.cfg.sensor)
         if not changed:
             return
         for name, motor in self.motors.items():
             unsafe = any(
-                self.inputs[i].stale and self.inputs[i].cfg.on_stale == "safe"
+                (self.inputs[i].stale or self.inputs[i].ended)
+                and self.inputs[i].cfg.on_stale == "safe"
                 for i in self._deps[name]
             )
             motor.set_fallback(unsafe, now_ns, self.engine.output_value(motor.cfg.output))
@@ -321,6 +323,20 @@ class FusionCore:
     @property
     def degraded(self) -> bool:
         return any(st.stale for st in self.inputs.values())
+
+    def input_states(self) -> dict[str, int]:
+        """How many inputs are live, stale (silent: a fault) and ended (closed streams)."""
+        n_stale = sum(st.stale for st in self.inputs.values())
+        n_ended = sum(st.ended for st in self.inputs.values())
+        return {"live": len(self.inputs) - n_stale - n_ended, "stale": n_stale, "ended": n_ended}
+
+    def state(self) -> str:
+        """``degraded`` (an input is stale), ``ended`` (every input's sensor closed its
+        stream) or ``ok``."""
+        n = self.input_states()
+        if n["stale"]:
+            return "degraded"
+        return "ended" if self.inputs and n["ended"] == len(self.inputs) else "ok"
 
     # ---------------------------------------------------------------- data clock
     def on_data(self, msg: Message, t_ns: int) -> None:
@@ -513,7 +529,8 @@ class FusionCore:
         if self.n_motor_dropped:
             drops["motor_send_full"] = self.n_motor_dropped
         metrics = {
-            "state": "degraded" if self.degraded else "ok",
+            "state": self.state(),
+            "input_states": self.input_states(),
             "uptime_s": round((now_ns - self.start_ns) / 1e9, 3),
             "rates": {
                 "batches_per_s": round((snap["n_batches"] - prev["n_batches"]) / dt_s, 3),
@@ -559,6 +576,19 @@ class FusionCore:
     def summary(self, now_ns: int | None = None) -> str:
         """The closing report (see :mod:`spikefuse.core.report`)."""
         return report.summary(self, time.monotonic_ns() if now_ns is None else now_ns)
+
+
+def _log_transition(st: InputState, stale: bool, ended: bool) -> None:
+    """Log (and count) an input's change of state (see ``FusionCore._check_stale``)."""
+    where = f"input '{st.name}' (sensor {st.cfg.sensor})"
+    if ended:
+        st.n_ended += 1
+        log.info("%s ended: the sensor closed its stream", where)
+    elif stale:
+        st.n_stale += 1
+        log.warning("%s is stale", where)
+    else:
+        log.info("%s is live again", where)
 
 
 def data_time_ns(msg: Message) -> int:

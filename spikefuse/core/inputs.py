@@ -28,7 +28,7 @@ import numpy as np
 
 from spikefuse.core.config import InputMap
 from spikefuse.encoding import round_half_away
-from spikefuse.protocol import MAX_CLOCK_SKEW_NS, EventBatch, Heartbeat
+from spikefuse.protocol import HEARTBEAT_ENDED, MAX_CLOCK_SKEW_NS, EventBatch, Heartbeat
 from spikefuse.transport.seq import DUPLICATE, GAP, IN_ORDER, seq_step
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,13 @@ class InputState:
         self._target_synced = True
         self.last_seen_ns = now_ns
         self.last_seq: int | None = None
+        self.end_announced = False
+        """Its sensor's last word was the end of its stream (an ``ended`` heartbeat with
+        nothing after it): set and cleared on arrival (:class:`InputSet`)."""
         self.stale = False
+        """Reported state (the core's input state machine): silent past ``timeout_s``."""
+        self.ended = False
+        """Reported state: its sensor closed its stream (not a fault, never stale)."""
         self.n_batches = 0
         self.n_events = 0
         self.n_late = 0
@@ -114,6 +120,7 @@ class InputState:
         self.n_gaps = 0  # seq jumps forward (lost batches, or a restarted driver's missed first)
         self.n_resets = 0
         self.n_stale = 0
+        self.n_ended = 0
         self.received = np.zeros(size, np.int64)  # driver counts received (at its scale)
         self.last_scale: float | None = None
         self.n_resyncs = 0
@@ -181,6 +188,7 @@ class InputState:
         return {
             "sensor": self.cfg.sensor,
             "stale": self.stale,
+            "ended": self.ended,
             "age_ms": round((now_ns - self.last_seen_ns) / 1e6, 3),
             "n_batches": self.n_batches,
             "n_events": self.n_events,
@@ -195,6 +203,7 @@ class InputState:
             "n_startup_resyncs": self.n_startup_resyncs,
             "n_startup_resync_counts": self.n_startup_resync_counts,
             "n_stale": self.n_stale,
+            "n_ended": self.n_ended,
         }
 
 
@@ -265,6 +274,7 @@ class InputSet:
         if verdict == SEQ_DROP:
             return
         st.last_seen_ns = now_ns
+        st.end_announced = False  # data after an end: the stream is open again
         if batch.channels.size and batch.channels.max() >= st.size:
             bad = batch.channels >= st.size
             self.drop("bad_channel", int(bad.sum()))
@@ -286,13 +296,15 @@ class InputSet:
         self.n_events += batch.n_events
 
     def on_heartbeat(self, hb: Heartbeat, now_ns: int) -> bool:
-        """A heartbeat arrived: liveness of its sensor's inputs and the keyframe of its
-        totals. False (counted ``bad_time``) when its time is implausible."""
+        """A heartbeat arrived: liveness of its sensor's inputs (``ended``: their stream is
+        closed; any other state opens it again, a ``failed`` one refreshes nothing) and the
+        keyframe of its totals. False (counted ``bad_time``) when its time is implausible."""
         if not self.time_ok(hb, now_ns):
             return False
-        if hb.state != "failed":
-            for st in self.states.values():
-                if st.cfg.sensor == hb.sensor:
+        for st in self.states.values():
+            if st.cfg.sensor == hb.sensor:
+                st.end_announced = hb.state == HEARTBEAT_ENDED
+                if hb.state != "failed":
                     st.last_seen_ns = max(st.last_seen_ns, now_ns)
         if hb.totals:
             self.resync(hb, now_ns)

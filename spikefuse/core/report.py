@@ -103,6 +103,17 @@ def _dropped(core: FusionCore, name: str) -> int:
     return core.n_motor_dropped_by.get(name, 0)
 
 
+def _inputs_line(core: FusionCore) -> str:
+    """The inputs' states at the end: ended (their sensors closed their streams) apart
+    from stale (silent: a fault), and how often any went stale."""
+    n = core.input_states()
+    n_stale = sum(st.n_stale for st in core.inputs.values())
+    return (
+        f"  inputs at the end: {n['live']} live, {n['ended']} ended (their sensor closed its "
+        f"stream), {n['stale']} stale (silent past timeout_s); {n_stale} times stale in all"
+    )
+
+
 def summary(core: FusionCore, now_ns: int) -> str:
     uptime_s = max((now_ns - core.start_ns) / NS_PER_S, 1e-9)
     drops = ", ".join(f"{k}={v}" for k, v in sorted(core.drops.items())) or "none"
@@ -120,5 +131,6 @@ def summary(core: FusionCore, now_ns: int) -> str:
         *_motor_lines(core),
         f"  keyframes: {n_start} start-up catch-ups ({n_start_counts} counts sent before the "
         f"subscription was complete), {n_later} later corrections",
+        _inputs_line(core),
     ]
     return "\n".join(lines)

@@ -11,7 +11,13 @@ timing to the :class:`DriverContext` it receives:
 
 The :class:`Runner` encodes (sigma-delta per group, DVS for frames), batches, numbers,
 publishes, heartbeats, restarts a source that raised ``SensorError``/``OSError`` after a
-backoff, and stops cleanly on SIGINT/SIGTERM (flush, last heartbeat, close).
+backoff, and stops cleanly on SIGINT/SIGTERM. A driver that stops deliberately (its source
+ended, ``duration_s``, a signal) closes its stream on the way out: every pending batch is
+flushed, then one ``Heartbeat`` with state ``ended`` (the final totals) says so, and the
+receivers mark its inputs ended instead of stale (:meth:`DriverContext.end_stream` does it
+earlier, for a driver with work left after its last item). A driver that fails (an
+exception out of its source) sends a ``failed`` heartbeat instead, and one killed by
+SIGKILL sends nothing: its inputs go stale.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from numpy.typing import ArrayLike
 
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.errors import ConfigError, SensorError
-from spikefuse.protocol import EventBatch, Heartbeat, Message, Status
+from spikefuse.protocol import HEARTBEAT_ENDED, EventBatch, Heartbeat, Message, Status
 from spikefuse.sdk._fast import pack_event_batch
 from spikefuse.sdk.config import DriverConfig
-from spikefuse.sdk.health import STATE_OK, Health
+from spikefuse.sdk.health import STATE_FAILED, STATE_OK, Health
 from spikefuse.sdk.items import Events, Frame, Item, Sample
 from spikefuse.sdk.streams import CompiledSigmaDelta, GroupStream
 from spikefuse.sdk.timing import NS_PER_S, Pacer, StopSignal, period_ns_of
@@ -82,6 +88,15 @@ class DriverContext:
         """Send a message of the driver's own on its publisher (e.g. a simulator's ground
         truth as a ``Status``, or a teacher's ``MotorCommand``); drops are counted."""
         self._runner.send(msg)
+
+    def end_stream(self, detail: str = "") -> None:
+        """The driver's data is complete: flush every pending batch and announce the end
+        (one ``ended`` heartbeat with the final totals, and the driver's status); no
+        heartbeat follows. The runner does this on the way out anyway; a driver calls it
+        when it has more to do after its last item (the simulator draws its report), so
+        the receivers see the end at once instead of a silence. Yielding another item
+        opens the stream again (heartbeats resume)."""
+        self._runner.end_stream(detail)
 
     def heartbeat(self, t_ns: int) -> None:
         """Flush every pending batch, then send a heartbeat (with the running totals)
@@ -270,18 +285,25 @@ class Runner:
         self.n_send_dropped = 0
         self.n_source_restarts = 0
         self._hb_state: str | None = None
+        self.ended = False
+        """The stream was closed (the ``ended`` heartbeat sent): no heartbeats until an
+        item opens it again."""
         self.heartbeat_clock: Callable[[], int] | None = None
         self._last_bad_log_s = -1e18
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        """Run until the source ends or a stop is requested; returns the exit code (0)."""
+        """Run until the source ends or a stop is requested; returns the exit code (0).
+        On the way out the stream is closed (:meth:`end_stream`), or, when the source
+        raised, a ``failed`` heartbeat goes out and the exception propagates."""
+        ended = False
         try:
             while not self.stop.requested:
                 if self._run_source_once():
                     break
+            ended = True
         finally:
-            self._finish()
+            self._finish(ended)
         return 0
 
     def _run_source_once(self) -> bool:
@@ -301,13 +323,25 @@ class Runner:
             self.service(time.monotonic_ns())
             return not self.wait_until(time.monotonic_ns() + round(backoff_s * NS_PER_S))
 
-    def _finish(self) -> None:
-        self.flush_all()
+    def _finish(self, ended: bool) -> None:
         detail = "stopped"
         if self.stop.signum is not None:
             detail = f"stopped by signal {self.stop.signum}"
-        t_ns = time.monotonic_ns() if self.heartbeat_clock is None else self.heartbeat_clock()
-        self._heartbeat(t_ns, extra=detail)
+        if ended:
+            if not self.ended:
+                self.end_stream(detail)
+            return
+        self.flush_all()
+        self._heartbeat(self._hb_time(), extra="the driver failed", state=STATE_FAILED)
+
+    def end_stream(self, detail: str = "") -> None:
+        """Flush, then announce the end of the stream (see :meth:`DriverContext.end_stream`)."""
+        self.flush_all()
+        self._heartbeat(self._hb_time(), extra=detail, state=HEARTBEAT_ENDED)
+        self.ended = True
+
+    def _hb_time(self) -> int:
+        return time.monotonic_ns() if self.heartbeat_clock is None else self.heartbeat_clock()
 
     # ------------------------------------------------------------------ items
     def handle(self, item: Item) -> None:
@@ -321,6 +355,7 @@ class Runner:
             )
         now_ns = time.monotonic_ns()
         stream.n_items += 1
+        self.ended = False  # an item after the end: the stream is open again
         try:
             if isinstance(item, Sample):
                 self._handle_sample(stream, item, now_ns)
@@ -425,6 +460,8 @@ class Runner:
             d = s.flush_deadline_ns()
             if d is not None and now_ns >= d:
                 s.flush(self._send_batch)
+        if self.ended:
+            return  # a closed stream: no heartbeat says it is alive
         if now_ns >= self.next_hb_ns or self.health.state != self._hb_state:
             if data_clock is None:
                 self._heartbeat(now_ns)
@@ -473,10 +510,15 @@ class Runner:
         if not self._send_payload(self._topic, payload):  # type: ignore[misc]
             self.n_send_dropped += 1
 
-    def _heartbeat(self, now_ns: int, extra: str = "", with_status: bool = True) -> None:
-        state = self.health.state
-        self._hb_state = state
-        detail = self.health.detail if state != STATE_OK else ""
+    def _heartbeat(
+        self, now_ns: int, extra: str = "", with_status: bool = True, state: str | None = None
+    ) -> None:
+        """A heartbeat of the driver's health (or ``state``: ended, failed) with the
+        running totals, and (``with_status``) the driver's status."""
+        health = self.health.state
+        self._hb_state = health
+        state = state or health
+        detail = self.health.detail if health != STATE_OK else ""
         if extra:
             detail = f"{detail}; {extra}" if detail else extra
         self._send(
