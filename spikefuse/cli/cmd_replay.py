@@ -200,6 +200,7 @@ def _live(args: argparse.Namespace, log: LogFile, topics: list[str]) -> int:
         **_file_fields(log),
         "n_sent": res.n_sent,
         "n_loops": res.n_loops,
+        "n_ends_announced": res.n_ends_announced,
         "max_late_ms": res.max_late_ns / 1e6,
         "mean_late_ms": res.mean_late_ns / 1e6,
         "duration_s": res.duration_s,

@@ -34,7 +34,10 @@ class InputMap(StrictModel):
     ``endpoint``: the driver's publisher (default ``ipc://<run_dir>/<sensor>.sock``);
     ``reorder_window_ms``: 0 = process in arrival order, W > 0 = hold batches up to W ms and
     process them in timestamp order; ``timeout_s``: no events and no heartbeat for this long
-    makes the input stale (status ``degraded`` and the ``on_stale`` fallback)."""
+    makes the input stale (status ``degraded`` and the ``on_stale`` fallback). An input whose
+    sensor closed its stream (an ``ended`` heartbeat) is ended instead, never stale; it is
+    no longer fresh either, so ``on_stale`` applies to it too (``safe``: its motors go to
+    their safe values)."""
 
     sensor: str = Field(min_length=1, max_length=256)
     input: str | None = Field(default=None, min_length=1, max_length=256)

@@ -11,6 +11,13 @@ sequence numbers
 (per sequence stream, loop ``i`` adds ``i`` times the stream's seq span in the window, so
 the numbers continue without gaps); the next loop starts one typical message interval after
 the last message.
+
+A replay ends its sensors' streams as a driver does: when it stops (the end of the file or
+window, or a signal), every sensor it replayed whose last replayed message is not already an
+end announcement gets one (a ``Heartbeat`` with state ``ended``, the next number of the
+sensor's heartbeat stream, stamped at its last message's time), so a live core marks those
+inputs ended instead of stale. Recorded end announcements are replayed as they were
+recorded, in every loop too (a core then sees the sensor end and come back at each loop).
 """
 
 from __future__ import annotations
@@ -23,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from spikefuse.errors import ConfigError, LogFileError, ProtocolError
-from spikefuse.protocol import Encoder, MotorCommand, decode, stream_of
+from spikefuse.protocol import (
+    HEARTBEAT_ENDED,
+    Encoder,
+    Heartbeat,
+    MotorCommand,
+    decode,
+    encode,
+    stream_of,
+)
 from spikefuse.recording.mcapio import LogFile, LogMessage, open_log
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.publisher import Publisher
@@ -39,6 +54,8 @@ class LiveResult:
     n_loops: int = 0
     n_undecodable: int = 0
     n_send_retries: int = 0
+    n_ends_announced: int = 0
+    """end announcements the replay added (sensors whose replayed part did not end with one)"""
     max_late_ns: int = 0
     mean_late_ns: float = 0.0
     duration_s: float = 0.0
@@ -79,6 +96,40 @@ def _seq_spans(msgs: list[LogMessage]) -> dict[str, int]:
     return {k: hi[k] - lo[k] + 1 for k in lo}
 
 
+def _end_announcements(
+    msgs: list[LogMessage], upto: int, map_ns, seq_shift, detail: str
+) -> list[tuple[bytes, bytes]]:
+    """``[topic, payload]`` of an ``ended`` heartbeat for every sensor replayed in
+    ``msgs[:upto]`` whose last replayed message is not one: the next number of its heartbeat
+    stream (``seq_shift(stream, seq)``: the loop's renumbering), stamped ``map_ns`` of its
+    last message's time. Walks back from the end, decoding only the sensors still open."""
+    sensors = {m.topic for m in msgs[:upto] if m.topic.startswith("sensor/")}
+    last_t: dict[str, int] = {}
+    seq: dict[str, int] = {}
+    for m in reversed(msgs[:upto]):
+        if m.topic not in sensors or m.topic in seq:
+            continue
+        try:
+            msg = decode(m.payload)
+        except ProtocolError:
+            continue
+        if m.topic not in last_t:
+            if isinstance(msg, Heartbeat) and msg.state == HEARTBEAT_ENDED:
+                sensors.discard(m.topic)  # it ended as recorded
+                continue
+            last_t[m.topic] = msg.t_ns
+        if isinstance(msg, Heartbeat):
+            seq[m.topic] = seq_shift(stream_of(msg), msg.seq) + 1
+            if len(seq) == len(sensors):
+                break
+    out = []
+    for topic in sorted(sensors):
+        name = topic[len("sensor/") :]
+        hb = Heartbeat(name, seq.get(topic, 0), map_ns(last_t[topic]), HEARTBEAT_ENDED, detail)
+        out.append((topic.encode(), encode(hb)))
+    return out
+
+
 def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopSignal, res: LiveResult) -> bool:
     ok = pub.send_payload(topic, payload)
     while not ok:
@@ -89,6 +140,24 @@ def _send(pub: Publisher, topic: bytes, payload: bytes, stop: StopSignal, res: L
         pub.wait_writable(SEND_RETRY_MS / 1000)
         ok = pub.retry_dropped()  # to whoever missed it: never twice to anyone
     return True
+
+
+def _end_streams(pub, msgs, replayed, seq_span, restamp: bool, detail: str, res) -> None:
+    """Announce the end of every replayed sensor stream that did not end as recorded (one
+    non-blocking send each: the replay is over)."""
+    iteration, upto, stamper = replayed
+    if not upto:
+        return
+
+    def map_ns(t_ns: int) -> int:
+        return stamper.map_ns(t_ns) if restamp else t_ns
+
+    def seq_shift(stream: str, seq: int) -> int:
+        return seq + iteration * seq_span.get(stream, 0)
+
+    for topic, payload in _end_announcements(msgs, upto, map_ns, seq_shift, detail):
+        if pub.send_payload(topic, payload):
+            res.n_ends_announced += 1
 
 
 def replay_live(
@@ -123,10 +192,11 @@ def replay_live(
     t_start_s = time.monotonic()
     start_ns = time.monotonic_ns() + LEAD_NS
     iteration = 0
+    replayed = (0, 0, None)  # (loop, messages sent of it, its restamper): where it ends
     while not stop.requested:
         base_ns = start_ns + iteration * round((span_ns + gap_ns) / rate)
         stamper = _Restamper(t0, base_ns, rate)
-        for m in msgs:
+        for k, m in enumerate(msgs):
             due_ns = stamper.map_ns(m.log_time_ns)
             if not fast:
                 wait_ns = due_ns - time.monotonic_ns()
@@ -147,12 +217,16 @@ def replay_live(
             if not _send(pub, m.topic.encode(), payload, stop, res):
                 break
             res.n_sent += 1
+            replayed = (iteration, k + 1, stamper)
         else:
             res.n_loops += 1
             iteration += 1
             if loop:
                 continue
         break
+    _end_streams(
+        pub, msgs, replayed, seq_span, restamp, f"the replay of {log.path.name} ended", res
+    )
     res.mean_late_ns = late_sum / res.n_sent if res.n_sent and not fast else 0.0
     res.duration_s = time.monotonic() - t_start_s
     return res
