@@ -19,7 +19,7 @@ from spikefuse.core.inputs import split_by_time
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.engine import Engine
 from spikefuse.graph import Graph
-from spikefuse.protocol import EventBatch, MotorCommand, Status, decode, encode
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status, decode, encode
 from spikefuse.recording.live import replay_live
 from spikefuse.recording.mcapio import LogWriter, open_log
 from spikefuse.recording.offline import replay_offline
@@ -221,12 +221,13 @@ def test_round_trip_recorder_process_then_offline_and_live(tmp_path: Path) -> No
         )
         th.start()
         deadline = time.monotonic() + 20
-        while len(received) < len(sent) and time.monotonic() < deadline:
+        while len(received) < len(sent) + 1 and time.monotonic() < deadline:
             for m in sub.recv_many(0.2):
                 received.append((time.monotonic_ns(), m))
         th.join(10)
     res = result["r"]
-    assert res.n_sent == len(sent) and len(received) == len(sent)
+    received = _without_ends(received, {"imu"})
+    assert res.n_sent == len(sent) and len(received) == len(sent) and res.n_ends_announced == 1
     # lateness is scheduling noise on a shared 2-core machine: bound the typical and the worst
     assert res.mean_late_ns < 20_000_000
     assert res.max_late_ns < 400_000_000
@@ -269,12 +270,13 @@ def test_live_replay_cli_rate_and_topics(tmp_path: Path) -> None:
         )
         got = []
         deadline = time.monotonic() + 30
-        while len(got) < len(batches) and time.monotonic() < deadline:
+        while len(got) < len(batches) + 1 and time.monotonic() < deadline:
             got += [(time.monotonic_ns(), m) for m in sub.recv_many(0.2)]
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     summary = json.loads(err.strip().splitlines()[-1])
-    assert summary["n_sent"] == len(batches) == len(got)
+    got = _without_ends(got, {"imu"})
+    assert summary["n_sent"] == len(batches) == len(got) and summary["n_ends_announced"] == 1
     span_s = (got[-1][0] - got[0][0]) / 1e9
     log_span_s = (batches[-1].t_ns - batches[0].t_ns) / 1e9
     assert log_span_s / 4 * 0.8 < span_s < log_span_s / 4 + 0.15
@@ -361,6 +363,17 @@ def _replay_cli(src: Path, ep: str, *extra: str) -> subprocess.Popen:
     )
 
 
+def _without_ends(got: list, sensors: set[str]) -> list:
+    """What a live replay sent before it ended: ``got`` (messages, or (time, message) pairs)
+    without the end announcement it adds last, one per replayed sensor (checked here)."""
+    msgs = [m[1] if isinstance(m, tuple) else m for m in got]
+    ends = [m for m in msgs if isinstance(m, Heartbeat) and m.state == "ended"]
+    assert {m.sensor for m in ends} == sensors and len(ends) == len(sensors)
+    assert msgs[-len(ends) :] == ends  # after everything else
+    assert all(m.totals is None and "replay" in m.detail for m in ends)
+    return got[: -len(ends)]
+
+
 def _seq_runs(got: list[EventBatch]) -> dict[str, list[int]]:
     runs: dict[str, list[int]] = {}
     for m in got:
@@ -384,6 +397,7 @@ def test_live_replay_cli_loop_continues_seq_and_clock(tmp_path: Path) -> None:
         got += sub.recv_many(0.3)
     assert proc.returncode == 0, err
     s = json.loads(err.strip().splitlines()[-1])
+    got = _without_ends(got, {"imu"})  # stopped by a signal: the end is announced too
     assert s["n_loops"] >= 3 and s["n_sent"] == len(got)
     assert s["n_loops"] * len(batches) <= len(got) < (s["n_loops"] + 1) * len(batches)
     for inp, seqs in _seq_runs(got).items():  # every stream numbers on without a gap
@@ -414,6 +428,7 @@ def test_live_replay_cli_start_end_window(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
         got += sub.recv_many(0.3)
     assert proc.returncode == 0, err
+    got = _without_ends(got, {"imu"})
     assert json.loads(err.strip().splitlines()[-1])["n_sent"] == len(want) == len(got) > 50
     assert got == want  # stored bytes unchanged (--keep-time): the same batches, in order
 

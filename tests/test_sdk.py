@@ -138,7 +138,9 @@ def test_latency_zero_sends_every_sample_and_receiver_reconstructs(tmp_path):
     )
     final = got.statuses[-1].metrics["groups"]["a"]
     assert final["n_items"] == n_samples and final["n_batches"] == len(batches)
-    assert got.heartbeats[-1].detail == "stopped" and got.heartbeats[-1].state == "ok"
+    last = got.heartbeats[-1]  # the end of the stream: once, last, with the final totals
+    assert last.detail == "stopped" and last.state == "ended"
+    assert [h.state for h in got.heartbeats].count("ended") == 1
 
 
 def test_batches_span_at_most_the_latency_with_exact_event_times(tmp_path):
@@ -235,7 +237,7 @@ def test_nan_samples_are_skipped_and_counted(tmp_path):
     assert final["groups"]["a"]["n_items"] == 40
     total = got.sums("a", 2)
     assert total.tolist() == [4, -4]  # 40 samples: 0.40 * 10 on both channels, nothing lost
-    assert all(h.state == "ok" for h in got.heartbeats)
+    assert [h.state for h in got.heartbeats] == ["ok"] * (len(got.heartbeats) - 1) + ["ended"]
 
 
 def test_read_errors_retry_with_backoff_and_degrade_then_recover(tmp_path):
