@@ -1,7 +1,8 @@
 """The compiled per-message path against the Python path (the oracle): random sequences of
-valid and invalid EventBatch payloads, heartbeats and clock steps go to two cores on the same
-graph, one with ``fast_path`` and one without; the MotorCommands (payload bytes: values,
-times, causes, sequence numbers), the drops and every counter must be identical."""
+valid and invalid EventBatch payloads, heartbeats (ended ones too) and clock steps go to two
+cores on the same graph, one with ``fast_path`` and one without; the MotorCommands (payload
+bytes: values, times, causes, sequence numbers), the drops and every counter must be
+identical."""
 
 from __future__ import annotations
 
@@ -140,9 +141,10 @@ def _payload(kind: str, seq: int, now: int, draw) -> tuple[bytes, bytes]:
         dt = np.cumsum(np.array(steps, np.int64))
     elif kind == "unknown":
         sensor, inp = draw(st.sampled_from([("s", "z"), ("q", "x")]))
-    if kind == "heartbeat":
+    if kind in ("heartbeat", "end"):  # "end": the driver closed its stream (state ended)
         totals = np.array(draw(st.lists(st.integers(-20, 20), min_size=N, max_size=N)), np.int64)
-        hb = Heartbeat("s", seq, t, "ok", "", {"x": totals} if draw(st.booleans()) else None)
+        state = "ok" if kind == "heartbeat" else "ended"
+        hb = Heartbeat("s", seq, t, state, "", {"x": totals} if draw(st.booleans()) else None)
         return b"sensor/s", encode(hb)
     b = EventBatch(sensor, seq, t, inp, scale, ch, co, dt_ns=dt)
     payload = encode(b)
@@ -171,6 +173,8 @@ KINDS = [
     "parts",
     "unknown",
     "heartbeat",
+    "end",
+    "end",
     "corrupt",
     "topic",
 ]
@@ -206,7 +210,7 @@ def test_compiled_path_equals_python_path(tmp_path, data):
         else:
             s = seq + 1
         topic, payload = _payload(kind, s, now, data.draw)
-        if kind != "heartbeat":
+        if kind not in ("heartbeat", "end"):
             seq = max(seq, s) if kind != "back" else s
         py.feed(topic, payload)
         hot.feed(topic, payload)
@@ -351,7 +355,7 @@ def test_compiled_path_equals_python_path_on_a_data_clock(tmp_path, data):
     causes, seq), statuses, drops and counters as the Python path, whatever arrives: batches of several times, out of order across batches,
     resets, gaps, duplicates, other scales, bad channels, bad times, corrupt payloads,
     wrong topics, heartbeats with and without totals (keyframe corrections), heartbeats
-    going back, inputs going stale."""
+    going back, inputs going stale, ending (an ended heartbeat) and coming back."""
     gpath = tmp_path / "g.npz"
     if not gpath.exists():
         small_graph(gpath, n=N, with_integrator=True)
@@ -364,7 +368,7 @@ def test_compiled_path_equals_python_path_on_a_data_clock(tmp_path, data):
     kinds = KINDS + ["heartbeat"] * 3
     for _ in range(data.draw(st.integers(1, 80))):
         kind = data.draw(st.sampled_from(kinds))
-        if kind == "heartbeat":  # usually forward (a sync), now and then late or far
+        if kind in ("heartbeat", "end"):  # usually forward (a sync), now and then late or far
             sync += data.draw(st.sampled_from([-MS, 0, 1, MS, 5 * MS, 10 * MS, 300 * MS]))
         if kind == "duplicate":
             s = max(seq, 0)
@@ -375,9 +379,10 @@ def test_compiled_path_equals_python_path_on_a_data_clock(tmp_path, data):
         else:
             s = seq + 1
         # batches of the coming sync period (data time: up to 10 ms after the last sync)
-        now = sync if kind == "heartbeat" else sync + 3 * MS + data.draw(st.integers(0, 7 * MS))
+        heartbeat = kind in ("heartbeat", "end")
+        now = sync if heartbeat else sync + 3 * MS + data.draw(st.integers(0, 7 * MS))
         topic, payload = _payload(kind, s, now, data.draw)
-        if kind != "heartbeat":
+        if not heartbeat:
             seq = max(seq, s) if kind != "back" else s
         py.feed(topic, payload)
         hot.feed(topic, payload)
@@ -483,3 +488,29 @@ def test_motor_reader_reads_every_valid_command_of_its_actuator():
         got = reader.read(b"motor/motors", enc.encode(msg))
         assert got == msg
     assert reader.read(b"motor/motors2", enc.encode(msg)) is None
+
+
+def test_an_empty_batch_keeps_the_herding_residual_on_both_paths(tmp_path):
+    """A batch of another scale leaves a fractional residual in the input's target; an
+    empty batch of the input's own scale sends nothing and must not drop it (hypothesis
+    found the compiled and the Python path disagreeing here: one dropped it, one kept it)."""
+    gpath = small_graph(tmp_path / "g.npz", n=N, with_integrator=True)
+    t = T0 + 3 * MS
+    other = EventBatch("s", 2, t - 1, "x", 0.4, np.zeros(1, np.int32), np.ones(1, np.int32))
+    msgs = [
+        EventBatch("s", 0, t, "x", 1.0, np.zeros(0, np.int32), np.zeros(0, np.int32)),
+        EventBatch("s", 1, t - 1, "x", 1.0, np.zeros(1, np.int32), np.ones(1, np.int32)),
+        other,
+        Heartbeat("s", 3, T0 + 5 * MS, "ok", "", {"x": np.zeros(N, np.int64)}),
+    ]
+    states = []
+    for fast in (False, True):
+        h = DataHarness(gpath, ACTUATORS[0], fast, 0.005, T0)
+        for m in msgs:
+            h.feed(topic_of(m), encode(m))
+        states.append(h.state())
+        # 1 + 2.5 units (4 sent), the keyframe takes the 2 counts back at the last scale
+        # (-5 units): -1.5, of which -2 sent; with the residual dropped it was -1 (-1 sent)
+        st = h.core.inputs["x"]
+        assert st.target[0] == -1.5 and st.sent[0] == -2
+    assert states[0] == states[1]

@@ -742,10 +742,10 @@ cdef class _Hot:
         ins = self.input_set
         ins.n_batches += 1
         ins.n_events += m.n
-        st._target_synced = False
         with nogil:
             self.add_counts(k, m.n)
         if m.n:
+            st._target_synced = False  # InputState.convert: an empty batch changes nothing
             eng = self.engine
             eng.events_in += m.n
             self.push_parts(&m, k, now_ns)

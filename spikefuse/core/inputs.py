@@ -143,6 +143,8 @@ class InputState:
         """Counts at the graph input's scale (herding residual kept per channel); None
         (nothing changed) when the converted value is beyond what float64 holds exactly."""
         if batch.scale == self.scale:
+            if not batch.channels.size:  # nothing sent: the herding residual stays
+                return batch.channels, batch.counts
             self._pending.append((batch.channels, batch.counts))
             if len(self._pending) >= self.FOLD_EVERY:
                 _ = self.sent
