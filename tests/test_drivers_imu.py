@@ -75,6 +75,7 @@ def test_synthetic_imu_process_publishes_multirate_and_exits_on_sigterm(tmp_path
     assert took_s < STOP_WITHIN_S, took_s
     assert {"gyro", "accel", "mag"} <= {b.input for b in got.batches}
     assert got.heartbeats and got.heartbeats[-1].detail == "stopped by signal 15"
+    assert got.heartbeats[-1].state == "ended"  # a deliberate stop closes the stream
     m = got.statuses[-1].metrics
     ticks = {
         g: m["groups"][g]["n_items"] + m["n_pacer_skips"].get(g, 0)

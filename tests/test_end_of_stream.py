@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 import pytest
 from _core_util import LineReader, spawn, stop, write_yaml
-from _drivers_util import start_driver, stop_driver
+from _drivers_util import Received, drain, start_driver, stop_driver
 
 from spikefuse.core import CoreConfig, FusionCore
 from spikefuse.engine import Engine
@@ -32,6 +32,7 @@ from spikefuse.protocol import (
 )
 from spikefuse.recording.live import replay_live
 from spikefuse.recording.mcapio import LogWriter
+from spikefuse.sdk import DriverConfig, driver, load_driver_config, run_driver
 from spikefuse.sdk.timing import StopSignal
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber
@@ -177,6 +178,48 @@ def test_a_silent_input_that_then_ends_is_ended(tmp_path):
     assert list([m for m in sent if isinstance(m, MotorCommand)][-1].values) == [SAFE, SAFE]
 
 
+# ------------------------------------------------------------------ the SDK's way out
+
+
+class CrashConfig(DriverConfig):
+    default_groups = {"a": {"scale": 10.0, "rate_hz": 1000.0}}
+    name: str = "crash"
+
+
+@driver("eos_crash", CrashConfig)
+def CRASH(cfg: CrashConfig, ctx):
+    """Ten samples, then a bug (not a SensorError/OSError: no retry)."""
+    for k, sample in enumerate(ctx.poll({"a": lambda t_ns: [1.0]}, realtime=False)):
+        if k == 10:
+            raise RuntimeError("a bug in the driver")
+        yield sample
+
+
+def test_a_driver_whose_source_raises_sends_failed_not_ended(tmp_path):
+    cfg = load_driver_config(
+        CRASH, None, [f"endpoint=ipc://{tmp_path}/c.sock", "wait_for_subscribers=1"]
+    )
+    got, errors = Received(), []
+
+    def run():
+        try:
+            run_driver(CRASH, cfg)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    with Subscriber(cfg.endpoint) as sub:
+        th = threading.Thread(target=run)
+        th.start()
+        th.join(30)
+        drain(sub, got)
+    assert [str(e) for e in errors] == ["a bug in the driver"]
+    states = [h.state for h in got.heartbeats]
+    assert states[-1] == "failed" and HEARTBEAT_ENDED not in states
+    assert "the driver failed" in got.heartbeats[-1].detail
+    assert got.sums("a", 1).tolist() == [10]  # what it read went out before
+    assert got.heartbeats[-1].totals["a"].tolist() == [10]
+
+
 # ------------------------------------------------------------------ real processes
 
 
@@ -267,7 +310,9 @@ def test_a_driver_that_finishes_ends_its_inputs_and_a_restarted_one_is_live(tmp_
         # four timeouts later, still ended, never stale; the motors at their safe values
         t_end = ended.t_ns
         s.until(lambda m: s.statuses[-1].t_ns > t_end + 1_200_000_000)
-        assert all(_states(st.metrics)["stale"] == 0 for st in s.statuses)
+        # (before the first data, a slow start on a loaded machine may make them stale)
+        n_stale = {k: v["n_stale"] for k, v in ended.metrics["inputs"].items()}
+        assert all(_states(st.metrics)["stale"] == 0 for st in s.statuses if st.t_ns >= t_end)
         later = _after(s.commands, t_end)
         assert later and all(v == [SAFE] * 3 for v in later)
         # the driver comes back: live again, then stopped by SIGTERM: ended again
@@ -277,13 +322,15 @@ def test_a_driver_that_finishes_ends_its_inputs_and_a_restarted_one_is_live(tmp_
         assert rc == 0, err
         again = s.until(lambda m: _states(m)["ended"] == 2)
         assert again.metrics["inputs"]["gyro"]["n_ended"] == 2
+        assert {k: v["n_stale"] for k, v in again.metrics["inputs"].items()} == n_stale
     finally:
         text = s.close()
     ends = [ln for ln in text.splitlines() if "ended: the sensor closed its stream" in ln]
     assert len(ends) == 4 and all(" INFO " in ln for ln in ends), text  # 2 inputs x 2 ends
-    assert "is live again" in text
-    assert "is stale" not in text and "WARNING" not in text, text
-    assert "inputs at the end: 0 live, 2 ended" in text and "0 times stale in all" in text
+    after = text[text.index(ends[0]) :]
+    assert "is live again" in after
+    assert "is stale" not in after and "WARNING" not in after, text
+    assert "inputs at the end: 0 live, 2 ended (their sensor closed its stream), 0 stale" in text
 
 
 def test_a_killed_driver_goes_stale(tmp_path):

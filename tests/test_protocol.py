@@ -128,7 +128,7 @@ METRIC = st.recursive(
     t_ns=TIME,
     metrics=st.dictionaries(st.text(max_size=8), METRIC, max_size=6),
     values=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=16),
-    state=st.sampled_from(["ok", "degraded", "failed"]),
+    state=st.sampled_from(["ok", "degraded", "failed", "ended"]),
     detail=st.text(max_size=100),
 )
 def test_other_kinds_round_trip_property(source, seq, t_ns, metrics, values, state, detail):
