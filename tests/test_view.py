@@ -107,6 +107,10 @@ def test_view_state_rates_and_unlisted_streams():
     assert rates == {"imu/gyro": 10.0, "motor/motors": 2.0}
     assert state.cameras == {}  # only listed layouts become images
     assert state.rates.take(10**9) == {"imu/gyro": 0.0, "motor/motors": 0.0}
+    state.handle(Heartbeat("imu", 0, 3, "ended", "stopped"))  # the stream closed ...
+    assert state.ended == {"imu"}
+    state.handle(EventBatch("imu", 0, 4, "gyro", 200.0, np.arange(1), np.ones(1, np.int32)))
+    assert state.ended == set()  # ... and opened again (a restarted driver)
 
 
 def test_motor_trace_blocks_every_command():

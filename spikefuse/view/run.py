@@ -165,6 +165,7 @@ class View:
                 k: {"n_events": c.n_events, "n_resyncs": c.n_resyncs, "n_outside": c.n_outside}
                 for k, c in st.cameras.items()
             },
+            "sensors_ended": sorted(st.ended),
             "pose_updates": st.pose.n_updates,
             "pose_bad": st.pose.n_bad,
             "cpu_s": round(cpu_s, 3),
@@ -244,6 +245,8 @@ def _report(view: View, sub: Listeners, out: TextIO, t0_ns: int) -> None:
     out.write(
         f"live view: {m['n_messages']} messages in {wall_s:.1f} s, {m['images_logged']} camera "
         f"frames, {m['motor_logged']} motor samples, {m['pose_logged']} poses logged; "
-        f"{m['n_dropped']} dropped; CPU {100 * m['cpu_fraction']:.1f} %\n"
+        f"{m['n_dropped']} dropped; CPU {100 * m['cpu_fraction']:.1f} %"
+        + (f"; streams ended: {', '.join(m['sensors_ended'])}" if m["sensors_ended"] else "")
+        + "\n"
     )
     out.flush()

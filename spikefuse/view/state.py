@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status
+from spikefuse.protocol import HEARTBEAT_ENDED, EventBatch, Heartbeat, MotorCommand, Status
 
 BACKGROUND_RGB = (24, 24, 24)
 ON_RGB = (40, 230, 40)
@@ -250,6 +250,8 @@ class ViewState:
     motors: MotorTrace = field(default_factory=MotorTrace)
     pose: PoseTrack = field(init=False)
     n_messages: int = 0
+    ended: set[str] = field(default_factory=set)
+    """sensors whose last word was the end of their stream (an ``ended`` heartbeat)"""
 
     def __post_init__(self) -> None:
         self.pose = PoseTrack(self.max_trail)
@@ -262,6 +264,11 @@ class ViewState:
 
     def handle(self, msg: object) -> None:
         self.n_messages += 1
+        if isinstance(msg, EventBatch | Heartbeat):  # the end of a stream, or not
+            if isinstance(msg, Heartbeat) and msg.state == HEARTBEAT_ENDED:
+                self.ended.add(msg.sensor)
+            else:
+                self.ended.discard(msg.sensor)
         if isinstance(msg, EventBatch):
             key = stream_key(msg.sensor, msg.input)
             self.rates.add(key, msg.n_events)
