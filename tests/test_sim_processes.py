@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikefuse.protocol import EventBatch, MotorCommand, Status, decode
+from spikefuse.protocol import EventBatch, Heartbeat, MotorCommand, Status, decode
 from spikefuse.recording.mcapio import open_log
 from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.subscriber import Subscriber
@@ -106,7 +106,18 @@ def test_lockstep_runs_are_identical_and_replay_offline_to_the_same_commands(tmp
     live = _messages(runs[0], "motor/wheels")
     assert [m.seq for m in live] == list(range(live[0].seq, live[0].seq + len(live)))
     assert len(live) >= 240  # one a sync (10 ms of sim time)
-    for m in live:
+    # the driver closed its stream once, stamped at its last sync: the core's answer to that
+    # (and anything after it) has its inputs ended, so the wheels get their fallback
+    # (on_stale: safe), which offline replay (the graph's outputs) does not model
+    ends = [
+        m
+        for m in batches[0]
+        if isinstance(m, Heartbeat) and m.state == "ended" and m.detail == "the run is over"
+    ]
+    assert len(ends) == 1
+    after = [m for m in live if m.t_ns >= ends[0].t_ns][1:]  # [0]: the last sync's answer
+    assert all(m.values.tolist() == [0.0, 0.0] for m in after)
+    for m in live[: len(live) - len(after)]:
         k = bisect.bisect_right(times, m.t_ns) - 1
         # before the first sample: the engine's initial output (the live core starts at
         # the first heartbeat, offline replay at the first sample)
