@@ -178,6 +178,26 @@ def test_a_silent_input_that_then_ends_is_ended(tmp_path):
     assert list([m for m in sent if isinstance(m, MotorCommand)][-1].values) == [SAFE, SAFE]
 
 
+def test_a_sensor_not_heard_from_yet_is_waited_for_not_warned_about(tmp_path, caplog):
+    """Before its sensor's first message an input past its timeout falls back as a stale
+    one (safe values) but is a sensor still starting: INFO, not counted as stale."""
+    caplog.set_level("INFO", logger="spikefuse.core.fusion")
+    core, sent = _core(tmp_path)
+    st = core.inputs["x"]
+    core.service(300 * MS)
+    assert st.stale and st.n_stale == 0
+    assert list([m for m in sent if isinstance(m, MotorCommand)][-1].values) == [SAFE, SAFE]
+    _feed(core, _batch(0, 301 * MS, [2, 2]), 301 * MS)
+    assert not st.stale
+    core.service(600 * MS)  # heard from, then silent: that is stale
+    assert st.stale and st.n_stale == 1
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "input 'x' (sensor s): nothing received yet (waiting for its sensor)"),
+        ("INFO", "input 'x' (sensor s) is live"),
+        ("WARNING", "input 'x' (sensor s) is stale"),
+    ]
+
+
 # ------------------------------------------------------------------ the SDK's way out
 
 

@@ -579,16 +579,22 @@ class FusionCore:
 
 
 def _log_transition(st: InputState, stale: bool, ended: bool) -> None:
-    """Log (and count) an input's change of state (see ``FusionCore._check_stale``)."""
+    """Log (and count) an input's change of state (see ``FusionCore._check_stale``). An
+    input whose sensor was never heard from is stale too (its fallback applies), but that
+    is a sensor still starting, not one gone silent: INFO, not counted in ``n_stale``."""
     where = f"input '{st.name}' (sensor {st.cfg.sensor})"
     if ended:
         st.n_ended += 1
         log.info("%s ended: the sensor closed its stream", where)
+    elif stale and not st.heard:
+        log.info("%s: nothing received yet (waiting for its sensor)", where)
     elif stale:
         st.n_stale += 1
         log.warning("%s is stale", where)
-    else:
+    elif st.n_stale or st.n_ended:
         log.info("%s is live again", where)
+    else:
+        log.info("%s is live", where)
 
 
 def data_time_ns(msg: Message) -> int:

@@ -104,6 +104,8 @@ class InputState:
         self._target_synced = True
         self.last_seen_ns = now_ns
         self.last_seq: int | None = None
+        self.heard = False
+        """Anything (a batch, a heartbeat not ``failed``) came from its sensor yet."""
         self.end_announced = False
         """Its sensor's last word was the end of its stream (an ``ended`` heartbeat with
         nothing after it): set and cleared on arrival (:class:`InputSet`)."""
@@ -276,6 +278,7 @@ class InputSet:
         if verdict == SEQ_DROP:
             return
         st.last_seen_ns = now_ns
+        st.heard = True
         st.end_announced = False  # data after an end: the stream is open again
         if batch.channels.size and batch.channels.max() >= st.size:
             bad = batch.channels >= st.size
@@ -308,6 +311,7 @@ class InputSet:
                 st.end_announced = hb.state == HEARTBEAT_ENDED
                 if hb.state != "failed":
                     st.last_seen_ns = max(st.last_seen_ns, now_ns)
+                    st.heard = True
         if hb.totals:
             self.resync(hb, now_ns)
         return True
