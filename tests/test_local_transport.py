@@ -251,3 +251,21 @@ def test_a_process_started_by_hand_takes_the_switch_from_its_config(tmp_path):
     assert zmq_act.resolved_endpoint() == f"ipc://{run}/core.sock"
     with pytest.raises(ConfigError, match="local_transport: unix carries no CurveZMQ"):
         load_actuator_config(console, None, [*sets, f"security.secret_key_file={run}/k"])
+
+
+def test_the_view_follows_the_launch_or_its_own_option(tmp_path):
+    from spikefuse.cli import build_parser
+    from spikefuse.cli.cmd_view import build_config
+
+    lf, _ = _robot(tmp_path, {"local_transport": "unix"})
+    run = tmp_path / "run"
+    cfg = build_config(build_parser().parse_args(["view", "--launch", str(lf)]))
+    assert cfg.status_endpoint() == f"unix://{run}/view.sock"
+    assert f"unix://{run}/core.sock" in cfg.endpoints
+    assert cfg.sensor_endpoints == [f"unix://{run}/step.sock"]
+    by_hand = ["view", "--endpoint", f"ipc://{run}/x.sock", "--run-dir", str(run)]
+    cfg = build_config(build_parser().parse_args([*by_hand, "--local-transport", "unix"]))
+    assert cfg.status_endpoint() == f"unix://{run}/view.sock"
+    assert build_config(build_parser().parse_args(by_hand)).status_endpoint() == (
+        f"ipc://{run}/view.sock"
+    )
