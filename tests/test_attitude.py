@@ -32,7 +32,7 @@ from spikefuse.attitude.status import attitude_status, check_inputs
 from spikefuse.encoding import SigmaDeltaEncoder
 from spikefuse.engine import Engine, ReferenceEngine
 from spikefuse.graph import Graph, Input, Integrator
-from spikefuse.tables import load_table
+from spikefuse.tables import Table, load_table
 
 RATE_HZ = 285.714
 BROAD = "broad/broad_02_undisturbed_slow_rotation.csv.gz"
@@ -133,6 +133,28 @@ def test_at_rest_no_events_and_no_work() -> None:
     err = math.degrees(math.acos(np.dot(est, up) / np.linalg.norm(est)))
     assert err < 1.5
     assert attitude_status(est, run.outputs["accel_trust"][-1]).ok
+
+
+def test_detected_rest_leaves_out_the_motion_at_a_still_phase_edge() -> None:
+    """A log whose ``movement`` label says still 0.5 s before the IMU stops turning (as a
+    hand-labelled still phase starts when the IMU is being put down): ``rest_ops_per_s``
+    counts the work of that turn, ``rest_detected_ops_per_s`` (the labelled samples where
+    VQF's rest detection also holds) does not, and the detected samples are a subset."""
+    rng = np.random.default_rng(7)
+    t_ns = _times(30.0)
+    n = t_ns.size
+    gyro = rng.normal(0.0, 0.002, (n, 3))
+    accel = np.tile([0.0, 0.0, 9.80665], (n, 1)) + rng.normal(0.0, 0.02, (n, 3))
+    turn = slice(int(10 * RATE_HZ), int(15.5 * RATE_HZ))  # about the vertical: "up" holds
+    gyro[turn, 2] += math.radians(90.0)
+    movement = np.zeros(n)
+    movement[int(10 * RATE_HZ) : int(15 * RATE_HZ)] = 1.0  # the label ends 0.5 s early
+    table = Table(t_ns, {"gyro": gyro, "accel": accel}, {"movement": movement})
+    f = evaluate_attitude(table, dense=False).fields
+    assert f["rest_s"] == pytest.approx(25.0, abs=0.01)
+    # VQF needs 1.5 s still (plus its filters) after the start and the turn: 19.4 s
+    assert 17.0 < f["rest_detected_s"] < 22.5, f
+    assert f["rest_detected_ops_per_s"] < 0.1 * f["rest_ops_per_s"], f  # 0.21 and 28.6
 
 
 # -- timing -------------------------------------------------------------------------------
@@ -453,8 +475,12 @@ def test_cli_eval_json_and_errors(tmp_path: Path, shared_data: Path) -> None:
         "dense_heading_rmse_deg",
         "ops_per_s_9d",
         "ops_ratio_vs_dense_9d",
+        "rest_detected_ops_per_s",
+        "rest_detected_ops_per_s_9d",
     ):
         assert isinstance(f[key], float), key
+    # VQF's rest detection needs 1.5 s of stillness: a subset of the 40 s still phase
+    assert 30.0 < f["rest_detected_s"] < f["rest_s"] <= 40.5, f
     assert f["incl_rmse_deg"] < 3.0 and f["flags"] == [] and f["with_mag"] is True
     assert f["heading_rmse_deg"] < 5.0
     bad_map = tmp_path / "map.yaml"

@@ -71,26 +71,30 @@ def test_9d_graph_is_quiet_at_rest_after_fast_rotation(shared_data: Path) -> Non
     encoder quantizes a 40 ms moving average, so its noise no longer moves the smoothed
     field at rest; its references stand still; the gyro's and accelerometer's encoders go
     quiet at rest. Measured: 45 synaptic ops/s at rest (the graph before the encoders' rest
-    options: 59; before the magnetometer's moving average: 118)."""
+    options: 59; before the magnetometer's moving average: 118); 33 where VQF also detects
+    rest (the loops converging after the motion and from the excerpt's start)."""
     fname = "broad_09_undisturbed_fast_rotation_breaks.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=55.0, start_s=55.0)
     f = score(log, AttitudeParams(), heading=True, multirate=False)
     assert f["rest_ops_per_s"] <= 54.0, f
+    assert f["rest_detected_ops_per_s"] <= 40.0, f
 
 
-@pytest.mark.parametrize(("heading", "bound"), [(False, 2.0), (True, 8.5)])
+@pytest.mark.parametrize(("heading", "bound", "detected"), [(False, 2.0, 1.3), (True, 8.5, 6.0)])
 def test_still_phone_vibration_costs_almost_nothing(
-    shared_data: Path, heading: bool, bound: float
+    shared_data: Path, heading: bool, bound: float, detected: float
 ) -> None:
     """Trial 27's first still phase (0-60 s: 45.7 s still, in which a phone lying on the IMU
     vibrates in bursts of 1.5 deg/s RMS, then the motion starts): the encoders' rest options
     (after 0.25 s without a count, a 0.25 s average and a wider threshold) keep the bursts
     and the accelerometer's noise out of the graph. Measured: 1.6 ops/s at rest 6D, 6.9 9D
-    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it)."""
+    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it);
+    1.0 and 4.7 where VQF also detects rest."""
     fname = "broad_27_disturbed_phone_vibration.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=60.0, start_s=0.0)
     f = score(log, AttitudeParams(), heading=heading, multirate=False)
     assert f["rest_ops_per_s"] <= bound, f
+    assert f["rest_detected_ops_per_s"] <= detected, f
 
 
 @pytest.mark.parametrize("heading", [False, True])
