@@ -289,7 +289,7 @@ def test_heading_tracks_constant_yaw_rate() -> None:
 
 def test_heading_converges_from_wrong_start_and_then_is_quiet() -> None:
     """Still, level IMU, the field tracker started 90 degrees off: it converges through the
-    correction (tau_mag_s, 9 s) within 10 time constants and then does no work."""
+    correction (tau_mag_s, 15 s) within 10 time constants and then does no work."""
     seconds = 20.0 * AttitudeParams().tau_mag_s
     t_ns, gyro, accel, m_b, q_gt = _yaw_case(seconds=seconds, rate_rad_s=0.0)
     run = _heading_run(t_ns, gyro, accel, m_b, (1.0, 0.0, 0.0))  # north pointing east
@@ -341,12 +341,14 @@ def test_garbage_nan_and_disturbed_magnetometer(broad_slice) -> None:
     f = _evaluate(t, with_mag=True)
     assert f["input_flags"]["n_mag_nonfinite"] == math.ceil(len(t) / 97)
     assert "nonfinite_samples" in f["flags"]
-    # the 10 s of 45 s more than the clean slice (whose own brief rejections last ~1 s
-    # longer each with the re-trust delay), and a few seconds after it: the norm and dip
-    # references follow the field (mag_ref_tau_s 60 s), so the 10 s of a 1.4x field move
-    # them 15 % of the way (|B|^2: 0.14 of B0^2, the threshold is 0.2) and the clean field
-    # is trusted again only as they come back (measured: 0.37; a fixed reference: 0.13)
-    assert 0.15 < f["mag_untrusted_frac"] - clean["mag_untrusted_frac"] < 0.45
+    # the 10 s of 45 s (0.22) more than the clean slice, less where the clean slice's own
+    # rejections overlap them (0.26 of it: its dip measure sits near the threshold, whose
+    # resolution is ~0.3 of it; each rejection lasts ~1 s longer with the re-trust delay),
+    # plus a few seconds after it: the norm and dip references follow the field
+    # (mag_ref_tau_s 60 s), so the 10 s of a 1.4x field move them 15 % of the way and the
+    # clean field is trusted again only as they come back (measured: 0.40 - 0.26; with
+    # tau_mag_s 9 s: 0.37 - 0.07; a fixed reference: 0.13)
+    assert 0.1 < f["mag_untrusted_frac"] - clean["mag_untrusted_frac"] < 0.45
     assert math.isfinite(f["heading_rmse_deg"])
     assert f["heading_rmse_deg"] < clean["heading_rmse_deg"] + 1.0
     assert f["incl_rmse_deg"] == clean["incl_rmse_deg"]
