@@ -3,7 +3,7 @@ published like a real robot's sensors: the forward camera as DVS events (the cam
 driver's encoder), the gyro, accelerometer and wheel encoders as sigma-delta counts, all
 on ``sensor/<name>``; the core cannot tell it from a robot. The world lives in this
 process; its wheels follow the set-points that the ``sim`` actuator republishes
-(``motor/<setpoints>_setpoints`` on ``ipc://<run_dir>/<setpoints>_setpoints.sock``) after its
+(``motor/<setpoints>_setpoints`` on ``<run_dir>/<setpoints>_setpoints.sock``) after its
 deadman. Ground truth goes out as a ``Status`` on ``status/sim`` (``SIM_METRICS`` keys, plus
 ``track_xy`` in the first one and every ``track_every_s``); the loop's own figures (latency
 from each sensor's sample to the wheels, sample and event counts) as ``status/loop.<name>``.
@@ -91,7 +91,8 @@ class ReportConfig(StrictModel):
     """the core's graph, for the dense baselines (relative: to the config file)"""
     core: str = Field("core", min_length=1, max_length=128)
     core_endpoint: Endpoint | None = None
-    """default ipc://<run_dir>/<core>.sock (its status/<core> gives the engine figures)"""
+    """default <run_dir>/<core>.sock over ``local_transport`` (its status/<core> gives the
+    engine figures)"""
     wait_core_s: float = Field(1.5, ge=0.0, le=60.0)
     """at the end: wait this long for one more status of the core"""
 
@@ -115,7 +116,7 @@ class SimDriverConfig(DriverConfig):
     setpoints: str = Field("wheels", min_length=1, max_length=100)
     """name of the ``sim`` actuator whose set-points drive the wheels"""
     setpoint_endpoint: Endpoint | None = None
-    """default ipc://<run_dir>/<setpoints>_setpoints.sock"""
+    """default <run_dir>/<setpoints>_setpoints.sock over ``local_transport``"""
     setpoint_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
     """realtime: no set-point message for this long stops the wheels"""
     sync_ms: float = Field(10.0, ge=1.0, le=1000.0)
@@ -166,12 +167,12 @@ class SimDriverConfig(DriverConfig):
     def resolved_core_endpoint(self) -> str:
         if self.report.core_endpoint is not None:
             return self.report.core_endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), self.report.core)
+        return self.local_endpoint(self.report.core)
 
     def resolved_setpoint_endpoint(self) -> str:
         if self.setpoint_endpoint is not None:
             return self.setpoint_endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), f"{self.setpoints}_setpoints")
+        return self.local_endpoint(f"{self.setpoints}_setpoints")
 
 
 # ------------------------------------------------------------------------------ helpers

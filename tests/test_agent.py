@@ -460,9 +460,6 @@ def test_split_lockstep_run_equals_the_single_host_run(tmp_path):
             data.update(hosts=hosts, data_port=free_ports(8))
             for p in data["processes"]:
                 p["host"] = {"robot": "a", "core": "b", "wheels": "b"}.get(p["name"])
-                # the launch file's unix:// endpoints are same-host only (as it says): the
-                # split run takes the defaults, which the agents carry across hosts
-                p["set"] = [s for s in p.get("set", []) if "unix://" not in s]
                 if p["name"] == "recorder":
                     p["args"] = ["-o", str(tmp_path / "split.mcap")]  # endpoints: the launcher's
                 if p["name"] == "robot":
@@ -484,6 +481,10 @@ def test_split_lockstep_run_equals_the_single_host_run(tmp_path):
                 "[launch] a: started robot" in r.stdout and "[launch] b: started core" in r.stdout
             )
             assert "--endpoint tcp://127.0.0.1:" in r.stdout  # the recorder reads across hosts
+            # local_transport: unix stays on each host: every link here crosses hosts
+            assert "--set local_transport=unix" in r.stdout and "unix://" not in r.stdout
+        else:
+            assert f"--endpoint unix://{tmp_path}/run-single/robot.sock" in r.stdout
         outs[mode] = tmp_path / f"{mode}.mcap"
     truths = {
         m: [

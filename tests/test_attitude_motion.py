@@ -10,10 +10,13 @@ before the output lead), 2.31x (fast translation: 1.74x before the encoders' res
 which leave the accelerometer's reconstruction on one level at rest instead of dithering
 with its noise, so this excerpt, 10 s still before the motion, starts off by up to half a
 quantum; the full trial 1.43x -> 1.47x), 1.72x (tapping; 3.27x before the gyro
-encoder's auto-zero), 1.38x (attached magnet), 1.10x (stationary magnet); heading 0.96x
-VQF 9D (fast rotation), 1.85x (fast translation; 1.09x before the rest options; earlier
-graphs: 0.60x and 1.32x here, but 2.31x and 2.89x on the full trials), 0.31x (attached
-magnet) and 2.18x (stationary magnet; bound: the issue's 3x for magnetic trials). The
+encoder's auto-zero), 1.38x (attached magnet), 1.10x (stationary magnet); heading 0.97x
+VQF 9D (fast rotation), 1.14x (fast translation), 0.57x (attached magnet) and 2.21x
+(stationary magnet; bound: the issue's 3x for magnetic trials) with the field correction
+at 15 s and the field norm at a quarter of its threshold (before, 9 s and half the
+threshold: 0.95x, 1.85x, 0.31x, 2.18x; the full trials 09 and 15 went 1.01x -> 0.81x and
+1.75x -> 0.73x: a 40 s excerpt is a small sample of a heading error that the field's
+quantization dominates). The
 issue's inclination targets (<= 2x VQF 6D on every trial, median <= 1.5x) are
 met on the full trials; docs/benchmarks.md has the full-trial table."""
 
@@ -33,10 +36,10 @@ from spikefuse.attitude.tune import prepare, score
 
 # (trial file, start s, seconds, inclination ratio bound, heading ratio bound or None)
 EXCERPTS = {
-    "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 1.4, 1.0),
-    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.8, 2.2),
+    "fast_rotation": ("broad_09_undisturbed_fast_rotation_breaks.csv.gz", 20.0, 40.0, 1.4, 1.2),
+    "fast_translation": ("broad_15_undisturbed_fast_translation.csv.gz", 30.0, 45.0, 2.8, 1.4),
     "tapping": ("broad_25_disturbed_tapping.csv.gz", 35.0, 45.0, 1.8, None),
-    "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.55, 0.75),
+    "magnet": ("broad_33_disturbed_attached_magnet.csv.gz", 36.0, 44.0, 1.55, 0.7),
     "stationary_magnet": (
         "broad_31_disturbed_stationary_magnet.csv.gz",
         20.0,
@@ -71,26 +74,30 @@ def test_9d_graph_is_quiet_at_rest_after_fast_rotation(shared_data: Path) -> Non
     encoder quantizes a 40 ms moving average, so its noise no longer moves the smoothed
     field at rest; its references stand still; the gyro's and accelerometer's encoders go
     quiet at rest. Measured: 45 synaptic ops/s at rest (the graph before the encoders' rest
-    options: 59; before the magnetometer's moving average: 118)."""
+    options: 59; before the magnetometer's moving average: 118); 33 where VQF also detects
+    rest (the loops converging after the motion and from the excerpt's start)."""
     fname = "broad_09_undisturbed_fast_rotation_breaks.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=55.0, start_s=55.0)
     f = score(log, AttitudeParams(), heading=True, multirate=False)
     assert f["rest_ops_per_s"] <= 54.0, f
+    assert f["rest_detected_ops_per_s"] <= 40.0, f
 
 
-@pytest.mark.parametrize(("heading", "bound"), [(False, 2.0), (True, 8.5)])
+@pytest.mark.parametrize(("heading", "bound", "detected"), [(False, 2.0, 1.3), (True, 8.5, 6.0)])
 def test_still_phone_vibration_costs_almost_nothing(
-    shared_data: Path, heading: bool, bound: float
+    shared_data: Path, heading: bool, bound: float, detected: float
 ) -> None:
     """Trial 27's first still phase (0-60 s: 45.7 s still, in which a phone lying on the IMU
     vibrates in bursts of 1.5 deg/s RMS, then the motion starts): the encoders' rest options
     (after 0.25 s without a count, a 0.25 s average and a wider threshold) keep the bursts
     and the accelerometer's noise out of the graph. Measured: 1.6 ops/s at rest 6D, 6.9 9D
-    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it)."""
+    (the full trial: 2.7 and 11; the graph without the rest options: 118 and 176 on it);
+    1.0 and 4.7 where VQF also detects rest."""
     fname = "broad_27_disturbed_phone_vibration.csv.gz"
     log = prepare(shared_data / "broad" / fname, seconds=60.0, start_s=0.0)
     f = score(log, AttitudeParams(), heading=heading, multirate=False)
     assert f["rest_ops_per_s"] <= bound, f
+    assert f["rest_detected_ops_per_s"] <= detected, f
 
 
 @pytest.mark.parametrize("heading", [False, True])

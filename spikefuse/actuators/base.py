@@ -20,14 +20,13 @@ from typing import TextIO
 import numpy as np
 from pydantic import Field
 
-from spikefuse.config import FileConfig, apply_overrides, load_yaml, validate_data
+from spikefuse.config import apply_overrides, load_yaml, validate_data
 from spikefuse.core.hot import motor_reader
 from spikefuse.core.stats import LatencyHistogram
 from spikefuse.errors import ConfigError
 from spikefuse.protocol import MotorCommand, Status, stream_of
-from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.sdk.timing import StopSignal
-from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.config import SameHostConfig, SecurityConfig
 from spikefuse.transport.endpoint import Endpoint
 from spikefuse.transport.publisher import Publisher
 from spikefuse.transport.subscriber import Subscriber, SubscriberStats
@@ -51,16 +50,15 @@ DRAIN_NS = 100_000_000
 """Longest a stopping actuator counts commands still on their way (after its safe values)."""
 
 
-class ActuatorConfig(FileConfig):
+class ActuatorConfig(SameHostConfig):
     """Common fields of every actuator kind."""
 
     name: str = Field(
         "motors", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
     )
     core: str = Field("core", min_length=1, max_length=128)
-    run_dir: Path = DEFAULT_RUN_DIR
     endpoint: Endpoint | None = None
-    """The core's publisher; default ipc://<run_dir>/<core>.sock"""
+    """The core's publisher; default <run_dir>/<core>.sock over ``local_transport``"""
     n_channels: int | None = Field(default=None, ge=1, le=4096)
     safe_values: float | list[float] = 0.0
     deadman_ms: float = Field(100.0, gt=0.0, le=60_000.0)
@@ -83,7 +81,7 @@ class ActuatorConfig(FileConfig):
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), self.core)
+        return self.local_endpoint(self.core)
 
     def safe_array(self, n: int) -> np.ndarray:
         safe = np.asarray(self.safe_values, np.float64)

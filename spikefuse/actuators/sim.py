@@ -2,8 +2,8 @@
 
 It subscribes to ``motor/<name>`` like every actuator, with the same deadman, and hands
 what it applies to the world: each applied set of values is republished as a
-``MotorCommand`` on ``motor/<name>_setpoints`` (bound at ``ipc://<run_dir>/<name>_setpoints.sock``
-unless ``setpoint_endpoint`` is given), where the sim driver takes it. A command from the
+``MotorCommand`` on ``motor/<name>_setpoints`` (bound at ``<run_dir>/<name>_setpoints.sock`` over
+``local_transport`` unless ``setpoint_endpoint`` is given), where the sim driver takes it. A command from the
 core keeps its ``t_ns`` and ``cause_t_ns`` (the sim driver measures latency and lock-steps
 on them); safe values (start, deadman, stop) go out with ``cause_t_ns = -1``. The last
 values are repeated every ``repeat_ms`` so the driver can tell a live actuator from a
@@ -36,7 +36,7 @@ class SimActuatorConfig(ActuatorConfig):
     def resolved_setpoint_endpoint(self) -> str:
         if self.setpoint_endpoint is not None:
             return self.setpoint_endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), f"{self.name}_setpoints")
+        return self.local_endpoint(f"{self.name}_setpoints")
 
 
 @register_actuator("sim", SimActuatorConfig)

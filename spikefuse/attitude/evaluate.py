@@ -37,6 +37,7 @@ from spikefuse.attitude.run import (
     run_events,
     run_gyro_only,
     run_vqf,
+    vqf_rest_detected,
 )
 from spikefuse.attitude.status import InputFlags, check_inputs, trust_summary
 from spikefuse.attitude.suite import add_ratios
@@ -158,8 +159,10 @@ def evaluate_attitude(
         "ground_truth": gt is not None,
         "with_mag": g9 is not None,
     }
-    mv = table.extra.get("movement")
-    rest = (np.asarray(mv) == 0) if mv is not None else _still_mask(gyro, accel)
+    rest = _rest_masks(table, gyro, accel, compare)
+    out["rest_s"] = float(rest[""].sum() / rate_hz)
+    if "_detected" in rest:
+        out["rest_detected_s"] = float(rest["_detected"].sum() / rate_hz)
     inputs = (gyro, accel, mag)
     t0 = time.perf_counter()
     encs = (encoder_options(p), encoder_options(p, MULTIRATE_MAG_HZ, MULTIRATE_ACCEL_HZ))
@@ -176,7 +179,7 @@ def evaluate_attitude(
             (ev, ev_mr) if g9 is g else _event_runs(out, g9, table, inputs, rest, "_9d", encs)
         )
         if g9 is g:
-            for k in ("ops_per_s", "ops_per_s_multirate", "rest_ops_per_s"):
+            for k in ("ops_per_s", "ops_per_s_multirate", *_rest_fields(rest)):
                 out[f"{k}_9d"] = out[k]
         for key, run in (("event", ev9), ("event_multirate", ev9_mr)):
             heading[key] = quat_from_up_and_mag(run.outputs["gravity"], run.outputs["north"])
@@ -251,12 +254,12 @@ def _event_runs(
     g: Graph,
     table: Table,
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-    rest: np.ndarray,
+    rest: dict[str, np.ndarray],
     suffix: str,
     encs: tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]],
 ) -> tuple[EventRun, EventRun]:
     """The graph on the engine at full rate and multi-rate (``encs``: the encoder options
-    of each); ops fields (``+ suffix``)."""
+    of each); ops fields (``+ suffix``), the rest ops on each mask of ``rest``."""
     use_mag = "mag" in g.nodes
     t_ns, duration_s, rate_hz = table.t_ns, max(table.duration_s, 1e-9), table.rate_hz
     ev = run_events(g, t_ns, _streams(table, None, None, use_mag, *inputs, encs[0]))
@@ -264,12 +267,36 @@ def _event_runs(
     ev_mr = run_events(g, t_ns, _streams(table, *mr, use_mag, *inputs, encs[1]))
     out[f"ops_per_s{suffix}"] = ev.syn_ops[-1] / duration_s
     out[f"ops_per_s_multirate{suffix}"] = ev_mr.syn_ops[-1] / duration_s
-    out[f"rest_ops_per_s{suffix}"] = _rest_ops_per_s(ev.syn_ops, rest, rate_hz)
-    out[f"rest_ops_per_s_multirate{suffix}"] = _rest_ops_per_s(ev_mr.syn_ops, rest, rate_hz)
+    for kind, mask in rest.items():
+        out[f"rest{kind}_ops_per_s{suffix}"] = _rest_ops_per_s(ev.syn_ops, mask, rate_hz)
+        out[f"rest{kind}_ops_per_s_multirate{suffix}"] = _rest_ops_per_s(
+            ev_mr.syn_ops, mask, rate_hz
+        )
     if not suffix:
         out["events_in_per_s"] = ev.n_events_in / duration_s
         out["spikes_in_per_s"] = ev.n_spikes_in / duration_s
     return ev, ev_mr
+
+
+def _rest_masks(
+    table: Table, gyro: np.ndarray, accel: np.ndarray, detect: bool
+) -> dict[str, np.ndarray]:
+    """The still samples: ``""`` the log's ``movement == 0`` phases (without that column:
+    :func:`_still_mask`); with ``detect`` also ``"_detected"``, those of them where VQF's
+    rest detection holds too. An annotated still phase starts when the IMU is put down and
+    ends when it is picked up: its edges are motion (the gyro above its 2 deg/s quantum),
+    which the detector leaves out."""
+    mv = table.extra.get("movement")
+    label = (np.asarray(mv) == 0) if mv is not None else _still_mask(gyro, accel)
+    masks = {"": label}
+    if detect:
+        masks["_detected"] = label & vqf_rest_detected(table.t_ns, gyro, accel)
+    return masks
+
+
+def _rest_fields(rest: dict[str, np.ndarray]) -> list[str]:
+    """The rest-ops field names of the masks in ``rest``."""
+    return [f"rest{kind}_ops_per_s" for kind in rest]
 
 
 def _rest_ops_per_s(syn_ops: np.ndarray, rest: np.ndarray, rate_hz: float) -> float:
@@ -479,6 +506,11 @@ def _rows(report: AttitudeReport, f: dict[str, Any]) -> None:
     add(("events at rest", None, None, f.get("rest_ops_per_s"), "syn ops/s, still phases"))
     if f.get("with_mag"):
         add(("9D events at rest", None, None, f.get("rest_ops_per_s_9d"), "syn ops/s"))
+    if "rest_detected_ops_per_s" in f:
+        note = "syn ops/s, still phases where VQF detects rest"
+        add(("events at detected rest", None, None, f.get("rest_detected_ops_per_s"), note))
+        if f.get("with_mag"):
+            add(("9D events at detected rest", None, None, f.get("rest_detected_ops_per_s_9d"), ""))
     if not f.get("ground_truth"):
         add(
             (

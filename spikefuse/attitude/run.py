@@ -217,6 +217,18 @@ def run_vqf(
     return q6 if mag is None else (q6, q9)
 
 
+def vqf_rest_detected(t_ns: np.ndarray, gyr: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Per sample, whether VQF's rest detection (its default thresholds: the low-passed
+    gyro within 2 deg/s and the accelerometer within 0.5 m/s^2 of its low-pass, for 1.5 s)
+    holds: a sensor-side test of stillness, independent of the graph under test."""
+    from vqf import VQF
+
+    ts = float(np.median(np.diff(t_ns))) * 1e-9
+    gyr = np.ascontiguousarray(gyr, dtype=np.float64)
+    acc = np.ascontiguousarray(acc, dtype=np.float64)
+    return np.asarray(VQF(ts).updateBatch(gyr, acc)["restDetected"], dtype=bool)
+
+
 def run_gyro_only(t_ns: np.ndarray, gyr: np.ndarray, acc0: np.ndarray) -> np.ndarray:
     """Strapdown gyro integration from the inclination of the first accelerometer sample."""
     dt_s = np.diff(t_ns) * 1e-9
@@ -233,4 +245,5 @@ __all__ = [
     "run_gyro_only",
     "run_vqf",
     "sample_outputs",
+    "vqf_rest_detected",
 ]

@@ -44,6 +44,8 @@ COLUMNS = (
     ("9D ops/dense", "ops_ratio_vs_dense_9d", ".3f"),
     ("rest ops/s", "rest_ops_per_s", ".1f"),
     ("9D rest ops/s", "rest_ops_per_s_9d", ".1f"),
+    ("still ops/s", "rest_detected_ops_per_s", ".1f"),
+    ("9D still ops/s", "rest_detected_ops_per_s_9d", ".1f"),
 )
 
 
@@ -97,7 +99,12 @@ class SuiteReport:
             out[f"worst_{stem}_ratio_vs_vqf"] = _stat(vals, np.max)
         for key in ("ops_ratio_vs_dense", "ops_ratio_vs_dense_9d"):
             out[f"worst_{key}"] = _stat([t.get(key) for t in self.trials], np.max)
-        for key in ("rest_ops_per_s", "rest_ops_per_s_9d"):
+        for key in (
+            "rest_ops_per_s",
+            "rest_ops_per_s_9d",
+            "rest_detected_ops_per_s",
+            "rest_detected_ops_per_s_9d",
+        ):
             out[f"worst_{key}"] = _stat([t.get(key) for t in self.trials], np.nanmax)
         return out
 

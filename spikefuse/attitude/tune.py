@@ -31,6 +31,7 @@ from spikefuse.attitude.evaluate import (
     MULTIRATE_MAG_HZ,
     _held_mag,
     _initial_state,
+    _rest_masks,
     _rest_ops_per_s,
     _scored_mask,
 )
@@ -98,7 +99,9 @@ def score(
     log: Log, p: AttitudeParams, heading: bool = False, multirate: bool = True
 ) -> dict[str, float]:
     """Ratios to VQF, the ops ratio of the graph for ``p`` on ``log`` and (where the log
-    marks still samples, ``movement == 0``) its synaptic ops per second at rest."""
+    marks still samples, ``movement == 0``) its synaptic ops per second at rest: on those
+    samples (``rest_ops_per_s``) and on those where VQF also detects rest
+    (``rest_detected_ops_per_s``)."""
     t = log.table.t_ns
     p = _initial_state(p.model_copy(update={"rate_hz": log.table.rate_hz}), log.accel, log.mag)
     p = p.model_copy(update={"with_mag": heading and log.mag is not None})
@@ -125,8 +128,9 @@ def score(
             out["gravity_norm_max_dev"] = float(np.max(np.abs(np.linalg.norm(up, axis=1) - 1)))
             mv = log.table.extra.get("movement")
             if mv is not None and not np.all(np.asarray(mv) != 0):
-                rest = np.asarray(mv) == 0
-                out["rest_ops_per_s"] = _rest_ops_per_s(ev.syn_ops, rest, log.table.rate_hz)
+                for kind, rest in _rest_masks(log.table, log.gyro, log.accel, True).items():
+                    rate = log.table.rate_hz
+                    out[f"rest{kind}_ops_per_s"] = _rest_ops_per_s(ev.syn_ops, rest, rate)
             if p.with_mag:
                 q9 = quat_from_up_and_mag(up, ev.outputs["north"])
                 h = _rmse_deg(heading_error_rad(q9[log.mask], log.gt[log.mask]))

@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", type=Path, default=None, help="without --launch: every *.sock")
     p.add_argument("--endpoint", action="append", default=[], help="extra endpoint (repeatable)")
     p.add_argument(
+        "--local-transport",
+        choices=("zmq", "unix"),
+        default=None,
+        help="the transport of the view's own status socket in the run folder (default: "
+        "the launch's local_transport, else zmq)",
+    )
+    p.add_argument(
         "--camera",
         action="append",
         default=[],
@@ -60,6 +67,7 @@ def build_config(args: argparse.Namespace):
 
         lv = launch_view(load_launch(args.launch, args.overrides, check_configs=False))
         data.update(run_dir=lv.run_dir, cameras=dict(lv.cameras), wait_for_status=lv.cores)
+        data.update(local_transport=lv.local_transport)
         data.update(sensor_endpoints=lv.sensor_endpoints, security=lv.security)
         data["endpoints"] = lv.endpoints + data["endpoints"]
     elif args.overrides:
@@ -79,6 +87,8 @@ def build_config(args: argparse.Namespace):
     for item in args.camera:
         key, layout = parse_camera(item)
         data["cameras"][key] = layout
+    if args.local_transport is not None:
+        data["local_transport"] = args.local_transport
     data.update(
         bind=args.bind, web_port=args.port, grpc_port=args.grpc_port, image_rate_hz=args.image_rate
     )

@@ -18,9 +18,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from spikefuse.backends.spinnaker.config import SpinnakerConfig
-from spikefuse.config import FileConfig, StrictModel, load_model
-from spikefuse.sdk.config import DEFAULT_RUN_DIR
-from spikefuse.transport.config import SecurityConfig
+from spikefuse.config import StrictModel, load_model
+from spikefuse.transport.config import SameHostConfig, SecurityConfig
 from spikefuse.transport.endpoint import Endpoint
 
 Name = str
@@ -31,7 +30,7 @@ class InputMap(StrictModel):
 
     ``sensor``: the sensor name of the EventBatches (topic ``sensor/<sensor>``);
     ``input``: the batch's ``input`` field (default: the graph input's name);
-    ``endpoint``: the driver's publisher (default ``ipc://<run_dir>/<sensor>.sock``);
+    ``endpoint``: the driver's publisher (default ``<run_dir>/<sensor>.sock``);
     ``reorder_window_ms``: 0 = process in arrival order, W > 0 = hold batches up to W ms and
     process them in timestamp order; ``timeout_s``: no events and no heartbeat for this long
     makes the input stale (status ``degraded`` and the ``on_stale`` fallback). An input whose
@@ -73,14 +72,14 @@ class ActuatorMap(StrictModel):
         return self
 
 
-class CoreConfig(FileConfig):
+class CoreConfig(SameHostConfig):
     """The fusion daemon."""
 
     name: str = Field("core", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
     graph: Path
-    run_dir: Path = DEFAULT_RUN_DIR
     endpoint: Endpoint | None = None
-    """Where MotorCommand and Status are published (bound); default ipc://<run_dir>/<name>.sock"""
+    """Where MotorCommand and Status are published (bound); default
+    <run_dir>/<name>.sock over ``local_transport``"""
     security: SecurityConfig | None = None
     """CurveZMQ of every socket of the core: its inputs (who may send to it) and its output
     (docs/protocol.md, Security)."""
@@ -128,12 +127,12 @@ class CoreConfig(FileConfig):
     def resolved_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), self.name)
+        return self.local_endpoint(self.name)
 
     def sensor_endpoint(self, inp: InputMap) -> str:
         if inp.endpoint is not None:
             return inp.endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), inp.sensor)
+        return self.local_endpoint(inp.sensor)
 
 
 def load_core_config(path: str | Path, overrides: list[str] | None = None) -> CoreConfig:

@@ -3,18 +3,16 @@ that process's own model) and the topic wiring (every input topic has a producer
 
 from __future__ import annotations
 
-import json
-
 from spikefuse.errors import ConfigError
 from spikefuse.launch.model import LaunchFile, ProcessSpec
+from spikefuse.sdk.config import DriverConfig
+from spikefuse.transport.endpoint import Endpoint
 
 
 def check_process_config(cfg: LaunchFile, i: int, p: ProcessSpec) -> object | None:
     """Load ``p``'s config the way the process will (overrides and run_dir included);
     returns it (None for record and exec processes)."""
-    sets = [f"run_dir={cfg.resolve_path(cfg.run_dir)}", *p.set]
-    if cfg.security is not None and p.kind in ("driver", "core", "actuator"):
-        sets.insert(1, f"security={json.dumps(cfg.security_for(p.name))}")
+    sets = [*cfg.launch_sets(p), *p.set]
     path = cfg.resolve_path(p.config) if p.config is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(
@@ -60,6 +58,45 @@ def _resolve_type(cfg: LaunchFile, i: int, p: ProcessSpec) -> object:
     return None
 
 
+def process_endpoints(cfg: LaunchFile, p: ProcessSpec, p_cfg: object) -> list[str]:
+    """The publishers of process ``p`` (its config ``p_cfg`` as
+    :func:`check_process_config` loads it): outputs named as endpoints, a driver's or
+    core's endpoint, an actuator's status endpoint; a record or exec process publishing
+    topics: ``<run_dir>/<name>.sock`` over ZeroMQ (they are not told ``local_transport``)."""
+    out = [t for t in p.outputs if "://" in t]
+    if isinstance(p_cfg, DriverConfig) or p.kind == "core":
+        out.append(p_cfg.resolved_endpoint())  # type: ignore[union-attr]
+    elif p.kind == "actuator":
+        status = getattr(p_cfg, "status_endpoint", None)
+        if status:
+            out.append(status)
+    elif any("://" not in t for t in p.outputs):
+        out.append(Endpoint.local(cfg.resolve_path(cfg.run_dir), p.name, "zmq"))
+    return out
+
+
+def recorder_endpoints(cfg: LaunchFile, rec: ProcessSpec) -> list[str]:
+    """What a ``record`` process without ``--endpoint`` records: its inputs named as
+    endpoints and the publishers of the processes on its host that produce its input
+    topics (those on other hosts come over tcp: :mod:`spikefuse.launch.hosts`)."""
+    out = [t for t in rec.inputs if "://" in t]
+    for i, p in enumerate(cfg.processes):
+        if p.host != rec.host or not set(p.outputs) & set(rec.inputs):
+            continue
+        out += process_endpoints(cfg, p, check_process_config(cfg, i, p))
+    return list(dict.fromkeys(out))
+
+
+def check_recorders(cfg: LaunchFile) -> None:
+    for i, p in enumerate(cfg.processes):
+        if p.kind == "record" and "--endpoint" not in p.args and not p.inputs:
+            raise ConfigError(
+                "expected the topics to record (the publishers of these are recorded) or "
+                "'--endpoint E' in args, found neither",
+                cfg.where(f"processes[{i}]", "inputs"),
+            )
+
+
 def check_wiring(cfg: LaunchFile) -> None:
     produced = {t for p in cfg.processes for t in p.outputs}
     for i, p in enumerate(cfg.processes):
@@ -98,3 +135,4 @@ def check_launch(cfg: LaunchFile) -> None:
     for i, p in enumerate(cfg.processes):
         check_process_config(cfg, i, p)
     check_wiring(cfg)
+    check_recorders(cfg)

@@ -17,8 +17,19 @@ Example (``launch/demo.yaml``)::
 
 Paths are resolved relative to the launch file, including a driver file named in ``type``
 (``type: my_driver.py:MY_DRIVER``). ``driver``/``core``/``actuator`` processes
-get ``--set run_dir=<run_dir>`` (before their own ``set`` entries) so every socket of one
-launch lives in one directory.
+get ``--set run_dir=<run_dir>`` and ``--set local_transport=<local_transport>`` (before
+their own ``set`` entries) so every socket of one launch lives in one directory, on one
+transport.
+
+The transport of every same-host link, in one place (default ``zmq``)::
+
+    local_transport: unix   # zmq: ZeroMQ ipc:// sockets; unix: spikefuse's own unix://
+                            # (one wake per hop, docs/deploy.md "Same-host latency")
+
+An endpoint a process names itself (``endpoint=...``, ``inputs.<x>.endpoint=...``, a
+recorder's ``--endpoint``) wins over the default; links between hosts stay tcp. ``unix``
+carries no CurveZMQ, so it does not go with ``security``. A ``record`` process without
+``--endpoint`` in its ``args`` records the publishers of its ``inputs`` on its host.
 
 CPU placement per process (applied between fork and exec, so every thread follows;
 docs/deploy.md has the measured effect)::
@@ -48,7 +59,6 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from spikefuse.config import (
-    FileConfig,
     StrictModel,
     apply_overrides,
     line_of,
@@ -57,7 +67,7 @@ from spikefuse.config import (
 )
 from spikefuse.errors import ConfigError
 from spikefuse.launch.placement import SchedSpec, check_cpus
-from spikefuse.sdk.config import DEFAULT_RUN_DIR
+from spikefuse.transport.config import SameHostConfig
 from spikefuse.transport.endpoint import Endpoint
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
@@ -127,6 +137,8 @@ class ProcessSpec(StrictModel):
 
 
 KEYED_KINDS = ("driver", "core", "actuator", "record")
+CONFIGURED_KINDS = ("driver", "core", "actuator")
+"""The kinds whose config the launch completes (run_dir, local_transport, security)."""
 BUS_KEY = "bus"
 LAUNCH_KEY = "launch"
 
@@ -160,7 +172,7 @@ class HostSpec(StrictModel):
         return self.address or self.endpoint.address.rsplit(":", 1)[0]
 
 
-class LaunchFile(FileConfig):
+class LaunchFile(SameHostConfig):
     name: str = Field("launch", pattern=_NAME)
     security: LaunchSecurity | None = None
     hosts: dict[str, HostSpec] = Field(default_factory=dict)
@@ -172,7 +184,6 @@ class LaunchFile(FileConfig):
     heartbeat_timeout_s: float = Field(2.0, gt=0.0, le=3600.0)
     """an agent that does not answer for this long is lost (and stops its processes when
     the launcher is silent for this long)"""
-    run_dir: Path = DEFAULT_RUN_DIR
     duration_s: float | None = Field(default=None, gt=0.0)
     status_period_s: float = Field(1.0, gt=0.0, le=3600.0)
     processes: list[ProcessSpec] = Field(min_length=1)
@@ -219,17 +230,33 @@ class LaunchFile(FileConfig):
             argv.append(self.process_type(p))
         if p.config is not None:
             argv += ["--config", str(self.resolve_path(p.config))]
-        sets = list(p.set)
-        if p.kind in ("driver", "core", "actuator"):
-            sets.insert(0, f"run_dir={self.resolve_path(self.run_dir)}")
-            security = self.security_for(p.name)
-            if security is not None:
-                sets.insert(1, f"security={json.dumps(security)}")
-        for s in sets:
+        for s in [*self.launch_sets(p), *p.set]:
             argv += ["--set", s]
         if p.kind == "record" and self.security is not None:
             argv += ["--security", str(self.security_file(p.name))]
+        if p.kind == "record" and "--endpoint" not in p.args:
+            from spikefuse.launch.check import recorder_endpoints
+
+            argv += [x for e in recorder_endpoints(self, p) for x in ("--endpoint", e)]
         return argv + list(p.args)
+
+    def launch_sets(self, p: ProcessSpec) -> list[str]:
+        """What the launch sets in the config of a driver, core or actuator before the
+        process's own ``set``: its run_dir, local_transport and security."""
+        if p.kind not in CONFIGURED_KINDS:
+            return []
+        sets = [
+            f"run_dir={self.resolve_path(self.run_dir)}",
+            f"local_transport={self.local_transport}",
+        ]
+        security = self.security_for(p.name)
+        if security is not None:
+            sets.append(f"security={json.dumps(security)}")
+        return sets
+
+    def status_endpoint(self) -> Endpoint:
+        """Where the launcher publishes its Status (``status/launch-<name>``)."""
+        return self.local_endpoint(f"launch-{self.name}")
 
     def key_names(self) -> list[str]:
         """Every key pair the launch's ``security`` needs in ``key_dir``."""
@@ -296,9 +323,18 @@ def _record_lines(cfg: LaunchFile, data: Any) -> None:
         lines[f"hosts.{h}"] = line_of(data, ("hosts", h)) or 0
         for k in spec if isinstance(spec, dict) else ():
             lines[f"hosts.{h}.{k}"] = line_of(data, ("hosts", h, k)) or 0
-    for k in ("security", "hosts", "local_address", "data_port"):
+    for k in ("security", "hosts", "local_address", "data_port", "local_transport"):
         lines[k] = line_of(data, (k,)) or 0
     cfg._lines = lines
+
+
+def _check_transport(cfg: LaunchFile) -> None:
+    if cfg.local_transport == "unix" and cfg.security is not None:
+        raise ConfigError(
+            "expected zmq with 'security' (unix:// carries no CurveZMQ: its sockets are "
+            "owner-only and check the peer's uid instead), found unix; drop one of the two",
+            cfg.where("local_transport"),
+        )
 
 
 def load_launch(
@@ -316,6 +352,7 @@ def load_launch(
     cfg.set_base_dir(path.resolve().parent)
     cfg._source = str(path)
     _record_lines(cfg, data)
+    _check_transport(cfg)
     if check_configs:
         from spikefuse.launch.check import check_launch
 

@@ -311,16 +311,12 @@ class Supervisor:
         from spikefuse.errors import BusError, ConfigError
         from spikefuse.launch.model import LAUNCH_KEY
         from spikefuse.transport.config import SecurityConfig
-        from spikefuse.transport.endpoint import Endpoint
         from spikefuse.transport.publisher import Publisher
 
         try:
-            run_dir = self.launch.resolve_path(self.launch.run_dir)
             block = self.launch.security_for(LAUNCH_KEY)
             security = None if block is None else SecurityConfig.model_validate(block)
-            self._status_pub = Publisher(
-                Endpoint.ipc(run_dir, f"launch-{self.launch.name}"), security=security
-            )
+            self._status_pub = Publisher(self.launch.status_endpoint(), security=security)
         except (BusError, ConfigError) as exc:
             self.say(f"no status publisher: {exc}")
 

@@ -7,19 +7,16 @@ changes one field and keeps the rest; a group the driver does not know is an err
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from spikefuse.config import FileConfig, StrictModel
+from spikefuse.config import StrictModel
 from spikefuse.encoding import DvsEncoder
 from spikefuse.errors import ConfigError
-from spikefuse.transport.config import SecurityConfig
+from spikefuse.transport.config import DEFAULT_RUN_DIR as DEFAULT_RUN_DIR  # its old home
+from spikefuse.transport.config import SameHostConfig, SecurityConfig
 from spikefuse.transport.endpoint import Endpoint
-
-DEFAULT_RUN_DIR = Path(tempfile.gettempdir()) / "spikefuse"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -132,7 +129,7 @@ class DvsSettings(StrictModel):
         )
 
 
-class DriverConfig(FileConfig):
+class DriverConfig(SameHostConfig):
     """Base of every driver config.
 
     Subclasses set ``default_groups`` (group name -> dict of :class:`GroupConfig` fields)
@@ -141,7 +138,6 @@ class DriverConfig(FileConfig):
     default_groups: ClassVar[dict[str, dict[str, Any]]] = {}
 
     name: str = "sensor"
-    run_dir: Path = DEFAULT_RUN_DIR
     endpoint: Endpoint | None = None
     hwm: int = Field(10000, ge=1)
     security: SecurityConfig | None = None
@@ -189,10 +185,10 @@ class DriverConfig(FileConfig):
 
     # ---------------------------------------------------------------- helpers
     def resolved_endpoint(self) -> str:
-        """``endpoint`` or ``ipc://<run_dir>/<name>.sock``."""
+        """``endpoint`` or the default ``<run_dir>/<name>.sock`` (over ``local_transport``)."""
         if self.endpoint is not None:
             return self.endpoint
-        return Endpoint.ipc(self.resolve_path(self.run_dir), self.name)
+        return self.local_endpoint(self.name)
 
     def input_of(self, group: str) -> str:
         g = self.groups[group]

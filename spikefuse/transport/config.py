@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from spikefuse.config import StrictModel, load_model
-from spikefuse.transport.endpoint import Endpoint
+from spikefuse.config import FileConfig, StrictModel, load_model
+from spikefuse.transport.endpoint import Endpoint, LocalTransport
 from spikefuse.transport.queue import Policy
+
+DEFAULT_RUN_DIR = Path(tempfile.gettempdir()) / "spikefuse"
 
 
 class SecurityConfig(StrictModel):
@@ -62,6 +65,34 @@ class SecurityConfig(StrictModel):
                 "allowed_client_keys": [resolve(p) for p in self.allowed_client_keys],
             }
         )
+
+
+class SameHostConfig(FileConfig):
+    """Base of the config of every process that has default endpoints on its host
+    (drivers, the core, actuators): the socket files live in ``run_dir``, over
+    ``local_transport``. An endpoint named in the config always wins over its default."""
+
+    run_dir: Path = DEFAULT_RUN_DIR
+    local_transport: LocalTransport = "zmq"
+    """``zmq``: default endpoints are ZeroMQ ``ipc://<run_dir>/<name>.sock``; ``unix``:
+    ``unix://<run_dir>/<name>.sock`` (one wake per hop, docs/deploy.md "Same-host
+    latency"; no CurveZMQ, so not with ``security`` keys). A launch passes its own
+    ``local_transport`` down to every process."""
+
+    @model_validator(mode="after")
+    def _unix_without_curve(self) -> SameHostConfig:
+        security = getattr(self, "security", None)
+        if self.local_transport == "unix" and isinstance(security, SecurityConfig):
+            if security.uses_curve:
+                raise ValueError(
+                    "local_transport: unix carries no CurveZMQ, but security names keys: "
+                    "use local_transport: zmq with security (or drop the keys)"
+                )
+        return self
+
+    def local_endpoint(self, name: str) -> Endpoint:
+        """The default endpoint of process or topic ``name`` on this host."""
+        return Endpoint.local(self.resolve_path(self.run_dir), name, self.local_transport)
 
 
 class PublisherConfig(StrictModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_core import core_schema
 
@@ -15,6 +15,9 @@ NUL)."""
 SCHEMES = ("ipc", "tcp", "inproc", "unix")
 _PATH_SCHEMES = ("ipc", "unix")
 _LOOPBACK_HOSTS = {"localhost", "::1", "[::1]", "ip6-localhost"}
+LocalTransport = Literal["zmq", "unix"]
+"""The transport of same-host links (``local_transport``): ``zmq`` (ZeroMQ ``ipc://``) or
+``unix`` (spikefuse's own ``unix://``, one wake per hop; no CurveZMQ)."""
 
 
 class Endpoint(str):
@@ -61,6 +64,17 @@ class Endpoint(str):
         """``unix://<run_dir>/<name>.sock``: the same socket file as :meth:`ipc` on
         spikefuse's own same-host transport."""
         return cls("unix://" + cls.ipc(run_dir, name).address)
+
+    @classmethod
+    def local(cls, run_dir: str | Path, name: str, transport: LocalTransport = "zmq") -> Endpoint:
+        """The default endpoint of process or topic ``name`` on this host: the socket file
+        ``<run_dir>/<name>.sock`` over ``transport`` (``zmq``: ``ipc://``, ``unix``:
+        ``unix://``). Every default same-host endpoint of spikefuse comes from here."""
+        if transport == "unix":
+            return cls.unix(run_dir, name)
+        if transport == "zmq":
+            return cls.ipc(run_dir, name)
+        raise ConfigError(f"local_transport must be 'zmq' or 'unix', found {transport!r}")
 
     @property
     def scheme(self) -> str:

@@ -11,7 +11,7 @@ from spikefuse.config import StrictModel
 from spikefuse.errors import ConfigError
 from spikefuse.sdk.config import DEFAULT_RUN_DIR
 from spikefuse.transport.config import SecurityConfig
-from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.endpoint import Endpoint, LocalTransport
 
 _CAMERA_RE = re.compile(r"^([A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+)=(\d+)x(\d+)$")
 LOOPBACK = "127.0.0.1"
@@ -30,6 +30,8 @@ class ViewConfig(StrictModel):
 
     name: str = Field("view", pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
     run_dir: Path = DEFAULT_RUN_DIR
+    local_transport: LocalTransport = "zmq"
+    """the transport of the view's own status socket (a launch's ``local_transport``)"""
     endpoints: list[Endpoint] = Field(min_length=1)
     sensor_endpoints: list[Endpoint] = Field(default_factory=list)
     """connected only once every source in ``wait_for_status`` has sent a Status (or after
@@ -71,7 +73,7 @@ class ViewConfig(StrictModel):
 
     def status_endpoint(self) -> str:
         """Where the view publishes its own Status (``status/<name>``)."""
-        return Endpoint.ipc(self.run_dir, self.name)
+        return Endpoint.local(self.run_dir, self.name, self.local_transport)
 
 
 def parse_camera(text: str) -> tuple[str, CameraLayout]:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikefuse.errors import ConfigError
-from spikefuse.launch.check import check_process_config
+from spikefuse.launch.check import check_process_config, process_endpoints
 from spikefuse.launch.model import LAUNCH_KEY, LaunchFile, ProcessSpec
 from spikefuse.sdk.config import DriverConfig, DvsSettings
-from spikefuse.transport.endpoint import Endpoint
+from spikefuse.transport.endpoint import LocalTransport
 from spikefuse.view.config import CameraLayout
 from spikefuse.view.state import stream_key
 
@@ -22,6 +22,8 @@ VIEW_PROCESS = "view"
 class LaunchView:
     run_dir: Path
     endpoints: list[str] = field(default_factory=list)
+    local_transport: LocalTransport = "zmq"
+    """the launch's: the view's own status socket goes on it"""
     sensor_endpoints: list[str] = field(default_factory=list)
     """drivers' publishers: connected once the cores (``cores``) are up"""
     cores: list[str] = field(default_factory=list)
@@ -44,36 +46,23 @@ def driver_cameras(cfg: DriverConfig) -> dict[str, CameraLayout]:
     }
 
 
-def _process_endpoints(launch: LaunchFile, run_dir: Path, p: ProcessSpec, cfg: object) -> list[str]:
-    out = [t for t in p.outputs if "://" in t]
-    if isinstance(cfg, DriverConfig) or p.kind == "core":
-        out.append(cfg.resolved_endpoint())  # type: ignore[union-attr]
-    elif p.kind == "actuator":
-        status = getattr(cfg, "status_endpoint", None)
-        if status:
-            out.append(status)
-    elif any("://" not in t for t in p.outputs):  # record / exec publishing topics
-        out.append(Endpoint.ipc(run_dir, p.name))
-    return out
-
-
 def launch_view(launch: LaunchFile) -> LaunchView:
     """Load every process's config the way the process will and collect what to
     subscribe to (the launcher's own status socket included) and the DVS layouts. The
     drivers' publishers are connected only after the cores sent their first Status: a
     driver with ``wait_for_subscribers`` waits for the core, not for the view."""
     run_dir = launch.resolve_path(launch.run_dir)
-    lv = LaunchView(run_dir, [Endpoint.ipc(run_dir, f"launch-{launch.name}")])
+    lv = LaunchView(run_dir, [launch.status_endpoint()], launch.local_transport)
     lv.security = launch.security_for(LAUNCH_KEY)  # the launcher's keys: the view is its child
     for i, p in enumerate(launch.processes):
         if p.name == VIEW_PROCESS:
             continue
         cfg = check_process_config(launch, i, p)
         if isinstance(cfg, DriverConfig):
-            lv.sensor_endpoints += _process_endpoints(launch, run_dir, p, cfg)
+            lv.sensor_endpoints += process_endpoints(launch, p, cfg)
             lv.cameras.update(driver_cameras(cfg))
         else:
-            lv.endpoints += _process_endpoints(launch, run_dir, p, cfg)
+            lv.endpoints += process_endpoints(launch, p, cfg)
         if p.kind == "core":
             lv.cores.append(cfg.name)  # type: ignore[union-attr]
     lv.endpoints = list(dict.fromkeys(lv.endpoints))
