@@ -97,6 +97,9 @@ def test_core_sigkill_actuator_safe_within_deadman(tmp_path):
         sens.close()
     out = act.stdout.read()
     assert "DEADMAN" in out
+    # the stop on SIGTERM applies the safe values too, but it is a normal step: INFO
+    stopping = [line for line in out.splitlines() if "stopping: safe values applied" in line]
+    assert len(stopping) == 1 and " INFO " in stopping[0], stopping
 
 
 def test_deadman_trips_and_rearms_and_counts_bad_commands(tmp_path):

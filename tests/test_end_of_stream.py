@@ -198,6 +198,27 @@ def test_a_sensor_not_heard_from_yet_is_waited_for_not_warned_about(tmp_path, ca
     ]
 
 
+def test_a_sensor_never_heard_from_is_warned_about_once_after_a_grace(tmp_path, caplog):
+    """A sensor that never speaks (a mistyped sensor name, a wrong endpoint) is not a
+    sensor still starting: after max(10 input timeouts, 5 s) of silence from the start one
+    WARNING names it, once; its first message later makes it live as usual."""
+    caplog.set_level("INFO", logger="spikefuse.core.fusion")
+    core, _ = _core(tmp_path)  # timeout_s 0.2: the grace is 5 s
+    core.service(300 * MS)
+    core.service(4_900 * MS)
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    core.service(5_100 * MS)
+    core.service(9_000 * MS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "input 'x' (sensor s): nothing received in 5.1 s: check that a driver publishes "
+        "sensor 's' on this input's endpoint"
+    ]
+    _feed(core, _batch(0, 9_001 * MS, [2, 2]), 9_001 * MS)
+    assert caplog.records[-1].getMessage() == "input 'x' (sensor s) is live"
+    assert core.inputs["x"].n_stale == 0
+
+
 # ------------------------------------------------------------------ the SDK's way out
 
 

@@ -282,13 +282,16 @@ class ActuatorRunner:
             self._deadman_logged_ns, self._deadman_logged_n = now_ns, self.n_deadman
         self.go_safe(now_ns, reason, quiet)
 
-    def go_safe(self, now_ns: int, reason: str, quiet: bool = False) -> None:
+    def go_safe(
+        self, now_ns: int, reason: str, quiet: bool = False, expected: bool = False
+    ) -> None:
         """Apply the safe values (if the channel count is known) and say why (``quiet``:
-        counted only, see ``DEADMAN_LOG_EVERY_NS``)."""
+        counted only, see ``DEADMAN_LOG_EVERY_NS``; ``expected``: a normal step such as
+        stopping, INFO instead of a WARNING)."""
         self.tripped = True
         self._quiet_trip = quiet
         log.log(
-            logging.DEBUG if quiet else logging.WARNING,
+            logging.DEBUG if quiet else (logging.INFO if expected else logging.WARNING),
             "%s: %s: safe values applied",
             self.cfg.name,
             reason,
@@ -338,7 +341,7 @@ def run_actuator(spec: ActuatorKind, cfg: ActuatorConfig) -> int:
                 if status_pub is not None:
                     status_pub.close()
             # leaving: the motors go to their safe values
-            runner.go_safe(time.monotonic_ns(), "stopping")
+            runner.go_safe(time.monotonic_ns(), "stopping", expected=True)
             # leave cleanly (the core stops counting it as listening), then count what was
             # still on its way: never applied
             sub.unsubscribe([f"motor/{cfg.name}"])

@@ -310,6 +310,8 @@ class FusionCore:
                 _log_transition(st, stale, ended)
                 st.stale, st.ended = stale, ended
                 changed = True
+            if stale and not st.heard and not st.warned_unheard:
+                _warn_unheard(st, now_ns)
         if not changed:
             return
         for name, motor in self.motors.items():
@@ -595,6 +597,29 @@ def _log_transition(st: InputState, stale: bool, ended: bool) -> None:
         log.info("%s is live again", where)
     else:
         log.info("%s is live", where)
+
+
+UNHEARD_WARN_TIMEOUTS = 10
+"""A sensor never heard from for this many input timeouts (and at least
+:data:`UNHEARD_WARN_MIN_S`) is reported as a WARNING: a sensor still starting is normal, one
+that never speaks is a wrong sensor name or endpoint."""
+UNHEARD_WARN_MIN_S = 5.0
+
+
+def _warn_unheard(st: InputState, now_ns: int) -> None:
+    """WARN once when an input's sensor was never heard from for long (see above)."""
+    waited_ns = now_ns - st.last_seen_ns  # the input's start while nothing was heard
+    if waited_ns < max(UNHEARD_WARN_TIMEOUTS * st.timeout_ns, UNHEARD_WARN_MIN_S * 1e9):
+        return
+    st.warned_unheard = True
+    log.warning(
+        "input '%s' (sensor %s): nothing received in %.1f s: check that a driver publishes "
+        "sensor '%s' on this input's endpoint",
+        st.name,
+        st.cfg.sensor,
+        waited_ns / 1e9,
+        st.cfg.sensor,
+    )
 
 
 def data_time_ns(msg: Message) -> int:

@@ -106,6 +106,8 @@ class InputState:
         self.last_seq: int | None = None
         self.heard = False
         """Anything (a batch, a heartbeat not ``failed``) came from its sensor yet."""
+        self.warned_unheard = False
+        """The WARNING that its sensor was never heard from was given (once)."""
         self.end_announced = False
         """Its sensor's last word was the end of its stream (an ``ended`` heartbeat with
         nothing after it): set and cleared on arrival (:class:`InputSet`)."""

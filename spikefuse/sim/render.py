@@ -9,6 +9,7 @@ images of ``height x width``."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -30,8 +31,11 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 def ensure_gl_platform() -> None:
     """MuJoCo picks its OpenGL platform when its renderer module is first imported:
-    default to headless EGL unless the user chose one (the one place this is set)."""
+    default to headless EGL unless the user chose one (the one place this is set).
+    PyOpenGL's INFO notes (an optional accelerator module it did not find) are not ours
+    to report: its logger says only warnings."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 
 class MujocoCamera:
